@@ -1,0 +1,22 @@
+//! Legacy PC devices on the port I/O bus: the 8250 UART the guest's console
+//! runs on, and just enough of the i8042 controller for the guest to ask for
+//! a reset (`reboot=k`).
+
+mod i8042;
+mod serial;
+
+pub use i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
+pub use serial::{Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN};
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// An `EventFd` as a vm-superio interrupt/reset trigger.
+pub struct EventFdTrigger(pub EventFd);
+
+impl vm_superio::Trigger for EventFdTrigger {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
