@@ -1,0 +1,185 @@
+//! `VmConfig`: everything needed to build a VM, serialisable so it can be
+//! written to disk (TOML) or sent over a socket (JSON).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The kernel command line every VM starts with; [`VmConfig::cmdline`] is
+/// appended, so a user's value for the same key wins.
+///
+/// `reboot=k` makes a guest reboot an i8042 reset, which ends the VMM.
+/// `panic=-1 panic_reboot_mode=warm` makes a panic reboot at once and mark
+/// the BIOS warm-reset flag, so the VMM can tell a panic from a clean
+/// reboot. `quiet` because every console byte is a VM exit.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 panic_reboot_mode=warm pci=off nomodule quiet";
+
+/// The smallest guest we accept: below this a Linux guest cannot boot.
+pub const MIN_MEMORY_MIB: u64 = 16;
+
+/// Where the serial console's output goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Console {
+    /// The VMM's standard output.
+    #[default]
+    Stdout,
+    /// A file, created or truncated at start.
+    File(PathBuf),
+    /// Discarded.
+    Null,
+}
+
+/// A VM description. Build and run it with [`crate::Vm`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// An uncompressed ELF `vmlinux` (PVH entry used when present) or a
+    /// `bzImage`.
+    pub kernel: PathBuf,
+    /// An initramfs (cpio, optionally compressed as the kernel supports).
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Appended to [`DEFAULT_CMDLINE`].
+    #[serde(default)]
+    pub cmdline: String,
+    /// Number of vCPUs.
+    #[serde(default = "default_cpus")]
+    pub cpus: u8,
+    /// Guest RAM in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub console: Console,
+    /// A virtio-rng device feeding the guest's /dev/hwrng.
+    #[serde(default = "yes")]
+    pub rng: bool,
+    /// Boot even when the host's KVM is PVM-backed (standard kernels cannot
+    /// boot there; a PVM-enabled or hand-made guest can).
+    #[serde(default)]
+    pub allow_pvm_host: bool,
+}
+
+fn default_cpus() -> u8 {
+    1
+}
+fn default_memory_mib() -> u64 {
+    512
+}
+fn yes() -> bool {
+    true
+}
+
+impl VmConfig {
+    /// A VM with defaults for everything but the kernel.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: String::new(),
+            cpus: default_cpus(),
+            memory_mib: default_memory_mib(),
+            console: Console::default(),
+            rng: true,
+            allow_pvm_host: false,
+        }
+    }
+
+    /// The full kernel command line.
+    pub fn full_cmdline(&self) -> String {
+        let extra = self.cmdline.trim();
+        if extra.is_empty() {
+            DEFAULT_CMDLINE.to_string()
+        } else {
+            format!("{DEFAULT_CMDLINE} {extra}")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizeError {
+    #[error("invalid size '{0}': expected a whole number of MiB or a number with a unit (K, M, G, T; e.g. 512, 512M, 2G)")]
+    Invalid(String),
+    #[error("size '{0}' is too large")]
+    TooLarge(String),
+    #[error("size '{0}' is not a whole number of MiB")]
+    NotWholeMib(String),
+}
+
+/// Parses a memory size into MiB: a bare number is MiB; `K`/`M`/`G`/`T`
+/// (optionally followed by `iB` or `B`, any case) are binary units.
+pub fn parse_memory_mib(input: &str) -> Result<u64, SizeError> {
+    let s = input.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    if num.is_empty() {
+        return Err(SizeError::Invalid(input.to_string()));
+    }
+    let value: u64 = num
+        .parse()
+        .map_err(|_| SizeError::TooLarge(input.to_string()))?;
+    let shift_from_kib = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 10,
+        "k" | "kb" | "kib" => 0,
+        "g" | "gb" | "gib" => 20,
+        "t" | "tb" | "tib" => 30,
+        _ => return Err(SizeError::Invalid(input.to_string())),
+    };
+    let kib = value
+        .checked_mul(1u64 << shift_from_kib)
+        .ok_or_else(|| SizeError::TooLarge(input.to_string()))?;
+    if kib % 1024 != 0 {
+        return Err(SizeError::NotWholeMib(input.to_string()));
+    }
+    Ok(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_memory_mib("256"), Ok(256));
+        assert_eq!(parse_memory_mib("256M"), Ok(256));
+        assert_eq!(parse_memory_mib("2G"), Ok(2048));
+        assert_eq!(parse_memory_mib("2GiB"), Ok(2048));
+        assert_eq!(parse_memory_mib(" 1t "), Ok(1 << 20));
+        assert_eq!(parse_memory_mib("4096k"), Ok(4));
+        assert!(matches!(parse_memory_mib("1000k"), Err(SizeError::NotWholeMib(_))));
+        for bad in ["", "M", "-1", "1.5G", "12Q", "0x10"] {
+            assert!(
+                matches!(parse_memory_mib(bad), Err(SizeError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_memory_mib("99999999999999999999"),
+            Err(SizeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse_memory_mib("9999999999999T"),
+            Err(SizeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn config_round_trips_and_rejects_unknown_fields() {
+        let mut c = VmConfig::new("/boot/vmlinux");
+        c.console = Console::File("/tmp/c.log".into());
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<VmConfig>(&json).unwrap(), c);
+        let minimal: VmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
+        assert_eq!((minimal.cpus, minimal.memory_mib, minimal.rng), (1, 512, true));
+        assert!(serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","cpu":2}"#).is_err());
+    }
+
+    #[test]
+    fn cmdline_appends_user_args() {
+        let mut c = VmConfig::new("/k");
+        assert_eq!(c.full_cmdline(), DEFAULT_CMDLINE);
+        c.cmdline = " foo=bar ".into();
+        assert!(c.full_cmdline().ends_with(" foo=bar"));
+    }
+}

@@ -1,0 +1,98 @@
+//! Guest RAM: anonymous host memory, mapped lazily (MAP_NORESERVE), split
+//! around the 32-bit MMIO gap.
+
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::arch::layout::{MMIO_GAP_END, MMIO_GAP_START};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("--memory {requested} MiB is more than this host has ({host} MiB of RAM)")]
+    MoreThanHost { requested: u64, host: u64 },
+    #[error("--memory {0} MiB is too small: a Linux guest needs at least {min} MiB", min = crate::config::MIN_MEMORY_MIB)]
+    TooSmall(u64),
+    #[error("cannot read the host's memory size from /proc/meminfo: {0}")]
+    HostInfo(std::io::Error),
+    #[error("cannot map {0} MiB of guest memory: {1}")]
+    Map(u64, vm_memory::mmap::FromRangesError),
+}
+
+/// The host ranges backing `size` bytes of guest RAM.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
+    if size <= MMIO_GAP_START {
+        vec![(GuestAddress(0), size as usize)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_GAP_START as usize),
+            (GuestAddress(MMIO_GAP_END), (size - MMIO_GAP_START) as usize),
+        ]
+    }
+}
+
+/// Total RAM of the host in MiB (MemTotal).
+pub fn host_ram_mib() -> Result<u64, MemoryError> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(MemoryError::HostInfo)?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+        .ok_or_else(|| MemoryError::HostInfo(std::io::Error::other("no MemTotal line")))
+}
+
+/// Checks that `mib` is a size this host could ever back. Memory is
+/// mapped lazily, so this rejects the impossible, not the merely large.
+pub fn check_size(mib: u64, host_mib: u64) -> Result<(), MemoryError> {
+    if mib < crate::config::MIN_MEMORY_MIB {
+        return Err(MemoryError::TooSmall(mib));
+    }
+    if mib > host_mib {
+        return Err(MemoryError::MoreThanHost {
+            requested: mib,
+            host: host_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Maps guest RAM of `mib` MiB after checking the host can back it.
+pub fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    check_size(mib, host_ram_mib()?)?;
+    GuestMemoryMmap::from_ranges(&ram_ranges(mib << 20)).map_err(|e| MemoryError::Map(mib, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    #[test]
+    fn ranges_skip_the_gap() {
+        assert_eq!(ram_ranges(256 << 20), vec![(GuestAddress(0), 256 << 20)]);
+        assert_eq!(ram_ranges(3 << 30).len(), 1);
+        let r = ram_ranges(4 << 30);
+        assert_eq!(r[1], (GuestAddress(4 << 30), 1 << 30));
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert!(matches!(check_size(0, 1024), Err(MemoryError::TooSmall(0))));
+        assert!(matches!(
+            check_size(2048, 1024),
+            Err(MemoryError::MoreThanHost { .. })
+        ));
+        check_size(1024, 1024).unwrap();
+        assert!(host_ram_mib().unwrap() > 0);
+    }
+
+    #[test]
+    fn large_guest_maps_lazily_above_4g() {
+        let mem = create_guest_memory(4096 + 64).unwrap_or_else(|_| {
+            // Hosts with less RAM still exercise the layout.
+            GuestMemoryMmap::from_ranges(&ram_ranges((4096 + 64) << 20)).unwrap()
+        });
+        assert_eq!(mem.num_regions(), 2);
+        let high = mem.iter().nth(1).unwrap();
+        assert_eq!(high.start_addr(), GuestAddress(MMIO_GAP_END));
+    }
+}
