@@ -122,7 +122,7 @@ JOBPATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 say "job start"
 say "job=$JOB uptime=$(uptime_s)"
 # Mirror the job's output on the console while it runs.
-tail -n +1 -s 0.3 -f /newroot/out/job.log &
+tail -n +1 -s 1 -f /newroot/out/job.log &
 tailpid=$!
 env -i HOME=/root USER=root LOGNAME=root TERM=linux LANG=C.UTF-8 PATH="$JOBPATH" \
     MVM_OUT=/out MVM_L2=1 MVM_JOB="$JOB" MVM_CWD="$CWD" \
@@ -132,7 +132,7 @@ env -i HOME=/root USER=root LOGNAME=root TERM=linux LANG=C.UTF-8 PATH="$JOBPATH"
         if [ -x "$MVM_JOB" ]; then exec "$MVM_JOB"; else exec /bin/sh "$MVM_JOB"; fi' \
     </dev/null >>/newroot/out/job.log 2>&1
 rc=$?
-sleep 0.5
+sleep 1.2
 kill "$tailpid" 2>/dev/null
 echo "$rc" >/newroot/out/job.status
 sync

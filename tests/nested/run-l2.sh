@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Runs a job script inside the nested-KVM "L2 host" (QEMU TCG with emulated AMD
+# SVM, Debian's generic 6.1 kernel, a real /dev/kvm) and collects its results.
+#
+# Usage: run-l2.sh JOB_SCRIPT OUT_DIR [options]
+#   --timeout SECS     limit for one QEMU run (default ${MVM_L2_TIMEOUT:-900})
+#   --path DIR         put DIR (an L1 path) in front of the job's PATH; repeatable
+#   --env NAME=VALUE   export NAME=VALUE to the job; repeatable
+#   --cwd DIR          job's working directory (default /)
+#   --mem MB           L2 memory (default 4096)
+#   --smp N            L2 vCPUs (default 1: -smp 2 froze L2 once in five runs)
+#   --append ARGS      extra L2 kernel command line arguments
+#   --no-retry         do not retry when L2 hangs or fails to start
+#
+# The job runs as root in a chroot of L1's root (read-only under a tmpfs
+# overlay, so every L1 path is there and writes vanish), with HOME=/root,
+# MVM_OUT=/out (= OUT_DIR, read-write), MVM_L2=1, stdin /dev/null.
+# OUT_DIR gets: job.log (job stdout+stderr), job.status (its exit status),
+# l2-console.log (L2 serial console), l2-qemu.log (QEMU's stderr),
+# l2-attempts.txt (one line per QEMU run), l2-result (key=value summary),
+# plus whatever the job writes to $MVM_OUT. OUT_DIR must be empty or a previous
+# run-l2.sh OUT_DIR (which is then wiped).
+#
+# Exit status: the job's own exit status when it finished; 124 when L2 hung
+# (no "job exit" marker before the timeout) on both attempts; 125 when L2
+# failed to start the job or died during it; 2 for bad usage.
+# Environment: MVM_L2_VERBOSE=1 copies the L2 console to stderr live;
+# MVM_CACHE_DIR / XDG_CACHE_HOME move the cache (see prepare-l2.sh).
+set -euo pipefail
+LOG_PREFIX=run-l2
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+bad() { log "error: $*"; exit 2; }
+
+JOB= OUT= TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND= RETRY=1
+XPATHS=() ENVS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timeout) TIMEOUT="${2:?--timeout needs SECS}"; shift 2 ;;
+        --timeout=*) TIMEOUT="${1#*=}"; shift ;;
+        --path) XPATHS+=("${2:?--path needs DIR}"); shift 2 ;;
+        --env) ENVS+=("${2:?--env needs NAME=VALUE}"); shift 2 ;;
+        --cwd) CWD="${2:?--cwd needs DIR}"; shift 2 ;;
+        --mem) MEM="${2:?--mem needs MB}"; shift 2 ;;
+        --smp) SMP="${2:?--smp needs N}"; shift 2 ;;
+        --append) APPEND="${2?--append needs ARGS}"; shift 2 ;;
+        --no-retry) RETRY=0; shift ;;
+        -h|--help) usage ;;
+        -*) bad "unknown option: $1" ;;
+        *)
+            if [ -z "$JOB" ]; then JOB="$1"
+            elif [ -z "$OUT" ]; then OUT="$1"
+            else bad "unexpected argument: $1"
+            fi
+            shift ;;
+    esac
+done
+[ -n "$JOB" ] && [ -n "$OUT" ] || usage
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || bad "--timeout must be a positive number of seconds, not '$TIMEOUT'"
+[[ "$MEM" =~ ^[1-9][0-9]*$ ]] || bad "--mem must be a number of MB, not '$MEM'"
+[[ "$SMP" =~ ^[1-9][0-9]*$ ]] || bad "--smp must be a positive number, not '$SMP'"
+
+no_space() { case "$2" in *[[:space:]]*) bad "$1 must not contain whitespace (it goes on a kernel command line): '$2'" ;; esac; }
+
+[ -f "$JOB" ] || bad "job script not found: $JOB"
+JOB="$(realpath "$JOB")"
+no_space "the job path" "$JOB"
+case "$CWD" in /*) ;; *) bad "--cwd must be absolute: $CWD" ;; esac
+no_space "--cwd" "$CWD"
+XPATH=
+for p in ${XPATHS[@]+"${XPATHS[@]}"}; do
+    case "$p" in /*) ;; *) p="$(realpath -m "$p")" ;; esac
+    no_space "--path" "$p"
+    case "$p" in *:*) bad "--path must not contain ':': $p" ;; esac
+    XPATH="${XPATH:+$XPATH:}$p"
+done
+for e in ${ENVS[@]+"${ENVS[@]}"}; do
+    [[ "$e" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || bad "--env wants NAME=VALUE, not '$e'"
+    case "$e" in *$'\n'*) bad "--env values must be one line: ${e%%=*}" ;; esac
+done
+
+mkdir -p "$OUT"
+OUT="$(realpath "$OUT")"
+case "$OUT" in /) bad "OUT_DIR must not be /" ;; esac
+case "$JOB" in "$OUT"/*) bad "the job must not live inside OUT_DIR (it is wiped between attempts): $JOB" ;; esac
+if [ -n "$(ls -A "$OUT")" ] && [ ! -e "$OUT/.mvm-l2-out" ]; then
+    bad "OUT_DIR $OUT is not empty and not a previous run-l2.sh output folder; give an empty or new folder"
+fi
+
+command -v qemu-system-x86_64 >/dev/null || apt_install qemu-system-x86
+L2ENV="$("$NESTED_DIR/prepare-l2.sh")" || { log "error: prepare-l2.sh failed"; exit 125; }
+eval "$L2ENV"
+: "${MVM_L2_KERNEL:?}" "${MVM_L2_INITRD:?}" "${MVM_L2_KMODS:?}"
+
+# --- OUT_DIR handling -------------------------------------------------------------
+wipe_out() {   # everything but the files named in $@ (relative names)
+    local f keep k
+    shopt -s dotglob nullglob
+    for f in "$OUT"/*; do
+        keep=0
+        for k in "$@"; do [ "${f##*/}" = "$k" ] && keep=1; done
+        [ "$keep" = 1 ] || rm -rf -- "$f"
+    done
+    shopt -u dotglob nullglob
+}
+write_job_env() {
+    local e name val
+    : >"$OUT/l2-job.env"
+    for e in ${ENVS[@]+"${ENVS[@]}"}; do
+        name="${e%%=*}"; val="${e#*=}"
+        printf "%s='%s'\n" "$name" "${val//\'/\'\\\'\'}" >>"$OUT/l2-job.env"
+    done
+}
+wipe_out
+touch "$OUT/.mvm-l2-out"
+write_job_env
+: >"$OUT/l2-attempts.txt"
+
+# --- one QEMU run -------------------------------------------------------------------
+CMDLINE="console=ttyS0 quiet panic=-1 mvm.job=$JOB mvm.kmods=$MVM_L2_KMODS mvm.cwd=$CWD"
+[ -n "$XPATH" ] && CMDLINE+=" mvm.path=$XPATH"
+[ -n "$APPEND" ] && CMDLINE+=" $APPEND"
+[ "${#CMDLINE}" -lt 2000 ] || bad "the L2 kernel command line is too long (${#CMDLINE} bytes, max ~2000)"
+
+QPID= TPID=
+cleanup() {
+    [ -n "$TPID" ] && kill "$TPID" 2>/dev/null || true
+    if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
+        kill -TERM "$QPID" 2>/dev/null || true
+        sleep 1
+        kill -KILL "$QPID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Sets: OUTCOME (finished|hung|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
+run_attempt() {
+    local log="$OUT/l2-console.log" t0 now deadline timed_out=0 qrc=0 marker
+    OUTCOME= JOB_RC= T_START= T_EXIT= NOTE=
+    t0="$EPOCHREALTIME"
+    deadline=$(( ${t0%.*} + TIMEOUT ))
+    : >"$log"
+    qemu-system-x86_64 \
+        -accel tcg,thread=multi -cpu EPYC,+svm,+npt -smp "$SMP" -m "$MEM" \
+        -nographic -no-reboot -nic none \
+        -kernel "$MVM_L2_KERNEL" -initrd "$MVM_L2_INITRD" \
+        -append "$CMDLINE" \
+        -virtfs local,path=/,mount_tag=l1root,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=${OUT//,/,,},mount_tag=out,security_model=none,multidevs=remap" \
+        </dev/null >"$log" 2>"$OUT/l2-qemu.log" &
+    QPID=$!
+    if [ "${MVM_L2_VERBOSE:-0}" = 1 ]; then
+        tail -n +1 -f --pid="$QPID" "$log" >&2 &
+        TPID=$!
+    fi
+    while kill -0 "$QPID" 2>/dev/null; do
+        now="$EPOCHREALTIME"
+        if [ -z "$T_START" ] && grep -aq 'MVM-L2: job start' "$log"; then T_START="$(since "$t0" "$now")"; fi
+        if [ -z "$T_EXIT" ] && grep -aq 'MVM-L2: job exit' "$log"; then T_EXIT="$(since "$t0" "$now")"; fi
+        if [ "${now%.*}" -ge "$deadline" ]; then
+            timed_out=1
+            kill -TERM "$QPID" 2>/dev/null || true
+            for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QPID" 2>/dev/null || break; sleep 0.5; done
+            kill -KILL "$QPID" 2>/dev/null || true
+            break
+        fi
+        sleep 0.25
+    done
+    wait "$QPID" || qrc=$?
+    QPID=
+    if [ -n "$TPID" ]; then wait "$TPID" 2>/dev/null || true; TPID=; fi
+    T_END="$(since "$t0" "$EPOCHREALTIME")"
+    QEMU_RC=$qrc
+    # a marker that arrived between the last poll and the exit
+    if [ -z "$T_START" ] && grep -aq 'MVM-L2: job start' "$log"; then T_START="$T_END"; fi
+    marker="$(grep -aoE 'MVM-L2: job exit [0-9]+' "$log" | tail -n1 | awk '{print $4}')" || true
+    if [ -n "$marker" ] && [ -z "$T_EXIT" ]; then T_EXIT="$T_END"; fi
+
+    if [ -f "$OUT/job.status" ] && [[ "$(cat "$OUT/job.status")" =~ ^[0-9]+$ ]]; then
+        OUTCOME=finished; JOB_RC="$(cat "$OUT/job.status")"
+        [ -n "$marker" ] && [ "$marker" != "$JOB_RC" ] && NOTE+="console says exit $marker but job.status says $JOB_RC; "
+        [ -z "$marker" ] && NOTE+="no 'job exit' marker on the console; "
+    elif [ -n "$marker" ]; then
+        OUTCOME=finished; JOB_RC="$marker"; NOTE+="job.status missing, status taken from the console; "
+    elif [ "$timed_out" = 1 ]; then
+        OUTCOME=hung
+        if [ -n "$T_START" ]; then NOTE+="the job started at ${T_START}s but did not finish within ${TIMEOUT}s; "
+        else NOTE+="L2 did not reach the job within ${TIMEOUT}s; "; fi
+    elif [ -n "$T_START" ]; then
+        OUTCOME=died; NOTE+="QEMU exited (status $qrc) while the job was running; "
+    else
+        OUTCOME=no-start; NOTE+="QEMU exited (status $qrc) before the job started; "
+    fi
+    if [ "$OUTCOME" = finished ] && [ "$timed_out" = 1 ]; then
+        NOTE+="L2 did not power off after the job and was killed at the timeout; "
+    fi
+    if grep -aq 'MVM-L2: FATAL' "$log"; then
+        NOTE+="$(grep -a 'MVM-L2: FATAL' "$log" | head -n1 | tr -d '\r'); "
+    fi
+    TIMED_OUT=$timed_out
+}
+
+explain() {
+    case "$1" in
+        hung) echo "L2 hung" ;;
+        no-start) echo "L2 failed to start the job" ;;
+        died) echo "L2 died during the job" ;;
+    esac
+}
+
+show_tail() {
+    if [ "$OUTCOME" = finished ] && [ -s "$OUT/job.log" ]; then
+        log "last lines of the job's output ($OUT/job.log):"
+        tail -n 15 "$OUT/job.log" | sed 's/^/    | /' >&2
+        return 0
+    fi
+    log "last lines of the L2 console ($OUT/l2-console.log):"
+    tail -n 15 "$OUT/l2-console.log" | tr -d '\r' | sed 's/^/    | /' >&2
+    if [ -s "$OUT/l2-qemu.log" ] && [ "$OUTCOME" != finished ]; then
+        log "QEMU stderr ($OUT/l2-qemu.log):"
+        grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" | tail -n 10 | sed 's/^/    | /' >&2 || true
+    fi
+}
+
+MAX=$((RETRY + 1))
+attempt=1
+log "running $JOB in L2 (timeout ${TIMEOUT}s, results in $OUT)"
+while :; do
+    run_attempt
+    printf 'attempt %d: outcome=%s job_status=%s qemu_exit=%s timed_out=%s to_job_start_s=%s to_job_exit_s=%s total_s=%s%s\n' \
+        "$attempt" "$OUTCOME" "${JOB_RC:--}" "$QEMU_RC" "$TIMED_OUT" "${T_START:--}" "${T_EXIT:--}" "$T_END" \
+        "${NOTE:+ note: ${NOTE%; }}" >>"$OUT/l2-attempts.txt"
+    if [ "$OUTCOME" = finished ]; then
+        log "job finished with status $JOB_RC (attempt $attempt; L2 reached the job after ${T_START:-?}s, total ${T_END}s)"
+        [ -n "$NOTE" ] && log "note: ${NOTE%; }"
+        [ "$JOB_RC" = 0 ] || show_tail
+        break
+    fi
+    log "$(explain "$OUTCOME") on attempt $attempt: ${NOTE%; }"
+    show_tail
+    if [ "$attempt" -ge "$MAX" ]; then
+        [ "$MAX" -gt 1 ] && log "$(explain "$OUTCOME") again on the retry: giving up"
+        break
+    fi
+    log "$(explain "$OUTCOME") on attempt $attempt, retried"
+    echo "$(explain "$OUTCOME") on attempt $attempt, retried" >>"$OUT/l2-attempts.txt"
+    mv "$OUT/l2-console.log" "$OUT/l2-console.attempt$attempt.log"
+    mv "$OUT/l2-qemu.log" "$OUT/l2-qemu.attempt$attempt.log"
+    keep=(.mvm-l2-out l2-job.env l2-attempts.txt)
+    for ((i = 1; i <= attempt; i++)); do keep+=("l2-console.attempt$i.log" "l2-qemu.attempt$i.log"); done
+    wipe_out "${keep[@]}"
+    attempt=$((attempt + 1))
+done
+
+case "$OUTCOME" in
+    finished) RC="$JOB_RC" ;;
+    hung) RC=124 ;;
+    *) RC=125 ;;
+esac
+{
+    echo "outcome=$OUTCOME"
+    echo "job_status=${JOB_RC:-}"
+    echo "exit=$RC"
+    echo "attempts=$attempt"
+    echo "to_job_start_s=${T_START:-}"
+    echo "to_job_exit_s=${T_EXIT:-}"
+    echo "total_s=$T_END"
+} >"$OUT/l2-result"
+exit "$RC"
