@@ -1,0 +1,183 @@
+//! Virtio devices and the virtio-mmio transport (virtio 1.x, MMIO version 2).
+//!
+//! The shape every device follows:
+//! - a folder per device (`rng/`, later `net/`, `fs/`, `vsock/`, `blk/`) with
+//!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
+//!   [`VirtioDevice`] impl) and `event_handler.rs` (its
+//!   `event_manager::MutEventSubscriber` impl);
+//! - the device owns one [`EventFd`] per queue from construction on, so the
+//!   event loop can watch them before the guest activates the device;
+//! - [`MmioTransport`] owns the register state and the queue configuration
+//!   and hands ready [`Queue`]s to [`VirtioDevice::activate`] when the driver
+//!   sets DRIVER_OK;
+//! - devices raise interrupts only through [`Interrupt`] and never know about
+//!   KVM, the bus or the CLI.
+//!
+//! Sharing: the VMM keeps one `Arc<Mutex<Device>>` and coerces it to both
+//! `Arc<Mutex<dyn VirtioDevice>>` (for the transport) and
+//! `Arc<Mutex<dyn MutEventSubscriber + Send>>` (for the event manager).
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Logs a warning at most a logarithmic number of times per call site: the
+/// first 10 occurrences, then every power of two. Guest-triggered warnings go
+/// through this so a hostile guest cannot flood the host's logs.
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static COUNT: ::std::sync::atomic::AtomicU64 = ::std::sync::atomic::AtomicU64::new(0);
+        let n = COUNT.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+        if n < 10 || n.is_power_of_two() {
+            ::tracing::warn!(occurrences = n + 1, $($arg)+);
+        }
+    }};
+}
+
+pub mod interrupt;
+pub mod mmio;
+pub mod rng;
+
+#[cfg(test)]
+pub(crate) mod test_utils;
+
+pub use interrupt::Interrupt;
+pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
+pub use rng::Rng;
+
+/// Device IDs (virtio 1.2, section 5).
+pub const TYPE_NET: u32 = 1;
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+pub const TYPE_VSOCK: u32 = 19;
+pub const TYPE_FS: u32 = 26;
+
+/// Device status bits (virtio 1.2, section 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Feature bit numbers shared by all device types.
+pub mod features {
+    /// Indirect descriptors (the split-queue code follows them either way).
+    pub const VIRTIO_RING_F_INDIRECT_DESC: u32 = 28;
+    /// used_event / avail_event notification suppression.
+    pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+    /// Virtio 1.x device; mandatory on an MMIO version 2 transport.
+    pub const VIRTIO_F_VERSION_1: u32 = 32;
+}
+
+/// Interrupt status bits (InterruptStatus / InterruptACK).
+pub const INT_VRING: u32 = 1;
+pub const INT_CONFIG: u32 = 2;
+
+/// Why a device refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("device is already active")]
+    AlreadyActive,
+    #[error("device expects {expected} queues, got {got}")]
+    QueueCount { expected: usize, got: usize },
+    #[error("queue {0} was not made ready by the driver")]
+    QueueNotReady(usize),
+    #[error("device backend failed to start: {0}")]
+    Backend(#[source] std::io::Error),
+}
+
+/// A virtio device as seen by its transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (`TYPE_*`).
+    fn device_type(&self) -> u32;
+
+    /// Maximum size of each queue; the length is the number of queues. Each
+    /// must be a power of two in `1..=32768`.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Features offered to the driver. Must include `VIRTIO_F_VERSION_1`.
+    fn avail_features(&self) -> u64;
+
+    /// The features the driver accepted (always a subset of
+    /// [`avail_features`](Self::avail_features)), set once when the driver
+    /// writes FEATURES_OK.
+    fn set_acked_features(&mut self, features: u64);
+
+    /// Reads from the device-specific configuration space. `offset` and
+    /// `data.len()` come from the guest: out-of-range bytes read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let _ = offset;
+        data.fill(0);
+    }
+
+    /// Writes to the device-specific configuration space (guest-controlled
+    /// offset and length). Devices without writable fields ignore it.
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        warn_limited!(
+            offset,
+            len = data.len(),
+            "write to read-only virtio config space ignored"
+        );
+    }
+
+    /// One eventfd per queue, created with the device, that the transport (or
+    /// a KVM ioeventfd) signals when the driver notifies that queue.
+    fn queue_events(&self) -> &[EventFd];
+
+    /// Starts the device. `queues` has one entry per
+    /// [`queue_max_sizes`](Self::queue_max_sizes) entry, in order; every
+    /// ready queue has been checked against `mem`.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError>;
+
+    /// Returns the device to its pre-activation state, dropping queues and
+    /// memory. Returns false if the device cannot be reset, in which case it
+    /// stays bound to its old queues and can never be re-activated.
+    fn reset(&mut self) -> bool {
+        false
+    }
+
+    fn is_activated(&self) -> bool;
+}
+
+/// Copies `data.len()` bytes of a device's config space starting at `offset`
+/// into `data`, zero-filling whatever falls outside `config`.
+pub fn read_config_from_slice(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_slice_reads_are_bounded() {
+        let config = [1u8, 2, 3, 4];
+        let mut b = [0xaau8; 4];
+        read_config_from_slice(&config, 2, &mut b);
+        assert_eq!(b, [3, 4, 0, 0]);
+        read_config_from_slice(&config, 4, &mut b);
+        assert_eq!(b, [0; 4]);
+        read_config_from_slice(&config, u64::MAX, &mut b);
+        assert_eq!(b, [0; 4]);
+        let mut one = [0u8; 1];
+        read_config_from_slice(&config, 0, &mut one);
+        assert_eq!(one, [1]);
+    }
+}
