@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tracing::{debug, error, info};
+use tracing::debug;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -425,7 +425,7 @@ impl MmioTransport {
             return;
         }
         if added & FAILED != 0 {
-            info!(
+            warn_limited!(
                 device_type = self.device_type,
                 status = new,
                 "driver marked the virtio device FAILED"
@@ -454,7 +454,7 @@ impl MmioTransport {
         self.status = new;
         if added & DRIVER_OK != 0 {
             if let Err(e) = self.activate() {
-                error!(device_type = self.device_type, error = %e, "virtio device activation failed");
+                warn_limited!(device_type = self.device_type, error = %e, "virtio device activation failed");
                 self.status |= DEVICE_NEEDS_RESET;
                 self.interrupt.signal_config_change();
             }
@@ -502,7 +502,7 @@ impl MmioTransport {
         {
             let mut dev = lock(&self.device);
             if dev.is_activated() && !dev.reset() {
-                error!(
+                warn_limited!(
                     device_type = self.device_type,
                     "virtio device cannot be reset; it keeps its old queues and will refuse re-activation"
                 );
