@@ -1,0 +1,6 @@
+pub mod run;
+
+/// Exit statuses of `mvm` (documented in `mvm run --help`).
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_GUEST_PANIC: u8 = 3;
+pub const EXIT_GUEST_FAULT: u8 = 4;

@@ -1,0 +1,138 @@
+//! `mvm run` boots our guest kernel on real KVM (inside the nested L2
+//! host): every scenario runs in one L2 boot (tests/e2e/jobs/boot.sh), and
+//! each test below checks one of them.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use mvm_e2e::{guest_initramfs, guest_kernel, run_l2_job, static_mvm, workspace_root, Scenario};
+
+fn out_dir() -> PathBuf {
+    workspace_root().join("target/e2e/boot")
+}
+
+/// Runs the boot job once for all tests in this binary.
+fn suite() -> &'static PathBuf {
+    static SUITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let result = SUITE.get_or_init(|| {
+        let mvm = static_mvm()?;
+        let kernel = guest_kernel()?;
+        let artifacts = workspace_root().join("target/e2e/artifacts");
+        std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
+        let initrd = guest_initramfs(&artifacts.join("guest-initramfs.cpio.gz"))?;
+        let job = workspace_root().join("tests/e2e/jobs/boot.sh");
+        let run = run_l2_job(
+            &job,
+            &out_dir(),
+            &[("MVM_BIN", &mvm), ("KERNEL", &kernel), ("INITRD", &initrd)],
+        )?;
+        if !run.attempts.is_empty() {
+            eprintln!("L2 attempts:\n{}", run.attempts);
+        }
+        if run.status != 0 {
+            return Err(format!(
+                "the L2 job did not finish (status {}): {}; see {}",
+                run.status,
+                run.attempts.trim(),
+                run.out.join("l2-console.log").display()
+            ));
+        }
+        Ok(run.out)
+    });
+    match result {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn scenario(name: &str) -> Scenario {
+    Scenario::load(suite(), name)
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn guest_init_runs_and_reset_exits_zero() {
+    let s = scenario("single");
+    let g = s.guest();
+    assert!(g.contains_key("init started"), "{}", s.describe());
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert_eq!(g.get("cpus").map(String::as_str), Some("1"), "{}", s.describe());
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn two_cpus_memory_and_cmdline_reach_the_guest() {
+    let s = scenario("smp");
+    let g = s.guest();
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert_eq!(g.get("cpus").map(String::as_str), Some("2"), "{}", s.describe());
+    let mem_kb: u64 = g["memtotal_kb"].parse().unwrap();
+    // MemTotal is RAM minus what the kernel reserves: within 256 MiB and
+    // not far below it.
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&mem_kb),
+        "MemTotal {mem_kb} kB for --memory 256\n{}",
+        s.describe()
+    );
+    let cmdline = &g["cmdline"];
+    assert!(cmdline.contains("mvmtest.token=e2e-token-42"), "{cmdline}");
+    assert!(cmdline.contains("console=ttyS0"), "{cmdline}");
+    assert!(cmdline.contains("virtio_mmio.device="), "{cmdline}");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn memory_above_the_32bit_gap_is_usable() {
+    let s = scenario("bigmem");
+    let g = s.guest();
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert_eq!(g.get("cpus").map(String::as_str), Some("4"), "{}", s.describe());
+    let mem_kb: u64 = g["memtotal_kb"].parse().unwrap();
+    assert!(
+        mem_kb > 3 * 1024 * 1024 && mem_kb <= 3584 * 1024,
+        "MemTotal {mem_kb} kB for --memory 3584\n{}",
+        s.describe()
+    );
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn hwrng_yields_random_bytes() {
+    let a = scenario("smp").guest()["hwrng"].clone();
+    let b = scenario("single").guest()["hwrng"].clone();
+    for h in [&a, &b] {
+        assert_eq!(h.len(), 32, "16 bytes as hex, got {h:?}");
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()), "{h:?}");
+        assert_ne!(h, &"0".repeat(32));
+    }
+    assert_ne!(a, b, "two boots read the same 'random' bytes");
+    let none = scenario("norng");
+    assert_eq!(none.status, Some(0), "{}", none.describe());
+    assert_eq!(none.guest()["hwrng"], "missing", "{}", none.describe());
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn guest_panic_exits_non_zero() {
+    let s = scenario("panic");
+    assert!(s.guest().contains_key("init started"), "{}", s.describe());
+    assert_eq!(s.status, Some(3), "{}", s.describe());
+    assert!(s.stderr.contains("panicked"), "{}", s.describe());
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn triple_fault_exits_non_zero_with_rip() {
+    let s = scenario("triple");
+    assert_eq!(s.status, Some(4), "{}", s.describe());
+    assert!(s.stderr.contains("triple-faulted"), "{}", s.describe());
+    assert!(s.stderr.contains("RIP 0x"), "{}", s.describe());
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn console_goes_to_stdout_by_default() {
+    let s = scenario("stdout-console");
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert!(s.stdout.contains("MVM-GUEST: init started"), "{}", s.stdout);
+}

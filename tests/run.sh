@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: unit and integration tests (native KVM), then the
+# nested end-to-end suite (one QEMU L2 boot per suite). Exits non-zero on
+# any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== native tests (cargo test --workspace)" >&2
+cargo test --workspace --locked
+
+echo "== guest kernel (cached by config hash)" >&2
+guest-kernel/build.sh --print-path >/dev/null
+
+echo "== nested end-to-end tests" >&2
+cargo test --locked -p mvm-e2e -- --ignored --test-threads 4

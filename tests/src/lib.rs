@@ -1,0 +1,176 @@
+//! The end-to-end harness: builds what a nested run needs (a static `mvm`,
+//! the guest kernel, a busybox initramfs), runs one job inside the L2 host
+//! (tests/nested/run-l2.sh) and reads the results back.
+//!
+//! Everything is real: the guest kernel from guest-kernel/, our VMM, the
+//! L2 host's real KVM. See tests/nested/README.md for the L2 plumbing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Builds `mvm` as a static release binary in its own target directory
+/// (so this works while `cargo test` holds the workspace's build lock).
+pub fn static_mvm() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let target_dir = root.join("target/e2e-static");
+    let target = "x86_64-unknown-linux-gnu";
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .args(["build", "--release", "--locked", "-p", "mvm", "--target", target]),
+        "cargo build of the static mvm",
+    )?;
+    Ok(target_dir.join(target).join("release/mvm"))
+}
+
+/// The guest kernel, built (or found in the cache) by guest-kernel/build.sh.
+pub fn guest_kernel() -> Result<PathBuf, String> {
+    if let Some(k) = std::env::var_os("MVM_E2E_KERNEL") {
+        return Ok(k.into());
+    }
+    let root = workspace_root();
+    let path = run(
+        Command::new(root.join("guest-kernel/build.sh")).arg("--print-path"),
+        "guest-kernel/build.sh",
+    )?;
+    Ok(PathBuf::from(path))
+}
+
+/// A busybox initramfs whose /init is tests/nested/guest-init.sh.
+pub fn guest_initramfs(out: &Path) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    run(
+        Command::new(root.join("tests/nested/make-guest-initramfs.sh"))
+            .arg(out)
+            .arg("--init")
+            .arg(root.join("tests/nested/guest-init.sh")),
+        "tests/nested/make-guest-initramfs.sh",
+    )?;
+    Ok(out.to_path_buf())
+}
+
+/// What an L2 run left behind.
+#[derive(Debug)]
+pub struct L2Run {
+    /// The results folder (`/out` inside L2).
+    pub out: PathBuf,
+    /// run-l2.sh's exit status: the job's, or 124 when L2 hung twice.
+    pub status: i32,
+    /// run-l2.sh's account of its attempts (a hang and retry shows here).
+    pub attempts: String,
+}
+
+/// Runs `job` inside one L2 boot. `params` are written to
+/// `out/params.env` for the job to source.
+pub fn run_l2_job(job: &Path, out: &Path, params: &[(&str, &Path)]) -> Result<L2Run, String> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let env: String = params
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'\n", v.display()))
+        .collect();
+    std::fs::write(out.join("params.env"), env).map_err(|e| e.to_string())?;
+    let status = Command::new(workspace_root().join("tests/nested/run-l2.sh"))
+        .arg(job)
+        .arg(out)
+        .status()
+        .map_err(|e| format!("cannot run tests/nested/run-l2.sh: {e}"))?;
+    Ok(L2Run {
+        out: out.to_path_buf(),
+        status: status.code().unwrap_or(-1),
+        attempts: std::fs::read_to_string(out.join("l2-attempts.txt")).unwrap_or_default(),
+    })
+}
+
+/// One `mvm run` inside L2, as the job recorded it.
+#[derive(Debug, Default)]
+pub struct Scenario {
+    pub name: String,
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub console: String,
+    /// L2 uptime at start and end of the `mvm run`.
+    pub times: Option<(f64, f64)>,
+}
+
+impl Scenario {
+    pub fn load(out: &Path, name: &str) -> Scenario {
+        let d = out.join(name);
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        let times = read("times");
+        let mut t = times.split_whitespace().filter_map(|x| x.parse::<f64>().ok());
+        Scenario {
+            name: name.to_string(),
+            status: read("status").trim().parse().ok(),
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            console: read("console.log"),
+            times: t.next().zip(t.next()),
+        }
+    }
+
+    /// The `MVM-GUEST: key=value` lines the guest's init printed.
+    pub fn guest(&self) -> HashMap<String, String> {
+        guest_lines(&self.console)
+    }
+
+    /// Everything worth showing when an assertion fails.
+    pub fn describe(&self) -> String {
+        format!(
+            "scenario {}: status {:?}\n--- stderr ---\n{}\n--- console ---\n{}",
+            self.name, self.status, self.stderr, self.console
+        )
+    }
+}
+
+/// Parses `MVM-GUEST: key=value` lines (also `MVM-GUEST: text`).
+pub fn guest_lines(console: &str) -> HashMap<String, String> {
+    console
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once("MVM-GUEST: "))
+        .map(|(_, rest)| match rest.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.to_string()),
+            None => (rest.trim().to_string(), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_guest_lines() {
+        let m = guest_lines(
+            "[    0.1] noise\nMVM-GUEST: init started\r\nMVM-GUEST: cpus=2\nMVM-GUEST: cmdline=a=b c\n",
+        );
+        assert_eq!(m["cpus"], "2");
+        assert_eq!(m["cmdline"], "a=b c");
+        assert!(m.contains_key("init started"));
+    }
+}

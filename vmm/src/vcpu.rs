@@ -1,0 +1,328 @@
+//! vCPUs: one thread each, running KVM_RUN and dispatching exits to the
+//! port I/O and MMIO buses. Any exit that means the VM cannot go on becomes
+//! an [`ExitReason`]; nothing a guest does can panic this code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use devices::bus::Bus;
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use serde::Serialize;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// The address spaces a vCPU's exits are routed through.
+#[derive(Default)]
+pub struct Buses {
+    pub pio: Bus,
+    pub mmio: Bus,
+}
+
+/// Why a VM stopped running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The guest rebooted (i8042 reset): how a guest normally ends.
+    Reset,
+    /// The guest kernel panicked and rebooted.
+    GuestPanic,
+    /// The guest powered off through a KVM system event.
+    PowerOff,
+    /// A [`crate::StopHandle`] stopped the VM.
+    Stopped,
+    /// A vCPU halted without an in-kernel irqchip to wake it (tiny guests).
+    Halted { vcpu: u8 },
+    /// A triple fault: KVM_EXIT_SHUTDOWN.
+    TripleFault { vcpu: u8, rip: u64 },
+    /// KVM could not emulate something (KVM_EXIT_INTERNAL_ERROR).
+    InternalError { vcpu: u8, rip: u64, suberror: u32 },
+    /// The hardware refused to enter the guest (KVM_EXIT_FAIL_ENTRY).
+    FailEntry { vcpu: u8, rip: u64, reason: u64 },
+    /// An exit this VMM has no use for.
+    UnexpectedExit { vcpu: u8, rip: u64, exit: String },
+    /// KVM_RUN itself failed.
+    RunFailed { vcpu: u8, error: String },
+}
+
+impl ExitReason {
+    /// True for the ways a guest ends on purpose.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            ExitReason::Reset | ExitReason::PowerOff | ExitReason::Stopped
+        )
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Reset => write!(f, "the guest rebooted"),
+            ExitReason::GuestPanic => write!(f, "the guest kernel panicked"),
+            ExitReason::PowerOff => write!(f, "the guest powered off"),
+            ExitReason::Stopped => write!(f, "the VM was stopped"),
+            ExitReason::Halted { vcpu } => write!(f, "vCPU {vcpu} halted"),
+            ExitReason::TripleFault { vcpu, rip } => {
+                write!(f, "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}")
+            }
+            ExitReason::InternalError {
+                vcpu,
+                rip,
+                suberror,
+            } => write!(
+                f,
+                "KVM internal error {suberror} on vCPU {vcpu} at RIP {rip:#x}"
+            ),
+            ExitReason::FailEntry { vcpu, rip, reason } => write!(
+                f,
+                "KVM failed to enter vCPU {vcpu} (hardware reason {reason:#x}) at RIP {rip:#x}"
+            ),
+            ExitReason::UnexpectedExit { vcpu, rip, exit } => {
+                write!(f, "unexpected exit {exit} on vCPU {vcpu} at RIP {rip:#x}")
+            }
+            ExitReason::RunFailed { vcpu, error } => write!(f, "KVM_RUN failed on vCPU {vcpu}: {error}"),
+        }
+    }
+}
+
+/// What one KVM_RUN produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VcpuEvent {
+    /// The exit was handled; run again.
+    Continue,
+    /// A signal interrupted KVM_RUN (a kick): check for stop and run again.
+    Interrupted,
+    /// The VM must stop.
+    Exit(ExitReason),
+}
+
+/// What an exit asks for, once the borrow of the run structure is over.
+enum Outcome {
+    Handled,
+    Interrupted,
+    Halted,
+    Shutdown,
+    InternalError,
+    FailEntry(u64),
+    System(u32),
+    Unexpected(String),
+    RunFailed(String),
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    index: u8,
+    buses: Arc<Buses>,
+}
+
+impl Vcpu {
+    pub fn new(fd: VcpuFd, index: u8, buses: Arc<Buses>) -> Self {
+        Self { fd, index, buses }
+    }
+
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Runs the vCPU until its next exit and handles it.
+    pub fn run_once(&mut self) -> VcpuEvent {
+        let buses = &self.buses;
+        let outcome = match self.fd.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(port, data) => {
+                    buses.pio.read(u64::from(port), data);
+                    Outcome::Handled
+                }
+                VcpuExit::IoOut(port, data) => {
+                    buses.pio.write(u64::from(port), data);
+                    Outcome::Handled
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    if !buses.mmio.read(addr, data) {
+                        tracing::trace!("MMIO read of unclaimed {addr:#x}");
+                    }
+                    Outcome::Handled
+                }
+                VcpuExit::MmioWrite(addr, data) => {
+                    if !buses.mmio.write(addr, data) {
+                        tracing::trace!("MMIO write to unclaimed {addr:#x}");
+                    }
+                    Outcome::Handled
+                }
+                VcpuExit::Hlt => Outcome::Halted,
+                VcpuExit::Shutdown => Outcome::Shutdown,
+                VcpuExit::FailEntry(reason, _) => Outcome::FailEntry(reason),
+                VcpuExit::InternalError => Outcome::InternalError,
+                VcpuExit::SystemEvent(kind, _) => Outcome::System(kind),
+                VcpuExit::Intr => Outcome::Interrupted,
+                VcpuExit::IrqWindowOpen => Outcome::Handled,
+                other => Outcome::Unexpected(format!("{other:?}")),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                Outcome::Interrupted
+            }
+            Err(e) => Outcome::RunFailed(e.to_string()),
+        };
+        let vcpu = self.index;
+        match outcome {
+            Outcome::Handled => VcpuEvent::Continue,
+            Outcome::Interrupted => {
+                self.fd.set_kvm_immediate_exit(0);
+                VcpuEvent::Interrupted
+            }
+            Outcome::Halted => VcpuEvent::Exit(ExitReason::Halted { vcpu }),
+            Outcome::Shutdown => VcpuEvent::Exit(ExitReason::TripleFault {
+                vcpu,
+                rip: self.rip(),
+            }),
+            Outcome::InternalError => {
+                // SAFETY: KVM set exit_reason to KVM_EXIT_INTERNAL_ERROR, so
+                // `internal` is the union member it filled in.
+                let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                VcpuEvent::Exit(ExitReason::InternalError {
+                    vcpu,
+                    rip: self.rip(),
+                    suberror,
+                })
+            }
+            Outcome::FailEntry(reason) => VcpuEvent::Exit(ExitReason::FailEntry {
+                vcpu,
+                rip: self.rip(),
+                reason,
+            }),
+            Outcome::System(KVM_SYSTEM_EVENT_RESET) => VcpuEvent::Exit(ExitReason::Reset),
+            Outcome::System(KVM_SYSTEM_EVENT_SHUTDOWN) => VcpuEvent::Exit(ExitReason::PowerOff),
+            Outcome::System(KVM_SYSTEM_EVENT_CRASH) => VcpuEvent::Exit(ExitReason::GuestPanic),
+            Outcome::System(kind) => VcpuEvent::Exit(ExitReason::UnexpectedExit {
+                vcpu,
+                rip: self.rip(),
+                exit: format!("SystemEvent({kind})"),
+            }),
+            Outcome::Unexpected(exit) => VcpuEvent::Exit(ExitReason::UnexpectedExit {
+                vcpu,
+                rip: self.rip(),
+                exit,
+            }),
+            Outcome::RunFailed(error) => VcpuEvent::Exit(ExitReason::RunFailed { vcpu, error }),
+        }
+    }
+
+    /// The instruction pointer, for error messages (0 if unreadable).
+    pub fn rip(&self) -> u64 {
+        self.fd.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+}
+
+/// Shared between the vCPU threads and whoever waits for the VM to end:
+/// the first reason reported wins.
+pub struct ExitSlot {
+    reason: Mutex<Option<ExitReason>>,
+    event: EventFd,
+}
+
+impl ExitSlot {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            reason: Mutex::new(None),
+            event: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
+    }
+
+    pub fn report(&self, reason: ExitReason) {
+        let mut slot = devices::bus::lock(&self.reason);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        if let Err(e) = self.event.write(1) {
+            tracing::error!("cannot signal VM exit: {e}");
+        }
+    }
+
+    pub fn take(&self) -> Option<ExitReason> {
+        devices::bus::lock(&self.reason).take()
+    }
+
+    pub fn event(&self) -> &EventFd {
+        &self.event
+    }
+}
+
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the signal's only job is to make KVM_RUN return EINTR.
+}
+
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = register_signal_handler(kick_signal(), on_kick) {
+            tracing::error!("cannot install the vCPU kick handler: {e}");
+        }
+    });
+}
+
+/// A running vCPU thread.
+pub struct VcpuThread {
+    handle: JoinHandle<()>,
+}
+
+/// Starts `vcpu` on its own thread. It runs until it reports an exit to
+/// `slot` or `stop` is set and it is kicked.
+pub fn spawn(
+    mut vcpu: Vcpu,
+    stop: Arc<AtomicBool>,
+    slot: Arc<ExitSlot>,
+) -> std::io::Result<VcpuThread> {
+    install_kick_handler();
+    let handle = std::thread::Builder::new()
+        .name(format!("vcpu{}", vcpu.index()))
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                match vcpu.run_once() {
+                    VcpuEvent::Continue | VcpuEvent::Interrupted => {}
+                    VcpuEvent::Exit(reason) => {
+                        tracing::debug!("vCPU {} exits: {reason}", vcpu.index());
+                        slot.report(reason);
+                        break;
+                    }
+                }
+            }
+        })?;
+    Ok(VcpuThread { handle })
+}
+
+/// Stops the vCPU threads: `stop` must already be set. Each thread is
+/// kicked until it leaves KVM_RUN (a kick can land just before it enters,
+/// so one is not enough). Threads still running after `timeout` are left
+/// behind and reported.
+pub fn stop_all(threads: Vec<VcpuThread>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut running = threads;
+    while !running.is_empty() {
+        running.retain(|t| {
+            if t.handle.is_finished() {
+                return false;
+            }
+            let _ = t.handle.kill(kick_signal());
+            true
+        });
+        if running.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::error!("{} vCPU thread(s) did not stop", running.len());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

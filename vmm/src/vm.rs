@@ -1,0 +1,404 @@
+//! [`Vm`]: a VM built from a [`VmConfig`], top to bottom, then run.
+//!
+//! The boot path: [`Vm::new`] (this file) opens KVM, maps memory, creates
+//! the irqchip, attaches devices, loads the kernel ([`crate::loader`]) and
+//! sets up the vCPUs ([`crate::vcpu`]); [`Vm::run`] starts one thread per
+//! vCPU and runs the device event loop until the guest resets or fails.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use devices::bus::BusDevice;
+use devices::legacy::{
+    I8042, Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN, I8042_PORT_BASE, I8042_PORT_LEN,
+};
+use devices::virtio::{cmdline_device, Interrupt, MmioTransport, VirtioDevice, MMIO_DEVICE_WINDOW};
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::boot_params::{write_pvh_start_info, write_zero_page};
+use crate::arch::cpuid::{self, CpuidParams};
+use crate::arch::layout::{
+    BIOS_RESET_FLAG, IRQ_BASE, IRQ_MAX, MMIO_GAP_START, VIRTIO_MMIO_START,
+};
+use crate::arch::mptable::{self, MAX_CPUS};
+use crate::arch::regs::{self, EntryProtocol};
+use crate::arch::msr;
+use crate::config::{Console, VmConfig};
+use crate::vcpu::{self, Buses, ExitReason, ExitSlot, Vcpu};
+use crate::{kvm, loader, memory, Error};
+
+/// The TSS lives in the last pages below the BIOS area, inside the MMIO gap
+/// (only Intel VMX needs it, but setting it is harmless elsewhere).
+const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+/// Linux writes this to the BIOS reset flag before a warm reboot; with
+/// `panic_reboot_mode=warm` only a panic reboot is warm.
+const WARM_RESET_MAGIC: u16 = 0x1234;
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A VM ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    _vm_fd: VmFd,
+    mem: GuestMemoryMmap,
+    vcpus: Vec<Vcpu>,
+    event_manager: EventManager<Subscriber>,
+    exit: Arc<ExitSlot>,
+    stop_evt: Arc<EventFd>,
+    cmdline: String,
+}
+
+/// Stops a running [`Vm`] from any thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    evt: Arc<EventFd>,
+}
+
+impl StopHandle {
+    /// Asks the VM to stop; [`Vm::run`] then returns [`ExitReason::Stopped`].
+    pub fn stop(&self) {
+        if let Err(e) = self.evt.write(1) {
+            tracing::error!("cannot signal the VM to stop: {e}");
+        }
+    }
+}
+
+impl Vm {
+    /// Builds the VM: nothing runs until [`Vm::run`].
+    pub fn new(config: &VmConfig) -> Result<Self, Error> {
+        let kvm = kvm::open()?;
+        if kvm::is_pvm(&kvm) && !config.allow_pvm_host {
+            return Err(kvm::KvmError::PvmHost.into());
+        }
+        let max_cpus = kvm.get_max_vcpus().min(usize::from(MAX_CPUS));
+        if config.cpus == 0 || usize::from(config.cpus) > max_cpus {
+            return Err(Error::Cpus {
+                requested: config.cpus,
+                max: max_cpus,
+            });
+        }
+        let vm_fd = kvm.create_vm().map_err(kvm::KvmError::CreateVm)?;
+
+        let mem = memory::create_guest_memory(config.memory_mib)?;
+        register_memory(&vm_fd, &mem)?;
+        setup_irqchip(&vm_fd)?;
+
+        let mut buses = Buses::default();
+        let mut cmdline = config.full_cmdline();
+        let exit = Arc::new(ExitSlot::new().map_err(Error::EventFd)?);
+        let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let stop_evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?);
+        let mut event_manager = EventManager::<Subscriber>::new().map_err(Error::EventManager)?;
+
+        // Legacy devices: the console and the reset line.
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        vm_fd
+            .register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(|e| Error::Kvm("KVM_IRQFD for the serial port", e))?;
+        let serial = Serial::new(serial_irq, console_writer(&config.console)?);
+        insert(&mut buses.pio, Arc::new(Mutex::new(serial)), COM1_PORT_BASE, COM1_PORT_LEN)?;
+        let i8042 = I8042::new(reset_evt.try_clone().map_err(Error::EventFd)?);
+        insert(&mut buses.pio, Arc::new(Mutex::new(i8042)), I8042_PORT_BASE, I8042_PORT_LEN)?;
+
+        // Virtio devices, each on its own MMIO window and IRQ line.
+        let mut virtio = VirtioSlots::default();
+        if config.rng {
+            let rng = Arc::new(Mutex::new(
+                devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?,
+            ));
+            virtio.attach(&vm_fd, &mem, &mut buses, &mut cmdline, rng.clone(), rng, &mut event_manager)?;
+        }
+
+        // The kernel, its initramfs and command line, and the boot tables.
+        let kernel = loader::load_kernel(&mem, &config.kernel)?;
+        let ram_size = config.memory_mib << 20;
+        let initrd = match &config.initrd {
+            Some(path) => Some(loader::load_initrd(&mem, ram_size, kernel.end, path)?),
+            None => None,
+        };
+        let cmd = loader::build_cmdline(&cmdline)?;
+        let cmdline_len = loader::write_cmdline(&mem, &cmd)?;
+        match kernel.protocol {
+            EntryProtocol::Pvh => write_pvh_start_info(&mem, ram_size, initrd)?,
+            EntryProtocol::Linux64 => {
+                write_zero_page(&mem, ram_size, kernel.setup_header, cmdline_len, initrd)?
+            }
+        }
+        mptable::setup_mptable(&mem, config.cpus)?;
+
+        // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
+        // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
+        let buses = Arc::new(buses);
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        for index in 0..config.cpus {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(|e| Error::Kvm("KVM_CREATE_VCPU", e))?;
+            let mut cpuid = supported.clone();
+            cpuid::normalize(
+                &mut cpuid,
+                CpuidParams {
+                    vcpu_index: index,
+                    vcpu_count: config.cpus,
+                    tsc_khz: fd.get_tsc_khz().ok(),
+                    tsc_deadline,
+                },
+            );
+            fd.set_cpuid2(&cpuid)
+                .map_err(|e| Error::Kvm("KVM_SET_CPUID2", e))?;
+            msr::setup_msrs(&fd)?;
+            msr::setup_lapic(&fd)?;
+            regs::setup_fpu(&fd)?;
+            if index == 0 {
+                regs::setup_boot_vcpu(&fd, &mem, kernel.protocol, kernel.entry)?;
+            }
+            vcpus.push(Vcpu::new(fd, index, buses.clone()));
+        }
+
+        event_manager.add_subscriber(Arc::new(Mutex::new(Control {
+            reset_evt,
+            stop_evt: stop_evt.clone(),
+            exit: exit.clone(),
+            mem: mem.clone(),
+        })));
+
+        tracing::debug!(
+            "VM built: {} vCPU(s), {} MiB, {:?} entry at {:#x}, cmdline: {cmdline}",
+            config.cpus,
+            config.memory_mib,
+            kernel.protocol,
+            kernel.entry.raw_value()
+        );
+        Ok(Vm {
+            _kvm: kvm,
+            _vm_fd: vm_fd,
+            mem,
+            vcpus,
+            event_manager,
+            exit,
+            stop_evt,
+            cmdline,
+        })
+    }
+
+    /// The kernel command line the guest boots with.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Guest memory, for embedders that inspect it.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// A handle that stops this VM from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            evt: self.stop_evt.clone(),
+        }
+    }
+
+    /// Runs the VM until the guest resets, fails, or is stopped.
+    pub fn run(mut self) -> Result<ExitReason, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            match vcpu::spawn(vcpu, stop.clone(), self.exit.clone()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    vcpu::stop_all(threads, Duration::from_secs(1));
+                    return Err(Error::Thread(e));
+                }
+            }
+        }
+        let reason = loop {
+            if let Err(e) = self.event_manager.run() {
+                stop.store(true, Ordering::Release);
+                vcpu::stop_all(threads, Duration::from_secs(1));
+                return Err(Error::EventManager(e));
+            }
+            if let Some(reason) = self.exit.take() {
+                break reason;
+            }
+        };
+        stop.store(true, Ordering::Release);
+        vcpu::stop_all(threads, Duration::from_secs(1));
+        Ok(reason)
+    }
+}
+
+fn insert(
+    bus: &mut devices::bus::Bus,
+    dev: Arc<Mutex<dyn BusDevice>>,
+    base: u64,
+    len: u64,
+) -> Result<(), Error> {
+    bus.insert(dev, base, len).map_err(Error::Bus)
+}
+
+fn register_memory(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Error> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| Error::Kvm("guest memory", kvm_ioctls::Error::new(libc::EFAULT)))?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the
+        // Vm keeps for as long as the VM fd (and thus the slot) exists.
+        unsafe { vm_fd.set_user_memory_region(region) }
+            .map_err(|e| Error::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+    }
+    Ok(())
+}
+
+/// In-kernel LAPIC/IO-APIC/PIC and PIT: interrupts from irqfds reach the
+/// guest without a trip through this process, and the PIT gives the guest
+/// a timer to calibrate against before its LAPIC timer runs.
+fn setup_irqchip(vm_fd: &VmFd) -> Result<(), Error> {
+    vm_fd
+        .set_tss_address(KVM_TSS_ADDRESS as usize)
+        .map_err(|e| Error::Kvm("KVM_SET_TSS_ADDR", e))?;
+    vm_fd
+        .create_irq_chip()
+        .map_err(|e| Error::Kvm("KVM_CREATE_IRQCHIP", e))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm_fd
+        .create_pit2(pit)
+        .map_err(|e| Error::Kvm("KVM_CREATE_PIT2", e))
+}
+
+fn console_writer(console: &Console) -> Result<Box<dyn Write + Send>, Error> {
+    Ok(match console {
+        Console::Stdout => Box::new(Unbuffered(std::io::stdout())),
+        Console::File(path) => Box::new(
+            File::create(path).map_err(|e| Error::Console(path.clone(), e))?,
+        ),
+        Console::Null => Box::new(std::io::sink()),
+    })
+}
+
+/// Writes through at once: the guest writes its console a byte at a time
+/// and a prompt without a newline must still show.
+struct Unbuffered<W: Write>(W);
+
+impl<W: Write> Write for Unbuffered<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.0.flush()?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Hands out MMIO windows and IRQ lines to virtio devices.
+#[derive(Default)]
+struct VirtioSlots {
+    count: u64,
+}
+
+impl VirtioSlots {
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &mut self,
+        vm_fd: &VmFd,
+        mem: &GuestMemoryMmap,
+        buses: &mut Buses,
+        cmdline: &mut String,
+        device: Arc<Mutex<dyn VirtioDevice>>,
+        subscriber: Subscriber,
+        event_manager: &mut EventManager<Subscriber>,
+    ) -> Result<(), Error> {
+        let irq = IRQ_BASE + self.count as u32;
+        let base = VIRTIO_MMIO_START + self.count * MMIO_DEVICE_WINDOW;
+        if irq > IRQ_MAX || base + MMIO_DEVICE_WINDOW > MMIO_GAP_START + (1 << 30) {
+            return Err(Error::TooManyDevices);
+        }
+        self.count += 1;
+
+        let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        vm_fd
+            .register_irqfd(&irq_evt, irq)
+            .map_err(|e| Error::Kvm("KVM_IRQFD for a virtio device", e))?;
+        let interrupt = Arc::new(Interrupt::new(irq_evt));
+        let transport =
+            MmioTransport::new(mem.clone(), interrupt, device).map_err(Error::Transport)?;
+        for (i, evt) in transport.queue_events().iter().enumerate() {
+            vm_fd
+                .register_ioevent(evt, &IoEventAddress::Mmio(base + 0x50), i as u32)
+                .map_err(|e| Error::Kvm("KVM_IOEVENTFD for a virtio queue", e))?;
+        }
+        insert(&mut buses.mmio, Arc::new(Mutex::new(transport)), base, MMIO_DEVICE_WINDOW)?;
+        event_manager.add_subscriber(subscriber);
+        cmdline.push(' ');
+        cmdline.push_str(&cmdline_device(base, MMIO_DEVICE_WINDOW, irq));
+        Ok(())
+    }
+}
+
+/// The VM's own events: the guest's reset request and stop requests.
+struct Control {
+    reset_evt: EventFd,
+    stop_evt: Arc<EventFd>,
+    exit: Arc<ExitSlot>,
+    mem: GuestMemoryMmap,
+}
+
+impl MutEventSubscriber for Control {
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [
+            self.reset_evt.as_raw_fd(),
+            self.stop_evt.as_raw_fd(),
+            self.exit.event().as_raw_fd(),
+        ] {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                tracing::error!("cannot watch a VM control event: {e}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.reset_evt.as_raw_fd() {
+            let _ = self.reset_evt.read();
+            let flag: u16 = self
+                .mem
+                .read_obj(GuestAddress(BIOS_RESET_FLAG))
+                .unwrap_or(0);
+            self.exit.report(if flag == WARM_RESET_MAGIC {
+                ExitReason::GuestPanic
+            } else {
+                ExitReason::Reset
+            });
+        } else if fd == self.stop_evt.as_raw_fd() {
+            let _ = self.stop_evt.read();
+            self.exit.report(ExitReason::Stopped);
+        } else if fd == self.exit.event().as_raw_fd() {
+            // A vCPU reported; Vm::run picks the reason up.
+            let _ = self.exit.event().read();
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Hand-made guests on this host's real KVM: they check the VMM's exit
+//! dispatch, the bus routing, the boot protocols and the ways a VM ends,
+//! without needing a Linux guest (which the PVM-backed KVM of the test
+//! machines cannot boot; those run nested, see tests/nested).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use devices::bus::BusDevice;
+use kvm_bindings::kvm_userspace_memory_region;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm::vcpu::{Buses, Vcpu, VcpuEvent};
+use vmm::{Console, ExitReason, Vm, VmConfig};
+
+const ENTRY: u64 = 0x10_0000;
+
+/// 32-bit code; the port I/O parts are also valid 64-bit code, so both
+/// boot protocols run them (memory operands differ: PVH only).
+mod code {
+    /// mov dx, 0x3f8
+    pub const DX_COM1: &[u8] = &[0x66, 0xba, 0xf8, 0x03];
+    /// mov al, imm8; out dx, al
+    pub fn putc(c: u8) -> [u8; 3] {
+        [0xb0, c, 0xee]
+    }
+    /// mov al, 0xfe; out 0x64, al  (i8042: pulse the reset line)
+    pub const RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64];
+    /// mov word [0x472], 0x1234  (what Linux does before a warm reboot)
+    pub const WARM_FLAG: &[u8] = &[0x66, 0xc7, 0x05, 0x72, 0x04, 0x00, 0x00, 0x34, 0x12];
+    /// mov eax, [0xd0000000]  (the first virtio-mmio window's magic)
+    pub const READ_VIRTIO_MAGIC: &[u8] = &[0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0xd0];
+    /// out dx, al; shr eax, 8
+    pub const PUT_AL_SHIFT: &[u8] = &[0xee, 0xc1, 0xe8, 0x08];
+    pub const INT3: &[u8] = &[0xcc];
+    pub const SPIN: &[u8] = &[0xeb, 0xfe];
+    pub const HLT: &[u8] = &[0xf4];
+}
+
+fn program(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn print(text: &str) -> Vec<u8> {
+    let mut v = code::DX_COM1.to_vec();
+    for b in text.bytes() {
+        v.extend_from_slice(&code::putc(b));
+    }
+    v
+}
+
+/// A minimal ELF "kernel": one PT_LOAD at 1 MiB and, with `pvh`, the Xen
+/// PVH entry note that makes the VMM use the PVH protocol.
+fn elf_kernel(code: &[u8], pvh: bool) -> Vec<u8> {
+    let mut f = vec![0u8; 0x200];
+    let phnum: u16 = if pvh { 2 } else { 1 };
+    // ELF header.
+    f[0..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little-endian
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&ENTRY.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&phnum.to_le_bytes());
+    // PT_LOAD of the code at file offset 0x200.
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+    f[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes());
+    f[ph + 8..ph + 16].copy_from_slice(&0x200u64.to_le_bytes());
+    f[ph + 16..ph + 24].copy_from_slice(&ENTRY.to_le_bytes());
+    f[ph + 24..ph + 32].copy_from_slice(&ENTRY.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    f[ph + 40..ph + 48].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    if pvh {
+        // PT_NOTE at 0x100: "Xen", XEN_ELFNOTE_PHYS32_ENTRY, entry.
+        let ph = 64 + 56;
+        f[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&0x100u64.to_le_bytes());
+        f[ph + 32..ph + 40].copy_from_slice(&20u64.to_le_bytes());
+        let n = 0x100;
+        f[n..n + 4].copy_from_slice(&4u32.to_le_bytes());
+        f[n + 4..n + 8].copy_from_slice(&4u32.to_le_bytes());
+        f[n + 8..n + 12].copy_from_slice(&18u32.to_le_bytes());
+        f[n + 12..n + 16].copy_from_slice(b"Xen\0");
+        f[n + 16..n + 20].copy_from_slice(&(ENTRY as u32).to_le_bytes());
+    }
+    f.extend_from_slice(code);
+    f
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mvm-tiny-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Boots `code` as a kernel; returns how the VM ended and its console.
+fn boot(name: &str, code: &[u8], pvh: bool, tweak: impl FnOnce(&mut VmConfig)) -> (ExitReason, String) {
+    let dir = TempDir::new(name);
+    let kernel = dir.0.join("kernel");
+    std::fs::File::create(&kernel)
+        .unwrap()
+        .write_all(&elf_kernel(code, pvh))
+        .unwrap();
+    let console = dir.0.join("console");
+    let mut config = VmConfig::new(&kernel);
+    config.memory_mib = 32;
+    config.console = Console::File(console.clone());
+    config.allow_pvm_host = true;
+    tweak(&mut config);
+    let vm = Vm::new(&config).expect("VM builds");
+    let stop = vm.stop_handle();
+    // A guard: no test may hang the suite.
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        stop.stop();
+    });
+    let reason = vm.run().expect("VM runs");
+    drop(watchdog);
+    (reason, std::fs::read_to_string(&console).unwrap_or_default())
+}
+
+#[test]
+fn pvh_guest_prints_and_resets() {
+    let (reason, console) = boot(
+        "pvh-reset",
+        &program(&[&print("hello from PVH\n"), code::RESET, code::HLT]),
+        true,
+        |_| {},
+    );
+    assert_eq!(reason, ExitReason::Reset);
+    assert_eq!(console, "hello from PVH\n");
+}
+
+#[test]
+fn long_mode_guest_prints_and_resets() {
+    let (reason, console) = boot(
+        "linux64-reset",
+        &program(&[&print("hello from long mode\n"), code::RESET, code::HLT]),
+        false,
+        |_| {},
+    );
+    assert_eq!(reason, ExitReason::Reset);
+    assert_eq!(console, "hello from long mode\n");
+}
+
+#[test]
+fn warm_reset_flag_means_guest_panic() {
+    let (reason, _) = boot(
+        "panic",
+        &program(&[code::WARM_FLAG, code::RESET, code::HLT]),
+        true,
+        |_| {},
+    );
+    assert_eq!(reason, ExitReason::GuestPanic);
+}
+
+#[test]
+fn triple_fault_names_vcpu_and_rip() {
+    let prelude = print("x");
+    let fault_at = ENTRY + prelude.len() as u64;
+    let (reason, console) = boot(
+        "triple",
+        &program(&[&prelude, code::INT3, code::SPIN]),
+        true,
+        |_| {},
+    );
+    assert_eq!(console, "x");
+    // The RIP is where the fault chain started, or just after the trapping
+    // instruction (int3 is a trap).
+    let near = |rip: u64| rip == fault_at || rip == fault_at + 1;
+    let pvm = vmm::kvm::is_pvm(&vmm::kvm::open().unwrap());
+    match reason {
+        ExitReason::TripleFault { vcpu: 0, rip } => assert!(near(rip), "rip {rip:#x}"),
+        // PVM emulates a non-PVM guest's exceptions and gives up with an
+        // emulation failure instead: still a fault naming the vCPU and RIP.
+        ExitReason::InternalError { vcpu: 0, rip, .. } if pvm => {
+            assert!(near(rip), "rip {rip:#x}")
+        }
+        other => panic!("expected a triple fault, got {other:?}"),
+    }
+    let text = reason.to_string();
+    assert!(text.contains("vCPU 0") && text.contains(&format!("{fault_at:#x}")) || text.contains(&format!("{:#x}", fault_at + 1)), "{text}");
+}
+
+#[test]
+fn virtio_mmio_window_answers_with_its_magic() {
+    let (reason, console) = boot(
+        "mmio",
+        &program(&[
+            code::DX_COM1,
+            code::READ_VIRTIO_MAGIC,
+            code::PUT_AL_SHIFT,
+            code::PUT_AL_SHIFT,
+            code::PUT_AL_SHIFT,
+            code::PUT_AL_SHIFT,
+            code::RESET,
+            code::HLT,
+        ]),
+        true, // 32-bit addressing: the window is not in the long-mode identity map
+        |_| {},
+    );
+    assert_eq!(reason, ExitReason::Reset);
+    assert_eq!(console, "virt");
+}
+
+#[test]
+fn stop_handle_stops_a_spinning_guest() {
+    let dir = TempDir::new("stop");
+    let kernel = dir.0.join("kernel");
+    std::fs::write(&kernel, elf_kernel(&program(&[code::SPIN]), true)).unwrap();
+    let mut config = VmConfig::new(&kernel);
+    config.memory_mib = 32;
+    config.cpus = 2;
+    config.console = Console::Null;
+    config.allow_pvm_host = true;
+    let vm = Vm::new(&config).unwrap();
+    let stop = vm.stop_handle();
+    let t = std::thread::spawn(move || vm.run());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.stop();
+    assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
+}
+
+#[test]
+fn bad_configs_are_refused_with_clear_errors() {
+    let dir = TempDir::new("errors");
+    let kernel = dir.0.join("kernel");
+    std::fs::write(&kernel, elf_kernel(code::SPIN, true)).unwrap();
+    let base = {
+        let mut c = VmConfig::new(&kernel);
+        c.memory_mib = 32;
+        c.allow_pvm_host = true;
+        c.console = Console::Null;
+        c
+    };
+    let err = |f: &dyn Fn(&mut VmConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        Vm::new(&c).err().expect("must fail").to_string()
+    };
+    assert!(err(&|c| c.cpus = 0).contains("--cpus 0"));
+    assert!(err(&|c| c.cpus = 255).contains("--cpus 255"));
+    assert!(err(&|c| c.memory_mib = 1 << 40).contains("more than this host has"));
+    assert!(err(&|c| c.memory_mib = 1).contains("too small"));
+    assert!(err(&|c| c.kernel = "/nonexistent/vmlinux".into()).contains("does not exist"));
+    assert!(err(&|c| c.kernel = "/etc/hostname".into()).contains("is not a kernel"));
+    assert!(err(&|c| c.initrd = Some("/nonexistent/initrd".into())).contains("initrd"));
+    assert!(err(&|c| c.cmdline = "x".repeat(5000)).contains("command line"));
+    let console_err = err(&|c| c.console = Console::File("/nonexistent/dir/console".into()));
+    assert!(console_err.contains("/nonexistent/dir/console"), "{console_err}");
+}
+
+/// Records what the vCPU routes to it.
+#[derive(Default)]
+struct Recorder {
+    writes: Vec<(u64, Vec<u8>)>,
+    reads: Vec<(u64, usize)>,
+}
+
+impl BusDevice for Recorder {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.reads.push((offset, data.len()));
+        data.fill(0x5a);
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.writes.push((offset, data.to_vec()));
+    }
+}
+
+/// A real-mode guest without irqchip, driven one exit at a time: port
+/// output, an MMIO read whose value is written back through MMIO, port
+/// input, and HLT.
+#[test]
+fn vcpu_dispatches_pio_mmio_and_hlt() {
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+    let code: &[u8] = &[
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb0, b'A', // mov al, 'A'
+        0xee, // out dx, al
+        0xb8, 0x00, 0x20, // mov ax, 0x2000
+        0x8e, 0xd8, // mov ds, ax  -> ds base 0x20000 (MMIO)
+        0xa0, 0x10, 0x00, // mov al, [0x10]  -> MMIO read at 0x20010
+        0xa2, 0x20, 0x00, // mov [0x20], al  -> MMIO write at 0x20020
+        0xec, // in al, dx
+        0xf4, // hlt
+    ];
+    mem.write_slice(code, GuestAddress(0x1000)).unwrap();
+    let host = mem.get_host_address(GuestAddress(0)).unwrap();
+    // SAFETY: `mem` outlives the VM fd in this test.
+    unsafe {
+        vm.set_user_memory_region(kvm_userspace_memory_region {
+            slot: 0,
+            guest_phys_addr: 0,
+            memory_size: 0x10000,
+            userspace_addr: host as u64,
+            flags: 0,
+        })
+        .unwrap();
+    }
+    let fd = vm.create_vcpu(0).unwrap();
+    let mut sregs = fd.get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    fd.set_sregs(&sregs).unwrap();
+    fd.set_regs(&kvm_bindings::kvm_regs {
+        rip: 0x1000,
+        rflags: 2,
+        ..Default::default()
+    })
+    .unwrap();
+
+    let serial = Arc::new(Mutex::new(Recorder::default()));
+    let mmio = Arc::new(Mutex::new(Recorder::default()));
+    let mut buses = Buses::default();
+    buses.pio.insert(serial.clone(), 0x3f8, 8).unwrap();
+    buses.mmio.insert(mmio.clone(), 0x20000, 0x1000).unwrap();
+    let mut vcpu = Vcpu::new(fd, 0, Arc::new(buses));
+
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        let e = vcpu.run_once();
+        let done = matches!(e, VcpuEvent::Exit(_));
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        events.last(),
+        Some(&VcpuEvent::Exit(ExitReason::Halted { vcpu: 0 }))
+    );
+    let serial = serial.lock().unwrap();
+    assert_eq!(serial.writes, vec![(0, vec![b'A'])]);
+    assert_eq!(serial.reads, vec![(0, 1)]);
+    let mmio = mmio.lock().unwrap();
+    assert_eq!(mmio.reads, vec![(0x10, 1)]);
+    assert_eq!(mmio.writes, vec![(0x20, vec![0x5a])]);
+}
