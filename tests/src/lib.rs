@@ -5,6 +5,8 @@
 //! Everything is real: the guest kernel from guest-kernel/, our VMM, the
 //! L2 host's real KVM. See tests/nested/README.md for the L2 plumbing.
 
+pub mod tiny;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,7 +43,15 @@ pub fn static_mvm() -> Result<PathBuf, String> {
             .current_dir(&root)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--release", "--locked", "-p", "mvm", "--target", target]),
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "mvm",
+                "--target",
+                target,
+            ]),
         "cargo build of the static mvm",
     )?;
     Ok(target_dir.join(target).join("release/mvm"))
@@ -123,7 +133,9 @@ impl Scenario {
         let d = out.join(name);
         let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
         let times = read("times");
-        let mut t = times.split_whitespace().filter_map(|x| x.parse::<f64>().ok());
+        let mut t = times
+            .split_whitespace()
+            .filter_map(|x| x.parse::<f64>().ok());
         Scenario {
             name: name.to_string(),
             status: read("status").trim().parse().ok(),

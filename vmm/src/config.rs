@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(parse_memory_mib("2GiB"), Ok(2048));
         assert_eq!(parse_memory_mib(" 1t "), Ok(1 << 20));
         assert_eq!(parse_memory_mib("4096k"), Ok(4));
-        assert!(matches!(parse_memory_mib("1000k"), Err(SizeError::NotWholeMib(_))));
+        assert!(matches!(
+            parse_memory_mib("1000k"),
+            Err(SizeError::NotWholeMib(_))
+        ));
         for bad in ["", "M", "-1", "1.5G", "12Q", "0x10"] {
             assert!(
                 matches!(parse_memory_mib(bad), Err(SizeError::Invalid(_))),
@@ -171,7 +174,10 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<VmConfig>(&json).unwrap(), c);
         let minimal: VmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
-        assert_eq!((minimal.cpus, minimal.memory_mib, minimal.rng), (1, 512, true));
+        assert_eq!(
+            (minimal.cpus, minimal.memory_mib, minimal.rng),
+            (1, 512, true)
+        );
         assert!(serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","cpu":2}"#).is_err());
     }
 

@@ -70,8 +70,16 @@ fn open_initrd(path: &Path) -> Result<File, LoadError> {
     })
 }
 
-/// Loads an ELF vmlinux (PVH entry when it has the note) or a bzImage.
-pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoadError> {
+/// The kernel image formats we boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    Elf,
+    BzImage,
+}
+
+/// Opens the kernel and tells its format from its magic numbers, without
+/// loading it: the cheap check done before any host resources are taken.
+pub fn probe_kernel(path: &Path) -> Result<(File, KernelFormat), LoadError> {
     let mut file = open_kernel(path)?;
     let unreadable = |e| LoadError::KernelUnreadable(path.to_path_buf(), e);
     if file.metadata().map_err(unreadable)?.is_dir() {
@@ -84,7 +92,31 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
         && file.read_exact(&mut hdrs).is_ok()
         && hdrs == *b"HdrS";
     file.rewind().map_err(unreadable)?;
+    match (is_elf, is_bzimage) {
+        (true, _) => Ok((file, KernelFormat::Elf)),
+        (false, true) => Ok((file, KernelFormat::BzImage)),
+        _ => Err(LoadError::NotAKernel(path.to_path_buf())),
+    }
+}
 
+/// Checks the initramfs exists and is a readable file.
+pub fn probe_initrd(path: &Path) -> Result<(), LoadError> {
+    let meta = open_initrd(path)?
+        .metadata()
+        .map_err(|e| LoadError::InitrdUnreadable(path.to_path_buf(), e))?;
+    if meta.is_dir() {
+        return Err(LoadError::InitrdUnreadable(
+            path.to_path_buf(),
+            std::io::Error::other("it is a directory"),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads an ELF vmlinux (PVH entry when it has the note) or a bzImage.
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoadError> {
+    let (mut file, format) = probe_kernel(path)?;
+    let is_elf = format == KernelFormat::Elf;
     let highmem = Some(GuestAddress(HIMEM_START));
     if is_elf {
         let r = Elf::load(mem, None, &mut file, highmem)
@@ -99,10 +131,12 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
             setup_header: None,
             end: r.kernel_end,
         })
-    } else if is_bzimage {
+    } else {
         let r = BzImage::load(mem, None, &mut file, highmem)
             .map_err(|e| LoadError::Kernel(path.to_path_buf(), e))?;
-        let hdr = r.setup_header.ok_or(LoadError::NotAKernel(path.to_path_buf()))?;
+        let hdr = r
+            .setup_header
+            .ok_or(LoadError::NotAKernel(path.to_path_buf()))?;
         if hdr.xloadflags & XLF_KERNEL_64 == 0 {
             return Err(LoadError::Not64Bit(path.to_path_buf()));
         }
@@ -115,8 +149,6 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
             setup_header: Some(hdr),
             end: r.kernel_end,
         })
-    } else {
-        Err(LoadError::NotAKernel(path.to_path_buf()))
     }
 }
 
@@ -162,7 +194,8 @@ fn read_into<F: ReadVolatile>(
 
 /// Builds the command line, checking it fits the space we give it.
 pub fn build_cmdline(text: &str) -> Result<Cmdline, LoadError> {
-    let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(|e| LoadError::Cmdline(e.to_string()))?;
+    let mut cmdline =
+        Cmdline::new(CMDLINE_MAX_SIZE).map_err(|e| LoadError::Cmdline(e.to_string()))?;
     cmdline
         .insert_str(text)
         .map_err(|e| LoadError::Cmdline(format!("{e} (at most {} bytes)", CMDLINE_MAX_SIZE - 1)))?;
@@ -204,16 +237,25 @@ mod tests {
             Err(LoadError::KernelMissing(_))
         ));
         let junk = temp_file("junk", b"hello, not a kernel at all");
-        assert!(matches!(load_kernel(&m, &junk), Err(LoadError::NotAKernel(_))));
+        assert!(matches!(
+            load_kernel(&m, &junk),
+            Err(LoadError::NotAKernel(_))
+        ));
         let empty = temp_file("empty", b"");
-        assert!(matches!(load_kernel(&m, &empty), Err(LoadError::NotAKernel(_))));
+        assert!(matches!(
+            load_kernel(&m, &empty),
+            Err(LoadError::NotAKernel(_))
+        ));
         assert!(matches!(
             load_kernel(&m, Path::new("/tmp")),
             Err(LoadError::NotAKernel(_))
         ));
         // An ELF header that is truncated is an error, not a panic.
         let bad_elf = temp_file("bad-elf", b"\x7fELF\x02\x01\x01");
-        assert!(matches!(load_kernel(&m, &bad_elf), Err(LoadError::Kernel(..))));
+        assert!(matches!(
+            load_kernel(&m, &bad_elf),
+            Err(LoadError::Kernel(..))
+        ));
     }
 
     #[test]

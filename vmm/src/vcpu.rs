@@ -66,7 +66,10 @@ impl std::fmt::Display for ExitReason {
             ExitReason::Stopped => write!(f, "the VM was stopped"),
             ExitReason::Halted { vcpu } => write!(f, "vCPU {vcpu} halted"),
             ExitReason::TripleFault { vcpu, rip } => {
-                write!(f, "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}")
+                write!(
+                    f,
+                    "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}"
+                )
             }
             ExitReason::InternalError {
                 vcpu,
@@ -83,7 +86,9 @@ impl std::fmt::Display for ExitReason {
             ExitReason::UnexpectedExit { vcpu, rip, exit } => {
                 write!(f, "unexpected exit {exit} on vCPU {vcpu} at RIP {rip:#x}")
             }
-            ExitReason::RunFailed { vcpu, error } => write!(f, "KVM_RUN failed on vCPU {vcpu}: {error}"),
+            ExitReason::RunFailed { vcpu, error } => {
+                write!(f, "KVM_RUN failed on vCPU {vcpu}: {error}")
+            }
         }
     }
 }
@@ -165,9 +170,7 @@ impl Vcpu {
                 VcpuExit::IrqWindowOpen => Outcome::Handled,
                 other => Outcome::Unexpected(format!("{other:?}")),
             },
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                Outcome::Interrupted
-            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Outcome::Interrupted,
             Err(e) => Outcome::RunFailed(e.to_string()),
         };
         let vcpu = self.index;

@@ -14,24 +14,24 @@ use std::time::Duration;
 
 use devices::bus::BusDevice;
 use devices::legacy::{
-    I8042, Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN, I8042_PORT_BASE, I8042_PORT_LEN,
+    Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
 };
 use devices::virtio::{cmdline_device, Interrupt, MmioTransport, VirtioDevice, MMIO_DEVICE_WINDOW};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::boot_params::{write_pvh_start_info, write_zero_page};
 use crate::arch::cpuid::{self, CpuidParams};
-use crate::arch::layout::{
-    BIOS_RESET_FLAG, IRQ_BASE, IRQ_MAX, MMIO_GAP_START, VIRTIO_MMIO_START,
-};
+use crate::arch::layout::{BIOS_RESET_FLAG, IRQ_BASE, IRQ_MAX, MMIO_GAP_START, VIRTIO_MMIO_START};
 use crate::arch::mptable::{self, MAX_CPUS};
-use crate::arch::regs::{self, EntryProtocol};
 use crate::arch::msr;
+use crate::arch::regs::{self, EntryProtocol};
 use crate::config::{Console, VmConfig};
 use crate::vcpu::{self, Buses, ExitReason, ExitSlot, Vcpu};
 use crate::{kvm, loader, memory, Error};
@@ -75,6 +75,7 @@ impl StopHandle {
 impl Vm {
     /// Builds the VM: nothing runs until [`Vm::run`].
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
+        preflight(config)?;
         let kvm = kvm::open()?;
         if kvm::is_pvm(&kvm) && !config.allow_pvm_host {
             return Err(kvm::KvmError::PvmHost.into());
@@ -105,9 +106,19 @@ impl Vm {
             .register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(|e| Error::Kvm("KVM_IRQFD for the serial port", e))?;
         let serial = Serial::new(serial_irq, console_writer(&config.console)?);
-        insert(&mut buses.pio, Arc::new(Mutex::new(serial)), COM1_PORT_BASE, COM1_PORT_LEN)?;
+        insert(
+            &mut buses.pio,
+            Arc::new(Mutex::new(serial)),
+            COM1_PORT_BASE,
+            COM1_PORT_LEN,
+        )?;
         let i8042 = I8042::new(reset_evt.try_clone().map_err(Error::EventFd)?);
-        insert(&mut buses.pio, Arc::new(Mutex::new(i8042)), I8042_PORT_BASE, I8042_PORT_LEN)?;
+        insert(
+            &mut buses.pio,
+            Arc::new(Mutex::new(i8042)),
+            I8042_PORT_BASE,
+            I8042_PORT_LEN,
+        )?;
 
         // Virtio devices, each on its own MMIO window and IRQ line.
         let mut virtio = VirtioSlots::default();
@@ -115,7 +126,15 @@ impl Vm {
             let rng = Arc::new(Mutex::new(
                 devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?,
             ));
-            virtio.attach(&vm_fd, &mem, &mut buses, &mut cmdline, rng.clone(), rng, &mut event_manager)?;
+            virtio.attach(
+                &vm_fd,
+                &mem,
+                &mut buses,
+                &mut cmdline,
+                rng.clone(),
+                rng,
+                &mut event_manager,
+            )?;
         }
 
         // The kernel, its initramfs and command line, and the boot tables.
@@ -241,6 +260,33 @@ impl Vm {
     }
 }
 
+/// Checks what the user gave us before taking any host resource, so a
+/// typo is reported as such on any host.
+fn preflight(config: &VmConfig) -> Result<(), Error> {
+    if config.cpus == 0 {
+        return Err(Error::Cpus {
+            requested: 0,
+            max: usize::from(MAX_CPUS),
+        });
+    }
+    memory::check_size(config.memory_mib, memory::host_ram_mib()?)?;
+    loader::probe_kernel(&config.kernel)?;
+    if let Some(initrd) = &config.initrd {
+        loader::probe_initrd(initrd)?;
+    }
+    loader::build_cmdline(&config.full_cmdline())?;
+    if let Console::File(path) = &config.console {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(Error::Console(
+                path.clone(),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn insert(
     bus: &mut devices::bus::Bus,
     dev: Arc<Mutex<dyn BusDevice>>,
@@ -292,9 +338,9 @@ fn setup_irqchip(vm_fd: &VmFd) -> Result<(), Error> {
 fn console_writer(console: &Console) -> Result<Box<dyn Write + Send>, Error> {
     Ok(match console {
         Console::Stdout => Box::new(Unbuffered(std::io::stdout())),
-        Console::File(path) => Box::new(
-            File::create(path).map_err(|e| Error::Console(path.clone(), e))?,
-        ),
+        Console::File(path) => {
+            Box::new(File::create(path).map_err(|e| Error::Console(path.clone(), e))?)
+        }
         Console::Null => Box::new(std::io::sink()),
     })
 }
@@ -351,7 +397,12 @@ impl VirtioSlots {
                 .register_ioevent(evt, &IoEventAddress::Mmio(base + 0x50), i as u32)
                 .map_err(|e| Error::Kvm("KVM_IOEVENTFD for a virtio queue", e))?;
         }
-        insert(&mut buses.mmio, Arc::new(Mutex::new(transport)), base, MMIO_DEVICE_WINDOW)?;
+        insert(
+            &mut buses.mmio,
+            Arc::new(Mutex::new(transport)),
+            base,
+            MMIO_DEVICE_WINDOW,
+        )?;
         event_manager.add_subscriber(subscriber);
         cmdline.push(' ');
         cmdline.push_str(&cmdline_device(base, MMIO_DEVICE_WINDOW, irq));

@@ -235,9 +235,6 @@ mod tests {
 
     #[test]
     fn id_bits_rounds_up() {
-        assert_eq!(
-            [1, 2, 3, 4, 5, 64, 255].map(id_bits),
-            [0, 1, 2, 2, 3, 6, 8]
-        );
+        assert_eq!([1, 2, 3, 4, 5, 64, 255].map(id_bits), [0, 1, 2, 2, 3, 6, 8]);
     }
 }

@@ -206,7 +206,10 @@ mod tests {
     fn gdt_round_trips_through_segments() {
         let code64 = segment_from_gdt(gdt_entry(0xa09b, 0, 0xfffff), 1);
         assert_eq!(code64.selector, 8);
-        assert_eq!((code64.l, code64.db, code64.g, code64.present), (1, 0, 1, 1));
+        assert_eq!(
+            (code64.l, code64.db, code64.g, code64.present),
+            (1, 0, 1, 1)
+        );
         assert_eq!(code64.type_, 0xb);
         assert_eq!(code64.limit, 0xffff_ffff);
 

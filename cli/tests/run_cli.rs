@@ -1,0 +1,169 @@
+//! `mvm run` as a user runs it: exit statuses, one-line errors, console
+//! routing. Guests are hand-made (the test machines' KVM may not boot
+//! Linux; tests/e2e boots the real kernel nested).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mvm_e2e::tiny::{code, elf_kernel, print, program};
+
+fn mvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mvm"))
+        .args(args)
+        .env_remove("MVM_KERNEL")
+        .env("MVM_CACHE_DIR", "/nonexistent-mvm-cache")
+        .output()
+        .expect("runs mvm")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mvm-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_kernel(dir: &Path, code: &[u8]) -> String {
+    let p = dir.join("kernel");
+    std::fs::write(&p, elf_kernel(code, true)).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Runtime errors are exactly one line on stderr, status 1.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(e.lines().count(), 1, "one line expected: {e}");
+    assert!(e.starts_with("mvm: "), "{e}");
+    assert!(e.contains(needle), "{needle:?} not in {e}");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    assert_one_line_error(
+        &mvm(&["run", "--kernel", "/nonexistent/k"]),
+        "/nonexistent/k",
+    );
+    assert_one_line_error(&mvm(&["run", "--kernel", "/etc/passwd"]), "is not a kernel");
+    assert_one_line_error(&mvm(&["run"]), "no guest kernel");
+    let dir = tempdir("bad");
+    let k = write_kernel(&dir, code::SPIN);
+    assert_one_line_error(
+        &mvm(&[
+            "run",
+            "--kernel",
+            &k,
+            "--allow-pvm-host",
+            "--initrd",
+            "/nonexistent/i",
+        ]),
+        "initrd /nonexistent/i does not exist",
+    );
+    assert_one_line_error(
+        &mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "64T"]),
+        "more than this host has",
+    );
+    // Usage errors come from clap: status 2, naming the value.
+    for (args, needle) in [
+        (vec!["run", "--cpus", "0"], "'0'"),
+        (vec!["run", "--cpus", "300"], "'300'"),
+        (vec!["run", "--memory", "lots"], "'lots'"),
+        (vec!["run", "--memory", "8M"], "too small"),
+        (vec!["run", "--bogus"], "--bogus"),
+    ] {
+        let o = mvm(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn guest_reset_exits_zero_with_console_on_stdout() {
+    let dir = tempdir("reset");
+    let k = write_kernel(
+        &dir,
+        &program(&[&print("booted\n"), code::RESET, code::HLT]),
+    );
+    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn console_can_go_to_a_file() {
+    let dir = tempdir("file");
+    let k = write_kernel(
+        &dir,
+        &program(&[&print("to a file\n"), code::RESET, code::HLT]),
+    );
+    let log = dir.join("console.log");
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--allow-pvm-host",
+        "--memory",
+        "32",
+        "--console",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to a file\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn guest_panic_and_fault_exit_non_zero() {
+    let dir = tempdir("panic");
+    let k = write_kernel(&dir, &program(&[code::WARM_FLAG, code::RESET, code::HLT]));
+    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("panicked"));
+
+    let k = write_kernel(&dir, &program(&[code::INT3, code::SPIN]));
+    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("RIP 0x10000"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pvm_host_is_explained() {
+    let dir = tempdir("pvm");
+    let k = write_kernel(&dir, &program(&[code::RESET, code::HLT]));
+    let o = mvm(&["run", "--kernel", &k, "--memory", "32"]);
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        assert_one_line_error(&o, "PVM-backed");
+        assert!(stderr(&o).contains("nested"));
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_reads_well() {
+    let o = mvm(&["run", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--cpus",
+        "--memory",
+        "--console",
+        "Exit status",
+        "$MVM_KERNEL",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from help:\n{help}");
+    }
+    assert!(!help.contains("allow-pvm-host"));
+}
