@@ -2,6 +2,7 @@
 
 mod commands;
 mod paths;
+mod startup;
 
 use std::process::ExitCode;
 

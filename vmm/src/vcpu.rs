@@ -274,6 +274,10 @@ fn install_kick_handler() {
     });
 }
 
+/// Called on a vCPU thread just before its first KVM_RUN (start-up
+/// measurements).
+pub type FirstRunHook = Box<dyn FnOnce() + Send>;
+
 /// A running vCPU thread.
 pub struct VcpuThread {
     handle: JoinHandle<()>,
@@ -285,11 +289,15 @@ pub fn spawn(
     mut vcpu: Vcpu,
     stop: Arc<AtomicBool>,
     slot: Arc<ExitSlot>,
+    before_first_run: Option<FirstRunHook>,
 ) -> std::io::Result<VcpuThread> {
     install_kick_handler();
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{}", vcpu.index()))
         .spawn(move || {
+            if let Some(hook) = before_first_run {
+                hook();
+            }
             while !stop.load(Ordering::Acquire) {
                 match vcpu.run_once() {
                     VcpuEvent::Continue | VcpuEvent::Interrupted => {}

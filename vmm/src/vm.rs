@@ -55,6 +55,7 @@ pub struct Vm {
     exit: Arc<ExitSlot>,
     stop_evt: Arc<EventFd>,
     cmdline: String,
+    first_run_hook: Option<vcpu::FirstRunHook>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -210,6 +211,7 @@ impl Vm {
             exit,
             stop_evt,
             cmdline,
+            first_run_hook: None,
         })
     }
 
@@ -230,12 +232,23 @@ impl Vm {
         }
     }
 
+    /// Sets a function the boot vCPU's thread calls right before its first
+    /// KVM_RUN: the moment start-up ends, for measurements.
+    pub fn on_first_run(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.first_run_hook = Some(Box::new(hook));
+    }
+
     /// Runs the VM until the guest resets, fails, or is stopped.
     pub fn run(mut self) -> Result<ExitReason, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(self.vcpus.len());
         for vcpu in self.vcpus.drain(..) {
-            match vcpu::spawn(vcpu, stop.clone(), self.exit.clone()) {
+            let hook = if vcpu.index() == 0 {
+                self.first_run_hook.take()
+            } else {
+                None
+            };
+            match vcpu::spawn(vcpu, stop.clone(), self.exit.clone(), hook) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     stop.store(true, Ordering::Release);

@@ -109,7 +109,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.rng = !args.no_rng;
     config.allow_pvm_host = args.allow_pvm_host;
 
-    let vm = Vm::new(&config)?;
+    let mut vm = Vm::new(&config)?;
+    if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {
+        vm.on_first_run(move || crate::startup::write_report(path.as_ref()));
+    }
     let reason = vm.run().context("the VM failed")?;
     Ok(exit_code(&reason))
 }
