@@ -61,6 +61,9 @@ if [ -n "$source_dir" ]; then
     source_dir=$(cd "$source_dir" && pwd)
     [ -f "$source_dir/Makefile" ] && [ -f "$source_dir/scripts/kconfig/merge_config.sh" ] \
         || die "--source '$source_dir' does not look like a Linux source tree"
+    if [ -f "$source_dir/.config" ] || [ -d "$source_dir/include/config" ]; then
+        die "--source '$source_dir' has build products in it (.config / include/config); it is built out of tree, which needs a clean tree ('make mrproper' there)"
+    fi
 fi
 
 # --- Cache location ---------------------------------------------------------
@@ -212,9 +215,6 @@ t_start=$(date +%s)
 log "building guest kernel $key ($source_version) in $work with -j$jobs"
 if [ -n "$source_dir" ]; then
     src=$source_dir
-    if [ -f "$src/.config" ] || [ -d "$src/include/config" ]; then
-        die "--source '$src' has build products in it (.config / include/config); out-of-tree builds need a clean tree ('make mrproper' there)"
-    fi
 else
     src="$work/src"
     mkdir -p "$src"
@@ -337,5 +337,6 @@ if [ -e "$entry" ]; then
     mv -T "$entry" "$old"
 fi
 mv -T "$stage" "$entry"
+rm -f "$gk_dir/last-failed-build.log"
 log "built $vmlinux ($size bytes) in $((t_built - t_start)) s"
 finish
