@@ -220,10 +220,12 @@ show_tail() {
         return 0
     fi
     log "last lines of the L2 console ($OUT/l2-console.log):"
-    tail -n 15 "$OUT/l2-console.log" | tr -d '\r' | sed 's/^/    | /' >&2
-    if [ -s "$OUT/l2-qemu.log" ] && [ "$OUTCOME" != finished ]; then
+    tail -n 15 "$OUT/l2-console.log" | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/^/    | /' >&2
+    local qerr
+    qerr="$(grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" 2>/dev/null | tail -n 10)" || true
+    if [ -n "$qerr" ] && [ "$OUTCOME" != finished ]; then
         log "QEMU stderr ($OUT/l2-qemu.log):"
-        grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" | tail -n 10 | sed 's/^/    | /' >&2 || true
+        printf '%s\n' "$qerr" | sed 's/^/    | /' >&2
     fi
 }
 
