@@ -225,9 +225,9 @@ obj="$work/build"
 mkdir -p "$obj" "$stage"
 t_extracted=$(date +%s)
 
-kmake() {
-    make -C "$src" O="$obj" ARCH="$KARCH" KBUILD_BUILD_USER=mvm KBUILD_BUILD_HOST=mvm "$@"
-}
+# An array, not a function: run_logged redirects its command's output, and a
+# redirected shell function would also swallow what the EXIT trap prints.
+kmake=(make -C "$src" O="$obj" ARCH="$KARCH" KBUILD_BUILD_USER=mvm KBUILD_BUILD_HOST=mvm)
 
 run_logged() { # description, command...
     local what=$1; shift
@@ -240,9 +240,9 @@ run_logged() { # description, command...
 }
 
 log "configuring: tinyconfig + $(basename "$fragment")"
-run_logged "make tinyconfig" kmake tinyconfig
+run_logged "make tinyconfig" "${kmake[@]}" tinyconfig
 run_logged "merge fragment" env -C "$obj" "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$fragment"
-run_logged "make olddefconfig" kmake olddefconfig
+run_logged "make olddefconfig" "${kmake[@]}" olddefconfig
 
 # Every line of the fragment must hold in the final .config, and every symbol
 # it names must exist in this source's Kconfig files.
@@ -288,7 +288,7 @@ log "config verified: every fragment setting holds"
 
 t_configured=$(date +%s)
 log "make -j$jobs vmlinux (several minutes; log: $work/build.log)"
-run_logged "make vmlinux" kmake -j"$jobs" vmlinux
+run_logged "make vmlinux" "${kmake[@]}" -j"$jobs" vmlinux
 t_built=$(date +%s)
 
 # --- Check the result -------------------------------------------------------------
