@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 /// The kernel command line every VM starts with; [`VmConfig::cmdline`] is
 /// appended, so a user's value for the same key wins.
 ///
-/// `reboot=k` makes a guest reboot an i8042 reset, which ends the VMM.
-/// `panic=-1 panic_reboot_mode=warm` makes a panic reboot at once and mark
-/// the BIOS warm-reset flag, so the VMM can tell a panic from a clean
-/// reboot. `quiet` because every console byte is a VM exit.
+/// `reboot=k` makes a guest reboot an i8042 reset, which ends the VMM;
+/// `,panic_warm` makes only a panic reboot "warm", so Linux writes 0x1234 to
+/// the BIOS reset flag (0x472) first and the VMM can tell a panic from a
+/// clean reboot. `panic=-1` reboots at once on panic. `quiet` because every
+/// console byte is a VM exit.
 pub const DEFAULT_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 panic_reboot_mode=warm pci=off nomodule quiet";
+    "console=ttyS0 reboot=k,panic_warm panic=-1 pci=off nomodule quiet";
 
 /// The smallest guest we accept: below this a Linux guest cannot boot.
 pub const MIN_MEMORY_MIB: u64 = 16;

@@ -40,7 +40,7 @@ use crate::{kvm, loader, memory, Error};
 /// (only Intel VMX needs it, but setting it is harmless elsewhere).
 const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 /// Linux writes this to the BIOS reset flag before a warm reboot; with
-/// `panic_reboot_mode=warm` only a panic reboot is warm.
+/// `reboot=k,panic_warm` only a panic reboot is warm.
 const WARM_RESET_MAGIC: u16 = 0x1234;
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
