@@ -56,7 +56,12 @@ fn guest_init_runs_and_reset_exits_zero() {
     let g = s.guest();
     assert!(g.contains_key("init started"), "{}", s.describe());
     assert_eq!(s.status, Some(0), "{}", s.describe());
-    assert_eq!(g.get("cpus").map(String::as_str), Some("1"), "{}", s.describe());
+    assert_eq!(
+        g.get("cpus").map(String::as_str),
+        Some("1"),
+        "{}",
+        s.describe()
+    );
 }
 
 #[test]
@@ -65,7 +70,12 @@ fn two_cpus_memory_and_cmdline_reach_the_guest() {
     let s = scenario("smp");
     let g = s.guest();
     assert_eq!(s.status, Some(0), "{}", s.describe());
-    assert_eq!(g.get("cpus").map(String::as_str), Some("2"), "{}", s.describe());
+    assert_eq!(
+        g.get("cpus").map(String::as_str),
+        Some("2"),
+        "{}",
+        s.describe()
+    );
     let mem_kb: u64 = g["memtotal_kb"].parse().unwrap();
     // MemTotal is RAM minus what the kernel reserves: within 256 MiB and
     // not far below it.
@@ -86,7 +96,12 @@ fn memory_above_the_32bit_gap_is_usable() {
     let s = scenario("bigmem");
     let g = s.guest();
     assert_eq!(s.status, Some(0), "{}", s.describe());
-    assert_eq!(g.get("cpus").map(String::as_str), Some("4"), "{}", s.describe());
+    assert_eq!(
+        g.get("cpus").map(String::as_str),
+        Some("4"),
+        "{}",
+        s.describe()
+    );
     let mem_kb: u64 = g["memtotal_kb"].parse().unwrap();
     assert!(
         mem_kb > 3 * 1024 * 1024 && mem_kb <= 3584 * 1024,

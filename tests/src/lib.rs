@@ -94,19 +94,17 @@ pub struct L2Run {
     pub attempts: String,
 }
 
-/// Runs `job` inside one L2 boot. `params` are written to
-/// `out/params.env` for the job to source.
-pub fn run_l2_job(job: &Path, out: &Path, params: &[(&str, &Path)]) -> Result<L2Run, String> {
+/// Runs `job` inside one L2 boot, with `env` exported to it (L1 paths are
+/// valid in L2: it sees L1's root).
+pub fn run_l2_job(job: &Path, out: &Path, env: &[(&str, &Path)]) -> Result<L2Run, String> {
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let env: String = params
-        .iter()
-        .map(|(k, v)| format!("{k}='{}'\n", v.display()))
-        .collect();
-    std::fs::write(out.join("params.env"), env).map_err(|e| e.to_string())?;
-    let status = Command::new(workspace_root().join("tests/nested/run-l2.sh"))
-        .arg(job)
-        .arg(out)
+    let mut cmd = Command::new(workspace_root().join("tests/nested/run-l2.sh"));
+    cmd.arg(job).arg(out);
+    for (k, v) in env {
+        cmd.arg("--env").arg(format!("{k}={}", v.display()));
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot run tests/nested/run-l2.sh: {e}"))?;
     Ok(L2Run {

@@ -1,10 +1,9 @@
 #!/bin/sh
 # L2 job: every boot scenario of tests/e2e/nested_boot.rs in one L2 boot.
-# Reads $MVM_OUT/params.env (MVM_BIN, KERNEL, INITRD) written by the
-# harness; each scenario leaves $MVM_OUT/<name>/{status,stdout,stderr,
-# console.log,times}.
+# MVM_BIN, KERNEL and INITRD come from the harness (run-l2.sh --env); each
+# scenario leaves $MVM_OUT/<name>/{status,stdout,stderr,console.log,times}.
 set -u
-. "$MVM_OUT/params.env"
+: "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}"
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
