@@ -16,6 +16,43 @@
 //! Sharing: the VMM keeps one `Arc<Mutex<Device>>` and coerces it to both
 //! `Arc<Mutex<dyn VirtioDevice>>` (for the transport) and
 //! `Arc<Mutex<dyn MutEventSubscriber + Send>>` (for the event manager).
+//!
+//! Wiring one device (the KVM calls are the VMM's and shown as comments):
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use devices::bus::Bus;
+//! use devices::virtio::{cmdline_device, mmio, Interrupt, MmioTransport, Rng, MMIO_DEVICE_WINDOW};
+//! use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//! use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+//!
+//! let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+//! let (base, gsi) = (0xd000_0000u64, 5u32);
+//!
+//! let rng = Arc::new(Mutex::new(Rng::new().unwrap()));
+//! let irqfd = EventFd::new(EFD_NONBLOCK).unwrap();
+//! // vm_fd.register_irqfd(&irqfd, gsi)?;
+//! let interrupt = Arc::new(Interrupt::new(irqfd));
+//! let transport = MmioTransport::new(mem.clone(), interrupt, rng.clone()).unwrap();
+//! for (index, evt) in transport.queue_events().iter().enumerate() {
+//!     let _addr = base + mmio::REG_QUEUE_NOTIFY;
+//!     // vm_fd.register_ioevent(evt, &IoEventAddress::Mmio(_addr), index as u32)?;
+//!     let _ = (index, evt);
+//! }
+//!
+//! let mut mmio_bus = Bus::new();
+//! mmio_bus.insert(Arc::new(Mutex::new(transport)), base, MMIO_DEVICE_WINDOW).unwrap();
+//!
+//! let mut event_manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+//!     EventManager::new().unwrap();
+//! event_manager.add_subscriber(rng);
+//!
+//! assert_eq!(
+//!     cmdline_device(base, MMIO_DEVICE_WINDOW, gsi),
+//!     "virtio_mmio.device=4K@0xd0000000:5"
+//! );
+//! ```
 
 use std::sync::Arc;
 
