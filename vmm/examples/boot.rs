@@ -9,7 +9,9 @@ use vmm::{Vm, VmConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let kernel = args.next().ok_or("usage: boot VMLINUX [INITRD] [TIMEOUT_SECS]")?;
+    let kernel = args
+        .next()
+        .ok_or("usage: boot VMLINUX [INITRD] [TIMEOUT_SECS]")?;
     let mut config = VmConfig::new(kernel);
     config.initrd = args.next().map(Into::into);
     config.cpus = 2;

@@ -93,6 +93,9 @@ impl std::fmt::Display for ExitReason {
     }
 }
 
+/// RIP after KVM on AMD re-initialised a vCPU that hit a shutdown.
+const RESET_VECTOR_RIP: u64 = 0xfff0;
+
 /// What one KVM_RUN produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum VcpuEvent {
