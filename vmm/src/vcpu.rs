@@ -69,7 +69,15 @@ impl std::fmt::Display for ExitReason {
                 write!(
                     f,
                     "vCPU {vcpu} triple-faulted (KVM_EXIT_SHUTDOWN) at RIP {rip:#x}"
-                )
+                )?;
+                if *rip == RESET_VECTOR_RIP {
+                    // AMD's KVM re-initialises the vCPU before reporting.
+                    write!(
+                        f,
+                        " (the reset vector: KVM reset the vCPU before reporting)"
+                    )?;
+                }
+                Ok(())
             }
             ExitReason::InternalError {
                 vcpu,
