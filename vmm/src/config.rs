@@ -56,6 +56,9 @@ pub struct VmConfig {
     /// A virtio-rng device feeding the guest's /dev/hwrng.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// Serve the control API ([`crate::api`]) on this Unix socket.
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
     /// Boot even when the host's KVM is PVM-backed (standard kernels cannot
     /// boot there; a PVM-enabled or hand-made guest can).
     #[serde(default)]
@@ -83,6 +86,7 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             console: Console::default(),
             rng: true,
+            api_socket: None,
             allow_pvm_host: false,
         }
     }

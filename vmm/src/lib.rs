@@ -15,6 +15,7 @@
 //! The boot path reads in three files: `vm.rs` builds the VM top to
 //! bottom, `loader.rs` puts the kernel in memory, `vcpu.rs` runs it.
 
+pub mod api;
 pub mod arch;
 pub mod config;
 pub mod kvm;
@@ -65,6 +66,8 @@ pub enum Error {
     Transport(devices::virtio::MmioError),
     #[error("no MMIO window or IRQ line left for another virtio device")]
     TooManyDevices,
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
 }

@@ -2,8 +2,9 @@
 //! port I/O and MMIO buses. Any exit that means the VM cannot go on becomes
 //! an [`ExitReason`]; nothing a guest does can panic this code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EV
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::Serialize;
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 /// The address spaces a vCPU's exits are routed through.
 #[derive(Default)]
@@ -289,27 +290,101 @@ fn install_kick_handler() {
 /// measurements).
 pub type FirstRunHook = Box<dyn FnOnce() + Send>;
 
+/// Shared by the vCPU threads and whoever controls them: stop, pause and
+/// resume. vCPUs check it between KVM_RUNs; a kick (signal) makes a vCPU
+/// leave KVM_RUN so it looks.
+#[derive(Default)]
+pub struct RunControl {
+    stop: AtomicBool,
+    paused: Mutex<bool>,
+    resumed: Condvar,
+    parked: AtomicUsize,
+    threads: Mutex<Vec<libc::pthread_t>>,
+}
+
+impl RunControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn kick_all(&self) {
+        for &t in devices::bus::lock(&self.threads).iter() {
+            // SAFETY: `t` belongs to a vCPU thread whose JoinHandle is kept
+            // until after the last kick (stop_all), so the id is valid.
+            unsafe { libc::pthread_kill(t, kick_signal()) };
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *devices::bus::lock(&self.paused)
+    }
+
+    /// Parks every vCPU outside KVM_RUN; returns once all are parked (or
+    /// after `timeout`, returning false).
+    pub fn pause(&self, timeout: Duration) -> bool {
+        *devices::bus::lock(&self.paused) = true;
+        let want = devices::bus::lock(&self.threads).len();
+        let deadline = Instant::now() + timeout;
+        while self.parked.load(Ordering::Acquire) < want {
+            if Instant::now() >= deadline || self.is_stopping() {
+                return false;
+            }
+            self.kick_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    pub fn resume(&self) {
+        *devices::bus::lock(&self.paused) = false;
+        self.resumed.notify_all();
+    }
+
+    /// Parks the calling vCPU thread while paused.
+    fn wait_while_paused(&self) {
+        let mut paused = devices::bus::lock(&self.paused);
+        if !*paused {
+            return;
+        }
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        while *paused && !self.is_stopping() {
+            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A running vCPU thread.
 pub struct VcpuThread {
     handle: JoinHandle<()>,
 }
 
 /// Starts `vcpu` on its own thread. It runs until it reports an exit to
-/// `slot` or `stop` is set and it is kicked.
+/// `slot` or `control` stops it.
 pub fn spawn(
     mut vcpu: Vcpu,
-    stop: Arc<AtomicBool>,
+    control: Arc<RunControl>,
     slot: Arc<ExitSlot>,
     before_first_run: Option<FirstRunHook>,
 ) -> std::io::Result<VcpuThread> {
     install_kick_handler();
+    let thread_control = control.clone();
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{}", vcpu.index()))
         .spawn(move || {
+            let control = thread_control;
             if let Some(hook) = before_first_run {
                 hook();
             }
-            while !stop.load(Ordering::Acquire) {
+            while !control.is_stopping() {
+                control.wait_while_paused();
+                if control.is_stopping() {
+                    break;
+                }
                 match vcpu.run_once() {
                     VcpuEvent::Continue | VcpuEvent::Interrupted => {}
                     VcpuEvent::Exit(reason) => {
@@ -320,31 +395,30 @@ pub fn spawn(
                 }
             }
         })?;
+    devices::bus::lock(&control.threads).push(handle.as_pthread_t());
     Ok(VcpuThread { handle })
 }
 
-/// Stops the vCPU threads: `stop` must already be set. Each thread is
-/// kicked until it leaves KVM_RUN (a kick can land just before it enters,
-/// so one is not enough). Threads still running after `timeout` are left
-/// behind and reported.
-pub fn stop_all(threads: Vec<VcpuThread>, timeout: Duration) {
+/// Stops the vCPU threads. Each is kicked until it leaves KVM_RUN (a kick
+/// can land just before it enters, so one is not enough). Threads still
+/// running after `timeout` are left behind and reported.
+pub fn stop_all(control: &RunControl, threads: Vec<VcpuThread>, timeout: Duration) {
+    control.stop.store(true, Ordering::Release);
+    control.resumed.notify_all();
     let deadline = Instant::now() + timeout;
-    let mut running = threads;
-    while !running.is_empty() {
-        running.retain(|t| {
-            if t.handle.is_finished() {
-                return false;
-            }
-            let _ = t.handle.kill(kick_signal());
-            true
-        });
-        if running.is_empty() {
-            break;
-        }
+    while threads.iter().any(|t| !t.handle.is_finished()) {
         if Instant::now() >= deadline {
-            tracing::error!("{} vCPU thread(s) did not stop", running.len());
+            tracing::error!("vCPU threads did not stop within {timeout:?}");
+            // Leave the handles (and so the thread ids) alive: the process
+            // is about to end anyway.
+            std::mem::forget(threads);
             return;
         }
+        control.kick_all();
         std::thread::sleep(Duration::from_millis(1));
+    }
+    devices::bus::lock(&control.threads).clear();
+    for t in threads {
+        let _ = t.handle.join();
     }
 }

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +55,7 @@ pub struct Vm {
     stop_evt: Arc<EventFd>,
     cmdline: String,
     first_run_hook: Option<vcpu::FirstRunHook>,
+    control: Arc<vcpu::RunControl>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -158,6 +158,7 @@ impl Vm {
         // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
         // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
         let buses = Arc::new(buses);
+        let control = vcpu::RunControl::new();
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
@@ -195,6 +196,19 @@ impl Vm {
             mem: mem.clone(),
         })));
 
+        if let Some(path) = &config.api_socket {
+            let api = crate::api::ApiServer::bind(
+                path,
+                control.clone(),
+                StopHandle {
+                    evt: stop_evt.clone(),
+                },
+                config.cpus,
+                config.memory_mib,
+            )?;
+            event_manager.add_subscriber(Arc::new(Mutex::new(api)));
+        }
+
         tracing::debug!(
             "VM built: {} vCPU(s), {} MiB, {:?} entry at {:#x}, cmdline: {cmdline}",
             config.cpus,
@@ -212,6 +226,7 @@ impl Vm {
             stop_evt,
             cmdline,
             first_run_hook: None,
+            control,
         })
     }
 
@@ -240,35 +255,33 @@ impl Vm {
 
     /// Runs the VM until the guest resets, fails, or is stopped.
     pub fn run(mut self) -> Result<ExitReason, Error> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let control = self.control.clone();
         let mut threads = Vec::with_capacity(self.vcpus.len());
+        let stop_all = |threads| vcpu::stop_all(&control, threads, Duration::from_secs(1));
         for vcpu in self.vcpus.drain(..) {
             let hook = if vcpu.index() == 0 {
                 self.first_run_hook.take()
             } else {
                 None
             };
-            match vcpu::spawn(vcpu, stop.clone(), self.exit.clone(), hook) {
+            match vcpu::spawn(vcpu, control.clone(), self.exit.clone(), hook) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop.store(true, Ordering::Release);
-                    vcpu::stop_all(threads, Duration::from_secs(1));
+                    stop_all(threads);
                     return Err(Error::Thread(e));
                 }
             }
         }
         let reason = loop {
             if let Err(e) = self.event_manager.run() {
-                stop.store(true, Ordering::Release);
-                vcpu::stop_all(threads, Duration::from_secs(1));
+                stop_all(threads);
                 return Err(Error::EventManager(e));
             }
             if let Some(reason) = self.exit.take() {
                 break reason;
             }
         };
-        stop.store(true, Ordering::Release);
-        vcpu::stop_all(threads, Duration::from_secs(1));
+        stop_all(threads);
         Ok(reason)
     }
 }

@@ -292,3 +292,63 @@ fn vcpu_dispatches_pio_mmio_and_hlt() {
     assert_eq!(mmio.reads, vec![(0x10, 1)]);
     assert_eq!(mmio.writes, vec![(0x20, vec![0x5a])]);
 }
+
+#[test]
+fn api_socket_reports_pauses_resumes_and_stops() {
+    use vmm::api::{call, ApiRequest, VmState};
+    let dir = TempDir::new("api");
+    let kernel = dir.0.join("kernel");
+    // The guest prints a byte forever, so progress is visible on the console.
+    std::fs::write(
+        &kernel,
+        elf_kernel(&program(&[&print("."), &[0xeb, 0xfb]]), true),
+    )
+    .unwrap();
+    let console = dir.0.join("console");
+    let socket = dir.0.join("api.sock");
+    let mut config = VmConfig::new(&kernel);
+    config.memory_mib = 32;
+    config.cpus = 2;
+    config.console = Console::File(console.clone());
+    config.api_socket = Some(socket.clone());
+    config.allow_pvm_host = true;
+    let vm = Vm::new(&config).unwrap();
+    let t = std::thread::spawn(move || vm.run());
+    let timeout = Duration::from_secs(5);
+
+    let status = call(&socket, &ApiRequest::Status, timeout).unwrap();
+    assert!(status.ok);
+    assert_eq!(status.state, Some(VmState::Running));
+    assert_eq!((status.cpus, status.memory_mib), (Some(2), Some(32)));
+    assert_eq!(status.pid, Some(std::process::id()));
+
+    let paused = call(&socket, &ApiRequest::Pause, timeout).unwrap();
+    assert_eq!(paused.state, Some(VmState::Paused), "{paused:?}");
+    let len = std::fs::metadata(&console).unwrap().len();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::metadata(&console).unwrap().len(),
+        len,
+        "the guest ran while paused"
+    );
+
+    let resumed = call(&socket, &ApiRequest::Resume, timeout).unwrap();
+    assert_eq!(resumed.state, Some(VmState::Running));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        std::fs::metadata(&console).unwrap().len() > len,
+        "the guest did not resume"
+    );
+
+    // Garbage gets an error response, not a dropped VM.
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::{BufRead, BufReader};
+    s.write_all(b"{\"op\":\"explode\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":false"), "{line}");
+
+    let stopping = call(&socket, &ApiRequest::Stop, timeout).unwrap();
+    assert_eq!(stopping.state, Some(VmState::Stopping));
+    assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
+}

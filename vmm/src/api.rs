@@ -1,0 +1,280 @@
+//! The control API: newline-delimited JSON over a Unix socket
+//! (`api.sock` in the VM's state folder). One request per line, one
+//! response per line:
+//!
+//! ```text
+//! {"op":"status"}  -> {"ok":true,"state":"running","pid":1234,"uptime_ms":5120,"cpus":2,"memory_mib":512}
+//! {"op":"pause"}   -> {"ok":true,"state":"paused",...}
+//! {"op":"resume"}  -> {"ok":true,"state":"running",...}
+//! {"op":"stop"}    -> {"ok":true,"state":"stopping",...}
+//! anything else    -> {"ok":false,"error":"..."}
+//! ```
+//!
+//! The socket is served on the VMM's event loop; clients are bounded in
+//! number and in line length, and never block the loop.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::vcpu::RunControl;
+use crate::StopHandle;
+
+const MAX_CLIENTS: usize = 16;
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ApiRequest {
+    Status,
+    Pause,
+    Resume,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Paused,
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<VmState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+impl ApiResponse {
+    fn error(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(msg.into()),
+            state: None,
+            pid: None,
+            uptime_ms: None,
+            cpus: None,
+            memory_mib: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot create the API socket {0}: {1}")]
+    Bind(PathBuf, std::io::Error),
+    #[error("cannot reach the VM's API socket {0}: {1}")]
+    Connect(PathBuf, std::io::Error),
+    #[error("the VM's API socket {0} answered badly: {1}")]
+    Protocol(PathBuf, String),
+}
+
+/// Sends one request to a VM's API socket and reads the response.
+pub fn call(
+    socket: &Path,
+    request: &ApiRequest,
+    timeout: Duration,
+) -> Result<ApiResponse, ApiError> {
+    let connect = |e| ApiError::Connect(socket.to_path_buf(), e);
+    let bad = |e: String| ApiError::Protocol(socket.to_path_buf(), e);
+    let mut stream = UnixStream::connect(socket).map_err(connect)?;
+    stream.set_read_timeout(Some(timeout)).map_err(connect)?;
+    stream.set_write_timeout(Some(timeout)).map_err(connect)?;
+    let mut line = serde_json::to_string(request).map_err(|e| bad(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(connect)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.contains(&b'\n') {
+        let n = stream.read(&mut chunk).map_err(connect)?;
+        if n == 0 || buf.len() > MAX_LINE {
+            return Err(bad("no complete response".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    serde_json::from_slice(&buf[..end]).map_err(|e| bad(e.to_string()))
+}
+
+/// Serves the API socket on the event loop.
+pub struct ApiServer {
+    listener: UnixListener,
+    clients: HashMap<i32, (UnixStream, Vec<u8>)>,
+    control: Arc<RunControl>,
+    stop: StopHandle,
+    started: Instant,
+    cpus: u8,
+    memory_mib: u64,
+    stopping: bool,
+}
+
+impl ApiServer {
+    pub fn bind(
+        path: &Path,
+        control: Arc<RunControl>,
+        stop: StopHandle,
+        cpus: u8,
+        memory_mib: u64,
+    ) -> Result<Self, ApiError> {
+        let bind = |e| ApiError::Bind(path.to_path_buf(), e);
+        // A socket left by a VMM that died is stale: replace it. Anything
+        // else at that path is not ours to remove.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(bind(std::io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    "exists and is not a socket",
+                )));
+            }
+            std::fs::remove_file(path).map_err(bind)?;
+        }
+        let listener = UnixListener::bind(path).map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
+        Ok(Self {
+            listener,
+            clients: HashMap::new(),
+            control,
+            stop,
+            started: Instant::now(),
+            cpus,
+            memory_mib,
+            stopping: false,
+        })
+    }
+
+    fn state(&self) -> VmState {
+        if self.stopping {
+            VmState::Stopping
+        } else if self.control.is_paused() {
+            VmState::Paused
+        } else {
+            VmState::Running
+        }
+    }
+
+    fn handle(&mut self, line: &[u8]) -> ApiResponse {
+        let request: ApiRequest = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return ApiResponse::error(format!("bad request: {e}")),
+        };
+        match request {
+            ApiRequest::Status => {}
+            ApiRequest::Pause => {
+                if !self.control.pause(Duration::from_secs(2)) {
+                    return ApiResponse::error("vCPUs did not pause within 2 s");
+                }
+            }
+            ApiRequest::Resume => self.control.resume(),
+            ApiRequest::Stop => {
+                self.stopping = true;
+                self.stop.stop();
+            }
+        }
+        ApiResponse {
+            ok: true,
+            error: None,
+            state: Some(self.state()),
+            pid: Some(std::process::id()),
+            uptime_ms: Some(self.started.elapsed().as_millis() as u64),
+            cpus: Some(self.cpus),
+            memory_mib: Some(self.memory_mib),
+        }
+    }
+
+    fn accept(&mut self, ops: &mut EventOps) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                continue; // dropped: closes the connection
+            }
+            let fd = stream.as_raw_fd();
+            if ops.add(Events::new(&stream, EventSet::IN)).is_ok() {
+                self.clients.insert(fd, (stream, Vec::new()));
+            }
+        }
+    }
+
+    /// Reads what a client sent; answers complete lines. Returns false when
+    /// the client is done or misbehaved (it stays in `clients` so the
+    /// caller can unregister it before its fd is closed and reused).
+    fn serve(&mut self, fd: i32) -> bool {
+        let Some((stream, buf)) = self.clients.get_mut(&fd) else {
+            return false;
+        };
+        let mut chunk = [0u8; 1024];
+        let mut open = loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break false,
+            }
+            if buf.len() > MAX_LINE {
+                let _ = stream.write_all(b"{\"ok\":false,\"error\":\"request too long\"}\n");
+                return false;
+            }
+        };
+        let mut lines = Vec::new();
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let mut line: Vec<u8> = buf.drain(..=end).collect();
+            line.pop();
+            lines.push(line);
+        }
+        for line in lines {
+            let mut out = serde_json::to_vec(&self.handle(&line)).unwrap_or_default();
+            out.push(b'\n');
+            // Responses are small; a client that does not read them loses
+            // its connection rather than stalling the loop.
+            let Some((stream, _)) = self.clients.get_mut(&fd) else {
+                return false;
+            };
+            if stream.write_all(&out).is_err() {
+                open = false;
+                break;
+            }
+        }
+        open
+    }
+}
+
+impl MutEventSubscriber for ApiServer {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.listener, EventSet::IN)) {
+            tracing::error!("cannot watch the API socket: {e:?}");
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.listener.as_raw_fd() {
+            self.accept(ops);
+        } else if !self.serve(fd) {
+            // Unregister before the fd closes, or a new client reusing the
+            // number could not be registered.
+            if let Some((stream, _)) = self.clients.remove(&fd) {
+                let _ = ops.remove(Events::new(&stream, EventSet::IN));
+            }
+        }
+    }
+}
