@@ -1,8 +1,12 @@
 //! `mvm`: per-project Linux microVMs on our own VMM.
 
+mod agent;
 mod commands;
+mod cpio;
+mod guest_image;
 mod paths;
 mod startup;
+mod state;
 
 use std::process::ExitCode;
 
@@ -18,7 +22,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a VM (writes its spec; does not start it).
+    Create(commands::create::CreateArgs),
+    /// Start a VM (does nothing if it runs already).
+    Start(commands::lifecycle::NameArg),
+    /// Stop a VM: clean guest shutdown, killed after a timeout.
+    Stop(commands::lifecycle::StopArgs),
+    /// Stop and start a VM.
+    Restart(commands::lifecycle::StopArgs),
+    /// Remove a VM and its state.
+    Rm(commands::lifecycle::RmArgs),
+    /// List VMs.
+    #[command(alias = "ls")]
+    List(commands::list::ListArgs),
+    /// Show a VM's console output.
+    Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
+    /// The VMM process of a managed VM (started by `mvm start`).
+    #[command(name = "_vmm", hide = true)]
+    Vmm(commands::vmm_process::VmmArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,8 +54,17 @@ fn main() -> ExitCode {
         .init();
 
     let cli = Cli::parse();
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
+        Command::Create(args) => ok(commands::create::create(args)),
+        Command::Start(args) => ok(commands::lifecycle::start(args)),
+        Command::Stop(args) => ok(commands::lifecycle::stop(args)),
+        Command::Restart(args) => ok(commands::lifecycle::restart(args)),
+        Command::Rm(args) => ok(commands::lifecycle::rm(args)),
+        Command::List(args) => ok(commands::list::list(args)),
+        Command::Logs(args) => ok(commands::logs::logs(args)),
         Command::Run(args) => commands::run::run(args),
+        Command::Vmm(args) => commands::vmm_process::run(args),
     };
     match result {
         Ok(code) => code,

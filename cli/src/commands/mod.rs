@@ -1,4 +1,9 @@
+pub mod create;
+pub mod lifecycle;
+pub mod list;
+pub mod logs;
 pub mod run;
+pub mod vmm_process;
 
 /// Exit statuses of `mvm` (documented in `mvm run --help`).
 pub const EXIT_ERROR: u8 = 1;

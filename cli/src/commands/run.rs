@@ -63,7 +63,7 @@ pub struct RunArgs {
     allow_pvm_host: bool,
 }
 
-fn parse_memory(s: &str) -> Result<u64, String> {
+pub fn parse_memory(s: &str) -> Result<u64, String> {
     let mib = vmm::parse_memory_mib(s).map_err(|e| e.to_string())?;
     if mib < vmm::config::MIN_MEMORY_MIB {
         return Err(format!(
@@ -74,7 +74,7 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     Ok(mib)
 }
 
-fn kernel_path(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn kernel_path(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(k) = arg {
         return Ok(k);
     }
@@ -117,7 +117,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(exit_code(&reason))
 }
 
-fn exit_code(reason: &ExitReason) -> ExitCode {
+pub fn exit_code(reason: &ExitReason) -> ExitCode {
     if reason.is_clean() {
         return ExitCode::SUCCESS;
     }

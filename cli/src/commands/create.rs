@@ -1,0 +1,179 @@
+//! `mvm create`: validate everything, then write the VM folder at once.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::state::{self, PortSpec, VmDir, VmSpec};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The VM's name: lowercase letters, digits and '-' (it becomes NAME.mvm).
+    pub name: String,
+    /// The project folder the VM works on (shared at /project).
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub cpus: u8,
+    /// Guest memory: MiB, or with a unit (512M, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::run::parse_memory)]
+    pub memory: u64,
+    /// Forward a host port to the guest: HOST:GUEST[/tcp|/udp]; repeatable.
+    #[arg(long = "port", short = 'p', value_name = "HOST:GUEST")]
+    pub ports: Vec<PortSpec>,
+    /// Environment for commands in the VM: KEY=VALUE; repeatable.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Keep the guest's changes across restarts (default: dropped at stop).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v))
+            if !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !k.as_bytes()[0].is_ascii_digit() =>
+        {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "invalid environment entry '{s}': expected KEY=VALUE with KEY made of letters, digits and '_'"
+        )),
+    }
+}
+
+pub fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let dir = VmDir::of(&args.name)?;
+    let spec = validate(&args, &dir)?;
+    let vms = state::vms_dir()?;
+    std::fs::create_dir_all(&vms).with_context(|| format!("cannot create {}", vms.display()))?;
+    // Build the folder under a temporary name and rename it into place, so
+    // a failure leaves nothing and a concurrent create of the same name
+    // loses cleanly.
+    let tmp = vms.join(format!(".{}.{}.tmp", args.name, std::process::id()));
+    let result = (|| {
+        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        spec.save(&tmp.join("vm.toml"))?;
+        std::fs::rename(&tmp, &dir.path).map_err(|e| {
+            if dir.path.exists() {
+                anyhow::anyhow!("a VM named '{}' already exists", args.name)
+            } else {
+                anyhow::anyhow!("cannot create {}: {e}", dir.path.display())
+            }
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    println!(
+        "created VM '{}' ({} vCPUs, {} MiB{})",
+        spec.name,
+        spec.cpus,
+        spec.memory_mib,
+        spec.project
+            .as_ref()
+            .map(|p| format!(", project {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
+    if dir.spec_path().exists() {
+        bail!("a VM named '{}' already exists", args.name);
+    }
+    let project = match &args.project {
+        Some(p) => {
+            let abs = std::fs::canonicalize(p)
+                .map_err(|_| anyhow::anyhow!("project folder '{}' does not exist", p.display()))?;
+            if !abs.is_dir() {
+                bail!("project '{}' is not a folder", p.display());
+            }
+            Some(abs)
+        }
+        None => None,
+    };
+    let host_mib = vmm::memory::host_ram_mib()?;
+    if args.memory > host_mib {
+        bail!(
+            "--memory {} MiB is more than this host has ({host_mib} MiB)",
+            args.memory
+        );
+    }
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if usize::from(args.cpus) > host_cpus * 4 {
+        bail!(
+            "--cpus {} is more than 4x this host's {host_cpus} CPUs",
+            args.cpus
+        );
+    }
+    if let Some(k) = &args.kernel {
+        vmm::loader::probe_kernel(k)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &args.ports {
+        if !seen.insert((p.host, p.protocol)) {
+            bail!("host port {} is forwarded twice", p.host);
+        }
+        check_port_free(p)?;
+    }
+    for other in state::all_vms()? {
+        if let Ok(o) = other.spec() {
+            for p in &args.ports {
+                if o.ports
+                    .iter()
+                    .any(|q| q.host == p.host && q.protocol == p.protocol)
+                {
+                    bail!(
+                        "host port {} is already forwarded to VM '{}'",
+                        p.host,
+                        o.name
+                    );
+                }
+            }
+        }
+    }
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(VmSpec {
+        id: crate::state::spec_new_id()?,
+        name: args.name.clone(),
+        project,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        persistent: args.persistent,
+        kernel: args
+            .kernel
+            .as_ref()
+            .map(|k| std::fs::canonicalize(k).unwrap_or_else(|_| k.clone())),
+        ports: args.ports.clone(),
+        env: args.env.iter().cloned().collect(),
+        created,
+    })
+}
+
+/// A host port must be free to bind now (it may still be taken later: the
+/// forward itself checks again).
+pub fn check_port_free(p: &PortSpec) -> anyhow::Result<()> {
+    let free = match p.protocol {
+        state::Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok(),
+        state::Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok(),
+    };
+    if !free {
+        bail!("host port {} ({p}) is already in use on this host", p.host);
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! `mvm start|stop|restart|rm`: a VM's VMM runs as its own detached
+//! process (`mvm _vmm DIR`), which outlives the `mvm` that started it.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use vmm::api::{self, ApiRequest};
+
+use crate::state::{RunState, VmDir, VmLock};
+
+#[derive(Args)]
+pub struct NameArg {
+    /// The VM's name.
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// The VM's name.
+    pub name: String,
+    /// Seconds to wait for a clean shutdown before killing the VMM.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// The VM's name.
+    pub name: String,
+    /// Stop the VM first if it is running.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// How long `start` waits for the VMM to answer on its API socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn start(args: NameArg) -> anyhow::Result<()> {
+    let dir = VmDir::existing(&args.name)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
+    start_locked(&dir)
+}
+
+fn start_locked(dir: &VmDir) -> anyhow::Result<()> {
+    match dir.run_state() {
+        RunState::Running | RunState::Paused => {
+            println!("VM '{}' is already running", dir.name);
+            return Ok(());
+        }
+        RunState::Crashed => {
+            eprintln!(
+                "mvm: VM '{}' had crashed; cleaning up before starting it again",
+                dir.name
+            );
+            dir.clear_runtime()?;
+        }
+        RunState::Stopped => dir.clear_runtime()?,
+    }
+    let spec = dir.spec()?;
+    let result = (|| {
+        let config = crate::guest_image::vm_config(dir, &spec)?;
+        let json = serde_json::to_vec_pretty(&config).context("cannot serialise the VM config")?;
+        std::fs::write(dir.vmm_config(), json)
+            .with_context(|| format!("cannot write {}", dir.vmm_config().display()))?;
+        rotate_console(dir);
+        spawn_vmm(dir)
+    })();
+    if result.is_err() {
+        let _ = dir.clear_runtime();
+    }
+    result?;
+    println!("started VM '{}'", dir.name);
+    Ok(())
+}
+
+/// Keeps the previous boot's console as console.log.old.
+fn rotate_console(dir: &VmDir) {
+    let log = dir.console_log();
+    if log.exists() {
+        let _ = std::fs::rename(&log, log.with_extension("log.old"));
+    }
+}
+
+fn spawn_vmm(dir: &VmDir) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
+    let log = std::fs::File::create(dir.vmm_log())
+        .with_context(|| format!("cannot create {}", dir.vmm_log().display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("_vmm")
+        .arg(&dir.path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot open the VMM log")?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the child gets its own session
+    // so it survives the terminal (and this mvm) going away.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the VMM process")?;
+    std::fs::write(dir.pid_path(), format!("{}\n", child.id()))
+        .with_context(|| format!("cannot write {}", dir.pid_path().display()))?;
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("cannot watch the VMM process")? {
+            let log = std::fs::read_to_string(dir.vmm_log()).unwrap_or_default();
+            let why = log
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("mvm: "))
+                .map(|l| l.trim_start_matches("mvm: ").to_string())
+                .unwrap_or_else(|| {
+                    format!("it exited with {status}; see {}", dir.vmm_log().display())
+                });
+            bail!("VM '{}' failed to start: {why}", dir.name);
+        }
+        if api::call(
+            &dir.api_socket(),
+            &ApiRequest::Status,
+            Duration::from_secs(1),
+        )
+        .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "VM '{}' did not come up within {}s; see {}",
+                dir.name,
+                START_TIMEOUT.as_secs(),
+                dir.vmm_log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let dir = VmDir::existing(&args.name)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
+    match stop_locked(&dir, Duration::from_secs(args.timeout))? {
+        RunState::Stopped => println!("VM '{}' is not running", dir.name),
+        RunState::Crashed => println!("VM '{}' had crashed; cleaned up", dir.name),
+        _ => println!("stopped VM '{}'", dir.name),
+    }
+    Ok(())
+}
+
+/// Stops the VM if it runs; returns the state it was in.
+fn stop_locked(dir: &VmDir, timeout: Duration) -> anyhow::Result<RunState> {
+    let state = dir.run_state();
+    if let (RunState::Running | RunState::Paused, Some(pid)) = (state, dir.pid()) {
+        // The clean way: the guest agent shuts the guest down and the guest
+        // resets. Until it answers, ask the VMM itself to stop.
+        if crate::agent::shutdown(dir, timeout).is_err() {
+            let _ = api::call(&dir.api_socket(), &ApiRequest::Stop, Duration::from_secs(2));
+        }
+        if !wait_gone(pid, &dir.path, timeout) {
+            eprintln!(
+                "mvm: VM '{}' did not stop within {}s; killing its VMM",
+                dir.name,
+                timeout.as_secs()
+            );
+            // SAFETY: plain kill(2) on a pid we just verified is our VMM.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_gone(pid, &dir.path, Duration::from_secs(5));
+        }
+    }
+    dir.clear_runtime()?;
+    let spec = dir.spec()?;
+    if !spec.persistent {
+        let upper = dir.state_dir();
+        if upper.exists() {
+            std::fs::remove_dir_all(&upper)
+                .with_context(|| format!("cannot remove {}", upper.display()))?;
+        }
+    }
+    Ok(state)
+}
+
+fn wait_gone(pid: i32, vm_dir: &std::path::Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while crate::state::process_is_vmm(pid, vm_dir) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+pub fn restart(args: StopArgs) -> anyhow::Result<()> {
+    let dir = VmDir::existing(&args.name)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
+    stop_locked(&dir, Duration::from_secs(args.timeout))?;
+    start_locked(&dir)
+}
+
+pub fn rm(args: RmArgs) -> anyhow::Result<()> {
+    let dir = VmDir::existing(&args.name)?;
+    let lock = VmLock::acquire(&dir.path, &dir.name)?;
+    match dir.run_state() {
+        RunState::Running | RunState::Paused if !args.force => {
+            bail!(
+                "VM '{}' is running; stop it first or use `mvm rm --force`",
+                dir.name
+            )
+        }
+        RunState::Running | RunState::Paused | RunState::Crashed => {
+            stop_locked(&dir, Duration::from_secs(10))?;
+        }
+        RunState::Stopped => {}
+    }
+    // Rename first so a concurrent mvm never sees a half-removed VM.
+    let doomed = dir
+        .path
+        .with_file_name(format!(".{}.{}.rm", dir.name, std::process::id()));
+    std::fs::rename(&dir.path, &doomed)
+        .with_context(|| format!("cannot remove {}", dir.path.display()))?;
+    drop(lock);
+    std::fs::remove_dir_all(&doomed)
+        .with_context(|| format!("cannot remove {}", doomed.display()))?;
+    println!("removed VM '{}'", dir.name);
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! What a managed VM boots: our kernel, an initramfs whose /init is
+//! `mvm-init` (the guest agent), and the command line that tells mvm-init
+//! what to set up.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::cpio::{CpioWriter, Entry};
+use crate::state::{VmDir, VmSpec};
+
+/// The vsock port the guest agent listens on.
+pub const AGENT_PORT: u32 = 1024;
+
+/// The guest kernel: the spec's, then $MVM_KERNEL, then the cached build.
+pub fn kernel(spec: &VmSpec) -> anyhow::Result<PathBuf> {
+    crate::commands::run::kernel_path(spec.kernel.clone())
+}
+
+/// `mvm-init`: $MVM_INIT, else beside the running `mvm`.
+pub fn mvm_init() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MVM_INIT").filter(|v| !v.is_empty()) {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
+    let beside = exe.with_file_name("mvm-init");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    bail!(
+        "the guest agent mvm-init was not found beside {} nor in $MVM_INIT; build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p mvm-init --target x86_64-unknown-linux-gnu`",
+        exe.display()
+    )
+}
+
+/// Static busybox, when the host has one: a rescue shell and tools in
+/// guests that have no root share.
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Writes the initramfs to `out`.
+pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
+    let init = mvm_init()?;
+    let init_bytes =
+        std::fs::read(&init).with_context(|| format!("cannot read {}", init.display()))?;
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut w = CpioWriter::new(std::io::BufWriter::new(file));
+    let io = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", out.display());
+    for dir in [
+        "dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc", "bin", "sbin", "usr", "usr/bin",
+        "project",
+    ] {
+        w.add(dir, Entry::Dir).map_err(io)?;
+    }
+    // The kernel opens /dev/console for init's stdio before devtmpfs is up.
+    w.add("dev/console", Entry::CharDevice { major: 5, minor: 1 })
+        .map_err(io)?;
+    w.add(
+        "init",
+        Entry::File {
+            data: &init_bytes,
+            executable: true,
+        },
+    )
+    .map_err(io)?;
+    if let Some(bb) = busybox() {
+        let data = std::fs::read(&bb).with_context(|| format!("cannot read {}", bb.display()))?;
+        w.add(
+            "bin/busybox",
+            Entry::File {
+                data: &data,
+                executable: true,
+            },
+        )
+        .map_err(io)?;
+        for applet in [
+            "sh", "ls", "cat", "echo", "mount", "ps", "kill", "sleep", "ip", "ping", "wget",
+            "udhcpc", "vi", "grep", "awk", "sed", "env", "id", "stty", "uname", "hostname", "df",
+            "free", "top", "nc", "httpd", "seq", "head", "tail", "wc", "dd", "od", "mkdir", "rm",
+            "cp", "mv", "touch", "chmod", "ln", "true", "false", "test", "nproc", "dmesg", "sync",
+            "reboot", "poweroff",
+        ] {
+            w.add(
+                &format!("bin/{applet}"),
+                Entry::Symlink { target: "busybox" },
+            )
+            .map_err(io)?;
+        }
+    }
+    let mut buf = w.finish().map_err(io)?;
+    std::io::Write::flush(&mut buf).map_err(io)?;
+    Ok(())
+}
+
+/// The kernel command line mvm-init reads.
+pub fn cmdline(spec: &VmSpec) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "mvm.hostname={} mvm.time={now} mvm.agent_port={AGENT_PORT}",
+        spec.name
+    )
+}
+
+/// Everything the VMM process needs for this VM.
+pub fn vm_config(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<vmm::VmConfig> {
+    let run = dir.run_dir();
+    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+    let initrd = run.join("initramfs.cpio");
+    write_initramfs(&initrd)?;
+    let mut config = vmm::VmConfig::new(kernel(spec)?);
+    config.initrd = Some(initrd);
+    config.cmdline = cmdline(spec);
+    config.cpus = spec.cpus;
+    config.memory_mib = spec.memory_mib;
+    config.console = vmm::Console::File(dir.console_log());
+    config.api_socket = Some(dir.api_socket());
+    // Test-only: lets the lifecycle tests run hand-made guests on a
+    // PVM-backed host, where standard kernels cannot boot.
+    config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");
+    Ok(config)
+}

@@ -1,0 +1,281 @@
+//! Managed VMs: create/start/stop/restart/rm/list/logs with real VMM
+//! processes. The guest is a hand-made kernel that prints and spins (the
+//! test machines' KVM cannot boot Linux; the nested suite boots the real
+//! guest with its agent).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use mvm_e2e::tiny::{code, elf_kernel, print, program};
+
+struct Env {
+    home: PathBuf,
+    kernel: PathBuf,
+}
+
+impl Env {
+    fn new(name: &str) -> Env {
+        let home = std::env::temp_dir().join(format!("mvm-life-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        let kernel = home.join("tiny.elf");
+        // Prints, then spins: a VM that stays up until stopped.
+        let guest = program(&[&print("tiny guest up\n"), code::SPIN]);
+        std::fs::write(&kernel, elf_kernel(&guest, true)).unwrap();
+        Env { home, kernel }
+    }
+
+    fn mvm(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .args(args)
+            .env("MVM_HOME", &self.home)
+            .env("MVM_KERNEL", &self.kernel)
+            // The tiny guest ignores its initramfs; any file serves as init.
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.mvm(args);
+        assert!(
+            o.status.success(),
+            "mvm {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str], needle: &str) {
+        let o = self.mvm(args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "mvm {args:?} should fail");
+        assert!(e.contains(needle), "mvm {args:?}: {needle:?} not in {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "one line expected: {e}");
+    }
+
+    fn vm_dir(&self, name: &str) -> PathBuf {
+        self.home.join("vms").join(name)
+    }
+
+    fn state(&self, name: &str) -> String {
+        let json = self.ok(&["list", "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.vm_dir(name).join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Never leave VMM processes behind, even when an assertion failed.
+        if let Ok(entries) = std::fs::read_dir(self.home.join("vms")) {
+            for e in entries.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        // SAFETY: kill(2) of a VMM this test started.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn create_validates_and_leaves_nothing_on_failure() {
+    let env = Env::new("create");
+    env.fails(&["create", "Bad_Name"], "invalid VM name 'Bad_Name'");
+    env.fails(
+        &["create", "web", "--project", "/nonexistent/project"],
+        "'/nonexistent/project' does not exist",
+    );
+    env.fails(
+        &["create", "web", "--memory", "64T"],
+        "more than this host has",
+    );
+    env.fails(
+        &["create", "web", "--kernel", "/etc/hostname"],
+        "is not a kernel",
+    );
+    let o = env.mvm(&["create", "web", "--port", "0:80"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'0:80'"));
+    // A port in use on the host is refused.
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    env.fails(
+        &["create", "web", "--port", &format!("{port}:80")],
+        "already in use",
+    );
+    env.fails(
+        &["create", "web", "-p", "18080:80", "-p", "18080:81"],
+        "forwarded twice",
+    );
+    // Nothing was written by the failures.
+    let vms = env.home.join("vms");
+    let leftovers: Vec<_> = std::fs::read_dir(&vms)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let project = env.home.join("proj");
+    std::fs::create_dir(&project).unwrap();
+    env.ok(&[
+        "create",
+        "web",
+        "--project",
+        project.to_str().unwrap(),
+        "--cpus",
+        "2",
+        "--memory",
+        "64M",
+        "-p",
+        "18081:80",
+        "-e",
+        "A=1",
+    ]);
+    env.fails(&["create", "web"], "already exists");
+    env.fails(
+        &["create", "other", "-p", "18081:80"],
+        "already forwarded to VM 'web'",
+    );
+    let spec = std::fs::read_to_string(env.vm_dir("web").join("vm.toml")).unwrap();
+    assert!(
+        spec.contains("memory_mib = 64") && spec.contains("18081:80/tcp"),
+        "{spec}"
+    );
+    assert_eq!(env.state("web"), "stopped");
+}
+
+#[test]
+fn start_stop_restart_rm() {
+    let env = Env::new("cycle");
+    env.ok(&["create", "vm1", "--memory", "64M"]);
+    env.ok(&["create", "vm2", "--memory", "64M", "--cpus", "1"]);
+    env.ok(&["start", "vm1"]);
+    env.ok(&["start", "vm2"]);
+    assert_eq!(env.state("vm1"), "running");
+    assert_eq!(env.state("vm2"), "running");
+    let (p1, p2) = (env.pid("vm1"), env.pid("vm2"));
+    assert_ne!(p1, p2);
+    // Idempotent start.
+    assert!(env.ok(&["start", "vm1"]).contains("already running"));
+    assert_eq!(env.pid("vm1"), p1);
+
+    // The console is captured.
+    wait_for("console output", || {
+        env.ok(&["logs", "vm1"]).contains("tiny guest up")
+    });
+
+    // A running VM is not removed without --force.
+    env.fails(&["rm", "vm1"], "is running");
+
+    env.ok(&["stop", "vm1"]);
+    assert_eq!(env.state("vm1"), "stopped");
+    assert!(!alive(p1));
+    assert!(!env.vm_dir("vm1").join("api.sock").exists());
+    assert!(!env.vm_dir("vm1").join("pid").exists());
+    assert!(env.ok(&["stop", "vm1"]).contains("not running"));
+
+    env.ok(&["restart", "vm2"]);
+    assert_eq!(env.state("vm2"), "running");
+    assert_ne!(env.pid("vm2"), p2);
+    assert!(!alive(p2));
+
+    env.ok(&["rm", "--force", "vm2"]);
+    assert!(!env.vm_dir("vm2").exists());
+    env.ok(&["rm", "vm1"]);
+    assert_eq!(env.state("vm1"), "absent");
+    env.fails(&["start", "vm1"], "no VM named 'vm1'");
+}
+
+#[test]
+fn killed_vmm_shows_as_crashed_and_start_recovers() {
+    let env = Env::new("crash");
+    env.ok(&["create", "c1", "--memory", "64M"]);
+    env.ok(&["start", "c1"]);
+    let pid = env.pid("c1");
+    // SAFETY: kill(2) of the VMM this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("the VMM to die", || !alive(pid));
+    assert_eq!(env.state("c1"), "crashed");
+    env.ok(&["start", "c1"]);
+    assert_eq!(env.state("c1"), "running");
+    assert_ne!(env.pid("c1"), pid);
+    env.ok(&["stop", "c1"]);
+}
+
+#[test]
+fn concurrent_starts_give_one_vmm() {
+    let env = Env::new("race");
+    env.ok(&["create", "r1", "--memory", "64M"]);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .args(["start", "r1"])
+            .env("MVM_HOME", &env.home)
+            .env("MVM_KERNEL", &env.kernel)
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..3).map(|_| spawn()).collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outputs {
+        // Each either started it, found it running, or was told another
+        // mvm is at work; never a second VMM.
+        assert!(
+            o.status.success()
+                || String::from_utf8_lossy(&o.stderr).contains("another mvm command")
+        );
+    }
+    assert_eq!(env.state("r1"), "running");
+    let vmms = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("_vmm") && c.contains(env.vm_dir("r1").to_str().unwrap())
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(vmms, 1);
+    env.ok(&["stop", "r1"]);
+}
