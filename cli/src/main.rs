@@ -35,6 +35,8 @@ enum Command {
     /// List VMs.
     #[command(alias = "ls")]
     List(commands::list::ListArgs),
+    /// Check what this host can do for mvm, and how to fix what is missing.
+    Doctor(commands::doctor::DoctorArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
@@ -63,6 +65,13 @@ fn main() -> ExitCode {
         Command::Rm(args) => ok(commands::lifecycle::rm(args)),
         Command::List(args) => ok(commands::list::list(args)),
         Command::Logs(args) => ok(commands::logs::logs(args)),
+        Command::Doctor(args) => commands::doctor::doctor(args).map(|good| {
+            if good {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(commands::EXIT_ERROR)
+            }
+        }),
         Command::Run(args) => commands::run::run(args),
         Command::Vmm(args) => commands::vmm_process::run(args),
     };

@@ -1,4 +1,5 @@
 pub mod create;
+pub mod doctor;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;

@@ -1,0 +1,75 @@
+//! `mvm doctor`: what this host can and cannot do for mvm, and how to fix
+//! what is missing. Exit status 0 when VMs can run here.
+
+use clap::Args;
+
+#[derive(Args)]
+pub struct DoctorArgs {}
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&self, what: &str) {
+        println!("ok    {what}");
+    }
+    fn warn(&self, what: &str) {
+        println!("warn  {what}");
+    }
+    fn fail(&mut self, what: &str) {
+        self.failed = true;
+        println!("FAIL  {what}");
+    }
+}
+
+pub fn doctor(_args: DoctorArgs) -> anyhow::Result<bool> {
+    let mut r = Report { failed: false };
+    match vmm::kvm::open() {
+        Ok(kvm) => {
+            if vmm::kvm::is_pvm(&kvm) {
+                r.fail(&vmm::kvm::KvmError::PvmHost.to_string());
+            } else {
+                r.ok(&format!(
+                    "/dev/kvm works (up to {} vCPUs per VM)",
+                    kvm.get_max_vcpus()
+                ));
+            }
+        }
+        Err(e) => r.fail(&e.to_string()),
+    }
+    match crate::commands::run::kernel_path(None) {
+        Ok(k) => match vmm::loader::probe_kernel(&k) {
+            Ok(_) => r.ok(&format!("guest kernel: {}", k.display())),
+            Err(e) => r.fail(&e.to_string()),
+        },
+        Err(e) => r.fail(&e.to_string()),
+    }
+    match crate::guest_image::mvm_init() {
+        Ok(p) => r.ok(&format!("guest agent: {}", p.display())),
+        Err(e) => r.fail(&e.to_string()),
+    }
+    match crate::state::home() {
+        Ok(h) => {
+            let probe = std::fs::create_dir_all(&h).and_then(|_| {
+                let f = h.join(".doctor-probe");
+                std::fs::write(&f, b"")?;
+                std::fs::remove_file(f)
+            });
+            match probe {
+                Ok(()) => r.ok(&format!("state folder: {}", h.display())),
+                Err(e) => r.fail(&format!(
+                    "state folder {} is not writable: {e}",
+                    h.display()
+                )),
+            }
+        }
+        Err(e) => r.fail(&e.to_string()),
+    }
+    match vmm::memory::host_ram_mib() {
+        Ok(m) if m < 1024 => r.warn(&format!("only {m} MiB of RAM: VMs will be small")),
+        Ok(m) => r.ok(&format!("{m} MiB of RAM")),
+        Err(e) => r.warn(&e.to_string()),
+    }
+    Ok(!r.failed)
+}
