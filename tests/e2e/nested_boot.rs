@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use mvm_e2e::{guest_initramfs, guest_kernel, run_l2_job, static_mvm, workspace_root, Scenario};
+use mvm_e2e::{
+    guest_initramfs, guest_kernel, l2_bzimage, run_l2_job, static_mvm, workspace_root, Scenario,
+};
 
 fn out_dir() -> PathBuf {
     workspace_root().join("target/e2e/boot")
@@ -21,10 +23,17 @@ fn suite() -> &'static PathBuf {
         std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
         let initrd = guest_initramfs(&artifacts.join("guest-initramfs.cpio.gz"))?;
         let job = workspace_root().join("tests/e2e/jobs/boot.sh");
+        // Debian's kernel that L2 runs is also the bzImage scenario's guest.
+        let bzimage = l2_bzimage()?;
         let run = run_l2_job(
             &job,
             &out_dir(),
-            &[("MVM_BIN", &mvm), ("KERNEL", &kernel), ("INITRD", &initrd)],
+            &[
+                ("MVM_BIN", &mvm),
+                ("KERNEL", &kernel),
+                ("INITRD", &initrd),
+                ("BZIMAGE", &bzimage),
+            ],
         )?;
         if !run.attempts.is_empty() {
             eprintln!("L2 attempts:\n{}", run.attempts);
@@ -150,4 +159,19 @@ fn console_goes_to_stdout_by_default() {
     let s = scenario("stdout-console");
     assert_eq!(s.status, Some(0), "{}", s.describe());
     assert!(s.stdout.contains("MVM-GUEST: init started"), "{}", s.stdout);
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn distribution_bzimage_boots_through_the_64bit_protocol() {
+    let s = scenario("bzimage");
+    let g = s.guest();
+    assert!(g.contains_key("init started"), "{}", s.describe());
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert_eq!(
+        g.get("cpus").map(String::as_str),
+        Some("2"),
+        "{}",
+        s.describe()
+    );
 }

@@ -239,11 +239,12 @@ for n in "${ORDER[@]}"; do MODLIST+="${KO[$n]}"$'\n'; done
     pack_cpio "$work" "$INITRD"
     rm -rf "$work"
     trap - EXIT
-    # keep the cache small: drop initramfs images of older inputs
-    find "$MVM_NESTED_CACHE/initramfs" -maxdepth 1 -name 'l2-*.cpio.gz' ! -name "$(basename "$INITRD")" -delete
+    # keep the cache small: drop images of other inputs unused for 2 days
+    # (not at once: another checkout sharing the cache may be booting one)
+    find "$MVM_NESTED_CACHE/initramfs" -maxdepth 1 -name 'l2-*.cpio.gz' ! -name "${INITRD##*/}" -mtime +2 -delete
     log "L2 initramfs ready ($(du -h "$INITRD" | cut -f1))"
 }
-[ -f "$INITRD" ] || build_initramfs
+if [ -f "$INITRD" ]; then touch "$INITRD"; else build_initramfs; fi
 
 printf 'MVM_L2_KERNEL=%s\nMVM_L2_VMLINUZ=%s\nMVM_L2_INITRD=%s\nMVM_L2_KMODS=%s\nMVM_L2_KVER=%s\n' \
     "$KERNEL" "$VMLINUZ" "$INITRD" "$MODROOT" "$KVER"

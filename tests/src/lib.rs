@@ -70,6 +70,19 @@ pub fn guest_kernel() -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
+/// Prepares the L2 host (cached) and returns Debian's generic kernel as a
+/// bzImage (`MVM_L2_VMLINUZ` from tests/nested/prepare-l2.sh).
+pub fn l2_bzimage() -> Result<PathBuf, String> {
+    let out = run(
+        &mut Command::new(workspace_root().join("tests/nested/prepare-l2.sh")),
+        "tests/nested/prepare-l2.sh",
+    )?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("MVM_L2_VMLINUZ="))
+        .map(|p| PathBuf::from(p.trim_matches(|c| c == '\'' || c == '"')))
+        .ok_or_else(|| format!("prepare-l2.sh printed no MVM_L2_VMLINUZ:\n{out}"))
+}
+
 /// A busybox initramfs whose /init is tests/nested/guest-init.sh.
 pub fn guest_initramfs(out: &Path) -> Result<PathBuf, String> {
     let root = workspace_root();
