@@ -29,6 +29,7 @@ say() { echo "MVM-GUEST: $*"; }
 
 say "init started"
 
+# shellcheck disable=SC3043 # busybox sh has local
 count_cpus() {
     local n=0 r a b
     if [ -r /sys/devices/system/cpu/online ]; then

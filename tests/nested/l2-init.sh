@@ -54,7 +54,7 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 
-JOB= XPATH= CWD=/ KMODS= ROOTCACHE=none DEBUG=
+JOB='' XPATH='' CWD=/ KMODS='' ROOTCACHE=none DEBUG=''
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         mvm.job=*) JOB="${arg#mvm.job=}" ;;

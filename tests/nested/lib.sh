@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the nested-KVM harness scripts. Sourced, not executed.
 
 NESTED_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

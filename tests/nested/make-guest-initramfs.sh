@@ -18,7 +18,7 @@ LOG_PREFIX=make-guest-initramfs
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-OUTFILE= INIT="$NESTED_DIR/guest-init.sh" LIBS=0
+OUTFILE='' INIT="$NESTED_DIR/guest-init.sh" LIBS=0
 ADDS=()
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -187,10 +187,10 @@ resolve() {
         visiting) die "module dependency cycle at $n" ;;
     esac
     if [ -z "${KO[$n]:-}" ]; then
-        if [ -n "${BUILTIN[$n]:-}" ]; then STATE[$n]=done; return 0; fi
+        if [ -n "${BUILTIN[$n]:-}" ]; then STATE[$n]='done'; return 0; fi
         local m
         if m="$(alias_to_module "$n")" && [ -n "${KO[$m]:-}" ]; then
-            resolve "$m"; STATE[$n]=done; return 0
+            resolve "$m"; STATE[$n]='done'; return 0
         fi
         die "module $n is neither a module nor built into $KVER"
     fi
@@ -203,7 +203,7 @@ resolve() {
     done
     deps="$(modinfo -F depends "$MODROOT/${KO[$n]}")"
     for d in ${deps//,/ }; do resolve "$d"; done
-    STATE[$n]=done
+    STATE[$n]='done'
     ORDER+=("$n")
 }
 

@@ -34,7 +34,7 @@ LOG_PREFIX=run-l2
 usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 bad() { log "error: $*"; exit 2; }
 
-JOB= OUT= TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND= RETRY=1
+JOB='' OUT='' TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND='' RETRY=1
 XPATHS=() ENVS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -124,7 +124,7 @@ CMDLINE="console=ttyS0 quiet panic=-1 mvm.job=$JOB mvm.kmods=$MVM_L2_KMODS mvm.c
 [ -n "$APPEND" ] && CMDLINE+=" $APPEND"
 [ "${#CMDLINE}" -lt 2000 ] || bad "the L2 kernel command line is too long (${#CMDLINE} bytes, max ~2000)"
 
-QPID= TPID=
+QPID='' TPID=''
 cleanup() {
     [ -n "$TPID" ] && kill "$TPID" 2>/dev/null || true
     if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
@@ -141,7 +141,7 @@ since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # Sets: OUTCOME (finished|hung|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
 run_attempt() {
     local log="$OUT/l2-console.log" t0 now deadline timed_out=0 qrc=0 marker
-    OUTCOME= JOB_RC= T_START= T_EXIT= NOTE=
+    OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE=''
     t0="$EPOCHREALTIME"
     deadline=$(( ${t0%.*} + TIMEOUT ))
     : >"$log"
