@@ -22,7 +22,7 @@ LOG_PREFIX=prepare-l2
 
 case "${1:-}" in
     ''|--print) ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (usage: prepare-l2.sh [--print])" ;;
 esac
 

@@ -31,7 +31,7 @@ LOG_PREFIX=run-l2
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 bad() { log "error: $*"; exit 2; }
 
 JOB='' OUT='' TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND='' RETRY=1
