@@ -17,10 +17,9 @@ fn out_dir() -> PathBuf {
 fn suite() -> &'static PathBuf {
     static SUITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = SUITE.get_or_init(|| {
-        let mvm = static_mvm()?;
-        let kernel = guest_kernel()?;
         let artifacts = workspace_root().join("target/e2e/artifacts");
-        std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
+        let mvm = private_copy(&static_mvm()?, &artifacts)?;
+        let kernel = guest_kernel()?;
         let initrd = guest_initramfs(&artifacts.join("guest-initramfs.cpio.gz"))?;
         let job = workspace_root().join("tests/e2e/jobs/boot.sh");
         // Debian's kernel that L2 runs is also the bzImage scenario's guest.

@@ -57,6 +57,18 @@ pub fn static_mvm() -> Result<PathBuf, String> {
     Ok(target_dir.join(target).join("release/mvm"))
 }
 
+/// Copies `bin` into `dir` (L2 reads L1's files live: a binary relinked by
+/// a concurrent build while a job runs would crash there).
+pub fn private_copy(bin: &Path, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name = bin.file_name().ok_or("binary without a name")?;
+    let dest = dir.join(name);
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::copy(bin, &tmp).map_err(|e| format!("cannot copy {}: {e}", bin.display()))?;
+    std::fs::rename(&tmp, &dest).map_err(|e| format!("cannot copy {}: {e}", bin.display()))?;
+    Ok(dest)
+}
+
 /// The guest kernel, built (or found in the cache) by guest-kernel/build.sh.
 pub fn guest_kernel() -> Result<PathBuf, String> {
     if let Some(k) = std::env::var_os("MVM_E2E_KERNEL") {
