@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use mvm_e2e::{
-    guest_initramfs, guest_kernel, l2_bzimage, run_l2_job, static_mvm, workspace_root, Scenario,
+    guest_initramfs, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_mvm,
+    workspace_root, Scenario,
 };
 
 fn out_dir() -> PathBuf {
