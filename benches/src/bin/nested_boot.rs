@@ -1,0 +1,515 @@
+//! Nested boot benchmark, run inside the L2 host (benches/jobs/nested-boot.sh
+//! through tests/nested/run-l2.sh): boots our guest kernel with the busybox
+//! test initramfs, alternately with `mvm run` and with QEMU microvm (the
+//! reference), and timestamps the console lines as they arrive on the VMM's
+//! stdout: process start to the first console byte, to the guest init's
+//! first line, to the process exit after the guest reboots; plus the
+//! guest's own uptime as init printed it.
+//!
+//! Under TCG the absolute times mean little; compare mvm with QEMU (ratios).
+//! See benches/README.md.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mvm_benches::args::Args;
+use mvm_benches::child::{deadline_in, Running};
+use mvm_benches::stats::{self, cell, median, ratio};
+use serde_json::{json, Value};
+
+const USAGE: &str = "\
+nested-boot: process start to guest init and to exit, mvm vs QEMU microvm,
+same kernel and initramfs (run inside the nested L2 host).
+
+Usage: nested-boot --mvm PATH --kernel PATH --initrd PATH [options]
+  --mvm PATH        the mvm binary (static)
+  --kernel PATH     guest kernel (guest-kernel/build.sh --print-path)
+  --initrd PATH     initramfs (tests/nested/make-guest-initramfs.sh)
+  --qemu PATH       QEMU for the reference (default: qemu-system-x86_64 from
+                    PATH; `none` skips it)
+  --boots N         measured boots of each (default 10), after one warm-up each
+  --memory MIB      guest memory (default 256)
+  --cpus N          vCPUs (default 1)
+  --out DIR         results: nested-boot.json and console/ (default $MVM_OUT,
+                    else ./nested-boot)
+  --timeout SECS    limit for one boot (default 300)
+  --noop PATH       trivial static binary for the exec floor (default: `noop`
+                    beside this one)";
+
+/// mvm's command line minus its virtio-mmio device entries; used for QEMU
+/// only if the warm-up mvm boot does not show us the real one.
+const FALLBACK_CMDLINE: &str = "console=ttyS0 reboot=k,panic_warm panic=-1 pci=off nomodule quiet";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vmm {
+    Mvm,
+    Qemu,
+}
+
+impl Vmm {
+    fn name(self) -> &'static str {
+        match self {
+            Vmm::Mvm => "mvm",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
+
+/// One boot, seconds from the spawn.
+#[derive(Default, Debug)]
+struct Boot {
+    first_byte_s: Option<f64>,
+    init_started_s: Option<f64>,
+    uptime_line_s: Option<f64>,
+    guest_uptime_s: Option<f64>,
+    exit_s: f64,
+    status: i32,
+    cpu_s: f64,
+    maxrss_mib: f64,
+    rebooted: bool,
+    timed_out: bool,
+    cmdline: Option<String>,
+}
+
+impl Boot {
+    fn ok(&self) -> bool {
+        self.status == 0 && self.init_started_s.is_some() && self.rebooted && !self.timed_out
+    }
+
+    /// Host time (since spawn) at which the guest's clock read 0: the VMM's
+    /// start-up plus the kernel's boot before its clock starts.
+    fn guest_clock_start_s(&self) -> Option<f64> {
+        Some(self.uptime_line_s? - self.guest_uptime_s?)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "ok": self.ok(),
+            "status": self.status,
+            "timed_out": self.timed_out,
+            "first_byte_s": self.first_byte_s,
+            "init_started_s": self.init_started_s,
+            "uptime_line_s": self.uptime_line_s,
+            "guest_uptime_s": self.guest_uptime_s,
+            "guest_clock_start_s": self.guest_clock_start_s(),
+            "exit_s": self.exit_s,
+            "cpu_s": self.cpu_s,
+            "maxrss_mib": self.maxrss_mib,
+        })
+    }
+}
+
+struct Bench {
+    mvm: PathBuf,
+    qemu: Option<PathBuf>,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    memory_mib: u64,
+    cpus: u32,
+    timeout: f64,
+    console_dir: PathBuf,
+    qemu_cmdline: String,
+}
+
+fn secs(from: u64, to: u64) -> f64 {
+    to.saturating_sub(from) as f64 / 1e9
+}
+
+impl Bench {
+    fn command(&self, vmm: Vmm) -> Command {
+        match vmm {
+            Vmm::Mvm => {
+                let mut c = Command::new(&self.mvm);
+                c.arg("run")
+                    .arg("--kernel")
+                    .arg(&self.kernel)
+                    .arg("--initrd")
+                    .arg(&self.initrd)
+                    .arg("--cpus")
+                    .arg(self.cpus.to_string())
+                    .arg("--memory")
+                    .arg(self.memory_mib.to_string())
+                    .env_remove("MVM_LOG");
+                c
+            }
+            Vmm::Qemu => {
+                let mut c = Command::new(self.qemu.as_ref().expect("QEMU is configured"));
+                c.args(["-M", "microvm,acpi=off,rtc=on", "-accel", "kvm", "-cpu", "host"])
+                    .arg("-smp")
+                    .arg(self.cpus.to_string())
+                    .arg("-m")
+                    .arg(self.memory_mib.to_string())
+                    .args([
+                        "-nodefaults",
+                        "-no-user-config",
+                        "-nographic",
+                        "-serial",
+                        "stdio",
+                        "-no-reboot",
+                        "-device",
+                        "virtio-rng-device",
+                    ])
+                    .arg("-kernel")
+                    .arg(&self.kernel)
+                    .arg("-initrd")
+                    .arg(&self.initrd)
+                    .arg("-append")
+                    .arg(&self.qemu_cmdline);
+                c
+            }
+        }
+    }
+
+    fn boot(&self, vmm: Vmm, label: &str) -> Result<Boot, String> {
+        let mut cmd = self.command(vmm);
+        let err_path = self.console_dir.join(format!("{label}.stderr"));
+        let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
+        cmd.stderr(err);
+        let mut run = Running::spawn(&mut cmd).map_err(|e| format!("{}: {e}", vmm.name()))?;
+        let t0 = run.t_spawn_ns;
+        let deadline = deadline_in(self.timeout);
+        let mut b = Boot::default();
+        while let Some((t, line)) = run.next_line(deadline) {
+            if b.init_started_s.is_none() && line.contains("MVM-GUEST: init started") {
+                b.init_started_s = Some(secs(t0, t));
+            }
+            if let Some((_, v)) = line.split_once("MVM-GUEST: uptime=") {
+                b.uptime_line_s = Some(secs(t0, t));
+                b.guest_uptime_s = v.trim().parse().ok();
+            }
+            if let Some((_, v)) = line.split_once("MVM-GUEST: cmdline=") {
+                b.cmdline = Some(v.trim().to_string());
+            }
+            if line.contains("MVM-GUEST: action=reboot") {
+                b.rebooted = true;
+            }
+        }
+        b.first_byte_s = run.first_byte_ns.map(|f| secs(t0, f));
+        b.timed_out = !run.at_eof();
+        if b.timed_out {
+            run.kill();
+        }
+        let console = std::mem::take(&mut run.output);
+        let exit = run.wait().map_err(|e| e.to_string())?;
+        let log = self.console_dir.join(format!("{label}.log"));
+        std::fs::write(&log, &console).map_err(|e| format!("{}: {e}", log.display()))?;
+        b.exit_s = secs(t0, exit.t_ns);
+        b.status = exit.status;
+        b.cpu_s = exit.cpu_ns as f64 / 1e9;
+        b.maxrss_mib = exit.maxrss_kb as f64 / 1024.0;
+        Ok(b)
+    }
+}
+
+/// exec -> exit of `cmd`, `n` times (seconds).
+fn exec_floor(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = make();
+        c.stderr(std::process::Stdio::null());
+        let Ok(mut run) = Running::spawn(&mut c) else {
+            continue;
+        };
+        while run.next_line(deadline_in(120.0)).is_some() {}
+        let t0 = run.t_spawn_ns;
+        if let Ok(e) = run.wait() {
+            if e.status == 0 {
+                out.push(secs(t0, e.t_ns));
+            }
+        }
+    }
+    out
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// The kernel command line mvm gave its guest, without mvm's own virtio
+/// devices (QEMU microvm adds entries for its own).
+fn qemu_cmdline_from(mvm_cmdline: &str) -> String {
+    mvm_cmdline
+        .split_whitespace()
+        .filter(|a| !a.starts_with("virtio_mmio.device="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    let args = Args::parse(
+        USAGE,
+        &[
+            "mvm", "kernel", "initrd", "qemu", "boots", "memory", "cpus", "out", "timeout", "noop",
+        ],
+    );
+    let boots: usize = args.get("boots", 10, USAGE);
+    let out = args
+        .str("out")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("MVM_OUT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("nested-boot"));
+    let console_dir = out.join("console");
+    std::fs::create_dir_all(&console_dir).expect("creates the results folder");
+    let qemu = match args.str("qemu") {
+        Some("none") => None,
+        Some(q) => Some(PathBuf::from(q)),
+        None => find_in_path("qemu-system-x86_64"),
+    };
+    let noop = args.str("noop").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("knows its own path")
+            .with_file_name("noop")
+    });
+    let mut bench = Bench {
+        mvm: args.path("mvm", USAGE),
+        qemu,
+        kernel: args.path("kernel", USAGE),
+        initrd: args.path("initrd", USAGE),
+        memory_mib: args.get("memory", 256, USAGE),
+        cpus: args.get("cpus", 1, USAGE),
+        timeout: args.get("timeout", 300.0, USAGE),
+        console_dir,
+        qemu_cmdline: FALLBACK_CMDLINE.to_string(),
+    };
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("nested-boot: no /dev/kvm here (run this inside L2: benches/run.sh)");
+        std::process::exit(1);
+    }
+    let progress = |s: String| eprintln!("nested-boot: {s}");
+
+    // Floors: what exec alone costs here, for a static binary, for mvm
+    // (clap parses --version and exits) and for QEMU (dynamic loading).
+    progress("exec floors".into());
+    let floor_noop = exec_floor(|| Command::new(&noop), 5);
+    let floor_mvm = exec_floor(
+        || {
+            let mut c = Command::new(&bench.mvm);
+            c.arg("--version");
+            c
+        },
+        5,
+    );
+    let floor_qemu = match &bench.qemu {
+        Some(q) => exec_floor(
+            || {
+                let mut c = Command::new(q);
+                c.arg("--version");
+                c
+            },
+            5,
+        ),
+        None => Vec::new(),
+    };
+
+    // Warm-ups (not counted): caches, and mvm's real command line for QEMU.
+    let mut warmups = serde_json::Map::new();
+    match bench.boot(Vmm::Mvm, "mvm-warmup") {
+        Ok(b) => {
+            progress(format!(
+                "mvm warm-up: ok={} init at {}s, exit at {:.2}s",
+                b.ok(),
+                cell(b.init_started_s, 2),
+                b.exit_s
+            ));
+            if let Some(c) = &b.cmdline {
+                bench.qemu_cmdline = qemu_cmdline_from(c);
+            }
+            warmups.insert("mvm".into(), b.to_json());
+        }
+        Err(e) => progress(format!("mvm warm-up failed: {e}")),
+    }
+    progress(format!("QEMU's kernel command line: {}", bench.qemu_cmdline));
+    let vmms: Vec<Vmm> = if bench.qemu.is_some() {
+        vec![Vmm::Mvm, Vmm::Qemu]
+    } else {
+        vec![Vmm::Mvm]
+    };
+    if bench.qemu.is_some() {
+        match bench.boot(Vmm::Qemu, "qemu-warmup") {
+            Ok(b) => {
+                progress(format!(
+                    "qemu warm-up: ok={} init at {}s, exit at {:.2}s",
+                    b.ok(),
+                    cell(b.init_started_s, 2),
+                    b.exit_s
+                ));
+                warmups.insert("qemu".into(), b.to_json());
+            }
+            Err(e) => progress(format!("qemu warm-up failed: {e}")),
+        }
+    }
+
+    // Measured boots, alternating so drift hits both alike.
+    let mut results: Vec<(Vmm, Vec<Boot>)> = vmms.iter().map(|&v| (v, Vec::new())).collect();
+    let mut errors = Vec::new();
+    for i in 1..=boots {
+        for (vmm, list) in results.iter_mut() {
+            let label = format!("{}-{i:02}", vmm.name());
+            match bench.boot(*vmm, &label) {
+                Ok(b) => {
+                    progress(format!(
+                        "{label}: ok={} status={} first byte {}s, init {}s, guest uptime {}s, exit {:.3}s",
+                        b.ok(),
+                        b.status,
+                        cell(b.first_byte_s, 3),
+                        cell(b.init_started_s, 3),
+                        cell(b.guest_uptime_s, 2),
+                        b.exit_s
+                    ));
+                    list.push(b);
+                }
+                Err(e) => {
+                    progress(format!("{label}: {e}"));
+                    errors.push(format!("{label}: {e}"));
+                }
+            }
+        }
+    }
+
+    // --- summaries (successful boots only) ------------------------------------
+    type Metric = (&'static str, &'static str, fn(&Boot) -> Option<f64>);
+    let metrics: [Metric; 7] = [
+        ("first_byte_s", "first console byte", |b| b.first_byte_s),
+        ("init_started_s", "guest init's first line", |b| {
+            b.init_started_s
+        }),
+        ("guest_uptime_s", "guest uptime printed by init", |b| {
+            b.guest_uptime_s
+        }),
+        (
+            "guest_clock_start_s",
+            "host time before the guest clock starts",
+            |b| b.guest_clock_start_s(),
+        ),
+        ("exit_s", "process exit after the guest reboots", |b| {
+            Some(b.exit_s)
+        }),
+        ("cpu_s", "VMM process CPU time (whole boot)", |b| {
+            Some(b.cpu_s)
+        }),
+        ("maxrss_mib", "VMM peak RSS (MiB)", |b| Some(b.maxrss_mib)),
+    ];
+    let samples = |vmm: Vmm, f: fn(&Boot) -> Option<f64>| -> Vec<f64> {
+        results
+            .iter()
+            .filter(|(v, _)| *v == vmm)
+            .flat_map(|(_, l)| l.iter().filter(|b| b.ok()).filter_map(f))
+            .collect()
+    };
+    let ok_count = |vmm: Vmm| {
+        results
+            .iter()
+            .filter(|(v, _)| *v == vmm)
+            .map(|(_, l)| l.iter().filter(|b| b.ok()).count())
+            .sum::<usize>()
+    };
+
+    println!(
+        "\nNested boot (L2 host under QEMU TCG; guest {} vCPU, {} MiB; kernel {}): medians of successful boots",
+        bench.cpus,
+        bench.memory_mib,
+        bench.kernel.display()
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "seconds from process start", "mvm", "qemu", "mvm/qemu"
+    );
+    let mut summary = serde_json::Map::new();
+    for (key, label, f) in metrics {
+        let m = median(&samples(Vmm::Mvm, f));
+        let q = median(&samples(Vmm::Qemu, f));
+        println!(
+            "{label:<44} {:>10} {:>10} {:>10}",
+            cell(m, 3),
+            cell(q, 3),
+            cell(ratio(m, q), 3)
+        );
+        let unit = if key.ends_with("_mib") { "MiB" } else { "s" };
+        summary.insert(
+            key.to_string(),
+            json!({
+                "mvm": stats::to_json(&samples(Vmm::Mvm, f), unit, 4),
+                "qemu": stats::to_json(&samples(Vmm::Qemu, f), unit, 4),
+                "mvm_over_qemu": ratio(m, q),
+            }),
+        );
+    }
+    println!(
+        "{:<44} {:>10} {:>10}",
+        "boots ok",
+        format!("{}/{boots}", ok_count(Vmm::Mvm)),
+        if bench.qemu.is_some() {
+            format!("{}/{boots}", ok_count(Vmm::Qemu))
+        } else {
+            "-".to_string()
+        }
+    );
+    println!(
+        "exec floors here (exec -> exit, median of 5): static noop {}s, mvm --version {}s, qemu --version {}s",
+        cell(median(&floor_noop), 4),
+        cell(median(&floor_mvm), 4),
+        cell(median(&floor_qemu), 4),
+    );
+
+    let per_boot = |vmm: Vmm| -> Vec<Value> {
+        results
+            .iter()
+            .filter(|(v, _)| *v == vmm)
+            .flat_map(|(_, l)| l.iter().map(Boot::to_json))
+            .collect()
+    };
+    let result = json!({
+        "benchmark": "nested-boot",
+        "host": mvm_benches::host_description(),
+        "boots": boots,
+        "guest": {
+            "kernel": bench.kernel,
+            "initrd": bench.initrd,
+            "memory_mib": bench.memory_mib,
+            "cpus": bench.cpus,
+        },
+        "mvm": { "path": bench.mvm },
+        "qemu": bench.qemu.as_ref().map(|q| json!({
+            "path": q,
+            "machine": "microvm,acpi=off,rtc=on -accel kvm -cpu host -device virtio-rng-device",
+            "cmdline": bench.qemu_cmdline,
+        })),
+        "ok": { "mvm": ok_count(Vmm::Mvm), "qemu": ok_count(Vmm::Qemu) },
+        "summary": summary,
+        "exec_floor_s": {
+            "noop": stats::to_json(&floor_noop, "s", 4),
+            "mvm_version": stats::to_json(&floor_mvm, "s", 4),
+            "qemu_version": stats::to_json(&floor_qemu, "s", 4),
+        },
+        "warmups": warmups,
+        "per_boot": { "mvm": per_boot(Vmm::Mvm), "qemu": per_boot(Vmm::Qemu) },
+        "errors": errors,
+    });
+    let path = out.join("nested-boot.json");
+    if let Err(e) = mvm_benches::write_json(&path, &result) {
+        eprintln!("nested-boot: cannot write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+    progress(format!("wrote {}", path.display()));
+    if ok_count(Vmm::Mvm) == 0 {
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_gets_mvms_cmdline_without_its_devices() {
+        assert_eq!(
+            qemu_cmdline_from("console=ttyS0 quiet virtio_mmio.device=4K@0xd0000000:5 a=b"),
+            "console=ttyS0 quiet a=b"
+        );
+    }
+}
