@@ -41,7 +41,7 @@ fn value(c: u8) -> Option<u32> {
 /// characters, or padding in the wrong place).
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
