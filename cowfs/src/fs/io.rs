@@ -1,0 +1,199 @@
+//! Open files: open, read, write, sync, allocate, seek, release; xattrs.
+
+use std::os::fd::AsFd;
+
+use rustix::fs::{self as rfs, FallocateFlags, OFlags, SeekFrom, XattrFlags};
+use rustix::io::Errno;
+
+use super::Filesystem;
+use crate::handle::Handle;
+use crate::layer::{fstat, proc_fd_path, reopen};
+
+/// Largest xattr value or list handled (XATTR_SIZE_MAX).
+pub const XATTR_MAX: usize = 64 * 1024;
+
+/// The open(2) flags the guest may pass through to the host: access mode,
+/// append, truncate and sync flags. Everything else (O_CREAT, O_PATH,
+/// O_DIRECTORY, O_NOFOLLOW games, O_DIRECT, O_NOATIME...) is dropped.
+pub(crate) fn open_flags(flags: u32) -> OFlags {
+    let f = OFlags::from_bits_retain(flags);
+    let access = match flags & 3 {
+        0 => OFlags::RDONLY,
+        1 => OFlags::WRONLY,
+        _ => OFlags::RDWR,
+    };
+    access | (f & (OFlags::APPEND | OFlags::TRUNC | OFlags::DSYNC | OFlags::SYNC))
+}
+
+impl Filesystem {
+    fn file(&self, fh: u64) -> Result<(&std::os::fd::OwnedFd, bool), Errno> {
+        match self.handles.get(fh)? {
+            Handle::File { fd, writable, .. } => Ok((fd, *writable)),
+            Handle::Dir { .. } => Err(Errno::BADF),
+        }
+    }
+
+    pub fn open(&mut self, id: u64, flags: u32) -> Result<u64, Errno> {
+        let (path, p) = self.inodes.linked(id)?;
+        if p.is_dir {
+            return Err(Errno::ISDIR);
+        }
+        self.handles.check_room()?;
+        let oflags = open_flags(flags);
+        let write = oflags.intersects(OFlags::WRONLY | OFlags::RDWR) || oflags.contains(OFlags::TRUNC);
+        let p = if write {
+            self.upper()?;
+            self.copy_up(&path, p, !oflags.contains(OFlags::TRUNC))?
+        } else {
+            p
+        };
+        let pfd = self.primary(p)?.path_fd(&path)?;
+        // Only regular files are opened on the host: opening a FIFO could
+        // block the VMM, opening a device node could have side effects.
+        if !fstat(&pfd)?.is_reg() {
+            return Err(Errno::ACCESS);
+        }
+        let fd = reopen(pfd.as_fd(), oflags)?;
+        self.handles.insert(Handle::File {
+            fd,
+            writable: write,
+            upper: p.upper,
+        })
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; short only at end of file.
+    pub fn read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        let (fd, _) = self.file(fh)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let off = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
+            match rustix::io::pread(fd, &mut buf[done..], off) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        let (fd, writable) = self.file(fh)?;
+        if !writable {
+            return Err(Errno::BADF);
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let off = offset.checked_add(done as u64).ok_or(Errno::FBIG)?;
+            match rustix::io::pwrite(fd, &data[done..], off) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn flush(&self, fh: u64) -> Result<(), Errno> {
+        self.handles.get(fh).map(|_| ())
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Errno> {
+        match self.handles.get(fh)? {
+            Handle::File { fd, .. } if datasync => rfs::fdatasync(fd),
+            Handle::File { fd, .. } => rfs::fsync(fd),
+            Handle::Dir { .. } => Ok(()),
+        }
+    }
+
+    pub fn release(&mut self, fh: u64) -> Result<(), Errno> {
+        self.handles.remove(fh).map(|_| ()).ok_or(Errno::BADF)
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: u32) -> Result<(), Errno> {
+        let (fd, writable) = self.file(fh)?;
+        if !writable {
+            return Err(Errno::BADF);
+        }
+        rfs::fallocate(fd, FallocateFlags::from_bits_retain(mode), offset, length)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: u64, whence: u32) -> Result<u64, Errno> {
+        let (fd, _) = self.file(fh)?;
+        let pos = match whence {
+            0 => SeekFrom::Start(offset),
+            1 => SeekFrom::Current(offset as i64),
+            2 => SeekFrom::End(offset as i64),
+            3 => SeekFrom::Data(offset),
+            4 => SeekFrom::Hole(offset),
+            _ => return Err(Errno::INVAL),
+        };
+        rfs::seek(fd, pos)
+    }
+
+    /// GETXATTR: the value (at most `XATTR_MAX`).
+    pub fn getxattr(&mut self, id: u64, xname: &str) -> Result<Vec<u8>, Errno> {
+        let (path, p) = self.inodes.linked(id)?;
+        let fd = self.primary(p)?.path_fd(&path)?;
+        if fstat(&fd)?.is_symlink() {
+            return Err(Errno::NODATA);
+        }
+        let mut buf = vec![0u8; XATTR_MAX];
+        let n = rfs::getxattr(proc_fd_path(fd.as_fd()).as_str(), xname, &mut buf[..])?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// LISTXATTR: NUL-separated names.
+    pub fn listxattr(&mut self, id: u64) -> Result<Vec<u8>, Errno> {
+        let (path, p) = self.inodes.linked(id)?;
+        let fd = self.primary(p)?.path_fd(&path)?;
+        if fstat(&fd)?.is_symlink() {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; XATTR_MAX];
+        let n = rfs::listxattr(proc_fd_path(fd.as_fd()).as_str(), &mut buf[..])?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// SETXATTR / REMOVEXATTR (`value` None). Only the `user.` namespace is
+    /// writable: `security.*` or `trusted.*` set by a guest could mean
+    /// something to the host (file capabilities, overlayfs metadata).
+    pub fn setxattr(&mut self, id: u64, xname: &str, value: Option<&[u8]>, flags: u32) -> Result<(), Errno> {
+        if !xname.starts_with("user.") {
+            return Err(Errno::PERM);
+        }
+        let (path, p) = self.inodes.linked(id)?;
+        self.upper()?;
+        if value.is_some_and(|v| v.len() > XATTR_MAX) {
+            return Err(Errno::TOOBIG);
+        }
+        let p = self.copy_up(&path, p, true)?;
+        let fd = self.primary(p)?.path_fd(&path)?;
+        if fstat(&fd)?.is_symlink() {
+            return Err(Errno::PERM);
+        }
+        let target = proc_fd_path(fd.as_fd());
+        match value {
+            Some(v) => rfs::setxattr(target.as_str(), xname, v, XattrFlags::from_bits_truncate(flags)),
+            None => rfs::removexattr(target.as_str(), xname),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_are_filtered() {
+        let f = open_flags((OFlags::WRONLY | OFlags::CREATE | OFlags::PATH | OFlags::APPEND).bits());
+        assert_eq!(f, OFlags::WRONLY | OFlags::APPEND);
+        assert_eq!(open_flags(3), OFlags::RDWR);
+        assert_eq!(open_flags(OFlags::DIRECT.bits() | OFlags::NOFOLLOW.bits()), OFlags::RDONLY);
+    }
+}

@@ -1,0 +1,412 @@
+//! The merged view: which layer an object lives in, and the operations the
+//! FUSE server maps requests onto (split by concern into `ops`, `rename`,
+//! `io`, `dir` and `copyup`).
+
+mod copyup;
+mod dir;
+mod io;
+mod ops;
+mod rename;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::abi::{self, Attr};
+use crate::handle::HandleTable;
+use crate::inode::{InodeTable, Presence};
+use crate::layer::{fstat, join, Layer, St};
+use crate::name;
+use crate::origin::OriginLog;
+use crate::{CowfsError, Limits, ShareConfig, ShareMode};
+
+/// A LOOKUP-style answer: the node ID (one lookup counted) and attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub nodeid: u64,
+    pub attr: Attr,
+}
+
+/// The layers of one share plus the guest-visible state over them.
+#[derive(Debug)]
+pub struct Filesystem {
+    mode: ShareMode,
+    /// The host directory read (never written in `cow`/`ro`). `None` in
+    /// `rw`, where the host directory is the (only) upper layer.
+    lower: Option<Layer>,
+    /// Where writes go (`None` in `ro`).
+    upper: Option<Layer>,
+    pub(crate) inodes: InodeTable,
+    pub(crate) handles: HandleTable,
+    origins: Option<OriginLog>,
+    /// st_dev values seen, indexed for inode-number mixing.
+    devs: Vec<u64>,
+    /// The server runs as root: created objects get the caller's owner.
+    as_root: bool,
+    tmp_counter: u64,
+    limits: Limits,
+}
+
+fn open_layer(path: &std::path::Path) -> Result<Layer, CowfsError> {
+    Layer::open(path).map_err(|source| CowfsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Filesystem {
+    pub fn new(config: &ShareConfig) -> Result<Self, CowfsError> {
+        Self::with_limits(config, Limits::default())
+    }
+
+    pub fn with_limits(config: &ShareConfig, limits: Limits) -> Result<Self, CowfsError> {
+        let (lower, upper) = match (config.mode, &config.upper) {
+            (ShareMode::Cow, None) => return Err(CowfsError::MissingUpper),
+            (ShareMode::Cow, Some(u)) => {
+                let (l, u2) = (
+                    std::fs::canonicalize(&config.lower),
+                    std::fs::canonicalize(u),
+                );
+                if let (Ok(l), Ok(u2)) = (l, u2) {
+                    if l.starts_with(&u2) || u2.starts_with(&l) {
+                        return Err(CowfsError::Nested(u.clone()));
+                    }
+                }
+                (Some(open_layer(&config.lower)?), Some(open_layer(u)?))
+            }
+            (mode, Some(_)) => return Err(CowfsError::UnexpectedUpper(mode)),
+            (ShareMode::Ro, None) => (Some(open_layer(&config.lower)?), None),
+            (ShareMode::Rw, None) => (None, Some(open_layer(&config.lower)?)),
+        };
+        let origins = match (&lower, &upper) {
+            (Some(_), Some(u)) => Some(OriginLog::open(u.root()).map_err(|source| {
+                CowfsError::OriginLog {
+                    path: config.upper.clone().unwrap_or_default(),
+                    source,
+                }
+            })?),
+            _ => None,
+        };
+        let devs = lower.iter().chain(upper.iter()).map(|l| l.dev).collect();
+        let root = Presence {
+            upper: upper.is_some(),
+            lower: lower.is_some(),
+            is_dir: true,
+        };
+        Ok(Self {
+            mode: config.mode,
+            lower,
+            upper,
+            inodes: InodeTable::new(limits.max_inodes, root),
+            handles: HandleTable::new(limits.max_handles, limits.max_dir_bytes),
+            origins,
+            devs,
+            as_root: rustix::process::geteuid().is_root(),
+            tmp_counter: 0,
+            limits,
+        })
+    }
+
+    pub fn mode(&self) -> ShareMode {
+        self.mode
+    }
+
+    /// Two layers: whiteouts, copy-up and reserved names are in play.
+    pub(crate) fn cow(&self) -> bool {
+        self.lower.is_some() && self.upper.is_some()
+    }
+
+    fn root_presence(&self) -> Presence {
+        Presence {
+            upper: self.upper.is_some(),
+            lower: self.lower.is_some(),
+            is_dir: true,
+        }
+    }
+
+    /// DESTROY (or a second INIT): forget every inode and handle.
+    pub fn reset(&mut self) {
+        let root = self.root_presence();
+        self.inodes.clear(root);
+        self.handles.clear();
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    pub fn handle_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub(crate) fn upper(&self) -> Result<&Layer, Errno> {
+        self.upper.as_ref().ok_or(Errno::ROFS)
+    }
+
+    pub(crate) fn lower(&self) -> Result<&Layer, Errno> {
+        self.lower.as_ref().ok_or(Errno::IO)
+    }
+
+    /// The layer holding the object itself.
+    pub(crate) fn primary(&self, p: Presence) -> Result<&Layer, Errno> {
+        if p.upper {
+            self.upper()
+        } else {
+            self.lower()
+        }
+    }
+
+    pub(crate) fn primary_stat(&self, path: &[u8], p: Presence) -> Result<St, Errno> {
+        self.primary(p)?.stat(path)?.ok_or(Errno::NOENT)
+    }
+
+    /// Whether the lower layer has an object at `path` under a parent whose
+    /// lower half is visible (visible itself, or shadowed by a copy-up).
+    pub(crate) fn lower_has(&self, parent: Presence, path: &[u8]) -> Result<Option<St>, Errno> {
+        if !self.cow() || !parent.lower {
+            return Ok(None);
+        }
+        self.lower()?.stat(path)
+    }
+
+    fn whiteout_exists(&self, parent: &[u8], name: &[u8]) -> Result<bool, Errno> {
+        let Ok(wh) = name::whiteout(name) else {
+            return Ok(false);
+        };
+        Ok(self.upper()?.stat(&join(parent, &wh))?.is_some())
+    }
+
+    pub(crate) fn is_opaque(&self, dir: &[u8]) -> Result<bool, Errno> {
+        Ok(self
+            .upper()?
+            .stat(&join(dir, name::OPAQUE_MARKER))?
+            .is_some())
+    }
+
+    /// Finds `name` in the directory at `ppath`: where it lives and the
+    /// stat of the object itself. `None` if the merged view has no such
+    /// name.
+    pub(crate) fn probe(
+        &self,
+        ppath: &[u8],
+        pp: Presence,
+        name: &[u8],
+    ) -> Result<Option<(Presence, St)>, Errno> {
+        let path = join(ppath, name);
+        let up = match (&self.upper, pp.upper) {
+            (Some(u), true) => u.stat(&path)?,
+            _ => None,
+        };
+        let want_lower = pp.lower && up.is_none_or(|u| u.is_dir());
+        let lo = if !want_lower {
+            None
+        } else if up.is_none() && self.cow() && pp.upper && self.whiteout_exists(ppath, name)? {
+            None
+        } else {
+            self.lower()?.stat(&path)?
+        };
+        Ok(match (up, lo) {
+            (None, None) => None,
+            (Some(u), Some(l)) if l.is_dir() => {
+                let opaque = self.is_opaque(&path)?;
+                Some((
+                    Presence {
+                        upper: true,
+                        lower: !opaque,
+                        is_dir: true,
+                    },
+                    u,
+                ))
+            }
+            (Some(u), _) => Some((Presence::upper(u.is_dir()), u)),
+            (None, Some(l)) => Some((
+                Presence {
+                    upper: false,
+                    lower: true,
+                    is_dir: l.is_dir(),
+                },
+                l,
+            )),
+        })
+    }
+
+    /// The inode number the guest sees: lower objects keep theirs, copied-up
+    /// objects keep their lower one, and the device index goes in the top
+    /// byte so numbers from different host filesystems never collide.
+    pub(crate) fn guest_ino(&mut self, upper_obj: bool, dev: u64, ino: u64) -> u64 {
+        let (dev, ino) = match (&self.origins, upper_obj) {
+            (Some(o), true) => o.identity(ino).unwrap_or((dev, ino)),
+            _ => (dev, ino),
+        };
+        let idx = match self.devs.iter().position(|&d| d == dev) {
+            Some(i) => i as u64,
+            None if self.devs.len() < 255 => {
+                self.devs.push(dev);
+                (self.devs.len() - 1) as u64
+            }
+            None => 255,
+        };
+        const LOW: u64 = (1 << 56) - 1;
+        let low = if ino <= LOW {
+            ino
+        } else {
+            (ino ^ (ino >> 56)) & LOW
+        };
+        (idx << 56) | low
+    }
+
+    pub(crate) fn attr(&mut self, p: Presence, st: &St) -> Attr {
+        let ino = self.guest_ino(p.upper, st.dev, st.ino);
+        // Like overlayfs: a merged directory's link count is unknown.
+        let nlink = if p.upper && p.lower && p.is_dir {
+            1
+        } else {
+            st.nlink
+        };
+        Attr {
+            ino,
+            size: st.size,
+            blocks: st.blocks,
+            atime: st.atime as u64,
+            mtime: st.mtime as u64,
+            ctime: st.ctime as u64,
+            atimensec: st.atime_nsec,
+            mtimensec: st.mtime_nsec,
+            ctimensec: st.ctime_nsec,
+            mode: st.mode,
+            nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
+            uid: st.uid,
+            gid: st.gid,
+            rdev: st.rdev as u32,
+            blksize: u32::try_from(st.blksize).unwrap_or(4096),
+            flags: 0,
+        }
+    }
+
+    /// Counts a lookup of the object at `path` and builds its entry.
+    pub(crate) fn entry(&mut self, path: &[u8], p: Presence, st: &St) -> Entry {
+        let nodeid = self.inodes.lookup(path, p);
+        Entry {
+            nodeid,
+            attr: self.attr(p, st),
+        }
+    }
+
+    /// A fresh name for a temporary file in an upper directory.
+    pub(crate) fn tmp_name(&mut self) -> Vec<u8> {
+        self.tmp_counter += 1;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        [
+            name::TMP_PREFIX,
+            format!("{}.{}.{nanos}", std::process::id(), self.tmp_counter).as_bytes(),
+        ]
+        .concat()
+    }
+
+    /// Creates an empty marker file (whiteout, opaque marker) `name` in the
+    /// upper directory `dir`.
+    pub(crate) fn make_marker(&self, dir: &[u8], name: &[u8]) -> Result<(), Errno> {
+        let d = self.upper()?.dir(dir)?;
+        match rustix::fs::openat(
+            &d,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(_) | Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whites out `name` in `dir` (copying `dir` up first) and records what
+    /// the lower object looked like.
+    pub(crate) fn whiteout(&mut self, dir: &[u8], name: &[u8], lower: &St) -> Result<(), Errno> {
+        let wh = name::whiteout(name)?;
+        self.ensure_upper_dir(dir)?;
+        self.make_marker(dir, &wh)?;
+        if let Some(o) = &mut self.origins {
+            o.snapshot(&join(dir, name), lower);
+        }
+        Ok(())
+    }
+
+    /// Removes the whiteout for `name` in the upper `dir`; true if there was one.
+    pub(crate) fn remove_whiteout(&self, dir: &[u8], name: &[u8]) -> Result<bool, Errno> {
+        let Ok(wh) = name::whiteout(name) else {
+            return Ok(false);
+        };
+        let d = self.upper()?.dir(dir)?;
+        match rustix::fs::unlinkat(&d, wh.as_slice(), rustix::fs::AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets the identity of an upper object being deleted (last link).
+    pub(crate) fn upper_deleted(&mut self, st: &St) {
+        if st.nlink <= 1 || st.is_dir() {
+            if let Some(o) = &mut self.origins {
+                o.drop_identity(st.ino);
+            }
+        }
+    }
+
+    /// Sets owner (when root) and exact mode on a freshly created upper
+    /// object `name` in `dir` (the host umask must not apply).
+    pub(crate) fn finish_new(
+        &self,
+        dir: impl AsFd,
+        name: &[u8],
+        mode: Option<u32>,
+        owner: (u32, u32),
+    ) -> Result<St, Errno> {
+        let fd: OwnedFd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if self.as_root {
+            ops::chown_fd(&fd, Some(owner.0), Some(owner.1))?;
+        }
+        if let Some(mode) = mode {
+            ops::chmod_fd(&fd, mode)?;
+        }
+        fstat(&fd)
+    }
+
+    pub(crate) fn to_dt(mode: u32) -> u32 {
+        (mode & crate::layer::S_IFMT) >> 12
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Statistics of the layer writes go to (else the lower one).
+    pub fn statfs(&self) -> Result<abi::Kstatfs, Errno> {
+        let layer = self.upper.as_ref().or(self.lower.as_ref()).ok_or(Errno::IO)?;
+        let s = rustix::fs::fstatvfs(layer.root())?;
+        Ok(abi::Kstatfs {
+            blocks: s.f_blocks,
+            bfree: s.f_bfree,
+            bavail: s.f_bavail,
+            files: s.f_files,
+            ffree: s.f_ffree,
+            bsize: u32::try_from(s.f_bsize).unwrap_or(4096),
+            namelen: if self.cow() {
+                (name::NAME_MAX - name::WHITEOUT_PREFIX.len()) as u32
+            } else {
+                name::NAME_MAX as u32
+            },
+            frsize: u32::try_from(s.f_frsize).unwrap_or(4096),
+            padding: 0,
+            spare: [0; 6],
+        })
+    }
+}

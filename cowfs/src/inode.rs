@@ -1,0 +1,321 @@
+//! The table of inodes the guest knows (FUSE node IDs).
+//!
+//! Inodes are keyed by their merged path: a node ID names "the object at
+//! this path" and follows it through renames. Hard links therefore get one
+//! node ID per name (their attributes, `st_ino` included, are the same).
+//! Node IDs are never reused (generation is always 0).
+//!
+//! Bounded: at most `cap` inodes. When full, the least recently used inode
+//! is evicted even if the guest still holds lookups on it (a guest that
+//! never sends FORGET must not grow host memory); later requests naming it
+//! get ESTALE and the guest's kernel looks the name up again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rustix::io::Errno;
+
+use crate::abi::ROOT_ID;
+
+/// Where an object of the merged view lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The object exists in the upper layer.
+    pub upper: bool,
+    /// The lower object at this path is part of the merged view: it is the
+    /// object itself (no upper), or the lower half of a merged directory.
+    pub lower: bool,
+    pub is_dir: bool,
+}
+
+impl Presence {
+    pub const fn upper(is_dir: bool) -> Self {
+        Self {
+            upper: true,
+            lower: false,
+            is_dir,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    /// Merged path relative to the share root (`""` for the root).
+    pub path: Vec<u8>,
+    pub presence: Presence,
+    pub nlookup: u64,
+    /// False once the name was unlinked or renamed over: the node only
+    /// lives on for open handles and until the guest forgets it.
+    pub linked: bool,
+    tick: u64,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Inode>,
+    by_path: HashMap<Vec<u8>, u64>,
+    /// tick -> node ID, oldest first (the root is not in it).
+    lru: BTreeMap<u64, u64>,
+    next_id: u64,
+    tick: u64,
+    cap: usize,
+}
+
+impl InodeTable {
+    pub fn new(cap: usize, root: Presence) -> Self {
+        let mut t = Self {
+            nodes: HashMap::new(),
+            by_path: HashMap::new(),
+            lru: BTreeMap::new(),
+            next_id: ROOT_ID + 1,
+            tick: 0,
+            cap: cap.max(2),
+        };
+        t.nodes.insert(
+            ROOT_ID,
+            Inode {
+                path: Vec::new(),
+                presence: root,
+                nlookup: 1,
+                linked: true,
+                tick: 0,
+            },
+        );
+        t.by_path.insert(Vec::new(), ROOT_ID);
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn touch(&mut self, id: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            self.lru.remove(&node.tick);
+            node.tick = tick;
+            self.lru.insert(tick, id);
+        }
+    }
+
+    /// The inode `id` (ESTALE if unknown or evicted); marks it recently used.
+    pub fn get(&mut self, id: u64) -> Result<&Inode, Errno> {
+        if !self.nodes.contains_key(&id) {
+            return Err(Errno::STALE);
+        }
+        self.touch(id);
+        self.nodes.get(&id).ok_or(Errno::STALE)
+    }
+
+    /// Like [`get`](Self::get) but requires the inode to still have a name.
+    pub fn linked(&mut self, id: u64) -> Result<(Vec<u8>, Presence), Errno> {
+        let node = self.get(id)?;
+        if !node.linked {
+            return Err(Errno::NOENT);
+        }
+        Ok((node.path.clone(), node.presence))
+    }
+
+    pub fn id_of(&self, path: &[u8]) -> Option<u64> {
+        self.by_path.get(path).copied()
+    }
+
+    /// Records one more lookup of the object at `path`, creating its inode
+    /// if needed, and returns its node ID.
+    pub fn lookup(&mut self, path: &[u8], presence: Presence) -> u64 {
+        if let Some(id) = self.by_path.get(path).copied() {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.presence = presence;
+                node.nlookup = node.nlookup.saturating_add(1);
+            }
+            self.touch(id);
+            return id;
+        }
+        while self.nodes.len() >= self.cap {
+            let Some((_, victim)) = self.lru.pop_first() else {
+                break;
+            };
+            self.remove(victim);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.nodes.insert(
+            id,
+            Inode {
+                path: path.to_vec(),
+                presence,
+                nlookup: 1,
+                linked: true,
+                tick: 0,
+            },
+        );
+        self.by_path.insert(path.to_vec(), id);
+        self.touch(id);
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        if let Some(node) = self.nodes.remove(&id) {
+            self.lru.remove(&node.tick);
+            if node.linked && self.by_path.get(&node.path) == Some(&id) {
+                self.by_path.remove(&node.path);
+            }
+        }
+    }
+
+    /// FORGET: drops `n` lookups; the inode goes when none are left.
+    pub fn forget(&mut self, id: u64, n: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        node.nlookup = node.nlookup.saturating_sub(n);
+        if node.nlookup == 0 {
+            self.remove(id);
+        }
+    }
+
+    /// Updates the presence of the inode at `path`, if the guest knows it.
+    pub fn set_presence(&mut self, path: &[u8], presence: Presence) {
+        if let Some(id) = self.by_path.get(path) {
+            if let Some(node) = self.nodes.get_mut(id) {
+                node.presence = presence;
+            }
+        }
+    }
+
+    /// The name `path` (and everything below it) is gone: its inodes keep
+    /// living for open handles, but no longer resolve by path.
+    pub fn unlink(&mut self, path: &[u8]) {
+        let victims: Vec<Vec<u8>> = self
+            .by_path
+            .keys()
+            .filter(|p| is_at_or_below(p, path))
+            .cloned()
+            .collect();
+        for p in victims {
+            if let Some(id) = self.by_path.remove(&p) {
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.linked = false;
+                }
+            }
+        }
+    }
+
+    /// `from` (and everything below it) was renamed to `to`. Whatever was
+    /// at `to` must have been [`unlink`](Self::unlink)ed first. `presence`
+    /// maps each moved inode's old presence to its new one.
+    pub fn rename(&mut self, from: &[u8], to: &[u8], presence: impl Fn(&[u8], Presence) -> Presence) {
+        let moved: Vec<Vec<u8>> = self
+            .by_path
+            .keys()
+            .filter(|p| is_at_or_below(p, from))
+            .cloned()
+            .collect();
+        for old in moved {
+            let Some(id) = self.by_path.remove(&old) else {
+                continue;
+            };
+            let mut new = to.to_vec();
+            new.extend_from_slice(&old[from.len()..]);
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.presence = presence(&new, node.presence);
+                node.path = new.clone();
+            }
+            self.by_path.insert(new, id);
+        }
+    }
+
+    /// Inodes at or below `path`, with their paths (for bulk updates).
+    pub fn below(&self, path: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        self.by_path
+            .iter()
+            .filter(|(p, _)| is_at_or_below(p, path))
+            .map(|(p, id)| (*id, p.clone()))
+            .collect()
+    }
+
+    /// Drops everything but the root (DESTROY / a new INIT).
+    pub fn clear(&mut self, root: Presence) {
+        *self = Self::new(self.cap, root);
+    }
+}
+
+/// Whether `p` is `base` or lies below it.
+pub fn is_at_or_below(p: &[u8], base: &[u8]) -> bool {
+    if base.is_empty() {
+        return true;
+    }
+    p.starts_with(base) && (p.len() == base.len() || p[base.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: Presence = Presence::upper(false);
+
+    #[test]
+    fn lookup_forget_and_reuse() {
+        let mut t = InodeTable::new(100, Presence::upper(true));
+        let a = t.lookup(b"a", F);
+        assert_eq!(t.lookup(b"a", F), a);
+        assert_eq!(t.get(a).unwrap().nlookup, 2);
+        t.forget(a, 1);
+        assert!(t.get(a).is_ok());
+        t.forget(a, 5);
+        assert_eq!(t.get(a).unwrap_err(), Errno::STALE);
+        let a2 = t.lookup(b"a", F);
+        assert_ne!(a, a2, "node IDs are never reused");
+        t.forget(ROOT_ID, u64::MAX);
+        assert!(t.get(ROOT_ID).is_ok());
+    }
+
+    #[test]
+    fn bounded_by_lru_eviction() {
+        let mut t = InodeTable::new(10, Presence::upper(true));
+        let first = t.lookup(b"f0", F);
+        for i in 1..1000 {
+            t.lookup(format!("f{i}").as_bytes(), F);
+            // Keep f0 hot.
+            t.get(first).unwrap();
+        }
+        assert!(t.len() <= 10);
+        assert!(t.get(first).is_ok());
+        assert!(t.get(ROOT_ID).is_ok());
+        assert!(t.id_of(b"f1").is_none());
+        assert_eq!(t.by_path.len(), t.nodes.len());
+    }
+
+    #[test]
+    fn rename_and_unlink_subtrees() {
+        let mut t = InodeTable::new(100, Presence::upper(true));
+        let d = t.lookup(b"d", Presence::upper(true));
+        let f = t.lookup(b"d/f", F);
+        let other = t.lookup(b"dx", F);
+        t.rename(b"d", b"e/d", |_, p| p);
+        assert_eq!(t.get(d).unwrap().path, b"e/d");
+        assert_eq!(t.get(f).unwrap().path, b"e/d/f");
+        assert_eq!(t.get(other).unwrap().path, b"dx");
+        t.unlink(b"e");
+        assert!(!t.get(f).unwrap().linked);
+        assert_eq!(t.linked(f).unwrap_err(), Errno::NOENT);
+        assert!(t.get(other).unwrap().linked);
+        // An unlinked inode forgotten later does not disturb a new one.
+        let f2 = t.lookup(b"e/d/f", F);
+        t.forget(f, 1);
+        assert_eq!(t.id_of(b"e/d/f"), Some(f2));
+    }
+}

@@ -1,0 +1,516 @@
+//! Request parsing and dispatch: one FUSE request in, one reply out.
+//!
+//! Nothing the guest sends is trusted: every struct is read with a length
+//! check, names must be NUL-terminated inside the request, and a request
+//! that does not parse gets an EINVAL reply (never a panic). Replies are
+//! built in a reusable buffer and never exceed the capacity the transport
+//! has for them; a fixed-size reply that cannot fit is refused (ENOMEM, or
+//! ERANGE for xattrs) before the operation runs, so no lookup is counted
+//! for an entry the guest never receives.
+
+use std::io::Write;
+
+use rustix::io::Errno;
+use tracing::debug;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::abi::{self, op, EntryOut, InHeader, OutHeader};
+use crate::fs::{Entry, Filesystem};
+
+/// Largest WRITE payload the guest is told to send (and largest READ).
+pub const MAX_WRITE: u32 = 1 << 20;
+const MAX_PAGES: u16 = (MAX_WRITE / 4096) as u16;
+/// Cache timeouts for entries and attributes.
+const TIMEOUT_SECS: u64 = 1;
+
+/// The guest-supplied argument bytes of one request.
+struct Args<'a>(&'a [u8]);
+
+impl<'a> Args<'a> {
+    fn obj<T: FromBytes + KnownLayout + Immutable>(&mut self) -> Result<T, Errno> {
+        let (t, rest) = T::read_from_prefix(self.0).map_err(|_| Errno::INVAL)?;
+        self.0 = rest;
+        Ok(t)
+    }
+
+    /// A NUL-terminated string.
+    fn name(&mut self) -> Result<&'a [u8], Errno> {
+        let end = self.0.iter().position(|&b| b == 0).ok_or(Errno::INVAL)?;
+        let (n, rest) = self.0.split_at(end);
+        self.0 = &rest[1..];
+        Ok(n)
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Errno> {
+        if n > self.0.len() {
+            return Err(Errno::INVAL);
+        }
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(b)
+    }
+}
+
+fn xattr_name(n: &[u8]) -> Result<&str, Errno> {
+    if n.is_empty() || n.len() > 255 {
+        return Err(Errno::INVAL);
+    }
+    std::str::from_utf8(n).map_err(|_| Errno::INVAL)
+}
+
+fn entry_out(e: &Entry) -> EntryOut {
+    EntryOut {
+        nodeid: e.nodeid,
+        generation: 0,
+        entry_valid: TIMEOUT_SECS,
+        attr_valid: TIMEOUT_SECS,
+        entry_valid_nsec: 0,
+        attr_valid_nsec: 0,
+        attr: e.attr,
+    }
+}
+
+fn attr_out(attr: abi::Attr) -> abi::AttrOut {
+    abi::AttrOut {
+        attr_valid: TIMEOUT_SECS,
+        attr_valid_nsec: 0,
+        dummy: 0,
+        attr,
+    }
+}
+
+/// The smallest successful reply payload of `opcode`; a transport buffer
+/// that cannot hold it gets an error before the operation runs.
+fn min_payload(opcode: u32) -> usize {
+    match opcode {
+        op::LOOKUP | op::MKDIR | op::MKNOD | op::SYMLINK | op::LINK => size_of::<EntryOut>(),
+        op::CREATE => size_of::<EntryOut>() + size_of::<abi::OpenOut>(),
+        op::GETATTR | op::SETATTR => size_of::<abi::AttrOut>(),
+        op::OPEN | op::OPENDIR => size_of::<abi::OpenOut>(),
+        op::WRITE | op::GETXATTR | op::LISTXATTR | op::LSEEK => 8,
+        op::STATFS => size_of::<abi::Kstatfs>(),
+        op::INIT => 8,
+        _ => 0,
+    }
+}
+
+/// The FUSE server of one share.
+#[derive(Debug)]
+pub struct Server {
+    fs: Filesystem,
+    initialized: bool,
+    proto_minor: u32,
+    /// Reply under construction: header + payload.
+    buf: Vec<u8>,
+}
+
+impl Server {
+    pub fn new(fs: Filesystem) -> Self {
+        Self {
+            fs,
+            initialized: false,
+            proto_minor: 0,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    pub fn filesystem(&self) -> &Filesystem {
+        &self.fs
+    }
+
+    /// Largest request the server will accept (a WRITE of `MAX_WRITE` bytes
+    /// plus headers); transports cap what they gather at this.
+    pub const fn max_request_len() -> usize {
+        MAX_WRITE as usize + 4096
+    }
+
+    /// Serves one request (`fuse_in_header` and its arguments) and writes
+    /// the reply, at most `capacity` bytes, to `out`. Returns the reply
+    /// length: 0 for requests that get none (FORGET, BATCH_FORGET,
+    /// INTERRUPT, or a buffer too short to hold even a header).
+    pub fn handle<W: Write + ?Sized>(&mut self, request: &[u8], capacity: usize, out: &mut W) -> std::io::Result<usize> {
+        let Ok((h, _)) = InHeader::read_from_prefix(request) else {
+            crate::warn_limited!(len = request.len(), "cowfs: request shorter than a FUSE header");
+            return Ok(0);
+        };
+        self.buf.clear();
+        self.buf.extend_from_slice(OutHeader::default().as_bytes());
+        let room = capacity.saturating_sub(abi::OUT_HEADER_SIZE);
+        let result = match usize::try_from(h.len) {
+            Ok(len) if len >= abi::IN_HEADER_SIZE && len <= request.len() => {
+                let args = Args(&request[abi::IN_HEADER_SIZE..len]);
+                if room < min_payload(h.opcode) {
+                    Err(if matches!(h.opcode, op::GETXATTR | op::LISTXATTR) {
+                        Errno::RANGE
+                    } else {
+                        Errno::NOMEM
+                    })
+                } else {
+                    self.dispatch(&h, args, room)
+                }
+            }
+            _ => {
+                crate::warn_limited!(
+                    header_len = h.len,
+                    len = request.len(),
+                    opcode = h.opcode,
+                    "cowfs: request length mismatch"
+                );
+                Err(Errno::INVAL)
+            }
+        };
+        let error = match result {
+            Ok(Reply::None) => return Ok(0),
+            Ok(Reply::Data) => 0,
+            Err(e) => {
+                self.buf.truncate(abi::OUT_HEADER_SIZE);
+                -e.raw_os_error()
+            }
+        };
+        if self.buf.len() > capacity {
+            if capacity < abi::OUT_HEADER_SIZE {
+                return Ok(0);
+            }
+            self.buf.truncate(abi::OUT_HEADER_SIZE);
+            return self.finish(&h, -Errno::NOMEM.raw_os_error(), out);
+        }
+        self.finish(&h, error, out)
+    }
+
+    fn finish<W: Write + ?Sized>(&mut self, h: &InHeader, error: i32, out: &mut W) -> std::io::Result<usize> {
+        if self.buf.len() > abi::OUT_HEADER_SIZE && error != 0 {
+            self.buf.truncate(abi::OUT_HEADER_SIZE);
+        }
+        let hdr = OutHeader {
+            len: self.buf.len() as u32,
+            error,
+            unique: h.unique,
+        };
+        self.buf[..abi::OUT_HEADER_SIZE].copy_from_slice(hdr.as_bytes());
+        out.write_all(&self.buf)?;
+        Ok(self.buf.len())
+    }
+
+    fn push<T: IntoBytes + Immutable>(&mut self, v: &T) {
+        self.buf.extend_from_slice(v.as_bytes());
+    }
+
+    fn dispatch(&mut self, h: &InHeader, mut a: Args<'_>, room: usize) -> Result<Reply, Errno> {
+        if h.opcode == op::INIT {
+            return self.init(&mut a);
+        }
+        if !self.initialized {
+            return match h.opcode {
+                op::FORGET | op::BATCH_FORGET | op::INTERRUPT => Ok(Reply::None),
+                _ => Err(Errno::IO),
+            };
+        }
+        let owner = (h.uid, h.gid);
+        let fs = &mut self.fs;
+        let id = h.nodeid;
+        match h.opcode {
+            op::LOOKUP => {
+                let e = fs.lookup(id, a.name()?)?;
+                self.push(&entry_out(&e));
+            }
+            op::FORGET => {
+                let f: abi::ForgetIn = a.obj()?;
+                fs.forget(id, f.nlookup);
+                return Ok(Reply::None);
+            }
+            op::BATCH_FORGET => {
+                let b: abi::BatchForgetIn = a.obj()?;
+                for _ in 0..b.count {
+                    let Ok(f) = a.obj::<abi::ForgetOne>() else {
+                        break;
+                    };
+                    fs.forget(f.nodeid, f.nlookup);
+                }
+                return Ok(Reply::None);
+            }
+            op::INTERRUPT | op::NOTIFY_REPLY => return Ok(Reply::None),
+            op::GETATTR => {
+                let g: abi::GetattrIn = a.obj().unwrap_or_default();
+                let fh = (g.getattr_flags & abi::GETATTR_FH != 0).then_some(g.fh);
+                let attr = fs.getattr(id, fh)?;
+                self.push(&attr_out(attr));
+            }
+            op::SETATTR => {
+                let s: abi::SetattrIn = a.obj()?;
+                let attr = fs.setattr(id, &s)?;
+                self.push(&attr_out(attr));
+            }
+            op::READLINK => {
+                let target = fs.readlink(id)?;
+                if target.len() > room {
+                    return Err(Errno::NAMETOOLONG);
+                }
+                self.buf.extend_from_slice(&target);
+            }
+            op::SYMLINK => {
+                let name = a.name()?;
+                let target = a.name()?;
+                let e = fs.symlink(id, name, target, owner)?;
+                self.push(&entry_out(&e));
+            }
+            op::MKNOD => {
+                let m: abi::MknodIn = a.obj()?;
+                let e = fs.mknod(id, a.name()?, m.mode, owner)?;
+                self.push(&entry_out(&e));
+            }
+            op::MKDIR => {
+                let m: abi::MkdirIn = a.obj()?;
+                let e = fs.mkdir(id, a.name()?, m.mode, owner)?;
+                self.push(&entry_out(&e));
+            }
+            op::UNLINK => fs.unlink(id, a.name()?)?,
+            op::RMDIR => fs.rmdir(id, a.name()?)?,
+            op::RENAME => {
+                let r: abi::RenameIn = a.obj()?;
+                let (old, new) = (a.name()?, a.name()?);
+                fs.rename(id, old, r.newdir, new, 0)?;
+            }
+            op::RENAME2 => {
+                let r: abi::Rename2In = a.obj()?;
+                let (old, new) = (a.name()?, a.name()?);
+                fs.rename(id, old, r.newdir, new, r.flags)?;
+            }
+            op::LINK => {
+                let l: abi::LinkIn = a.obj()?;
+                let e = fs.link(l.oldnodeid, id, a.name()?)?;
+                self.push(&entry_out(&e));
+            }
+            op::OPEN => {
+                let o: abi::OpenIn = a.obj()?;
+                let fh = fs.open(id, o.flags)?;
+                self.push(&abi::OpenOut {
+                    fh,
+                    open_flags: 0,
+                    backing_id: 0,
+                });
+            }
+            op::CREATE => {
+                let c: abi::CreateIn = a.obj()?;
+                let (e, fh) = fs.create(id, a.name()?, c.flags, c.mode, owner)?;
+                self.push(&entry_out(&e));
+                self.push(&abi::OpenOut {
+                    fh,
+                    open_flags: 0,
+                    backing_id: 0,
+                });
+            }
+            op::READ => {
+                let r: abi::ReadIn = a.obj()?;
+                let n = (r.size.min(MAX_WRITE) as usize).min(room);
+                let start = self.buf.len();
+                self.buf.resize(start + n, 0);
+                let got = self.fs.read(r.fh, r.offset, &mut self.buf[start..])?;
+                self.buf.truncate(start + got);
+            }
+            op::WRITE => {
+                let w: abi::WriteIn = a.obj()?;
+                if w.size > MAX_WRITE {
+                    return Err(Errno::INVAL);
+                }
+                let data = a.bytes(w.size as usize)?;
+                let n = fs.write(w.fh, w.offset, data)?;
+                self.push(&abi::WriteOut {
+                    size: n as u32,
+                    padding: 0,
+                });
+            }
+            op::STATFS => {
+                let s = fs.statfs()?;
+                self.push(&s);
+            }
+            op::RELEASE | op::RELEASEDIR => {
+                let r: abi::ReleaseIn = a.obj()?;
+                fs.release(r.fh)?;
+            }
+            op::FLUSH => {
+                let f: abi::FlushIn = a.obj()?;
+                fs.flush(f.fh)?;
+            }
+            op::FSYNC | op::FSYNCDIR => {
+                let f: abi::FsyncIn = a.obj()?;
+                fs.fsync(f.fh, f.fsync_flags & abi::FSYNC_FDATASYNC != 0)?;
+            }
+            op::SETXATTR => {
+                // SETXATTR_EXT is never offered: the compat layout is in use.
+                let sx: abi::SetxattrInCompat = a.obj()?;
+                let (size, flags) = (sx.size, sx.flags);
+                let name = xattr_name(a.name()?)?;
+                let value = a.bytes(size as usize)?;
+                fs.setxattr(id, name, Some(value), flags)?;
+            }
+            op::GETXATTR | op::LISTXATTR => {
+                let g: abi::GetxattrIn = a.obj()?;
+                let value = if h.opcode == op::GETXATTR {
+                    fs.getxattr(id, xattr_name(a.name()?)?)?
+                } else {
+                    fs.listxattr(id)?
+                };
+                if g.size == 0 {
+                    self.push(&abi::GetxattrOut {
+                        size: value.len() as u32,
+                        padding: 0,
+                    });
+                } else if value.len() > g.size as usize || value.len() > room {
+                    return Err(Errno::RANGE);
+                } else {
+                    self.buf.extend_from_slice(&value);
+                }
+            }
+            op::REMOVEXATTR => {
+                let name = xattr_name(a.name()?)?;
+                fs.setxattr(id, name, None, 0)?;
+            }
+            op::OPENDIR => {
+                let _: abi::OpenIn = a.obj()?;
+                let fh = fs.opendir(id)?;
+                self.push(&abi::OpenOut {
+                    fh,
+                    open_flags: 0,
+                    backing_id: 0,
+                });
+            }
+            op::READDIR | op::READDIRPLUS => {
+                let r: abi::ReadIn = a.obj()?;
+                let limit = (r.size.min(MAX_WRITE) as usize).min(room);
+                self.readdir(r.fh, r.offset, limit, h.opcode == op::READDIRPLUS)?;
+            }
+            op::ACCESS => {
+                let acc: abi::AccessIn = a.obj()?;
+                fs.access(id, acc.mask)?;
+            }
+            op::FALLOCATE => {
+                let f: abi::FallocateIn = a.obj()?;
+                fs.fallocate(f.fh, f.offset, f.length, f.mode)?;
+            }
+            op::LSEEK => {
+                let l: abi::LseekIn = a.obj()?;
+                let offset = fs.lseek(l.fh, l.offset, l.whence)?;
+                self.push(&abi::LseekOut { offset });
+            }
+            op::DESTROY => {
+                fs.reset();
+                self.initialized = false;
+            }
+            op::SYNCFS => {}
+            other => {
+                debug!(opcode = other, "cowfs: unsupported opcode");
+                return Err(Errno::NOSYS);
+            }
+        }
+        Ok(Reply::Data)
+    }
+
+    fn init(&mut self, a: &mut Args<'_>) -> Result<Reply, Errno> {
+        let i: abi::InitInCompat = a.obj()?;
+        if i.major < abi::KERNEL_VERSION {
+            return Err(Errno::PROTO);
+        }
+        if i.major > abi::KERNEL_VERSION {
+            // Tell the kernel our major; it will send a new INIT.
+            self.push(&abi::KERNEL_VERSION);
+            self.push(&abi::KERNEL_MINOR_VERSION);
+            return Ok(Reply::Data);
+        }
+        let mut flags = u64::from(i.flags);
+        if flags & abi::init::INIT_EXT != 0 {
+            if let Ok(ext) = a.obj::<abi::InitInExt>() {
+                flags |= u64::from(ext.flags2) << 32;
+            }
+        }
+        let offered = abi::init::ASYNC_READ
+            | abi::init::ATOMIC_O_TRUNC
+            | abi::init::BIG_WRITES
+            | abi::init::DO_READDIRPLUS
+            | abi::init::READDIRPLUS_AUTO
+            | abi::init::PARALLEL_DIROPS
+            | abi::init::MAX_PAGES;
+        let agreed = flags & offered;
+        if self.initialized {
+            self.fs.reset();
+        }
+        self.initialized = true;
+        self.proto_minor = i.minor.min(abi::KERNEL_MINOR_VERSION);
+        let reply = abi::InitOut {
+            major: abi::KERNEL_VERSION,
+            minor: abi::KERNEL_MINOR_VERSION,
+            max_readahead: i.max_readahead,
+            flags: agreed as u32,
+            max_background: 64,
+            congestion_threshold: 48,
+            max_write: MAX_WRITE,
+            time_gran: 1,
+            max_pages: MAX_PAGES,
+            map_alignment: 0,
+            flags2: (agreed >> 32) as u32,
+            max_stack_depth: 0,
+            unused: [0; 6],
+        };
+        let size = match i.minor {
+            0..=4 => 8,
+            5..=22 => 24,
+            _ => size_of::<abi::InitOut>(),
+        };
+        self.buf.extend_from_slice(&reply.as_bytes()[..size]);
+        Ok(Reply::Data)
+    }
+
+    fn readdir(&mut self, fh: u64, offset: u64, limit: usize, plus: bool) -> Result<(), Errno> {
+        let (dir, entries) = self.fs.dir_entries(fh)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let batch: Vec<_> = entries.iter().skip(start).cloned().collect();
+        let base = self.buf.len();
+        for (i, e) in batch.into_iter().enumerate() {
+            let header = if plus {
+                abi::ENTRY_OUT_SIZE + abi::DIRENT_SIZE
+            } else {
+                abi::DIRENT_SIZE
+            };
+            let rec = abi::dirent_align(header + e.name.len());
+            if self.buf.len() - base + rec > limit {
+                break;
+            }
+            let mut typ = e.typ;
+            if plus {
+                let special = e.name == b"." || e.name == b"..";
+                let out = if special {
+                    EntryOut::default()
+                } else {
+                    match self.fs.lookup(dir, &e.name) {
+                        Ok(ent) => {
+                            typ = Filesystem::to_dt(ent.attr.mode);
+                            entry_out(&ent)
+                        }
+                        // Gone since OPENDIR: skip it.
+                        Err(Errno::NOENT) => continue,
+                        Err(err) if i == 0 => return Err(err),
+                        Err(_) => break,
+                    }
+                };
+                self.push(&out);
+            }
+            let d = abi::Dirent {
+                ino: e.ino,
+                off: (start + i + 1) as u64,
+                namelen: e.name.len() as u32,
+                typ,
+            };
+            self.push(&d);
+            self.buf.extend_from_slice(&e.name);
+            let pad = rec - header - e.name.len();
+            self.buf.extend_from_slice(&[0u8; 8][..pad]);
+        }
+        Ok(())
+    }
+}
+
+enum Reply {
+    /// No reply at all (FORGET and friends).
+    None,
+    /// The payload in the buffer (possibly empty).
+    Data,
+}
