@@ -75,6 +75,7 @@ macro_rules! warn_limited {
 
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 
 #[cfg(test)]
@@ -82,6 +83,7 @@ pub(crate) mod test_utils;
 
 pub use interrupt::Interrupt;
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
+pub use net::Net;
 pub use rng::Rng;
 
 /// Device IDs (virtio 1.2, section 5).

@@ -1,0 +1,61 @@
+//! virtio-net (virtio 1.2, 5.1) over a tap: queue 0 receives, queue 1
+//! transmits, no control queue.
+//!
+//! Offered: VERSION_1, MAC, STATUS, CSUM, GUEST_CSUM, HOST_TSO4/6,
+//! GUEST_TSO4/6, MRG_RXBUF, RING_EVENT_IDX, RING_INDIRECT_DESC. The tap's
+//! offloads (TUNSETOFFLOAD) follow the GUEST_* features the driver accepts.
+//!
+//! Bounds a guest cannot push: the device holds at most one received frame
+//! that has no room in the guest yet (and then stops reading the tap until
+//! the guest posts buffers) and at most one frame the tap refused with
+//! EAGAIN (and then stops taking transmit chains until the tap is writable
+//! again); each event serves at most a queue's worth of chains or frames.
+
+mod backend;
+mod device;
+mod event_handler;
+pub mod header;
+mod tap;
+
+pub use backend::{MemBackend, NetBackend};
+pub use device::{Net, NetStats};
+pub use tap::{Tap, TapError};
+
+/// Maximum size of each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Index of the receive queue.
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
+pub const TX_QUEUE: usize = 1;
+/// `virtio_net_hdr_v1` (with num_buffers): the header in front of every
+/// frame on both queues under VIRTIO_F_VERSION_1, and on the tap.
+pub const VNET_HDR_LEN: usize = 12;
+/// The largest Ethernet frame carried, header excluded: a 64 KiB GSO frame
+/// plus Ethernet and VLAN headers.
+pub const MAX_FRAME_LEN: usize = 65550;
+/// Descriptors followed per chain at most; longer chains are dropped
+/// (transmit) or only partly used (receive). Linux uses at most
+/// MAX_SKB_FRAGS + 2 per packet.
+pub const MAX_DESCS_PER_CHAIN: usize = 256;
+
+/// Why a virtio-net device could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("failed to create a virtio-net queue eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error("invalid MAC address {0}: multicast bit set or all zeros")]
+    InvalidMac(String),
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests;
