@@ -77,6 +77,7 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod vsock;
 
 #[cfg(test)]
 pub(crate) mod test_utils;
@@ -85,6 +86,7 @@ pub use interrupt::Interrupt;
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
 pub use net::Net;
 pub use rng::Rng;
+pub use vsock::Vsock;
 
 /// Device IDs (virtio 1.2, section 5).
 pub const TYPE_NET: u32 = 1;
