@@ -1,0 +1,350 @@
+//! The state folder: one JSON file per VM (its lease: MAC, address, forwards,
+//! and whether it is attached now), the network configuration, and a lock
+//! so that concurrent `mvm` processes allocate addresses one at a time.
+//!
+//! Layout under the folder the caller gives:
+//! ```text
+//! network.json        the NetConfig in force (written by setup/attach)
+//! host.json           what setup changed on the host (uplinks' forwarding)
+//! leases/<id>.json    one Lease per VM, kept across restarts
+//! lock                flock(2) target
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::{MacAddr, Subnet};
+use crate::error::{Error, Result};
+use crate::forward::PortForward;
+
+/// A VM's network lease: kept while the VM exists, so it keeps its address
+/// and MAC across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The VM id.
+    pub id: String,
+    /// The VM name: its hostname and `<name>.mvm` DNS name.
+    pub name: String,
+    /// The guest MAC, derived from the id.
+    pub mac: MacAddr,
+    /// The guest address.
+    pub ip: Ipv4Addr,
+    /// Whether the VM may talk to other VMs (its bridge port is not isolated).
+    #[serde(default)]
+    pub allow_vm_to_vm: bool,
+    /// Port forwards, restored on every attach.
+    #[serde(default)]
+    pub forwards: Vec<PortForward>,
+    /// Set while the VM is attached (it has a tap and rules).
+    #[serde(default)]
+    pub active: Option<Active>,
+}
+
+/// The attached state of a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    /// Its tap.
+    pub tap: String,
+    /// Whether the tap is one of the pool's (kept on detach) or its own.
+    #[serde(default)]
+    pub pooled: bool,
+    /// The process that uses the tap (the VMM); `None` until recorded.
+    #[serde(default)]
+    pub owner_pid: Option<u32>,
+    /// The process that attached it (the CLI), alive until the VMM runs.
+    #[serde(default)]
+    pub attached_by: Option<u32>,
+}
+
+/// What setup changed on the host, so teardown can put it back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// Uplinks on which setup turned per-interface IPv4 forwarding on.
+    #[serde(default)]
+    pub forwarding_enabled: Vec<String>,
+}
+
+/// Access to a state folder.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+}
+
+/// Holds the state folder's lock until dropped.
+pub(crate) struct StoreLock {
+    _file: File,
+}
+
+impl Store {
+    pub(crate) fn open(dir: &Path) -> Result<Store> {
+        let leases = dir.join("leases");
+        fs::create_dir_all(&leases)
+            .map_err(|e| Error::io(format!("creating {}", leases.display()), e))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Like `open` but never creates anything (for readers such as the DHCP
+    /// and DNS servers).
+    pub(crate) fn at(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn leases_dir(&self) -> PathBuf {
+        self.dir.join("leases")
+    }
+
+    pub(crate) fn lock(&self) -> Result<StoreLock> {
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("locking {}", path.display()), err));
+            }
+        }
+        Ok(StoreLock { _file: file })
+    }
+
+    fn lease_path(&self, id: &str) -> PathBuf {
+        self.leases_dir().join(format!("{id}.json"))
+    }
+
+    pub(crate) fn load(&self, id: &str) -> Result<Option<Lease>> {
+        read_json(&self.lease_path(id))
+    }
+
+    pub(crate) fn load_all(&self) -> Result<Vec<Lease>> {
+        let dir = self.leases_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+            let p = ent.path();
+            if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            if let Some(l) = read_json::<Lease>(&p)? {
+                out.push(l);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    pub(crate) fn save(&self, lease: &Lease) -> Result<()> {
+        write_json(&self.lease_path(&lease.id), lease)
+    }
+
+    pub(crate) fn remove(&self, id: &str) -> Result<()> {
+        let p = self.lease_path(id);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", p.display()), e)),
+        }
+    }
+
+    pub(crate) fn load_host(&self) -> Result<HostState> {
+        Ok(read_json(&self.dir.join("host.json"))?.unwrap_or_default())
+    }
+
+    pub(crate) fn save_host(&self, h: &HostState) -> Result<()> {
+        write_json(&self.dir.join("host.json"), h)
+    }
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|source| Error::State {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Write a file atomically (temporary file + rename), so readers never see
+/// half a lease.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|source| Error::State {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.push(b'\n');
+    let tmp = path.with_extension("json.tmp");
+    let ctx = |e| Error::io(format!("writing {}", tmp.display()), e);
+    let mut f = File::create(&tmp).map_err(ctx)?;
+    f.write_all(&text).map_err(ctx)?;
+    f.sync_all().map_err(ctx)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
+
+/// The lowest address of the subnet that is neither the gateway, the network
+/// or broadcast address, nor any other VM's (or in `also_used`).
+pub(crate) fn allocate_ip(
+    subnet: &Subnet,
+    leases: &[Lease],
+    also_used: &[Ipv4Addr],
+) -> Result<Ipv4Addr> {
+    subnet
+        .vm_addresses()
+        .find(|ip| !leases.iter().any(|l| l.ip == *ip) && !also_used.contains(ip))
+        .ok_or_else(|| Error::AddressesExhausted(subnet.cidr()))
+}
+
+/// A read-only view of the VMs for the DHCP and DNS servers, reloaded when
+/// the leases folder changes (every write is a rename, which touches the
+/// folder's mtime).
+pub struct Registry {
+    store: Store,
+    stamp: Option<SystemTime>,
+    by_mac: HashMap<MacAddr, (Ipv4Addr, String)>,
+    by_name: HashMap<String, Ipv4Addr>,
+}
+
+impl Registry {
+    /// A registry over the leases in `state_dir`.
+    pub fn new(state_dir: &Path) -> Registry {
+        Registry {
+            store: Store::at(state_dir),
+            stamp: None,
+            by_mac: HashMap::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// A fixed registry (tests, fuzzing): `(mac, ip, name, attached)`.
+    pub fn fixed(entries: &[(MacAddr, Ipv4Addr, &str, bool)]) -> Registry {
+        let mut r = Registry::new(Path::new("/nonexistent/netstack-fixed"));
+        r.stamp = Some(SystemTime::UNIX_EPOCH);
+        for (mac, ip, name, attached) in entries {
+            r.by_mac.insert(*mac, (*ip, name.to_string()));
+            if *attached {
+                r.by_name.insert(name.to_ascii_lowercase(), *ip);
+            }
+        }
+        r
+    }
+
+    /// Reload if the folder changed.
+    pub fn refresh(&mut self) {
+        if self.stamp == Some(SystemTime::UNIX_EPOCH) {
+            return; // fixed
+        }
+        let stamp = fs::metadata(self.store.leases_dir())
+            .and_then(|m| m.modified())
+            .ok();
+        if stamp.is_some() && stamp == self.stamp {
+            return;
+        }
+        match self.store.load_all() {
+            Ok(leases) => {
+                self.by_mac.clear();
+                self.by_name.clear();
+                for l in leases {
+                    self.by_mac.insert(l.mac, (l.ip, l.name.clone()));
+                    if l.active.is_some() {
+                        self.by_name.insert(l.name.to_ascii_lowercase(), l.ip);
+                    }
+                }
+                self.stamp = stamp;
+            }
+            Err(e) => tracing::warn!("registry: {e}"),
+        }
+    }
+
+    /// The address and hostname of a known VM's MAC.
+    pub fn by_mac(&self, mac: &MacAddr) -> Option<(Ipv4Addr, &str)> {
+        self.by_mac.get(mac).map(|(ip, n)| (*ip, n.as_str()))
+    }
+
+    /// The address of an attached VM by name (case-insensitive).
+    pub fn by_name(&self, name: &str) -> Option<Ipv4Addr> {
+        self.by_name.get(&name.to_ascii_lowercase()).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: &str, ip: [u8; 4]) -> Lease {
+        Lease {
+            id: id.into(),
+            name: id.into(),
+            mac: MacAddr::for_vm(id),
+            ip: ip.into(),
+            allow_vm_to_vm: false,
+            forwards: vec![],
+            active: None,
+        }
+    }
+
+    #[test]
+    fn allocation_skips_used() {
+        let s = Subnet::default();
+        let ls = vec![lease("a", [10, 77, 0, 2]), lease("b", [10, 77, 0, 4])];
+        assert_eq!(
+            allocate_ip(&s, &ls, &[]).unwrap(),
+            Ipv4Addr::new(10, 77, 0, 3)
+        );
+        assert_eq!(
+            allocate_ip(&s, &ls, &[Ipv4Addr::new(10, 77, 0, 3)]).unwrap(),
+            Ipv4Addr::new(10, 77, 0, 5)
+        );
+        let small: Subnet = "10.9.9.1/30".parse().unwrap();
+        let full = vec![lease("a", [10, 9, 9, 2])];
+        assert!(allocate_ip(&small, &full, &[]).is_err());
+    }
+
+    #[test]
+    fn store_roundtrip() {
+        let dir = std::env::temp_dir().join(format!("netstack-lease-{}", std::process::id()));
+        let st = Store::open(&dir).unwrap();
+        let _g = st.lock().unwrap();
+        let l = lease("web", [10, 77, 0, 9]);
+        st.save(&l).unwrap();
+        assert_eq!(st.load("web").unwrap(), Some(l.clone()));
+        assert_eq!(st.load_all().unwrap(), vec![l]);
+        let mut r = Registry::new(&dir);
+        r.refresh();
+        assert!(r.by_mac(&MacAddr::for_vm("web")).is_some());
+        assert!(r.by_name("web").is_none()); // not attached
+        st.remove("web").unwrap();
+        st.remove("web").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
