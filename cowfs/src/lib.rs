@@ -53,7 +53,7 @@ mod server;
 
 use std::path::PathBuf;
 
-// DIFFEXPORT
+pub use diff::{commit, diff, Change, ChangeKind, CommitError, Conflict, Report};
 pub use fs::{Entry, Filesystem};
 pub use rustix::io::Errno;
 pub use server::{Server, MAX_WRITE};

@@ -8,6 +8,8 @@ mod io;
 mod ops;
 mod rename;
 
+pub(crate) use copyup::{copy_data, times_of};
+
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{Mode, OFlags};

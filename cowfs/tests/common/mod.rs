@@ -131,3 +131,115 @@ pub const O_WRONLY: u32 = 1;
 pub const O_RDWR: u32 = 2;
 pub const O_TRUNC: u32 = 0o1000;
 pub const O_EXCL: u32 = 0o200;
+
+/// What a merged view holds at one path, comparable between the guest's
+/// view (through the server) and a host directory (e.g. an overlayfs mount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obj {
+    /// "dir", "file", "link", "fifo", ...
+    pub kind: &'static str,
+    pub mode: u32,
+    pub size: u64,
+    /// File content hash or symlink target.
+    pub data: String,
+    /// Link count of non-directories.
+    pub nlink: u32,
+}
+
+fn kind_of(mode: u32) -> &'static str {
+    match mode & 0o170000 {
+        0o040000 => "dir",
+        0o100000 => "file",
+        0o120000 => "link",
+        0o010000 => "fifo",
+        0o140000 => "sock",
+        _ => "other",
+    }
+}
+
+/// The merged view as the guest sees it.
+pub fn guest_tree(c: &mut Client) -> BTreeMap<String, Obj> {
+    let mut out = BTreeMap::new();
+    guest_walk(c, cowfs::abi::ROOT_ID, "", &mut out);
+    out
+}
+
+fn guest_walk(c: &mut Client, node: u64, path: &str, out: &mut BTreeMap<String, Obj>) {
+    for item in c.list(node).unwrap() {
+        let name = String::from_utf8(item.name).unwrap();
+        let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+        let e = c.lookup(node, name.as_bytes()).unwrap();
+        let kind = kind_of(e.attr.mode);
+        let data = match kind {
+            "file" => format!("{:x}", fnv(&c.read_file(&p).unwrap())),
+            "link" => String::from_utf8(c.readlink(e.nodeid).unwrap()).unwrap(),
+            _ => String::new(),
+        };
+        out.insert(
+            p.clone(),
+            Obj {
+                kind,
+                mode: e.attr.mode & 0o7777,
+                size: if kind == "dir" { 0 } else { e.attr.size },
+                data,
+                nlink: if kind == "dir" { 0 } else { e.attr.nlink },
+            },
+        );
+        if kind == "dir" {
+            guest_walk(c, e.nodeid, &p, out);
+        }
+        c.forget(e.nodeid, 1);
+    }
+}
+
+/// A host directory tree in the same terms.
+pub fn host_tree(root: &Path) -> BTreeMap<String, Obj> {
+    let mut out = BTreeMap::new();
+    host_walk(root, root, &mut out);
+    out
+}
+
+fn host_walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Obj>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let kind = kind_of(m.mode());
+        let data = match kind {
+            "file" => format!("{:x}", fnv(&fs::read(&p).unwrap())),
+            "link" => fs::read_link(&p).unwrap().to_string_lossy().into_owned(),
+            _ => String::new(),
+        };
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        out.insert(
+            rel,
+            Obj {
+                kind,
+                mode: m.mode() & 0o7777,
+                size: if kind == "dir" { 0 } else { m.size() },
+                data,
+                nlink: if kind == "dir" { 0 } else { m.nlink() as u32 },
+            },
+        );
+        if kind == "dir" {
+            host_walk(root, &p, out);
+        }
+    }
+}
+
+/// Asserts two trees are equal, naming the first differences.
+pub fn assert_same(what: &str, a: &BTreeMap<String, Obj>, b: &BTreeMap<String, Obj>) {
+    let mut diffs = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diffs.push(format!("{k}: only in first ({v:?})")),
+            Some(w) if w != v => diffs.push(format!("{k}: {v:?} != {w:?}")),
+            _ => {}
+        }
+    }
+    for (k, w) in b {
+        if !a.contains_key(k) {
+            diffs.push(format!("{k}: only in second ({w:?})"));
+        }
+    }
+    assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
+}
