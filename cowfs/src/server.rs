@@ -118,6 +118,13 @@ impl Server {
         &self.fs
     }
 
+    /// Back to the state before INIT (device reset): every inode and handle
+    /// is dropped and the next request must be INIT.
+    pub fn reset(&mut self) {
+        self.fs.reset();
+        self.initialized = false;
+    }
+
     /// Largest request the server will accept (a WRITE of `MAX_WRITE` bytes
     /// plus headers); transports cap what they gather at this.
     pub const fn max_request_len() -> usize {

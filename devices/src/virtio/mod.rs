@@ -73,6 +73,7 @@ macro_rules! warn_limited {
     }};
 }
 
+pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;
@@ -82,6 +83,7 @@ pub mod vsock;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
+pub use fs::Fs;
 pub use interrupt::Interrupt;
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
 pub use net::Net;

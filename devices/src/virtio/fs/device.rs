@@ -1,0 +1,293 @@
+use std::sync::Arc;
+
+use tracing::debug;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{FsError, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, NUM_REQUEST_QUEUES, QUEUE_SIZE, TAG_LEN};
+use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
+
+/// What the device holds between DRIVER_OK and reset.
+struct Active {
+    mem: GuestMemoryMmap,
+    interrupt: Arc<Interrupt>,
+    queues: Vec<Queue>,
+}
+
+/// The virtio-fs device: one share, served by a [`cowfs::Server`].
+pub struct Fs {
+    config: [u8; TAG_LEN + 4],
+    acked_features: u64,
+    queue_sizes: [u16; NUM_QUEUES],
+    queue_evts: [EventFd; NUM_QUEUES],
+    server: cowfs::Server,
+    active: Option<Active>,
+    /// Reused for every request so a busy guest costs no allocations.
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    /// Writable buffers of the chain being served.
+    writable: Vec<(GuestAddress, usize)>,
+}
+
+impl Fs {
+    /// A device exporting `share` under `tag` (what the guest passes to
+    /// `mount -t virtiofs TAG /mnt`).
+    pub fn new(tag: &str, share: cowfs::ShareConfig) -> Result<Self, FsError> {
+        Self::with_limits(tag, share, cowfs::Limits::default())
+    }
+
+    pub fn with_limits(tag: &str, share: cowfs::ShareConfig, limits: cowfs::Limits) -> Result<Self, FsError> {
+        let bytes = tag.as_bytes();
+        if bytes.is_empty() || bytes.len() > TAG_LEN || bytes.contains(&0) {
+            return Err(FsError::Tag(tag.to_string()));
+        }
+        let mut config = [0u8; TAG_LEN + 4];
+        config[..bytes.len()].copy_from_slice(bytes);
+        config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+        let fs = cowfs::Filesystem::with_limits(&share, limits)?;
+        let evt = || EventFd::new(EFD_NONBLOCK).map_err(FsError::EventFd);
+        Ok(Self {
+            config,
+            acked_features: 0,
+            queue_sizes: [QUEUE_SIZE; NUM_QUEUES],
+            queue_evts: [evt()?, evt()?],
+            server: cowfs::Server::new(fs),
+            active: None,
+            request: Vec::new(),
+            reply: Vec::new(),
+            writable: Vec::new(),
+        })
+    }
+
+    /// The FUSE server (for inspection; the device owns it).
+    pub fn server(&self) -> &cowfs::Server {
+        &self.server
+    }
+
+    /// Serves every request in queue `index` (up to one queue's worth per
+    /// call, so a guest that keeps refilling cannot monopolise the event
+    /// loop) and interrupts the guest if it asked to be told. No-op before
+    /// activation or for an unknown index.
+    pub fn process_queue(&mut self, index: usize) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        let Some(queue) = active.queues.get_mut(index) else {
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        let (mem, interrupt) = (&active.mem, &active.interrupt);
+        let mut budget = queue.size();
+        let mut used_any = false;
+        // Set once enable_notification reports more work: the next pass must
+        // then find some, or the avail index is lying and we stop.
+        let mut expect_more = false;
+        loop {
+            if let Err(e) = queue.disable_notification(mem) {
+                warn_limited!(error = %e, "virtio-fs: cannot disable notifications");
+                break;
+            }
+            let mut popped = 0u32;
+            while budget > 0 {
+                let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                    break;
+                };
+                budget -= 1;
+                popped += 1;
+                let head = chain.head_index();
+                let len = serve_chain(
+                    mem,
+                    chain,
+                    &mut self.server,
+                    &mut self.request,
+                    &mut self.reply,
+                    &mut self.writable,
+                );
+                match queue.add_used(mem, head, len) {
+                    Ok(()) => used_any = true,
+                    Err(e) => {
+                        warn_limited!(head, error = %e, "virtio-fs: cannot return descriptor chain")
+                    }
+                }
+            }
+            if expect_more && popped == 0 {
+                warn_limited!("virtio-fs: available ring index runs ahead of its entries");
+                break;
+            }
+            if budget == 0 {
+                // Possibly more pending: come back through the event loop
+                // after everyone else had a turn.
+                if let Err(e) = self.queue_evts[index].write(1) {
+                    warn_limited!(error = %e, "virtio-fs: cannot re-arm queue eventfd");
+                }
+                break;
+            }
+            match queue.enable_notification(mem) {
+                Ok(true) => expect_more = true,
+                Ok(false) => break,
+                Err(e) => {
+                    warn_limited!(error = %e, "virtio-fs: cannot enable notifications");
+                    break;
+                }
+            }
+        }
+        // On error, interrupt anyway: a spurious interrupt is cheaper than a
+        // guest waiting forever.
+        if used_any && queue.needs_notification(mem).unwrap_or(true) {
+            interrupt.signal_used_queue();
+        }
+    }
+}
+
+/// Serves one chain: gathers the readable part (at most `MAX_REQUEST`
+/// bytes), hands it to the server and scatters the reply over the writable
+/// part. Returns the number of reply bytes written. A chain with a buffer
+/// outside guest memory, or a readable buffer after a writable one, is
+/// malformed and gets 0 bytes (no reply). Lengths come from the guest and
+/// are checked, never trusted; loops are cut off by virtio-queue.
+fn serve_chain(
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    server: &mut cowfs::Server,
+    request: &mut Vec<u8>,
+    reply: &mut Vec<u8>,
+    writable: &mut Vec<(GuestAddress, usize)>,
+) -> u32 {
+    request.clear();
+    writable.clear();
+    let mut capacity = 0usize;
+    for desc in chain {
+        let len = desc.len() as usize;
+        if len == 0 {
+            continue;
+        }
+        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
+            warn_limited!(addr = desc.addr().0, len, "virtio-fs: buffer outside guest memory");
+            return 0;
+        }
+        if desc.is_write_only() {
+            if capacity < MAX_REPLY {
+                let take = len.min(MAX_REPLY - capacity);
+                writable.push((desc.addr(), take));
+                capacity += take;
+            }
+        } else {
+            if !writable.is_empty() {
+                warn_limited!("virtio-fs: readable buffer after a writable one");
+                return 0;
+            }
+            // Past the cap the request is cut: its header's length then
+            // disagrees and the server answers EINVAL.
+            let take = len.min(MAX_REQUEST - request.len());
+            if take == 0 {
+                continue;
+            }
+            let start = request.len();
+            request.resize(start + take, 0);
+            if let Err(e) = mem.read_slice(&mut request[start..], desc.addr()) {
+                warn_limited!(addr = desc.addr().0, error = %e, "virtio-fs: cannot read request");
+                return 0;
+            }
+        }
+    }
+    reply.clear();
+    let n = match server.handle(request, capacity, reply) {
+        Ok(n) => n,
+        Err(e) => {
+            warn_limited!(error = %e, "virtio-fs: cannot build reply");
+            return 0;
+        }
+    };
+    let mut done = 0usize;
+    for &(addr, len) in writable.iter() {
+        if done >= n {
+            break;
+        }
+        let chunk = len.min(n - done);
+        if let Err(e) = mem.write_slice(&reply[done..done + chunk], addr) {
+            warn_limited!(addr = addr.0, error = %e, "virtio-fs: cannot write reply");
+            return 0;
+        }
+        done += chunk;
+    }
+    // At most MAX_REPLY (about 1 MiB), so this never truncates.
+    u32::try_from(done).unwrap_or(u32::MAX)
+}
+
+impl VirtioDevice for Fs {
+    fn device_type(&self) -> u32 {
+        TYPE_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_from_slice(&self.config, offset, data);
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_evts
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if queues.len() != NUM_QUEUES {
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got: queues.len(),
+            });
+        }
+        // The request queue is required; the high-priority one may be
+        // left unused.
+        if !queues[1].ready() {
+            return Err(ActivateError::QueueNotReady(1));
+        }
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            queues,
+        });
+        // The driver may have queued buffers (and its notification been
+        // dropped) before DRIVER_OK: look at the queues once now.
+        for evt in &self.queue_evts {
+            if let Err(e) = evt.write(1) {
+                warn_limited!(error = %e, "virtio-fs: cannot kick queue after activation");
+            }
+        }
+        debug!(acked_features = self.acked_features, "virtio-fs activated");
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        self.active = None;
+        self.acked_features = 0;
+        // A new driver starts with INIT: forget every inode and handle.
+        self.server.reset();
+        true
+    }
+
+    fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+}
