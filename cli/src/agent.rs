@@ -39,7 +39,9 @@ pub fn connect(dir: &VmDir, timeout: Duration) -> anyhow::Result<UnixStream> {
 
 /// Asks the guest to shut down cleanly (services stopped, file systems
 /// synced); the VMM ends when the guest resets.
-pub fn shutdown(dir: &VmDir, timeout: Duration) -> anyhow::Result<()> {
-    let _stream = connect(dir, timeout)?;
+pub fn shutdown(dir: &VmDir, _timeout: Duration) -> anyhow::Result<()> {
+    // A live agent answers at once; a guest without one must not hold
+    // `stop` up for long.
+    let _stream = connect(dir, Duration::from_secs(2))?;
     bail!("the agent protocol is not wired yet")
 }

@@ -122,6 +122,10 @@ pub fn vm_config(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<vmm::VmConfig> {
     config.memory_mib = spec.memory_mib;
     config.console = vmm::Console::File(dir.console_log());
     config.api_socket = Some(dir.api_socket());
+    config.vsock = Some(vmm::VsockConfig {
+        cid: u64::from(spec.cid()),
+        socket: dir.vsock_socket(),
+    });
     // Test-only: lets the lifecycle tests run hand-made guests on a
     // PVM-backed host, where standard kernels cannot boot.
     config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");

@@ -56,6 +56,12 @@ pub struct VmConfig {
     /// A virtio-rng device feeding the guest's /dev/hwrng.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// A virtio-vsock device whose host side is this Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
+    /// A virtio-net device on this tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetConfig>,
     /// Serve the control API ([`crate::api`]) on this Unix socket.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
@@ -63,6 +69,25 @@ pub struct VmConfig {
     /// boot there; a PVM-enabled or hand-made guest can).
     #[serde(default)]
     pub allow_pvm_host: bool,
+}
+
+/// virtio-vsock: the guest's context id and the host-side Unix socket
+/// (host-initiated: connect and send `CONNECT <port>\n`; guest-initiated
+/// connections to host port P go to `<socket>_<P>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub socket: PathBuf,
+}
+
+/// virtio-net on an existing (or creatable) tap device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
 }
 
 fn default_cpus() -> u8 {
@@ -86,6 +111,8 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             console: Console::default(),
             rng: true,
+            vsock: None,
+            net: None,
             api_socket: None,
             allow_pvm_host: false,
         }

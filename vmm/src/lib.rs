@@ -24,7 +24,7 @@ pub mod memory;
 pub mod vcpu;
 mod vm;
 
-pub use config::{parse_memory_mib, Console, VmConfig, DEFAULT_CMDLINE};
+pub use config::{parse_memory_mib, Console, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 pub use vcpu::ExitReason;
 pub use vm::{StopHandle, Vm};
 

@@ -122,20 +122,27 @@ impl Vm {
         )?;
 
         // Virtio devices, each on its own MMIO window and IRQ line.
-        let mut virtio = VirtioSlots::default();
+        let mut virtio = VirtioSlots {
+            vm_fd: &vm_fd,
+            mem: &mem,
+            buses: &mut buses,
+            cmdline: &mut cmdline,
+            event_manager: &mut event_manager,
+            count: 0,
+        };
         if config.rng {
-            let rng = Arc::new(Mutex::new(
-                devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?,
-            ));
-            virtio.attach(
-                &vm_fd,
-                &mem,
-                &mut buses,
-                &mut cmdline,
-                rng.clone(),
-                rng,
-                &mut event_manager,
-            )?;
+            let rng = devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?;
+            virtio.attach(rng)?;
+        }
+        if let Some(v) = &config.vsock {
+            let vsock = devices::virtio::Vsock::new(v.cid, v.socket.clone())
+                .map_err(|e| Error::Device(format!("vsock on {}: {e}", v.socket.display())))?;
+            virtio.attach(vsock)?;
+        }
+        if let Some(n) = &config.net {
+            let net = devices::virtio::Net::new(&n.tap, n.mac)
+                .map_err(|e| Error::Device(format!("network on tap {}: {e}", n.tap)))?;
+            virtio.attach(net)?;
         }
 
         // The kernel, its initramfs and command line, and the boot tables.
@@ -386,24 +393,22 @@ impl<W: Write> Write for Unbuffered<W> {
     }
 }
 
-/// Hands out MMIO windows and IRQ lines to virtio devices.
-#[derive(Default)]
-struct VirtioSlots {
+/// Hands out MMIO windows and IRQ lines to virtio devices and wires each
+/// to the bus, KVM (irqfd, ioeventfds), the event loop and the command line.
+struct VirtioSlots<'a> {
+    vm_fd: &'a VmFd,
+    mem: &'a GuestMemoryMmap,
+    buses: &'a mut Buses,
+    cmdline: &'a mut String,
+    event_manager: &'a mut EventManager<Subscriber>,
     count: u64,
 }
 
-impl VirtioSlots {
-    #[allow(clippy::too_many_arguments)]
-    fn attach(
-        &mut self,
-        vm_fd: &VmFd,
-        mem: &GuestMemoryMmap,
-        buses: &mut Buses,
-        cmdline: &mut String,
-        device: Arc<Mutex<dyn VirtioDevice>>,
-        subscriber: Subscriber,
-        event_manager: &mut EventManager<Subscriber>,
-    ) -> Result<(), Error> {
+impl VirtioSlots<'_> {
+    fn attach<D>(&mut self, device: D) -> Result<(), Error>
+    where
+        D: VirtioDevice + MutEventSubscriber + Send + 'static,
+    {
         let irq = IRQ_BASE + self.count as u32;
         let base = VIRTIO_MMIO_START + self.count * MMIO_DEVICE_WINDOW;
         if irq > IRQ_MAX || base + MMIO_DEVICE_WINDOW > MMIO_GAP_START + (1 << 30) {
@@ -411,27 +416,29 @@ impl VirtioSlots {
         }
         self.count += 1;
 
+        let device = Arc::new(Mutex::new(device));
         let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
-        vm_fd
+        self.vm_fd
             .register_irqfd(&irq_evt, irq)
             .map_err(|e| Error::Kvm("KVM_IRQFD for a virtio device", e))?;
         let interrupt = Arc::new(Interrupt::new(irq_evt));
-        let transport =
-            MmioTransport::new(mem.clone(), interrupt, device).map_err(Error::Transport)?;
+        let transport = MmioTransport::new(self.mem.clone(), interrupt, device.clone())
+            .map_err(Error::Transport)?;
         for (i, evt) in transport.queue_events().iter().enumerate() {
-            vm_fd
+            self.vm_fd
                 .register_ioevent(evt, &IoEventAddress::Mmio(base + 0x50), i as u32)
                 .map_err(|e| Error::Kvm("KVM_IOEVENTFD for a virtio queue", e))?;
         }
         insert(
-            &mut buses.mmio,
+            &mut self.buses.mmio,
             Arc::new(Mutex::new(transport)),
             base,
             MMIO_DEVICE_WINDOW,
         )?;
-        event_manager.add_subscriber(subscriber);
-        cmdline.push(' ');
-        cmdline.push_str(&cmdline_device(base, MMIO_DEVICE_WINDOW, irq));
+        self.event_manager.add_subscriber(device);
+        self.cmdline.push(' ');
+        self.cmdline
+            .push_str(&cmdline_device(base, MMIO_DEVICE_WINDOW, irq));
         Ok(())
     }
 }
