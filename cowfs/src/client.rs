@@ -38,7 +38,9 @@ pub fn cstr(name: &[u8]) -> Vec<u8> {
 }
 
 fn parse<T: FromBytes + KnownLayout + Immutable>(b: &[u8]) -> Res<T> {
-    T::read_from_prefix(b).map(|(t, _)| t).map_err(|_| libc_eproto())
+    T::read_from_prefix(b)
+        .map(|(t, _)| t)
+        .map_err(|_| libc_eproto())
 }
 
 const fn libc_eproto() -> i32 {
@@ -117,7 +119,10 @@ impl Client {
         let (h, _) = OutHeader::read_from_prefix(&out).expect("reply shorter than a header");
         assert_eq!(h.len as usize, n, "reply length field");
         assert!(h.error <= 0, "positive error in reply");
-        assert!(h.error == 0 || n == abi::OUT_HEADER_SIZE, "error reply with payload");
+        assert!(
+            h.error == 0 || n == abi::OUT_HEADER_SIZE,
+            "error reply with payload"
+        );
         Some((-h.error, out[abi::OUT_HEADER_SIZE..].to_vec()))
     }
 
@@ -137,7 +142,10 @@ impl Client {
             major: 7,
             minor: 41,
             max_readahead: 1 << 17,
-            flags: (abi::init::DO_READDIRPLUS | abi::init::MAX_PAGES | abi::init::INIT_EXT | abi::init::BIG_WRITES) as u32,
+            flags: (abi::init::DO_READDIRPLUS
+                | abi::init::MAX_PAGES
+                | abi::init::INIT_EXT
+                | abi::init::BIG_WRITES) as u32,
         };
         let ext = abi::InitInExt::default();
         let b = self.call(op::INIT, 0, &[i.as_bytes(), ext.as_bytes()])?;
@@ -219,17 +227,34 @@ impl Client {
         self.call(op::RMDIR, parent, &[&cstr(name)]).map(|_| ())
     }
 
-    pub fn rename(&mut self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: u32) -> Res<()> {
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Res<()> {
         let r = abi::Rename2In {
             newdir: newparent,
             flags,
             padding: 0,
         };
-        self.call(op::RENAME2, parent, &[r.as_bytes(), &cstr(name), &cstr(newname)])
-            .map(|_| ())
+        self.call(
+            op::RENAME2,
+            parent,
+            &[r.as_bytes(), &cstr(name), &cstr(newname)],
+        )
+        .map(|_| ())
     }
 
-    pub fn create(&mut self, parent: u64, name: &[u8], flags: u32, mode: u32) -> Res<(EntryOut, u64)> {
+    pub fn create(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        flags: u32,
+        mode: u32,
+    ) -> Res<(EntryOut, u64)> {
         let c = abi::CreateIn {
             flags,
             mode,

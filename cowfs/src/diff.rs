@@ -87,7 +87,10 @@ pub enum CommitError {
 }
 
 fn list(c: &[Conflict]) -> String {
-    c.iter().map(Conflict::to_string).collect::<Vec<_>>().join("; ")
+    c.iter()
+        .map(Conflict::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn path_buf(p: &[u8]) -> PathBuf {
@@ -99,17 +102,25 @@ fn join(parent: &[u8], n: &[u8]) -> Vec<u8> {
 }
 
 fn open_root(p: &Path) -> Result<OwnedFd, CommitError> {
-    rfs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
-        CommitError::Open {
-            path: p.to_path_buf(),
-            source: e.into(),
-        }
+    rfs::open(
+        p,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CommitError::Open {
+        path: p.to_path_buf(),
+        source: e.into(),
     })
 }
 
 /// An `O_PATH` fd of `name` in `dir`, not following it.
 fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
-    match rfs::openat(dir, n, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+    match rfs::openat(
+        dir,
+        n,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => {
             let st = fstat(&fd)?;
             Ok(Some((fd, st)))
@@ -121,7 +132,12 @@ fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> 
 
 /// Names in the directory pinned by `dir` (without `.`/`..`), sorted.
 fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
-    let fd = rfs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut v = Vec::new();
     for e in rfs::Dir::new(fd)? {
         let e = e?;
@@ -137,7 +153,8 @@ fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
 fn read_all(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
     let f = crate::layer::reopen(fd.as_fd(), OFlags::RDONLY | OFlags::NONBLOCK)?;
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut std::fs::File::from(f), &mut out).map_err(|e| crate::layer::errno_of(&e))?;
+    std::io::Read::read_to_end(&mut std::fs::File::from(f), &mut out)
+        .map_err(|e| crate::layer::errno_of(&e))?;
     Ok(out)
 }
 
@@ -162,7 +179,10 @@ struct Walker {
 
 impl Walker {
     fn push(&mut self, kind: ChangeKind, p: &[u8]) {
-        self.out.push(Change { kind, path: path_buf(p) });
+        self.out.push(Change {
+            kind,
+            path: path_buf(p),
+        });
     }
 
     /// Everything below `upper` is new.
@@ -184,7 +204,13 @@ impl Walker {
 
     /// Compares the upper directory `upper` with the lower one `lower` at
     /// `path` (`lower` None: nothing of the lower layer is visible there).
-    fn dir(&mut self, lower: Option<BorrowedFd<'_>>, upper: BorrowedFd<'_>, path: &[u8], opaque: bool) -> Result<(), Errno> {
+    fn dir(
+        &mut self,
+        lower: Option<BorrowedFd<'_>>,
+        upper: BorrowedFd<'_>,
+        path: &[u8],
+        opaque: bool,
+    ) -> Result<(), Errno> {
         let all = entries(upper)?;
         let opaque = opaque || all.iter().any(|n| n == name::OPAQUE_MARKER);
         let mut present = BTreeSet::new();
@@ -242,13 +268,19 @@ impl Walker {
 }
 
 fn dir_fd(opath: &OwnedFd) -> Result<OwnedFd, Errno> {
-    rfs::openat(opath, ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+    rfs::openat(
+        opath,
+        ".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 fn diff_fds(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>) -> Result<Vec<Change>, Errno> {
     let mut w = Walker { out: Vec::new() };
     w.dir(Some(lower), upper, b"", false)?;
-    w.out.sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.cmp(&b.kind)));
+    w.out
+        .sort_by(|a, b| a.path.cmp(&b.path).then(a.kind.cmp(&b.kind)));
     Ok(w.out)
 }
 
@@ -288,10 +320,17 @@ fn matches(s: Option<&Snapshot>, st: &St) -> bool {
 }
 
 /// Checks a lower subtree about to be deleted against the snapshots.
-fn check_tree(fd: &OwnedFd, path: &[u8], recs: &Records, out: &mut Vec<Conflict>) -> Result<(), Errno> {
+fn check_tree(
+    fd: &OwnedFd,
+    path: &[u8],
+    recs: &Records,
+    out: &mut Vec<Conflict>,
+) -> Result<(), Errno> {
     for n in entries(dir_fd(fd)?.as_fd())? {
         let p = join(path, &n);
-        let Some((cfd, st)) = child(fd.as_fd(), &n)? else { continue };
+        let Some((cfd, st)) = child(fd.as_fd(), &n)? else {
+            continue;
+        };
         if !matches(recs.snapshots.get(&p), &st) {
             out.push(Conflict {
                 path: path_buf(&p),
@@ -304,7 +343,11 @@ fn check_tree(fd: &OwnedFd, path: &[u8], recs: &Records, out: &mut Vec<Conflict>
     Ok(())
 }
 
-fn conflicts(lower: BorrowedFd<'_>, changes: &[Change], recs: &Records) -> Result<Vec<Conflict>, Errno> {
+fn conflicts(
+    lower: BorrowedFd<'_>,
+    changes: &[Change],
+    recs: &Records,
+) -> Result<Vec<Conflict>, Errno> {
     let mut out = Vec::new();
     for c in changes {
         let p = c.path.as_os_str().as_bytes();
@@ -340,7 +383,12 @@ fn remove_tree(dir: BorrowedFd<'_>, n: &[u8]) -> Result<(), Errno> {
         Err(Errno::ISDIR) => {}
         Err(e) => return Err(e),
     }
-    let sub = rfs::openat(dir, n, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let sub = rfs::openat(
+        dir,
+        n,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for c in entries(sub.as_fd())? {
         remove_tree(sub.as_fd(), &c)?;
     }
@@ -349,7 +397,12 @@ fn remove_tree(dir: BorrowedFd<'_>, n: &[u8]) -> Result<(), Errno> {
 
 /// Makes the lower object at `path` a copy of the upper one (not
 /// recursive: added directories' content comes as its own changes).
-fn apply_one(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>, path: &[u8], tmp_n: &mut u64) -> Result<(), Errno> {
+fn apply_one(
+    lower: BorrowedFd<'_>,
+    upper: BorrowedFd<'_>,
+    path: &[u8],
+    tmp_n: &mut u64,
+) -> Result<(), Errno> {
     let (parent, n) = crate::layer::split(path).ok_or(Errno::INVAL)?;
     let (ud, ln) = (
         resolve(upper, parent)?.ok_or(Errno::NOENT)?.0,
@@ -367,12 +420,21 @@ fn apply_one(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>, path: &[u8], tmp_n: &
             }
             None => rfs::mkdirat(&ln, n, Mode::from_raw_mode(0o700))?,
         }
-        let d = rfs::openat(&ln, n, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let d = rfs::openat(
+            &ln,
+            n,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         rfs::chmod(crate::layer::proc_fd_path(d.as_fd()).as_str(), mode)?;
         return Ok(());
     }
     *tmp_n += 1;
-    let tmp = [name::TMP_PREFIX, format!("commit.{}.{}", std::process::id(), tmp_n).as_bytes()].concat();
+    let tmp = [
+        name::TMP_PREFIX,
+        format!("commit.{}.{}", std::process::id(), tmp_n).as_bytes(),
+    ]
+    .concat();
     let made = (|| {
         if ust.is_reg() {
             let out = rfs::openat(
@@ -389,7 +451,13 @@ fn apply_one(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>, path: &[u8], tmp_n: &
             let target = rfs::readlinkat(&ufd, "", Vec::new())?;
             rfs::symlinkat(target.as_c_str(), &ln, tmp.as_slice())?;
         } else {
-            rfs::mknodat(&ln, tmp.as_slice(), FileType::from_raw_mode(ust.mode), mode, ust.rdev)?;
+            rfs::mknodat(
+                &ln,
+                tmp.as_slice(),
+                FileType::from_raw_mode(ust.mode),
+                mode,
+                ust.rdev,
+            )?;
         }
         if matches!(&existing, Some((_, st)) if st.is_dir()) {
             remove_tree(ln.as_fd(), n)?;
@@ -431,7 +499,9 @@ pub fn commit(lower: &Path, upper: &Path, dry_run: bool) -> Result<Report, Commi
     let mut fresh = BTreeMap::new();
     for c in changes.iter().filter(|c| c.kind == ChangeKind::Deleted) {
         let p = c.path.as_os_str().as_bytes();
-        let (parent, n) = crate::layer::split(p).ok_or(Errno::INVAL).map_err(read_err)?;
+        let (parent, n) = crate::layer::split(p)
+            .ok_or(Errno::INVAL)
+            .map_err(read_err)?;
         let write_err = |source| CommitError::Write {
             path: lower.join(&c.path),
             source,
@@ -452,7 +522,10 @@ pub fn commit(lower: &Path, upper: &Path, dry_run: bool) -> Result<Report, Commi
         }
     }
     // The upper layer now mirrors the host for these paths: record it.
-    let lines: String = fresh.iter().map(|(p, s)| origin::snapshot_line(p, s)).collect();
+    let lines: String = fresh
+        .iter()
+        .map(|(p, s)| origin::snapshot_line(p, s))
+        .collect();
     if !lines.is_empty() {
         origin::append(u.as_fd(), &lines).map_err(|source| CommitError::Write {
             path: upper.to_path_buf(),

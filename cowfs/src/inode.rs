@@ -217,7 +217,12 @@ impl InodeTable {
     /// `from` (and everything below it) was renamed to `to`. Whatever was
     /// at `to` must have been [`unlink`](Self::unlink)ed first. `presence`
     /// maps each moved inode's old presence to its new one.
-    pub fn rename(&mut self, from: &[u8], to: &[u8], presence: impl Fn(&[u8], Presence) -> Presence) {
+    pub fn rename(
+        &mut self,
+        from: &[u8],
+        to: &[u8],
+        presence: impl Fn(&[u8], Presence) -> Presence,
+    ) {
         let moved: Vec<Vec<u8>> = self
             .by_path
             .keys()

@@ -135,9 +135,17 @@ impl Server {
     /// the reply, at most `capacity` bytes, to `out`. Returns the reply
     /// length: 0 for requests that get none (FORGET, BATCH_FORGET,
     /// INTERRUPT, or a buffer too short to hold even a header).
-    pub fn handle<W: Write + ?Sized>(&mut self, request: &[u8], capacity: usize, out: &mut W) -> std::io::Result<usize> {
+    pub fn handle<W: Write + ?Sized>(
+        &mut self,
+        request: &[u8],
+        capacity: usize,
+        out: &mut W,
+    ) -> std::io::Result<usize> {
         let Ok((h, _)) = InHeader::read_from_prefix(request) else {
-            crate::warn_limited!(len = request.len(), "cowfs: request shorter than a FUSE header");
+            crate::warn_limited!(
+                len = request.len(),
+                "cowfs: request shorter than a FUSE header"
+            );
             return Ok(0);
         };
         self.buf.clear();
@@ -184,7 +192,12 @@ impl Server {
         self.finish(&h, error, out)
     }
 
-    fn finish<W: Write + ?Sized>(&mut self, h: &InHeader, error: i32, out: &mut W) -> std::io::Result<usize> {
+    fn finish<W: Write + ?Sized>(
+        &mut self,
+        h: &InHeader,
+        error: i32,
+        out: &mut W,
+    ) -> std::io::Result<usize> {
         if self.buf.len() > abi::OUT_HEADER_SIZE && error != 0 {
             self.buf.truncate(abi::OUT_HEADER_SIZE);
         }

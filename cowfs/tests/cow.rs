@@ -18,11 +18,17 @@ fn reads_fall_through_and_writes_copy_up() {
     assert_eq!(c.read_file("a.txt").unwrap(), b"hello lower\n");
     assert_eq!(c.read_file("dir/sub/c.txt").unwrap(), b"sea");
     let ino_before = c.resolve("dir/sub/c.txt").unwrap().attr.ino;
-    assert_eq!(ino_before, fs::metadata(l.lower.join("dir/sub/c.txt")).unwrap().ino());
+    assert_eq!(
+        ino_before,
+        fs::metadata(l.lower.join("dir/sub/c.txt")).unwrap().ino()
+    );
 
     c.write_file("dir/sub/c.txt", 3, b" shell", false).unwrap();
     assert_eq!(c.read_file("dir/sub/c.txt").unwrap(), b"sea shell");
-    assert_eq!(fs::read(l.upper.join("dir/sub/c.txt")).unwrap(), b"sea shell");
+    assert_eq!(
+        fs::read(l.upper.join("dir/sub/c.txt")).unwrap(),
+        b"sea shell"
+    );
     // Inode numbers survive copy-up; the parents were copied up too.
     assert_eq!(c.resolve("dir/sub/c.txt").unwrap().attr.ino, ino_before);
     assert_eq!(
@@ -82,7 +88,10 @@ fn setattr_copies_up_and_keeps_times() {
         .unwrap();
     assert_eq!(t.mtime, 5);
     assert_eq!(c.readlink(lnk.nodeid).unwrap(), b"a.txt");
-    assert_eq!(fs::read_link(l.upper.join("link")).unwrap().to_str(), Some("a.txt"));
+    assert_eq!(
+        fs::read_link(l.upper.join("link")).unwrap().to_str(),
+        Some("a.txt")
+    );
     assert_eq!(tree_hash(&l.lower), before);
 }
 
@@ -117,8 +126,14 @@ fn deletes_leave_hidden_whiteouts() {
 
     // Guests cannot make or touch reserved names.
     assert_eq!(c.mkdir(ROOT_ID, b".wh.x", 0o755).unwrap_err(), EINVAL);
-    assert_eq!(c.create(ROOT_ID, b".wh..wh..opq", 0, 0o644).unwrap_err(), EINVAL);
-    assert_eq!(c.unlink(ROOT_ID, b".wh..wh..mvm-origins").unwrap_err(), ENOENT);
+    assert_eq!(
+        c.create(ROOT_ID, b".wh..wh..opq", 0, 0o644).unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.unlink(ROOT_ID, b".wh..wh..mvm-origins").unwrap_err(),
+        ENOENT
+    );
     assert_eq!(tree_hash(&l.lower), before);
 }
 
@@ -136,15 +151,25 @@ fn rmdir_and_mkdir_make_an_opaque_directory() {
     assert!(names(&mut c, "dir").is_empty());
     c.rmdir(ROOT_ID, b"dir").unwrap();
     assert_eq!(c.lookup(ROOT_ID, b"dir").unwrap_err(), ENOENT);
-    assert_eq!(c.getattr(dir).unwrap_err(), ENOENT, "stale node after rmdir");
+    assert_eq!(
+        c.getattr(dir).unwrap_err(),
+        ENOENT,
+        "stale node after rmdir"
+    );
     let d = c.mkdir(ROOT_ID, b"dir", 0o750).unwrap();
     assert_eq!(d.attr.mode & 0o7777, 0o750);
-    assert!(names(&mut c, "dir").is_empty(), "opaque: lower content hidden");
+    assert!(
+        names(&mut c, "dir").is_empty(),
+        "opaque: lower content hidden"
+    );
     assert!(l.upper.join("dir/.wh..wh..opq").exists());
     c.mknod(d.nodeid, b"fifo", 0o010644, 0).unwrap();
     assert_eq!(names(&mut c, "dir"), ["fifo"]);
     // Device nodes are refused.
-    assert_eq!(c.mknod(d.nodeid, b"sda", 0o060600, 0x800).unwrap_err(), EPERM);
+    assert_eq!(
+        c.mknod(d.nodeid, b"sda", 0o060600, 0x800).unwrap_err(),
+        EPERM
+    );
     // rmdir of a lower-only empty directory.
     c.rmdir(ROOT_ID, b"empty").unwrap();
     assert!(l.upper.join(".wh.empty").exists());
@@ -177,8 +202,13 @@ fn renames_across_layers() {
     assert_eq!(c.read_file("exec.sh").unwrap(), b"linked");
     assert_eq!(c.lookup(ROOT_ID, b"hard1").unwrap_err(), ENOENT);
     // NOREPLACE and EXCHANGE.
-    assert_eq!(c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"link", RENAME_NOREPLACE).unwrap_err(), EEXIST);
-    c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"link", RENAME_EXCHANGE).unwrap();
+    assert_eq!(
+        c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"link", RENAME_NOREPLACE)
+            .unwrap_err(),
+        EEXIST
+    );
+    c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"link", RENAME_EXCHANGE)
+        .unwrap();
     assert_eq!(c.read_file("link").unwrap(), b"linked");
     let l2 = c.resolve("exec.sh").unwrap().nodeid;
     assert_eq!(c.readlink(l2).unwrap(), b"a.txt");
@@ -188,11 +218,28 @@ fn renames_across_layers() {
     assert!(l.upper.join("empty/.wh..wh..opq").exists());
     // Errors.
     let d2 = c.resolve("dir2").unwrap().nodeid;
-    assert_eq!(c.rename(ROOT_ID, b"dir2", d2, b"inside", 0).unwrap_err(), EINVAL);
-    assert_eq!(c.rename(ROOT_ID, b"dir2", ROOT_ID, b"exec.sh", 0).unwrap_err(), ENOTDIR);
-    assert_eq!(c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"dir2", 0).unwrap_err(), EISDIR);
-    assert_eq!(c.rename(ROOT_ID, b"nope", ROOT_ID, b"x", 0).unwrap_err(), ENOENT);
-    assert_eq!(c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"x", 4).unwrap_err(), EINVAL);
+    assert_eq!(
+        c.rename(ROOT_ID, b"dir2", d2, b"inside", 0).unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.rename(ROOT_ID, b"dir2", ROOT_ID, b"exec.sh", 0)
+            .unwrap_err(),
+        ENOTDIR
+    );
+    assert_eq!(
+        c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"dir2", 0)
+            .unwrap_err(),
+        EISDIR
+    );
+    assert_eq!(
+        c.rename(ROOT_ID, b"nope", ROOT_ID, b"x", 0).unwrap_err(),
+        ENOENT
+    );
+    assert_eq!(
+        c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"x", 4).unwrap_err(),
+        EINVAL
+    );
     assert_eq!(tree_hash(&l.lower), before);
 }
 
@@ -213,8 +260,14 @@ fn big_directory_renames_fall_back_to_exdev() {
             ..Limits::default()
         },
     );
-    assert_eq!(c.rename(ROOT_ID, b"dir", ROOT_ID, b"d2", 0).unwrap_err(), EXDEV);
-    assert!(!l.upper.join("dir").exists(), "nothing copied before refusing");
+    assert_eq!(
+        c.rename(ROOT_ID, b"dir", ROOT_ID, b"d2", 0).unwrap_err(),
+        EXDEV
+    );
+    assert!(
+        !l.upper.join("dir").exists(),
+        "nothing copied before refusing"
+    );
     c.rename(ROOT_ID, b"empty", ROOT_ID, b"e2", 0).unwrap();
 }
 
@@ -243,7 +296,10 @@ fn readdir_offsets_and_plus() {
     let mut c = cow_client(&l);
     let fh = c.opendir(ROOT_ID).unwrap();
     let all = c.readdir(fh, 0, 65536, false).unwrap();
-    let names: Vec<_> = all.iter().map(|i| String::from_utf8_lossy(&i.name).into_owned()).collect();
+    let names: Vec<_> = all
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.name).into_owned())
+        .collect();
     assert_eq!(&names[..2], [".", ".."]);
     assert!(names.contains(&"a.txt".to_string()));
     // Resume from every offset: the rest of the listing, in order.
@@ -294,7 +350,10 @@ fn ro_and_rw_modes() {
     assert_eq!(c.unlink(ROOT_ID, b"a.txt").unwrap_err(), EROFS);
     assert_eq!(c.mkdir(ROOT_ID, b"x", 0o755).unwrap_err(), EROFS);
     assert_eq!(c.create(ROOT_ID, b"x", 0, 0o644).unwrap_err(), EROFS);
-    assert_eq!(c.rename(ROOT_ID, b"a.txt", ROOT_ID, b"b", 0).unwrap_err(), EROFS);
+    assert_eq!(
+        c.rename(ROOT_ID, b"a.txt", ROOT_ID, b"b", 0).unwrap_err(),
+        EROFS
+    );
     assert_eq!(tree_hash(&l.lower), before);
     assert_eq!(fs::read_dir(&l.upper).unwrap().count(), 0);
 
@@ -334,7 +393,11 @@ fn config_errors() {
     assert!(bad(&l.lower, Some(&l.lower.join("dir")), ShareMode::Cow).contains("inside"));
     assert!(bad(&l.lower.join("missing"), None, ShareMode::Ro).contains("missing"));
     assert!("cow".parse::<ShareMode>().is_ok());
-    assert!("xx".parse::<ShareMode>().unwrap_err().to_string().contains("xx"));
+    assert!("xx"
+        .parse::<ShareMode>()
+        .unwrap_err()
+        .to_string()
+        .contains("xx"));
 }
 
 #[test]
@@ -356,12 +419,27 @@ fn protocol_edges() {
     assert_eq!(init.flags & abi::init::WRITEBACK_CACHE as u32, 0);
     // Unknown and unsupported opcodes.
     assert_eq!(c.call(9999, ROOT_ID, &[]).unwrap_err(), ENOSYS);
-    assert_eq!(c.call(op::GETLK, ROOT_ID, &[&[0u8; 64]]).unwrap_err(), ENOSYS);
+    assert_eq!(
+        c.call(op::GETLK, ROOT_ID, &[&[0u8; 64]]).unwrap_err(),
+        ENOSYS
+    );
     // Truncated arguments and unterminated names.
-    assert_eq!(c.call(op::LOOKUP, ROOT_ID, &[b"a.txt"]).unwrap_err(), EINVAL);
-    assert_eq!(c.call(op::MKDIR, ROOT_ID, &[&[0u8; 4]]).unwrap_err(), EINVAL);
-    assert_eq!(c.call(op::SETATTR, ROOT_ID, &[&[0u8; 87]]).unwrap_err(), EINVAL);
-    assert_eq!(c.call(op::WRITE, ROOT_ID, &[&[0u8; 10]]).unwrap_err(), EINVAL);
+    assert_eq!(
+        c.call(op::LOOKUP, ROOT_ID, &[b"a.txt"]).unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.call(op::MKDIR, ROOT_ID, &[&[0u8; 4]]).unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.call(op::SETATTR, ROOT_ID, &[&[0u8; 87]]).unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.call(op::WRITE, ROOT_ID, &[&[0u8; 10]]).unwrap_err(),
+        EINVAL
+    );
     // Header length beyond the buffer, and below the header size.
     let mut req = request(op::GETATTR, ROOT_ID, 77, &[&[0u8; 16]]);
     req[0..4].copy_from_slice(&1000u32.to_le_bytes());
@@ -380,7 +458,8 @@ fn protocol_edges() {
         ..Default::default()
     };
     assert_eq!(
-        c.call(op::WRITE, 0, &[zerocopy::IntoBytes::as_bytes(&w), b"short"]).unwrap_err(),
+        c.call(op::WRITE, 0, &[zerocopy::IntoBytes::as_bytes(&w), b"short"])
+            .unwrap_err(),
         EINVAL
     );
     // Reply capacity: too small for an entry -> ENOMEM, nothing counted.
@@ -399,8 +478,12 @@ fn protocol_edges() {
     assert_eq!(c.read(fh, 0, 4096).unwrap(), b"hello");
     c.capacity = 1 << 20;
     // FORGET gets no reply; INTERRUPT is ignored.
-    assert!(c.send(&request(op::FORGET, e.nodeid, 5, &[&1u64.to_le_bytes()])).is_none());
-    assert!(c.send(&request(op::INTERRUPT, 0, 6, &[&5u64.to_le_bytes()])).is_none());
+    assert!(c
+        .send(&request(op::FORGET, e.nodeid, 5, &[&1u64.to_le_bytes()]))
+        .is_none());
+    assert!(c
+        .send(&request(op::INTERRUPT, 0, 6, &[&5u64.to_le_bytes()]))
+        .is_none());
     // BATCH_FORGET with a lying count.
     let mut b = 1000u32.to_le_bytes().to_vec();
     b.extend_from_slice(&[0; 4]);
@@ -409,7 +492,8 @@ fn protocol_edges() {
     assert!(c.send(&request(op::BATCH_FORGET, 0, 7, &[&b])).is_none());
     // STATFS, ACCESS, LSEEK, FSYNC, FLUSH, FALLOCATE on a read-only handle.
     c.call(op::STATFS, ROOT_ID, &[]).unwrap();
-    c.call(op::ACCESS, ROOT_ID, &[&[4, 0, 0, 0, 0, 0, 0, 0]]).unwrap();
+    c.call(op::ACCESS, ROOT_ID, &[&[4, 0, 0, 0, 0, 0, 0, 0]])
+        .unwrap();
     let ls = abi::LseekIn {
         fh,
         offset: 2,
@@ -417,7 +501,8 @@ fn protocol_edges() {
         padding: 0,
     };
     assert_eq!(
-        c.call(op::LSEEK, 0, &[zerocopy::IntoBytes::as_bytes(&ls)]).unwrap(),
+        c.call(op::LSEEK, 0, &[zerocopy::IntoBytes::as_bytes(&ls)])
+            .unwrap(),
         2u64.to_le_bytes()
     );
     let fa = abi::FallocateIn {
@@ -427,7 +512,11 @@ fn protocol_edges() {
         mode: 0,
         padding: 0,
     };
-    assert_eq!(c.call(op::FALLOCATE, 0, &[zerocopy::IntoBytes::as_bytes(&fa)]).unwrap_err(), EBADF);
+    assert_eq!(
+        c.call(op::FALLOCATE, 0, &[zerocopy::IntoBytes::as_bytes(&fa)])
+            .unwrap_err(),
+        EBADF
+    );
     c.call(op::FSYNC, 0, &[&fh.to_le_bytes(), &[0; 8]]).unwrap();
     c.release(fh).unwrap();
     // DESTROY, then everything but INIT is EIO again.
@@ -456,18 +545,30 @@ fn xattrs() {
     let mut g = 0u32.to_le_bytes().to_vec();
     g.extend_from_slice(&[0; 4]);
     g.extend_from_slice(b"user.test\0");
-    assert_eq!(c.call(op::GETXATTR, a, &[&g]).unwrap(), 4u32.to_le_bytes().iter().chain(&[0; 4]).copied().collect::<Vec<_>>());
+    assert_eq!(
+        c.call(op::GETXATTR, a, &[&g]).unwrap(),
+        4u32.to_le_bytes()
+            .iter()
+            .chain(&[0; 4])
+            .copied()
+            .collect::<Vec<_>>()
+    );
     g[0] = 64;
     assert_eq!(c.call(op::GETXATTR, a, &[&g]).unwrap(), b"abcd");
     g[0] = 2;
     assert_eq!(c.call(op::GETXATTR, a, &[&g]).unwrap_err(), 34);
-    let list = c.call(op::LISTXATTR, a, &[&[0, 1, 0, 0, 0, 0, 0, 0]]).unwrap();
+    let list = c
+        .call(op::LISTXATTR, a, &[&[0, 1, 0, 0, 0, 0, 0, 0]])
+        .unwrap();
     assert!(list.windows(9).any(|w| w == b"user.test"));
     let mut bad = args.clone();
     bad[8..17].copy_from_slice(b"trusted.x");
     assert_eq!(c.call(op::SETXATTR, a, &[&bad]).unwrap_err(), EPERM);
     c.call(op::REMOVEXATTR, a, &[b"user.test\0"]).unwrap();
-    assert!(fs::read(l.upper.join("a.txt")).is_ok(), "setxattr copied up");
+    assert!(
+        fs::read(l.upper.join("a.txt")).is_ok(),
+        "setxattr copied up"
+    );
 }
 
 #[test]
@@ -496,7 +597,9 @@ fn handle_and_inode_tables_are_bounded() {
     c.open(a, 0).unwrap();
     // A guest that never forgets: the table stays at its cap.
     for i in 0..100 {
-        c.create(ROOT_ID, format!("f{i}").as_bytes(), 0, 0o644).map(|_| ()).unwrap_or(());
+        c.create(ROOT_ID, format!("f{i}").as_bytes(), 0, 0o644)
+            .map(|_| ())
+            .unwrap_or(());
         let _ = c.lookup(ROOT_ID, b"a.txt");
     }
     assert!(c.server.filesystem().inode_count() <= 16);

@@ -105,10 +105,16 @@ fn commit_refuses_when_the_host_changed() {
         let CommitError::Conflicts(list) = &err else {
             panic!("{err}")
         };
-        let mut paths: Vec<_> = list.iter().map(|c| c.path.to_string_lossy().into_owned()).collect();
+        let mut paths: Vec<_> = list
+            .iter()
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect();
         paths.sort();
         assert_eq!(paths, ["a.txt", "dir/sub/c.txt", "new.txt"], "{err}");
-        assert!(err.to_string().contains("a.txt: changed on the host"), "{err}");
+        assert!(
+            err.to_string().contains("a.txt: changed on the host"),
+            "{err}"
+        );
     }
     assert_eq!(tree_hash(&l.lower), before, "nothing applied");
 }
@@ -128,7 +134,10 @@ fn diff_of_an_opaque_directory() {
     let got = diff(&l.lower, &l.upper).unwrap();
     assert_eq!(
         got,
-        changes(&[(ChangeKind::Modified, "dir/b.txt"), (ChangeKind::Deleted, "dir/sub")])
+        changes(&[
+            (ChangeKind::Modified, "dir/b.txt"),
+            (ChangeKind::Deleted, "dir/sub")
+        ])
     );
     commit(&l.lower, &l.upper, false).unwrap();
     assert_eq!(fs::read(l.lower.join("dir/b.txt")).unwrap(), b"");

@@ -35,18 +35,51 @@ fn bad_names_are_refused() {
     let w = world();
     let before = tree_hash(&w.l.lower);
     let mut c = cow_client(&w.l);
-    for name in [&b".."[..], b".", b"../outside", b"/etc/passwd", b"dir/b.txt", b"a/", b""] {
-        assert_eq!(c.lookup(ROOT_ID, name).unwrap_err(), EINVAL, "lookup {name:?}");
-        assert_eq!(c.mkdir(ROOT_ID, name, 0o755).unwrap_err(), EINVAL, "mkdir {name:?}");
-        assert_eq!(c.create(ROOT_ID, name, 0, 0o644).unwrap_err(), EINVAL, "create {name:?}");
-        assert_eq!(c.unlink(ROOT_ID, name).unwrap_err(), EINVAL, "unlink {name:?}");
-        assert_eq!(c.rename(ROOT_ID, b"a.txt", ROOT_ID, name, 0).unwrap_err(), EINVAL);
+    for name in [
+        &b".."[..],
+        b".",
+        b"../outside",
+        b"/etc/passwd",
+        b"dir/b.txt",
+        b"a/",
+        b"",
+    ] {
+        assert_eq!(
+            c.lookup(ROOT_ID, name).unwrap_err(),
+            EINVAL,
+            "lookup {name:?}"
+        );
+        assert_eq!(
+            c.mkdir(ROOT_ID, name, 0o755).unwrap_err(),
+            EINVAL,
+            "mkdir {name:?}"
+        );
+        assert_eq!(
+            c.create(ROOT_ID, name, 0, 0o644).unwrap_err(),
+            EINVAL,
+            "create {name:?}"
+        );
+        assert_eq!(
+            c.unlink(ROOT_ID, name).unwrap_err(),
+            EINVAL,
+            "unlink {name:?}"
+        );
+        assert_eq!(
+            c.rename(ROOT_ID, b"a.txt", ROOT_ID, name, 0).unwrap_err(),
+            EINVAL
+        );
         assert_eq!(c.symlink(ROOT_ID, name, b"x").unwrap_err(), EINVAL);
     }
     let long = vec![b'x'; 256];
     assert_eq!(c.lookup(ROOT_ID, &long).unwrap_err(), ENAMETOOLONG);
-    assert_eq!(c.create(ROOT_ID, &long, 0, 0o644).unwrap_err(), ENAMETOOLONG);
-    assert_eq!(c.symlink(ROOT_ID, b"s", &vec![b'y'; 5000]).unwrap_err(), ENAMETOOLONG);
+    assert_eq!(
+        c.create(ROOT_ID, &long, 0, 0o644).unwrap_err(),
+        ENAMETOOLONG
+    );
+    assert_eq!(
+        c.symlink(ROOT_ID, b"s", &vec![b'y'; 5000]).unwrap_err(),
+        ENAMETOOLONG
+    );
     // An embedded NUL ends the name: "a.txt\0/../x" is just "a.txt".
     let mut req = cstr(b"a.txt");
     req.extend_from_slice(b"/../x\0");
@@ -65,9 +98,14 @@ fn symlinks_are_never_followed_on_the_host() {
     let outside_before = tree_hash(&w.outside);
     let mut c = cow_client(&w.l);
     // A guest-made absolute symlink used as a path component.
-    let s = c.symlink(ROOT_ID, b"esc", w.outside.to_str().unwrap().as_bytes()).unwrap();
+    let s = c
+        .symlink(ROOT_ID, b"esc", w.outside.to_str().unwrap().as_bytes())
+        .unwrap();
     assert_eq!(c.lookup(s.nodeid, b"secret").unwrap_err(), ENOTDIR);
-    assert_eq!(c.create(s.nodeid, b"planted", 0, 0o644).unwrap_err(), ENOTDIR);
+    assert_eq!(
+        c.create(s.nodeid, b"planted", 0, 0o644).unwrap_err(),
+        ENOTDIR
+    );
     assert_eq!(c.mkdir(s.nodeid, b"planted", 0o755).unwrap_err(), ENOTDIR);
     assert_eq!(c.opendir(s.nodeid).unwrap_err(), ENOTDIR);
     assert_eq!(c.open(s.nodeid, 0).unwrap_err(), EACCES);
@@ -76,9 +114,17 @@ fn symlinks_are_never_followed_on_the_host() {
     for name in ["out-rel", "out-abs", "secret-link"] {
         let e = c.resolve(name).unwrap();
         assert_eq!(e.attr.mode & 0o170000, 0o120000);
-        assert_eq!(c.lookup(e.nodeid, b"secret").unwrap_err(), ENOTDIR, "{name}");
+        assert_eq!(
+            c.lookup(e.nodeid, b"secret").unwrap_err(),
+            ENOTDIR,
+            "{name}"
+        );
         assert_eq!(c.open(e.nodeid, 0).unwrap_err(), EACCES, "{name}");
-        assert_eq!(c.open(e.nodeid, O_WRONLY | O_TRUNC).unwrap_err(), EACCES, "{name}");
+        assert_eq!(
+            c.open(e.nodeid, O_WRONLY | O_TRUNC).unwrap_err(),
+            EACCES,
+            "{name}"
+        );
         // Changing it copies the symlink itself up, never the target.
         assert!(c.chmod(e.nodeid, 0o777).is_err());
         assert!(c.truncate(e.nodeid, 0).is_err());
@@ -91,7 +137,10 @@ fn symlinks_are_never_followed_on_the_host() {
     let sl = c.resolve("secret-link").unwrap().nodeid;
     let hl = c.link(sl, ROOT_ID, b"hard-secret").unwrap();
     assert_eq!(hl.attr.mode & 0o170000, 0o120000);
-    assert_eq!(c.link(s.nodeid, ROOT_ID, b"hard-esc").unwrap().attr.mode & 0o170000, 0o120000);
+    assert_eq!(
+        c.link(s.nodeid, ROOT_ID, b"hard-esc").unwrap().attr.mode & 0o170000,
+        0o120000
+    );
     // Unknown node IDs cannot name anything.
     assert_eq!(c.link(0xdead_beef, ROOT_ID, b"h").unwrap_err(), ESTALE);
     assert_eq!(c.link(0, ROOT_ID, b"h").unwrap_err(), ESTALE);
@@ -131,7 +180,10 @@ fn a_symlink_swapped_in_for_a_directory_is_not_followed() {
     symlink(&w.outside, w.l.upper.join("dir")).unwrap();
     assert!(c.write_file("dir/b.txt", 0, b"X", false).is_err());
     assert!(c.read_file("dir/b.txt").is_err());
-    let dir = c.resolve("dir").unwrap_or_else(|_| c.resolve("").unwrap()).nodeid;
+    let dir = c
+        .resolve("dir")
+        .unwrap_or_else(|_| c.resolve("").unwrap())
+        .nodeid;
     let _ = c.unlink(dir, b"b.txt");
     let _ = c.create(dir, b"planted", 0, 0o644);
     assert_eq!(tree_hash(&w.outside), outside_before);
@@ -163,11 +215,22 @@ fn whiteouts_cannot_be_named_or_renamed_onto() {
     let mut c = cow_client(&w.l);
     c.unlink(ROOT_ID, b"a.txt").unwrap();
     assert_eq!(c.lookup(ROOT_ID, b".wh.a.txt").unwrap_err(), ENOENT);
-    assert_eq!(c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b".wh.a.txt", 0).unwrap_err(), EINVAL);
-    assert_eq!(c.rename(ROOT_ID, b".wh.a.txt", ROOT_ID, b"x", 0).unwrap_err(), ENOENT);
+    assert_eq!(
+        c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b".wh.a.txt", 0)
+            .unwrap_err(),
+        EINVAL
+    );
+    assert_eq!(
+        c.rename(ROOT_ID, b".wh.a.txt", ROOT_ID, b"x", 0)
+            .unwrap_err(),
+        ENOENT
+    );
     let ex = c.resolve("exec.sh").unwrap().nodeid;
     assert_eq!(c.link(ex, ROOT_ID, b".wh.exec.sh").unwrap_err(), EINVAL);
-    assert_eq!(c.symlink(ROOT_ID, b".wh..wh..opq", b"x").unwrap_err(), EINVAL);
+    assert_eq!(
+        c.symlink(ROOT_ID, b".wh..wh..opq", b"x").unwrap_err(),
+        EINVAL
+    );
     // Renaming onto the whited-out name itself is a plain create.
     c.rename(ROOT_ID, b"exec.sh", ROOT_ID, b"a.txt", 0).unwrap();
     assert_eq!(c.read_file("a.txt").unwrap(), b"#!/bin/sh\n");
@@ -179,12 +242,21 @@ fn whiteouts_cannot_be_named_or_renamed_onto() {
     c.create(d.nodeid, b"f", 0, 0o644).unwrap();
     c.rename(ROOT_ID, b"d", ROOT_ID, b"empty", 0).unwrap();
     assert_eq!(names(&mut c, "empty"), ["f"]);
-    assert_eq!(names(&mut c, "").iter().filter(|n| n.starts_with(".wh")).count(), 0);
+    assert_eq!(
+        names(&mut c, "")
+            .iter()
+            .filter(|n| n.starts_with(".wh"))
+            .count(),
+        0
+    );
     // Names too long to white out cannot be deleted from the lower layer.
     let long = "l".repeat(253);
     fs::write(w.l.lower.join(&long), b"").unwrap();
     let before = tree_hash(&w.l.lower);
-    assert_eq!(c.unlink(ROOT_ID, long.as_bytes()).unwrap_err(), ENAMETOOLONG);
+    assert_eq!(
+        c.unlink(ROOT_ID, long.as_bytes()).unwrap_err(),
+        ENAMETOOLONG
+    );
     assert!(c.lookup(ROOT_ID, long.as_bytes()).is_ok());
     assert_eq!(tree_hash(&w.l.lower), before);
 }

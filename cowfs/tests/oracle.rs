@@ -51,21 +51,36 @@ fn copy_tree(from: &Path, to: &Path) {
 
 impl Ops for Host {
     fn create(&mut self, p: &str, data: &[u8]) {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(self.0.join(p)).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.0.join(p))
+            .unwrap();
         f.write_all(data).unwrap();
         fs::set_permissions(self.0.join(p), fs::Permissions::from_mode(0o644)).unwrap();
     }
     fn write_at(&mut self, p: &str, off: u64, data: &[u8]) {
         use std::os::unix::fs::FileExt;
-        let f = fs::OpenOptions::new().write(true).open(self.0.join(p)).unwrap();
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join(p))
+            .unwrap();
         f.write_all_at(data, off).unwrap();
     }
     fn append(&mut self, p: &str, data: &[u8]) {
-        let mut f = fs::OpenOptions::new().append(true).open(self.0.join(p)).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.0.join(p))
+            .unwrap();
         f.write_all(data).unwrap();
     }
     fn truncate(&mut self, p: &str, len: u64) {
-        fs::OpenOptions::new().write(true).open(self.0.join(p)).unwrap().set_len(len).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join(p))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
     }
     fn chmod(&mut self, p: &str, mode: u32) {
         fs::set_permissions(self.0.join(p), fs::Permissions::from_mode(mode)).unwrap();
@@ -192,7 +207,12 @@ impl Drop for Mount {
 }
 
 fn mount(args: &[&str], target: &Path) -> Option<Mount> {
-    let ok = Command::new("mount").args(args).arg(target).status().ok()?.success();
+    let ok = Command::new("mount")
+        .args(args)
+        .arg(target)
+        .status()
+        .ok()?
+        .success();
     ok.then(|| Mount(target.to_path_buf()))
 }
 
@@ -225,8 +245,17 @@ fn same_merged_view_as_overlayfs() {
         )
     };
     let merged = b.join("merged");
-    let ov = mount(&["-t", "overlay", "overlay", "-o", &opts(",index=off,redirect_dir=on")], &merged)
-        .or_else(|| mount(&["-t", "overlay", "overlay", "-o", &opts("")], &merged));
+    let ov = mount(
+        &[
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            &opts(",index=off,redirect_dir=on"),
+        ],
+        &merged,
+    )
+    .or_else(|| mount(&["-t", "overlay", "overlay", "-o", &opts("")], &merged));
     let Some(ov) = ov else {
         eprintln!("SKIP same_merged_view_as_overlayfs: cannot mount overlayfs");
         return;

@@ -11,9 +11,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timestamps};
 use rustix::io::Errno;
-use rustix::fs::Timespec;
 
 use super::Filesystem;
 use crate::inode::Presence;
@@ -23,7 +23,12 @@ use crate::name;
 impl Filesystem {
     /// Makes sure the object at `path` (currently `p`) is in the upper
     /// layer, copying its data only if `data`. Returns its new presence.
-    pub(crate) fn copy_up(&mut self, path: &[u8], p: Presence, data: bool) -> Result<Presence, Errno> {
+    pub(crate) fn copy_up(
+        &mut self,
+        path: &[u8],
+        p: Presence,
+        data: bool,
+    ) -> Result<Presence, Errno> {
         self.upper()?;
         if p.upper {
             return Ok(p);
@@ -89,7 +94,11 @@ impl Filesystem {
                 let out = rfs::openat(
                     &updir,
                     tmp.as_slice(),
-                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::RDWR
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 let done = (|| {

@@ -26,7 +26,11 @@ fn dt(t: FileType) -> u32 {
 
 /// Raw entries of one layer directory (without `.` and `..`), as
 /// (name, ino, DT type), stopping with ENFILE past `budget` bytes.
-fn read_layer_dir(layer: &Layer, path: &[u8], budget: &mut usize) -> Result<Vec<(Vec<u8>, u64, u32)>, Errno> {
+fn read_layer_dir(
+    layer: &Layer,
+    path: &[u8],
+    budget: &mut usize,
+) -> Result<Vec<(Vec<u8>, u64, u32)>, Errno> {
     let fd = layer.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
     let mut out = Vec::new();
     for e in rfs::Dir::new(fd)? {
@@ -46,7 +50,12 @@ impl Filesystem {
     /// The merged entries of the directory at `path` (without `.`/`..`):
     /// upper entries, then lower entries not shadowed or whited out;
     /// reserved names never appear. At most `budget` bytes (ENFILE beyond).
-    pub(crate) fn list_merged(&mut self, path: &[u8], p: Presence, mut budget: usize) -> Result<Vec<DirEntry>, Errno> {
+    pub(crate) fn list_merged(
+        &mut self,
+        path: &[u8],
+        p: Presence,
+        mut budget: usize,
+    ) -> Result<Vec<DirEntry>, Errno> {
         let cow = self.cow();
         let mut out = Vec::new();
         let mut hidden: HashSet<Vec<u8>> = HashSet::new();
@@ -104,7 +113,10 @@ impl Filesystem {
             },
         ];
         entries.extend(self.list_merged(&path, p, budget)?);
-        self.handles.insert(Handle::Dir { nodeid: id, entries })
+        self.handles.insert(Handle::Dir {
+            nodeid: id,
+            entries,
+        })
     }
 
     /// The snapshot of an open directory and its node ID.

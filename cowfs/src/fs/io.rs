@@ -40,7 +40,8 @@ impl Filesystem {
         }
         self.handles.check_room()?;
         let oflags = open_flags(flags);
-        let write = oflags.intersects(OFlags::WRONLY | OFlags::RDWR) || oflags.contains(OFlags::TRUNC);
+        let write =
+            oflags.intersects(OFlags::WRONLY | OFlags::RDWR) || oflags.contains(OFlags::TRUNC);
         let p = if write {
             self.upper()?;
             self.copy_up(&path, p, !oflags.contains(OFlags::TRUNC))?
@@ -163,7 +164,13 @@ impl Filesystem {
     /// SETXATTR / REMOVEXATTR (`value` None). Only the `user.` namespace is
     /// writable: `security.*` or `trusted.*` set by a guest could mean
     /// something to the host (file capabilities, overlayfs metadata).
-    pub fn setxattr(&mut self, id: u64, xname: &str, value: Option<&[u8]>, flags: u32) -> Result<(), Errno> {
+    pub fn setxattr(
+        &mut self,
+        id: u64,
+        xname: &str,
+        value: Option<&[u8]>,
+        flags: u32,
+    ) -> Result<(), Errno> {
         if !xname.starts_with("user.") {
             return Err(Errno::PERM);
         }
@@ -179,7 +186,12 @@ impl Filesystem {
         }
         let target = proc_fd_path(fd.as_fd());
         match value {
-            Some(v) => rfs::setxattr(target.as_str(), xname, v, XattrFlags::from_bits_truncate(flags)),
+            Some(v) => rfs::setxattr(
+                target.as_str(),
+                xname,
+                v,
+                XattrFlags::from_bits_truncate(flags),
+            ),
             None => rfs::removexattr(target.as_str(), xname),
         }
     }
@@ -191,9 +203,13 @@ mod tests {
 
     #[test]
     fn open_flags_are_filtered() {
-        let f = open_flags((OFlags::WRONLY | OFlags::CREATE | OFlags::PATH | OFlags::APPEND).bits());
+        let f =
+            open_flags((OFlags::WRONLY | OFlags::CREATE | OFlags::PATH | OFlags::APPEND).bits());
         assert_eq!(f, OFlags::WRONLY | OFlags::APPEND);
         assert_eq!(open_flags(3), OFlags::RDWR);
-        assert_eq!(open_flags(OFlags::DIRECT.bits() | OFlags::NOFOLLOW.bits()), OFlags::RDONLY);
+        assert_eq!(
+            open_flags(OFlags::DIRECT.bits() | OFlags::NOFOLLOW.bits()),
+            OFlags::RDONLY
+        );
     }
 }

@@ -82,12 +82,14 @@ impl Filesystem {
             (ShareMode::Rw, None) => (None, Some(open_layer(&config.lower)?)),
         };
         let origins = match (&lower, &upper) {
-            (Some(_), Some(u)) => Some(OriginLog::open(u.root()).map_err(|source| {
-                CowfsError::OriginLog {
-                    path: config.upper.clone().unwrap_or_default(),
-                    source,
-                }
-            })?),
+            (Some(_), Some(u)) => {
+                Some(
+                    OriginLog::open(u.root()).map_err(|source| CowfsError::OriginLog {
+                        path: config.upper.clone().unwrap_or_default(),
+                        source,
+                    })?,
+                )
+            }
             _ => None,
         };
         let devs = lower.iter().chain(upper.iter()).map(|l| l.dev).collect();
@@ -201,12 +203,15 @@ impl Filesystem {
             _ => None,
         };
         let want_lower = pp.lower && up.is_none_or(|u| u.is_dir());
-        let lo = if !want_lower {
-            None
-        } else if up.is_none() && self.cow() && pp.upper && self.whiteout_exists(ppath, name)? {
-            None
-        } else {
+        let whited_out = want_lower
+            && up.is_none()
+            && self.cow()
+            && pp.upper
+            && self.whiteout_exists(ppath, name)?;
+        let lo = if want_lower && !whited_out {
             self.lower()?.stat(&path)?
+        } else {
+            None
         };
         Ok(match (up, lo) {
             (None, None) => None,
@@ -392,7 +397,11 @@ impl Filesystem {
 
     /// Statistics of the layer writes go to (else the lower one).
     pub fn statfs(&self) -> Result<abi::Kstatfs, Errno> {
-        let layer = self.upper.as_ref().or(self.lower.as_ref()).ok_or(Errno::IO)?;
+        let layer = self
+            .upper
+            .as_ref()
+            .or(self.lower.as_ref())
+            .ok_or(Errno::IO)?;
         let s = rustix::fs::fstatvfs(layer.root())?;
         Ok(abi::Kstatfs {
             blocks: s.f_blocks,

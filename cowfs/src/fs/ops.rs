@@ -3,9 +3,9 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, UTIME_NOW, UTIME_OMIT};
 use rustix::io::Errno;
-use rustix::fs::Timespec;
 
 use super::{Entry, Filesystem};
 use crate::abi::{fattr, Attr, SetattrIn};
@@ -23,14 +23,23 @@ pub(crate) fn chmod_fd(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
     if fstat(fd)?.is_symlink() {
         return Err(Errno::OPNOTSUPP);
     }
-    rfs::chmod(proc_fd_path(fd.as_fd()).as_str(), Mode::from_raw_mode(mode & 0o7777))
+    rfs::chmod(
+        proc_fd_path(fd.as_fd()).as_str(),
+        Mode::from_raw_mode(mode & 0o7777),
+    )
 }
 
 /// chown of the object pinned by an O_PATH fd (never following it).
 pub(crate) fn chown_fd(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
     let uid = uid.filter(|&u| u != u32::MAX).map(rfs::Uid::from_raw);
     let gid = gid.filter(|&g| g != u32::MAX).map(rfs::Gid::from_raw);
-    rfs::chownat(fd, "", uid, gid, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+    rfs::chownat(
+        fd,
+        "",
+        uid,
+        gid,
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )
 }
 
 /// The upper directory fd and final name used to address `path` with
@@ -133,11 +142,14 @@ impl Filesystem {
         }
         if a.valid & fattr::SIZE != 0 {
             let via_handle = match (a.valid & fattr::FH != 0, self.handles.get(a.fh)) {
-                (true, Ok(Handle::File {
-                    fd: hfd,
-                    writable: true,
-                    upper: true,
-                })) => Some(rfs::ftruncate(hfd, a.size)),
+                (
+                    true,
+                    Ok(Handle::File {
+                        fd: hfd,
+                        writable: true,
+                        upper: true,
+                    }),
+                ) => Some(rfs::ftruncate(hfd, a.size)),
                 _ => None,
             };
             match via_handle {
@@ -210,7 +222,13 @@ impl Filesystem {
         Ok(())
     }
 
-    pub fn mkdir(&mut self, parent: u64, name: &[u8], mode: u32, owner: (u32, u32)) -> Result<Entry, Errno> {
+    pub fn mkdir(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+    ) -> Result<Entry, Errno> {
         let (ppath, whiteout) = self.prepare_new(parent, name)?;
         let d = self.upper()?.dir(&ppath)?;
         rfs::mkdirat(&d, name, Mode::from_raw_mode(0o700))?;
@@ -254,7 +272,13 @@ impl Filesystem {
                 Mode::from_raw_mode(0o600),
             )?;
         } else {
-            rfs::mknodat(&d, name, FileType::from_raw_mode(kind), Mode::from_raw_mode(0o600), 0)?;
+            rfs::mknodat(
+                &d,
+                name,
+                FileType::from_raw_mode(kind),
+                Mode::from_raw_mode(0o600),
+                0,
+            )?;
         }
         let st = self.finish_new(&d, name, Some(mode & 0o7777), owner)?;
         self.finish_replace(&ppath, name, whiteout)?;
@@ -316,7 +340,11 @@ impl Filesystem {
         let fd = rfs::openat(
             &d,
             name,
-            (oflags & !OFlags::TRUNC) | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            (oflags & !OFlags::TRUNC)
+                | OFlags::CREATE
+                | OFlags::EXCL
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
         let st = self.finish_new(&d, name, Some(mode & 0o7777), owner)?;
@@ -386,7 +414,12 @@ impl Filesystem {
 
     /// Removes the upper object `name` in `ppath` if there is one (an
     /// upper directory must be empty but for reserved entries).
-    pub(crate) fn remove_upper(&mut self, ppath: &[u8], name: &[u8], cp: Presence) -> Result<(), Errno> {
+    pub(crate) fn remove_upper(
+        &mut self,
+        ppath: &[u8],
+        name: &[u8],
+        cp: Presence,
+    ) -> Result<(), Errno> {
         if !cp.upper {
             return Ok(());
         }

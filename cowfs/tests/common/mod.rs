@@ -62,7 +62,10 @@ pub fn tree_hash(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     for p in names {
         let m = fs::symlink_metadata(&p).unwrap();
@@ -81,7 +84,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
                 fnv(&data)
             )
         };
-        out.insert(rel, format!("{desc} mtime={}.{}", m.mtime(), m.mtime_nsec()));
+        out.insert(
+            rel,
+            format!("{desc} mtime={}.{}", m.mtime(), m.mtime_nsec()),
+        );
         if m.is_dir() {
             walk(root, &p, out);
         }
@@ -167,7 +173,11 @@ pub fn guest_tree(c: &mut Client) -> BTreeMap<String, Obj> {
 fn guest_walk(c: &mut Client, node: u64, path: &str, out: &mut BTreeMap<String, Obj>) {
     for item in c.list(node).unwrap() {
         let name = String::from_utf8(item.name).unwrap();
-        let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+        let p = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}/{name}")
+        };
         let e = c.lookup(node, name.as_bytes()).unwrap();
         let kind = kind_of(e.attr.mode);
         let data = match kind {

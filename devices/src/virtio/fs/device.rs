@@ -38,7 +38,11 @@ impl Fs {
         Self::with_limits(tag, share, cowfs::Limits::default())
     }
 
-    pub fn with_limits(tag: &str, share: cowfs::ShareConfig, limits: cowfs::Limits) -> Result<Self, FsError> {
+    pub fn with_limits(
+        tag: &str,
+        share: cowfs::ShareConfig,
+        limits: cowfs::Limits,
+    ) -> Result<Self, FsError> {
         let bytes = tag.as_bytes();
         if bytes.is_empty() || bytes.len() > TAG_LEN || bytes.contains(&0) {
             return Err(FsError::Tag(tag.to_string()));
@@ -166,7 +170,11 @@ fn serve_chain(
             continue;
         }
         if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            warn_limited!(addr = desc.addr().0, len, "virtio-fs: buffer outside guest memory");
+            warn_limited!(
+                addr = desc.addr().0,
+                len,
+                "virtio-fs: buffer outside guest memory"
+            );
             return 0;
         }
         if desc.is_write_only() {

@@ -77,7 +77,10 @@ impl Fixture {
                 (u32::from(SIZE), QUEUE_ADDRS[1]),
             ],
         );
-        assert_eq!(rd(&mut self.t, STATUS) & (DRIVER_OK | DEVICE_NEEDS_RESET), DRIVER_OK);
+        assert_eq!(
+            rd(&mut self.t, STATUS) & (DRIVER_OK | DEVICE_NEEDS_RESET),
+            DRIVER_OK
+        );
         assert!(lock(&self.fs).is_activated());
     }
 
@@ -113,7 +116,10 @@ impl Fixture {
     /// length and the reply bytes.
     fn call(&mut self, req: &[u8], reply_room: u32) -> (u32, Vec<u8>) {
         self.mem_write(REQ, req);
-        let head = self.push_chain(REQUESTS, &[(REQ, req.len() as u32, false), (REP, reply_room, true)]);
+        let head = self.push_chain(
+            REQUESTS,
+            &[(REQ, req.len() as u32, false), (REP, reply_room, true)],
+        );
         self.serve(REQUESTS);
         self.last_used(REQUESTS, head)
     }
@@ -186,7 +192,8 @@ fn bad_tags_and_shares_are_refused() {
 #[test]
 fn end_to_end_with_event_manager() {
     let mut f = fixture();
-    let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> = EventManager::new().unwrap();
+    let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+        EventManager::new().unwrap();
     em.add_subscriber(f.fs.clone());
     f.bring_up();
     em.run_with_timeout(100).unwrap();
@@ -199,7 +206,10 @@ fn end_to_end_with_event_manager() {
     };
     let req = request(op::INIT, 0, 7, &[i.as_bytes(), &[0u8; 48]]);
     f.mem_write(REQ, &req);
-    f.push_chain(REQUESTS, &[(REQ, req.len() as u32, false), (REP, 4096, true)]);
+    f.push_chain(
+        REQUESTS,
+        &[(REQ, req.len() as u32, false), (REP, 4096, true)],
+    );
     wr(&mut f.t, QUEUE_NOTIFY, REQUESTS as u32);
     em.run_with_timeout(100).unwrap();
     let ring = &f.rings[REQUESTS];
@@ -214,14 +224,20 @@ fn end_to_end_with_event_manager() {
     let (entry, _) = abi::EntryOut::read_from_prefix(&rep[16..]).unwrap();
     assert_eq!(entry.attr.size, 19);
     let open = abi::OpenIn::default();
-    let (_, rep) = f.call(&request(op::OPEN, entry.nodeid, 9, &[open.as_bytes()]), 4096);
+    let (_, rep) = f.call(
+        &request(op::OPEN, entry.nodeid, 9, &[open.as_bytes()]),
+        4096,
+    );
     let (o, _) = abi::OpenOut::read_from_prefix(&rep[16..]).unwrap();
     let read = abi::ReadIn {
         fh: o.fh,
         size: 4096,
         ..Default::default()
     };
-    let (len, rep) = f.call(&request(op::READ, entry.nodeid, 10, &[read.as_bytes()]), 8192);
+    let (len, rep) = f.call(
+        &request(op::READ, entry.nodeid, 10, &[read.as_bytes()]),
+        8192,
+    );
     assert_eq!(len, 16 + 19);
     assert_eq!(&rep[16..], b"hello from the host");
 }
@@ -280,7 +296,12 @@ fn requests_and_replies_split_over_descriptors() {
     f.mem_write(REQ, &req);
     let head = f.push_chain(
         REQUESTS,
-        &[(REQ, req.len() as u32, false), (REP, 16, true), (REP + 16, 4096, true), (REP + 4112, 65536, true)],
+        &[
+            (REQ, req.len() as u32, false),
+            (REP, 16, true),
+            (REP + 16, 4096, true),
+            (REP + 4112, 65536, true),
+        ],
     );
     f.serve(REQUESTS);
     let (len, rep) = f.last_used(REQUESTS, head);
@@ -297,13 +318,19 @@ fn hostile_chains_fail_safe() {
 
     // Readable after writable: malformed, no reply.
     f.mem_write(REQ, &lookup);
-    let head = f.push_chain(REQUESTS, &[(REP, 4096, true), (REQ, lookup.len() as u32, false)]);
+    let head = f.push_chain(
+        REQUESTS,
+        &[(REP, 4096, true), (REQ, lookup.len() as u32, false)],
+    );
     f.serve(REQUESTS);
     assert_eq!(f.last_used(REQUESTS, head).0, 0);
 
     // Buffers outside guest memory.
     for bufs in [
-        [(REQ, lookup.len() as u32, false), (MEM_SIZE - 8, 4096, true)],
+        [
+            (REQ, lookup.len() as u32, false),
+            (MEM_SIZE - 8, 4096, true),
+        ],
         [(MEM_SIZE + 0x1000, 64, false), (REP, 4096, true)],
         [(u64::MAX - 8, 64, false), (REP, 4096, true)],
     ] {
@@ -331,12 +358,17 @@ fn hostile_chains_fail_safe() {
     f.mem_write(REQ, &big);
     let head = f.push_chain(
         REQUESTS,
-        &[(REQ, 0x8_0000, false), (REQ, 0x8_0000, false), (REQ, 0x8_0000, false), (REP, 4096, true)],
+        &[
+            (REQ, 0x8_0000, false),
+            (REQ, 0x8_0000, false),
+            (REQ, 0x8_0000, false),
+            (REP, 4096, true),
+        ],
     );
     f.serve(REQUESTS);
     let (len, rep) = f.last_used(REQUESTS, head);
     assert_eq!((len, header(&rep).error), (16, -22));
-    assert!(3 * 0x8_0000 > MAX_REQUEST);
+    const { assert!(3 * 0x8_0000 > MAX_REQUEST) };
 
     // Garbage that is not even a header: no reply.
     f.mem_write(REQ, &[0xff; 16]);
@@ -345,7 +377,10 @@ fn hostile_chains_fail_safe() {
     assert_eq!(f.last_used(REQUESTS, head).0, 0);
 
     let (len, rep) = f.call(&lookup, 4096);
-    assert_eq!((len as usize, header(&rep).error), (16 + abi::ENTRY_OUT_SIZE, 0));
+    assert_eq!(
+        (len as usize, header(&rep).error),
+        (16 + abi::ENTRY_OUT_SIZE, 0)
+    );
 }
 
 #[test]
@@ -381,7 +416,11 @@ fn reset_forgets_the_session() {
     }
     f.next_desc = 0;
     f.bring_up();
-    assert_eq!(header(&f.call(&getattr, 4096).1).error, -5, "INIT needed again");
+    assert_eq!(
+        header(&f.call(&getattr, 4096).1).error,
+        -5,
+        "INIT needed again"
+    );
     f.init();
     assert_eq!(header(&f.call(&getattr, 4096).1).error, 0);
 }
