@@ -1,40 +1,43 @@
 //! Talking to the guest agent (mvm-init) through the VM's vsock socket.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use agent_proto::client::{connect_unix, Client};
+use agent_proto::ShutdownAction;
 use anyhow::{bail, Context};
 
 use crate::guest_image::AGENT_PORT;
 use crate::state::VmDir;
 
-/// Opens a byte stream to the agent: connect to the VMM's vsock socket and
-/// ask for the agent's port (`CONNECT <port>` / `OK <n>`).
-pub fn connect(dir: &VmDir, timeout: Duration) -> anyhow::Result<UnixStream> {
-    let path = dir.vsock_socket();
-    if !path.exists() {
-        bail!("VM '{}' has no vsock socket: is it running?", dir.name);
+/// Connects and shakes hands with the agent, retrying while the guest is
+/// still booting, for at most `wait`.
+pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let attempt = (|| -> anyhow::Result<Client<UnixStream>> {
+            if !dir.vsock_socket().exists() {
+                bail!("VM '{}' is not running (no vsock socket)", dir.name);
+            }
+            let stream = connect_unix(&dir.vsock_socket(), Some(AGENT_PORT))?;
+            // The timeout is a property of the socket, shared by clones:
+            // bound the handshake, then lift it for long-running sessions.
+            let same_socket = stream.try_clone()?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let client = Client::handshake(stream, "mvm")?;
+            same_socket.set_read_timeout(None)?;
+            Ok(client)
+        })();
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e).with_context(|| {
+                    format!("the guest agent of VM '{}' is not reachable", dir.name)
+                })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
-    let stream = UnixStream::connect(&path)
-        .with_context(|| format!("cannot connect to {}", path.display()))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    (&stream).write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())?;
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .context("the guest agent did not answer")?;
-    if !line.starts_with("OK ") {
-        bail!(
-            "the guest agent is not reachable (vsock said {:?})",
-            line.trim()
-        );
-    }
-    stream.set_read_timeout(None)?;
-    stream.set_write_timeout(None)?;
-    Ok(stream)
 }
 
 /// Asks the guest to shut down cleanly (services stopped, file systems
@@ -42,6 +45,7 @@ pub fn connect(dir: &VmDir, timeout: Duration) -> anyhow::Result<UnixStream> {
 pub fn shutdown(dir: &VmDir, _timeout: Duration) -> anyhow::Result<()> {
     // A live agent answers at once; a guest without one must not hold
     // `stop` up for long.
-    let _stream = connect(dir, Duration::from_secs(2))?;
-    bail!("the agent protocol is not wired yet")
+    let mut c = client(dir, Duration::from_secs(2))?;
+    c.shutdown(ShutdownAction::Poweroff)?;
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod guest_image;
 mod paths;
 mod startup;
 mod state;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,10 @@ enum Command {
     List(commands::list::ListArgs),
     /// Check what this host can do for mvm, and how to fix what is missing.
     Doctor(commands::doctor::DoctorArgs),
+    /// Run a command in a VM (exit status, stdin/stdout and pipelines pass through).
+    Exec(commands::exec::ExecArgs),
+    /// An interactive login shell in a VM.
+    Shell(commands::exec::ShellArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => ok(commands::lifecycle::rm(args)),
         Command::List(args) => ok(commands::list::list(args)),
         Command::Logs(args) => ok(commands::logs::logs(args)),
+        Command::Exec(args) => commands::exec::exec(args),
+        Command::Shell(args) => commands::exec::shell(args),
         Command::Doctor(args) => commands::doctor::doctor(args).map(|good| {
             if good {
                 ExitCode::SUCCESS

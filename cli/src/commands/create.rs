@@ -35,7 +35,7 @@ pub struct CreateArgs {
     pub kernel: Option<PathBuf>,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v))
             if !k.is_empty()

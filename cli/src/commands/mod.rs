@@ -1,5 +1,6 @@
 pub mod create;
 pub mod doctor;
+pub mod exec;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
