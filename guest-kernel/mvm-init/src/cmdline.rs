@@ -1,0 +1,376 @@
+//! Configuration from the kernel command line (`/proc/cmdline`).
+//!
+//! | key | meaning |
+//! | --- | --- |
+//! | `mvm.root=TAG` | the root is the virtio-fs share TAG: mounted, then switched to |
+//! | `mvm.root_overlay=1` | put a tmpfs-backed overlay over that root (writes stay in guest RAM) |
+//! | `mvm.share=TAG:/mnt[:ro]` | mount virtio-fs TAG at /mnt after the root switch; repeatable |
+//! | `mvm.hostname=NAME` | hostname |
+//! | `mvm.ip=ADDR/PREFIX[,GW[,DNS...]]` | static IPv4 configuration of the interface |
+//! | `mvm.net=dhcp` / `mvm.net=none` | DHCP on the interface, or loopback only (default) |
+//! | `mvm.iface=NAME` | the interface to configure (default: the first non-loopback one) |
+//! | `mvm.time=UNIX_SECONDS` | set the wall clock |
+//! | `mvm.agent_port=PORT` | vsock port of the agent (default 1024) |
+//! | `mvm.services=PATH` | JSON array of service specs (in the final root) declared and started at boot |
+//! | `mvm.debug=1` | log every agent connection and request on the console |
+//!
+//! Values may be double-quoted as the kernel allows (`mvm.hostname="x"`).
+//! Unknown `mvm.*` keys are reported as warnings and ignored, so an older
+//! init keeps booting with a newer host.
+
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    pub mountpoint: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetConfig {
+    /// Loopback only.
+    #[default]
+    None,
+    Dhcp,
+    Static {
+        addr: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+        dns: Vec<Ipv4Addr>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub root: Option<String>,
+    pub root_overlay: bool,
+    pub shares: Vec<Share>,
+    pub hostname: Option<String>,
+    pub net: NetConfig,
+    pub iface: Option<String>,
+    pub time: Option<i64>,
+    pub agent_port: u32,
+    pub services_file: Option<String>,
+    pub debug: bool,
+    /// Problems that did not stop parsing (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: None,
+            root_overlay: false,
+            shares: Vec::new(),
+            hostname: None,
+            net: NetConfig::None,
+            iface: None,
+            time: None,
+            agent_port: agent_proto::DEFAULT_AGENT_PORT,
+            services_file: None,
+            debug: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Splits a command line into words the way the kernel does: on spaces,
+/// with double quotes grouping (and removed).
+pub fn split(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_ascii_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "y" | "yes" | "on" | "true" => Ok(true),
+        "0" | "n" | "no" | "off" | "false" => Ok(false),
+        _ => Err(format!("{key}={v}: expected 1 or 0")),
+    }
+}
+
+fn parse_share(v: &str) -> Result<Share, String> {
+    let bad = |why: &str| format!("mvm.share={v}: {why} (want TAG:/mountpoint[:ro])");
+    let (tag, rest) = v.split_once(':').ok_or_else(|| bad("missing ':'"))?;
+    let (mountpoint, read_only) = match rest.rsplit_once(':') {
+        Some((m, "ro")) => (m, true),
+        Some((m, "rw")) => (m, false),
+        Some((_, opt)) => return Err(bad(&format!("unknown option '{opt}'"))),
+        None => (rest, false),
+    };
+    if tag.is_empty() {
+        return Err(bad("empty tag"));
+    }
+    if !mountpoint.starts_with('/') || mountpoint == "/" {
+        return Err(bad("the mountpoint must be an absolute path other than /"));
+    }
+    if mountpoint.split('/').any(|c| c == "..") {
+        return Err(bad("the mountpoint must not contain '..'"));
+    }
+    Ok(Share {
+        tag: tag.to_string(),
+        mountpoint: mountpoint.to_string(),
+        read_only,
+    })
+}
+
+fn parse_ip(v: &str) -> Result<NetConfig, String> {
+    let bad = |why: String| format!("mvm.ip={v}: {why} (want ADDR/PREFIX[,GW[,DNS...]])");
+    let mut parts = v.split(',');
+    let cidr = parts.next().unwrap_or_default();
+    let (addr, prefix) = cidr
+        .split_once('/')
+        .ok_or_else(|| bad("missing /PREFIX".into()))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| bad(format!("bad address '{addr}'")))?;
+    let prefix: u8 = match prefix.parse() {
+        Ok(p) if p <= 32 => p,
+        _ => return Err(bad(format!("bad prefix length '{prefix}'"))),
+    };
+    let ip = |s: &str| -> Result<Ipv4Addr, String> {
+        s.parse().map_err(|_| bad(format!("bad address '{s}'")))
+    };
+    let gateway = match parts.next() {
+        None | Some("") => None,
+        Some(g) => Some(ip(g)?),
+    };
+    let dns = parts
+        .filter(|s| !s.is_empty())
+        .map(ip)
+        .collect::<Result<_, _>>()?;
+    Ok(NetConfig::Static {
+        addr,
+        prefix,
+        gateway,
+        dns,
+    })
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Parses the whole command line. Errors name the offending word.
+pub fn parse(cmdline: &str) -> Result<Config, String> {
+    let mut c = Config::default();
+    let mut net_key: Option<&str> = None;
+    for word in split(cmdline) {
+        let Some(rest) = word.strip_prefix("mvm.") else {
+            continue;
+        };
+        let (key, v) = match rest.split_once('=') {
+            Some((k, v)) => (k, v),
+            None => (rest, ""),
+        };
+        let full = format!("mvm.{key}");
+        match key {
+            "root" => {
+                if v.is_empty() {
+                    return Err("mvm.root=: empty tag".into());
+                }
+                c.root = Some(v.to_string());
+            }
+            "root_overlay" => c.root_overlay = parse_bool(&full, v)?,
+            "share" => c.shares.push(parse_share(v)?),
+            "hostname" => {
+                if !valid_hostname(v) {
+                    return Err(format!("mvm.hostname={v}: not a valid hostname"));
+                }
+                c.hostname = Some(v.to_string());
+            }
+            "ip" | "net" => {
+                if let Some(prev) = net_key {
+                    return Err(format!(
+                        "{full}={v}: conflicts with an earlier mvm.{prev}= (give one network setting)"
+                    ));
+                }
+                c.net = if key == "ip" {
+                    parse_ip(v)?
+                } else {
+                    match v {
+                        "dhcp" => NetConfig::Dhcp,
+                        "none" => NetConfig::None,
+                        _ => return Err(format!("mvm.net={v}: expected dhcp or none")),
+                    }
+                };
+                net_key = Some(if key == "ip" { "ip" } else { "net" });
+            }
+            "iface" => {
+                if v.is_empty() || v.len() >= libc::IFNAMSIZ || v.contains('/') {
+                    return Err(format!("mvm.iface={v}: not an interface name"));
+                }
+                c.iface = Some(v.to_string());
+            }
+            "time" => {
+                c.time = Some(
+                    v.parse()
+                        .map_err(|_| format!("mvm.time={v}: expected UNIX seconds"))?,
+                )
+            }
+            "agent_port" => {
+                c.agent_port = match v.parse::<u32>() {
+                    Ok(p) if p > 0 && p != u32::MAX => p,
+                    _ => return Err(format!("mvm.agent_port={v}: expected a port number")),
+                }
+            }
+            "services" => {
+                if !v.starts_with('/') {
+                    return Err(format!("mvm.services={v}: expected an absolute path"));
+                }
+                c.services_file = Some(v.to_string());
+            }
+            "debug" => c.debug = parse_bool(&full, v)?,
+            _ => c.warnings.push(format!("ignoring unknown option {word}")),
+        }
+    }
+    if c.root_overlay && c.root.is_none() {
+        return Err("mvm.root_overlay=1 needs mvm.root=TAG".into());
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_like_the_kernel() {
+        assert_eq!(
+            split(r#" console=ttyS0  mvm.hostname="web"  a="b c" d"#),
+            ["console=ttyS0", "mvm.hostname=web", "a=b c", "d"]
+        );
+        assert!(split("   ").is_empty());
+        assert_eq!(split(r#"x="""#), ["x="]);
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = parse(
+            "console=ttyS0 reboot=k,panic_warm panic=-1 virtio_mmio.device=4K@0xd0000000:5 \
+             mvm.root=root mvm.root_overlay=1 mvm.share=project:/project \
+             mvm.share=nix:/nix/store:ro mvm.hostname=web mvm.ip=10.0.2.15/24,10.0.2.2,10.0.2.3,1.1.1.1 \
+             mvm.time=1764000000 mvm.agent_port=2000 mvm.services=/project/.mvm/services.json \
+             mvm.iface=eth1 mvm.debug=1 mvm.future=x",
+        )
+        .unwrap();
+        assert_eq!(c.root.as_deref(), Some("root"));
+        assert!(c.root_overlay);
+        assert_eq!(
+            c.shares,
+            [
+                Share {
+                    tag: "project".into(),
+                    mountpoint: "/project".into(),
+                    read_only: false
+                },
+                Share {
+                    tag: "nix".into(),
+                    mountpoint: "/nix/store".into(),
+                    read_only: true
+                }
+            ]
+        );
+        assert_eq!(c.hostname.as_deref(), Some("web"));
+        assert_eq!(
+            c.net,
+            NetConfig::Static {
+                addr: Ipv4Addr::new(10, 0, 2, 15),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
+            }
+        );
+        assert_eq!(c.time, Some(1764000000));
+        assert_eq!(c.agent_port, 2000);
+        assert_eq!(c.iface.as_deref(), Some("eth1"));
+        assert!(c.debug);
+        assert_eq!(
+            c.services_file.as_deref(),
+            Some("/project/.mvm/services.json")
+        );
+        assert_eq!(c.warnings, ["ignoring unknown option mvm.future=x"]);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("console=ttyS0 root=/dev/vda quiet").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.agent_port, 1024);
+        assert_eq!(parse("mvm.net=dhcp").unwrap().net, NetConfig::Dhcp);
+        assert_eq!(
+            parse("mvm.ip=192.168.1.2/32").unwrap().net,
+            NetConfig::Static {
+                addr: Ipv4Addr::new(192, 168, 1, 2),
+                prefix: 32,
+                gateway: None,
+                dns: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_bad_value() {
+        for (line, needle) in [
+            ("mvm.share=nocolon", "mvm.share=nocolon"),
+            ("mvm.share=t:relative", "absolute"),
+            ("mvm.share=t:/", "absolute"),
+            ("mvm.share=t:/a/../b", ".."),
+            ("mvm.share=:/x", "empty tag"),
+            ("mvm.share=t:/x:rx", "unknown option 'rx'"),
+            ("mvm.ip=10.0.0.1", "missing /PREFIX"),
+            ("mvm.ip=10.0.0.300/24", "bad address '10.0.0.300'"),
+            ("mvm.ip=10.0.0.1/33", "bad prefix length '33'"),
+            ("mvm.ip=10.0.0.1/24,gw", "bad address 'gw'"),
+            ("mvm.net=static", "mvm.net=static"),
+            ("mvm.net=dhcp mvm.ip=1.2.3.4/8", "conflicts"),
+            ("mvm.time=soon", "mvm.time=soon"),
+            ("mvm.agent_port=0", "mvm.agent_port=0"),
+            ("mvm.agent_port=x", "mvm.agent_port=x"),
+            ("mvm.hostname=-bad", "mvm.hostname=-bad"),
+            ("mvm.hostname=a_b", "not a valid hostname"),
+            ("mvm.root_overlay=1", "needs mvm.root"),
+            (
+                "mvm.root_overlay=maybe mvm.root=r",
+                "mvm.root_overlay=maybe",
+            ),
+            ("mvm.root=", "empty tag"),
+            ("mvm.iface=a/b", "mvm.iface=a/b"),
+            ("mvm.services=rel.json", "absolute"),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+}
