@@ -555,22 +555,19 @@ pub(super) fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    loop {
-        // SAFETY: `addr` is a valid sockaddr_un that outlives the call, and
-        // `len` (path plus its NUL) does not exceed its size.
-        let ret = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                len as libc::socklen_t,
-            )
-        };
-        if ret == 0 {
-            return Ok(UnixStream::from(fd));
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+    // SAFETY: `addr` is a valid sockaddr_un that outlives the call, and
+    // `len` (path plus its NUL) does not exceed its size.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    // Non-blocking AF_UNIX connects never sleep, so never see EINTR: any
+    // failure (no listener, full backlog) is final.
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(UnixStream::from(fd))
 }

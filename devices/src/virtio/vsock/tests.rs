@@ -1208,3 +1208,23 @@ fn socket_path_of_the_guest_port_is_uds_path_underscore_port() {
     assert_eq!(p, Path::new(&format!("{}_5", g.uds.display())));
     assert!(p.starts_with(&g.dir.0));
 }
+
+#[test]
+fn a_host_listener_that_never_accepts_cannot_block_the_loop() {
+    use std::os::fd::AsRawFd;
+    let mut g = Guest::new();
+    let listener = UnixListener::bind(g.host_path(95)).unwrap();
+    // SAFETY: listen(2) on a socket we own, integer arguments only; it just
+    // shrinks the backlog so it fills after a couple of connections.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let mut answers = Vec::new();
+    for i in 0..8u32 {
+        g.send(hdr(Op::Request, 40_000 + i, 95), &[]);
+        answers.extend(ops(&g.recv()));
+    }
+    // Some made it into the backlog; once it is full the rest are refused
+    // right away instead of the connect(2) waiting for an accept.
+    assert_eq!(answers.len(), 8);
+    assert_eq!(answers[0], Op::Response as u16);
+    assert_eq!(answers[7], Op::Rst as u16);
+}
