@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use event_manager::{EventOps, EventSet, Events};
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use super::connection::{connect_nonblocking, ConnKey, Connection, Fatal, RxPacket, State};
 use super::packet::{Header, Op, SHUTDOWN_SEND, TYPE_STREAM};
@@ -315,7 +315,7 @@ impl Muxer {
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
-                warn!(error = %e, "virtio-vsock: cannot make a host socket non-blocking");
+                warn_limited!(error = %e, "virtio-vsock: cannot make a host socket non-blocking");
                 continue;
             }
             self.handshakes.insert(
@@ -399,7 +399,7 @@ impl Muxer {
             None
         };
         let Some(port) = port else {
-            warn!(
+            warn_limited!(
                 line = %String::from_utf8_lossy(&hs.line).escape_debug(),
                 "virtio-vsock: bad CONNECT line from a host client, closing it"
             );
@@ -407,7 +407,7 @@ impl Muxer {
             return;
         };
         let Some(local_port) = self.alloc_local_port(port) else {
-            warn!(
+            warn_limited!(
                 port,
                 "virtio-vsock: no free local port, closing a host client"
             );
@@ -466,7 +466,7 @@ impl Muxer {
             .collect();
         for fd in stale {
             if let Some(hs) = self.handshakes.remove(&fd) {
-                warn!("virtio-vsock: host client sent no CONNECT line in time, closing it");
+                warn_limited!("virtio-vsock: host client sent no CONNECT line in time, closing it");
                 self.graveyard.push((hs.stream, hs.registered));
             }
         }
