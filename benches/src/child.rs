@@ -135,7 +135,9 @@ impl Running {
             }
             if !self.pull(deadline_ns) {
                 if self.eof && !self.partial.is_empty() {
-                    let text = String::from_utf8_lossy(&self.partial).trim_end().to_string();
+                    let text = String::from_utf8_lossy(&self.partial)
+                        .trim_end()
+                        .to_string();
                     self.partial.clear();
                     return Some((self.last_chunk_ns, text));
                 }
@@ -221,10 +223,9 @@ mod tests {
 
     #[test]
     fn stamps_lines_and_reaps() {
-        let mut r = Running::spawn(Command::new("sh").args([
-            "-c",
-            "echo one; echo two; printf tail; exit 3",
-        ]))
+        let mut r = Running::spawn(
+            Command::new("sh").args(["-c", "echo one; echo two; printf tail; exit 3"]),
+        )
         .unwrap();
         let d = deadline_in(10.0);
         let (t1, l1) = r.next_line(d).unwrap();

@@ -15,6 +15,7 @@ use std::process::Command;
 
 use mvm_benches::args::Args;
 use mvm_benches::child::{deadline_in, Running};
+use mvm_benches::clock::StartupReport;
 use mvm_benches::stats::{self, cell, median, ratio};
 use serde_json::{json, Value};
 
@@ -28,16 +29,18 @@ Usage: nested-boot --mvm PATH --kernel PATH --initrd PATH [options]
   --initrd PATH     initramfs (tests/nested/make-guest-initramfs.sh)
   --qemu PATH       QEMU for the reference (default: qemu-system-x86_64 from
                     PATH; `none` skips it)
-  --boots N         measured boots of each (default 10), after one warm-up each
+  --boots N         measured boots of each (default 20), after one warm-up each
   --memory MIB      guest memory (default 256)
   --cpus N          vCPUs (default 1)
   --out DIR         results: nested-boot.json and console/ (default $MVM_OUT,
                     else ./nested-boot)
   --timeout SECS    limit for one boot (default 300)
+  --cmdline ARGS    appended to both guests' kernel command lines (for
+                    diagnostics, e.g. 'loglevel=7'; default none)
   --noop PATH       trivial static binary for the exec floor (default: `noop`
                     beside this one)";
 
-/// mvm's command line minus its virtio-mmio device entries; used for QEMU
+/// mvm's default command line; QEMU gets it (through [`qemu_cmdline_from`])
 /// only if the warm-up mvm boot does not show us the real one.
 const FALLBACK_CMDLINE: &str = "console=ttyS0 reboot=k,panic_warm panic=-1 pci=off nomodule quiet";
 
@@ -63,6 +66,11 @@ struct Boot {
     init_started_s: Option<f64>,
     uptime_line_s: Option<f64>,
     guest_uptime_s: Option<f64>,
+    /// The kernel's "reboot: Restarting system" line.
+    restart_line_s: Option<f64>,
+    /// mvm only (MVM_STARTUP_REPORT): the boot vCPU's first KVM_RUN.
+    first_kvm_run_s: Option<f64>,
+    cpu_to_first_kvm_run_s: Option<f64>,
     exit_s: f64,
     status: i32,
     cpu_s: f64,
@@ -83,6 +91,12 @@ impl Boot {
         Some(self.uptime_line_s? - self.guest_uptime_s?)
     }
 
+    /// From the guest's last console line to the VMM's exit: the reset
+    /// itself and the VMM's teardown.
+    fn teardown_s(&self) -> Option<f64> {
+        Some(self.exit_s - self.restart_line_s?)
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "ok": self.ok(),
@@ -93,6 +107,10 @@ impl Boot {
             "uptime_line_s": self.uptime_line_s,
             "guest_uptime_s": self.guest_uptime_s,
             "guest_clock_start_s": self.guest_clock_start_s(),
+            "first_kvm_run_s": self.first_kvm_run_s,
+            "cpu_to_first_kvm_run_s": self.cpu_to_first_kvm_run_s,
+            "restart_line_s": self.restart_line_s,
+            "teardown_s": self.teardown_s(),
             "exit_s": self.exit_s,
             "cpu_s": self.cpu_s,
             "maxrss_mib": self.maxrss_mib,
@@ -110,6 +128,8 @@ struct Bench {
     timeout: f64,
     console_dir: PathBuf,
     qemu_cmdline: String,
+    /// Appended to mvm's (`--cmdline`); QEMU's already contains it.
+    extra_cmdline: String,
 }
 
 fn secs(from: u64, to: u64) -> f64 {
@@ -131,31 +151,41 @@ impl Bench {
                     .arg("--memory")
                     .arg(self.memory_mib.to_string())
                     .env_remove("MVM_LOG");
+                if !self.extra_cmdline.is_empty() {
+                    c.arg("--cmdline").arg(&self.extra_cmdline);
+                }
                 c
             }
             Vmm::Qemu => {
                 let mut c = Command::new(self.qemu.as_ref().expect("QEMU is configured"));
-                c.args(["-M", "microvm,acpi=off,rtc=on", "-accel", "kvm", "-cpu", "host"])
-                    .arg("-smp")
-                    .arg(self.cpus.to_string())
-                    .arg("-m")
-                    .arg(self.memory_mib.to_string())
-                    .args([
-                        "-nodefaults",
-                        "-no-user-config",
-                        "-nographic",
-                        "-serial",
-                        "stdio",
-                        "-no-reboot",
-                        "-device",
-                        "virtio-rng-device",
-                    ])
-                    .arg("-kernel")
-                    .arg(&self.kernel)
-                    .arg("-initrd")
-                    .arg(&self.initrd)
-                    .arg("-append")
-                    .arg(&self.qemu_cmdline);
+                c.args([
+                    "-M",
+                    "microvm,acpi=off,rtc=on",
+                    "-accel",
+                    "kvm",
+                    "-cpu",
+                    "host",
+                ])
+                .arg("-smp")
+                .arg(self.cpus.to_string())
+                .arg("-m")
+                .arg(self.memory_mib.to_string())
+                .args([
+                    "-nodefaults",
+                    "-no-user-config",
+                    "-nographic",
+                    "-serial",
+                    "stdio",
+                    "-no-reboot",
+                    "-device",
+                    "virtio-rng-device",
+                ])
+                .arg("-kernel")
+                .arg(&self.kernel)
+                .arg("-initrd")
+                .arg(&self.initrd)
+                .arg("-append")
+                .arg(&self.qemu_cmdline);
                 c
             }
         }
@@ -163,6 +193,11 @@ impl Bench {
 
     fn boot(&self, vmm: Vmm, label: &str) -> Result<Boot, String> {
         let mut cmd = self.command(vmm);
+        let report = self.console_dir.join(format!("{label}.startup.json"));
+        if vmm == Vmm::Mvm {
+            let _ = std::fs::remove_file(&report);
+            cmd.env("MVM_STARTUP_REPORT", &report);
+        }
         let err_path = self.console_dir.join(format!("{label}.stderr"));
         let err = File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
         cmd.stderr(err);
@@ -184,6 +219,9 @@ impl Bench {
             if line.contains("MVM-GUEST: action=reboot") {
                 b.rebooted = true;
             }
+            if b.restart_line_s.is_none() && line.contains("reboot: Restarting system") {
+                b.restart_line_s = Some(secs(t0, t));
+            }
         }
         b.first_byte_s = run.first_byte_ns.map(|f| secs(t0, f));
         b.timed_out = !run.at_eof();
@@ -198,6 +236,18 @@ impl Bench {
         b.status = exit.status;
         b.cpu_s = exit.cpu_ns as f64 / 1e9;
         b.maxrss_mib = exit.maxrss_kb as f64 / 1024.0;
+        if vmm == Vmm::Mvm {
+            let r = std::fs::read_to_string(&report)
+                .map_err(|e| e.to_string())
+                .and_then(|t| StartupReport::parse(&t));
+            match r {
+                Ok(r) => {
+                    b.first_kvm_run_s = Some(secs(t0, r.monotonic_ns));
+                    b.cpu_to_first_kvm_run_s = Some(r.cpu_ns as f64 / 1e9);
+                }
+                Err(e) => eprintln!("nested-boot: {label}: no start-up report: {e}"),
+            }
+        }
         Ok(b)
     }
 }
@@ -230,14 +280,20 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The kernel command line mvm gave its guest, without mvm's own virtio
-/// devices (QEMU microvm adds entries for its own).
+/// QEMU's kernel command line: the one mvm gave its guest, without mvm's
+/// own virtio devices (QEMU microvm adds entries for its own), plus
+/// `reboot=t`. microvm has no i8042, so with mvm's `reboot=k` Linux polls
+/// the missing controller's status port (`kb_wait`: 10 x 65536 port reads,
+/// each a VM exit to QEMU) before it falls back to a triple fault: ~50 s
+/// per boot in L2. A triple fault is microvm's reset; QEMU exits on it with
+/// `-no-reboot`.
 fn qemu_cmdline_from(mvm_cmdline: &str) -> String {
-    mvm_cmdline
+    let mut args: Vec<&str> = mvm_cmdline
         .split_whitespace()
         .filter(|a| !a.starts_with("virtio_mmio.device="))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    args.push("reboot=t");
+    args.join(" ")
 }
 
 fn main() {
@@ -245,9 +301,11 @@ fn main() {
         USAGE,
         &[
             "mvm", "kernel", "initrd", "qemu", "boots", "memory", "cpus", "out", "timeout", "noop",
+            "cmdline",
         ],
     );
-    let boots: usize = args.get("boots", 10, USAGE);
+    let boots: usize = args.get("boots", 20, USAGE);
+    let extra = args.str("cmdline").unwrap_or("").trim().to_string();
     let out = args
         .str("out")
         .map(PathBuf::from)
@@ -274,7 +332,8 @@ fn main() {
         cpus: args.get("cpus", 1, USAGE),
         timeout: args.get("timeout", 300.0, USAGE),
         console_dir,
-        qemu_cmdline: FALLBACK_CMDLINE.to_string(),
+        qemu_cmdline: qemu_cmdline_from(&format!("{FALLBACK_CMDLINE} {extra}")),
+        extra_cmdline: extra,
     };
     if !Path::new("/dev/kvm").exists() {
         eprintln!("nested-boot: no /dev/kvm here (run this inside L2: benches/run.sh)");
@@ -323,7 +382,10 @@ fn main() {
         }
         Err(e) => progress(format!("mvm warm-up failed: {e}")),
     }
-    progress(format!("QEMU's kernel command line: {}", bench.qemu_cmdline));
+    progress(format!(
+        "QEMU's kernel command line: {}",
+        bench.qemu_cmdline
+    ));
     let vmms: Vec<Vmm> = if bench.qemu.is_some() {
         vec![Vmm::Mvm, Vmm::Qemu]
     } else {
@@ -373,26 +435,39 @@ fn main() {
 
     // --- summaries (successful boots only) ------------------------------------
     type Metric = (&'static str, &'static str, fn(&Boot) -> Option<f64>);
-    let metrics: [Metric; 7] = [
-        ("first_byte_s", "first console byte", |b| b.first_byte_s),
-        ("init_started_s", "guest init's first line", |b| {
-            b.init_started_s
+    let metrics: [Metric; 10] = [
+        (
+            "first_kvm_run_s",
+            "exec -> first KVM_RUN (mvm only), s",
+            |b| b.first_kvm_run_s,
+        ),
+        (
+            "cpu_to_first_kvm_run_s",
+            "CPU to first KVM_RUN (mvm only), s",
+            |b| b.cpu_to_first_kvm_run_s,
+        ),
+        ("guest_clock_start_s", "exec -> guest clock zero, s", |b| {
+            b.guest_clock_start_s()
         }),
-        ("guest_uptime_s", "guest uptime printed by init", |b| {
-            b.guest_uptime_s
+        ("first_byte_s", "exec -> first console byte, s", |b| {
+            b.first_byte_s
         }),
         (
-            "guest_clock_start_s",
-            "host time before the guest clock starts",
-            |b| b.guest_clock_start_s(),
+            "init_started_s",
+            "exec -> guest init's first line, s",
+            |b| b.init_started_s,
         ),
-        ("exit_s", "process exit after the guest reboots", |b| {
+        ("guest_uptime_s", "guest uptime printed by init, s", |b| {
+            b.guest_uptime_s
+        }),
+        ("teardown_s", "guest's reset line -> VMM exit, s", |b| {
+            b.teardown_s()
+        }),
+        ("exit_s", "exec -> exit after the guest reboots, s", |b| {
             Some(b.exit_s)
         }),
-        ("cpu_s", "VMM process CPU time (whole boot)", |b| {
-            Some(b.cpu_s)
-        }),
-        ("maxrss_mib", "VMM peak RSS (MiB)", |b| Some(b.maxrss_mib)),
+        ("cpu_s", "VMM CPU time, whole boot, s", |b| Some(b.cpu_s)),
+        ("maxrss_mib", "VMM peak RSS, MiB", |b| Some(b.maxrss_mib)),
     ];
     let samples = |vmm: Vmm, f: fn(&Boot) -> Option<f64>| -> Vec<f64> {
         results
@@ -417,7 +492,7 @@ fn main() {
     );
     println!(
         "{:<44} {:>10} {:>10} {:>10}",
-        "seconds from process start", "mvm", "qemu", "mvm/qemu"
+        "medians", "mvm", "qemu", "mvm/qemu"
     );
     let mut summary = serde_json::Map::new();
     for (key, label, f) in metrics {
@@ -476,7 +551,7 @@ fn main() {
         "mvm": { "path": bench.mvm },
         "qemu": bench.qemu.as_ref().map(|q| json!({
             "path": q,
-            "machine": "microvm,acpi=off,rtc=on -accel kvm -cpu host -device virtio-rng-device",
+            "machine": "-M microvm,acpi=off,rtc=on -accel kvm -cpu host -device virtio-rng-device -no-reboot",
             "cmdline": bench.qemu_cmdline,
         })),
         "ok": { "mvm": ok_count(Vmm::Mvm), "qemu": ok_count(Vmm::Qemu) },
@@ -509,7 +584,7 @@ mod tests {
     fn qemu_gets_mvms_cmdline_without_its_devices() {
         assert_eq!(
             qemu_cmdline_from("console=ttyS0 quiet virtio_mmio.device=4K@0xd0000000:5 a=b"),
-            "console=ttyS0 quiet a=b"
+            "console=ttyS0 quiet a=b reboot=t"
         );
     }
 }

@@ -31,7 +31,10 @@ Usage: startup --mvm PATH [options]
   --memory MIB    guest memory (default 128)
   --json PATH     write the results as JSON
   --work DIR      scratch folder (default: a new one under $TMPDIR)
-  --timeout SECS  limit for one run (default 10)";
+  --timeout SECS  limit for one run (default 10)
+  --kernel PATH   also time `mvm run` to its first KVM_RUN with this real
+  --initrd PATH   guest kernel and initramfs (loading included); the guest
+                  is killed right after (it cannot run on a PVM host)";
 
 /// Targets from the issue (Firecracker publishes 8 CPU ms and 5 MiB).
 const TARGET_CPU_MS: f64 = 3.0;
@@ -87,6 +90,8 @@ struct Setup {
     reset_elf: PathBuf,
     spin_elf: PathBuf,
     report: PathBuf,
+    /// The real guest kernel and initramfs, for `mvm_real`.
+    real: Option<(PathBuf, PathBuf)>,
 }
 
 impl Setup {
@@ -190,6 +195,45 @@ impl Setup {
         Ok(())
     }
 
+    /// mvm with the real guest kernel and initramfs, up to the first
+    /// KVM_RUN: the report appears, RSS is read, the VMM is killed.
+    fn mvm_real(&self, kernel: &Path, initrd: &Path, s: &mut Series) -> Result<(), String> {
+        let _ = std::fs::remove_file(&self.report);
+        let mut c = self.mvm_cmd(kernel);
+        c.arg("--initrd")
+            .arg(initrd)
+            .args(["--console", "none"])
+            .env("MVM_STARTUP_REPORT", &self.report);
+        let run = Running::spawn(&mut c).map_err(|e| format!("mvm: {e}"))?;
+        let t0 = run.t_spawn_ns;
+        let deadline = deadline_in(self.timeout);
+        let mut report = None;
+        while mvm_benches::clock::monotonic_ns() < deadline {
+            if let Ok(text) = std::fs::read_to_string(&self.report) {
+                if text.ends_with('\n') {
+                    report = Some(StartupReport::parse(&text)?);
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let rss = rss_of(run.pid(), self.memory_mib << 20);
+        run.kill();
+        let exit = run.wait().map_err(|e| e.to_string())?;
+        let Some(r) = report else {
+            return Err(format!(
+                "mvm run (real kernel): no start-up report within {}s (exit {})",
+                self.timeout, exit.status
+            ));
+        };
+        s.push("to_first_kvm_run_ms", ms(t0, r.monotonic_ns));
+        s.push("cpu_to_first_kvm_run_ms", r.cpu_ns as f64 / MS);
+        if let Ok(rss) = rss {
+            s.push_rss(&rss);
+        }
+        Ok(())
+    }
+
     /// A VMM whose guest prints then spins: at the first serial byte, the
     /// time since exec, CPU so far (schedstat of its live threads) and RSS
     /// by kind; then SIGKILL.
@@ -253,7 +297,7 @@ fn main() {
     let args = Args::parse(
         USAGE,
         &[
-            "mvm", "noop", "qemu", "runs", "memory", "json", "work", "timeout",
+            "mvm", "noop", "qemu", "runs", "memory", "json", "work", "timeout", "kernel", "initrd",
         ],
     );
     let runs: usize = args.get("runs", 20, USAGE);
@@ -284,12 +328,21 @@ fn main() {
         reset_elf,
         spin_elf,
         report: work.join("startup-report.json"),
+        real: match (args.str("kernel"), args.str("initrd")) {
+            (Some(k), Some(i)) => Some((PathBuf::from(k), PathBuf::from(i))),
+            (None, None) => None,
+            _ => {
+                eprintln!("startup: --kernel and --initrd go together\n\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
     };
 
     let mut noop = Series::default();
     let mut reset = Series::default();
     let mut spin = Series::default();
     let mut qemu = Series::default();
+    let mut real = Series::default();
     eprintln!(
         "startup: {runs} runs of each (after one warm-up), guest {} MiB, 1 vCPU, host KVM: {}",
         setup.memory_mib,
@@ -302,6 +355,7 @@ fn main() {
         let mut r = Series::default();
         let mut sp = Series::default();
         let mut q = Series::default();
+        let mut re = Series::default();
         let res = setup.noop(&mut n);
         record(&mut n, "noop", res);
         let res = setup.mvm_reset(&mut r);
@@ -312,6 +366,10 @@ fn main() {
             let res = setup.at_first_byte(setup.qemu_cmd(qp), "qemu", &mut q);
             record(&mut q, "qemu (spin guest)", res);
         }
+        if let Some((k, i)) = &setup.real {
+            let res = setup.mvm_real(k, i, &mut re);
+            record(&mut re, "mvm (real kernel)", res);
+        }
         if i == 0 {
             continue;
         }
@@ -320,6 +378,7 @@ fn main() {
             (&mut reset, r),
             (&mut spin, sp),
             (&mut qemu, q),
+            (&mut real, re),
         ] {
             for (k, v) in one.values {
                 all.values.entry(k).or_default().extend(v);
@@ -339,15 +398,16 @@ fn main() {
         "{:<44} {:>9} {:>9} {:>9} {:>13}",
         "", "wall ms", "CPU ms", "RSS MiB", "RSS-guest MiB"
     );
-    let row = |name: &str, wall: Option<f64>, cpu: Option<f64>, rss: Option<f64>, over: Option<f64>| {
-        println!(
-            "{name:<44} {:>9} {:>9} {:>9} {:>13}",
-            c2(wall),
-            c2(cpu),
-            c2(rss),
-            c2(over)
-        )
-    };
+    let row =
+        |name: &str, wall: Option<f64>, cpu: Option<f64>, rss: Option<f64>, over: Option<f64>| {
+            println!(
+                "{name:<44} {:>9} {:>9} {:>9} {:>13}",
+                c2(wall),
+                c2(cpu),
+                c2(rss),
+                c2(over)
+            )
+        };
     row(
         "noop (static), exec -> main()",
         noop.med("to_main_ms"),
@@ -369,6 +429,15 @@ fn main() {
         None,
         None,
     );
+    if setup.real.is_some() {
+        row(
+            "mvm + real kernel & initrd, -> first KVM_RUN",
+            real.med("to_first_kvm_run_ms"),
+            real.med("cpu_to_first_kvm_run_ms"),
+            real.med("rss_total_mib"),
+            real.med("rss_overhead_mib"),
+        );
+    }
     row(
         "mvm, exec -> first serial byte",
         spin.med("to_first_serial_byte_ms"),
@@ -455,7 +524,7 @@ fn main() {
         verdict(over_med, TARGET_OVERHEAD_MIB),
         c2(over_med),
     );
-    let failures: usize = [&noop, &reset, &spin, &qemu]
+    let failures: usize = [&noop, &reset, &spin, &qemu, &real]
         .iter()
         .map(|s| s.failures.len())
         .sum();
@@ -503,6 +572,16 @@ fn main() {
         "mvm_reset_guest": reset.to_json(time_units),
         "mvm_spin_guest": spin.to_json(time_units),
         "qemu_spin_guest": if setup.qemu.is_some() { qemu.to_json(time_units) } else { Value::Null },
+        "mvm_real_kernel": match &setup.real {
+            Some((k, i)) => json!({
+                "kernel": k,
+                "kernel_bytes": size(k),
+                "initrd": i,
+                "initrd_bytes": size(i),
+                "results": real.to_json(time_units),
+            }),
+            None => Value::Null,
+        },
         "mvm_beyond_noop_ms": { "wall": beyond_floor_wall, "cpu": beyond_floor_cpu },
         "ratios": ratios,
         "targets": {

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Runs the boot-path benchmarks (see benches/README.md) and writes the
+# results to target/bench/:
+#   startup.txt, startup.json     native start-up: exec -> first KVM_RUN, RSS
+#                                 beyond guest memory; references: a static
+#                                 no-op binary, QEMU microvm (tiny guest)
+#   nested-boot.txt, nested-boot.json
+#                                 nested boot in L2: mvm vs QEMU microvm, same
+#                                 kernel and initramfs
+#   nested/                       the whole run-l2.sh output folder (job.log,
+#                                 console/ of every boot, L2 console, attempts)
+#   summary.txt                   both tables
+#
+# Usage: benches/run.sh [options]
+#   --runs N        native runs of each measurement (default 20)
+#   --boots N       nested boots of each VMM (default 20)
+#   --memory MIB    guest memory of the native benchmark (default 128)
+#   --only WHICH    startup | nested (default: both)
+#   --l2-timeout S  limit for the L2 run (default 3600)
+# Environment: MVM_BENCH_TARGET_DIR (cargo target dir of the static builds,
+# default target/bench-static), MVM_L2_VERBOSE=1 (L2 console on stderr).
+#
+# Nothing here asserts a time: each benchmark measures its reference in the
+# same run and prints ratios. Exit status: non-zero if a benchmark could not
+# measure mvm at all.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+OUT="$ROOT/target/bench"
+TARGET_DIR="${MVM_BENCH_TARGET_DIR:-$ROOT/target/bench-static}"
+TRIPLE=x86_64-unknown-linux-gnu
+BIN="$TARGET_DIR/$TRIPLE/release"
+
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+RUNS=20 BOOTS=20 MEMORY=128 ONLY= L2_TIMEOUT=3600
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS="${2:?}"; shift 2 ;;
+        --boots) BOOTS="${2:?}"; shift 2 ;;
+        --memory) MEMORY="${2:?}"; shift 2 ;;
+        --only) ONLY="${2:?}"; shift 2 ;;
+        --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
+        -h|--help) usage ;;
+        *) log "unknown argument: $1"; usage ;;
+    esac
+done
+case "$ONLY" in ''|startup|nested) ;; *) log "--only takes startup or nested, not '$ONLY'"; exit 2 ;; esac
+for n in "$RUNS" "$BOOTS" "$MEMORY" "$L2_TIMEOUT"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
+done
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
+mkdir -p "$OUT"
+
+# --- static release builds (mvm as the e2e suite builds it; the benches) ---
+log "building static mvm and the bench programs in $TARGET_DIR"
+for pkg in mvm mvm-benches; do
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
+        nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
+done
+for b in mvm startup nested-boot noop; do
+    [ -x "$BIN/$b" ] || { log "missing after the build: $BIN/$b"; exit 1; }
+done
+
+status=0
+: >"$OUT/summary.txt"
+
+# --- 1. native start-up ---------------------------------------------------------------
+if want startup; then
+    log "native start-up: $RUNS runs of each"
+    if "$BIN/startup" --mvm "$BIN/mvm" --noop "$BIN/noop" --runs "$RUNS" \
+        --memory "$MEMORY" --json "$OUT/startup.json" | tee "$OUT/startup.txt"; then
+        :
+    else
+        log "the start-up benchmark failed"
+        status=1
+    fi
+    cat "$OUT/startup.txt" >>"$OUT/summary.txt"
+fi
+
+# --- 2. nested boot -------------------------------------------------------------------
+if want nested; then
+    log "guest kernel (guest-kernel/build.sh; cached)"
+    KERNEL="$(guest-kernel/build.sh --print-path)"
+    mkdir -p "$OUT/artifacts"
+    INITRD="$OUT/artifacts/guest-initramfs.cpio.gz"
+    tests/nested/make-guest-initramfs.sh "$INITRD" --init tests/nested/guest-init.sh
+    log "nested boot: $BOOTS boots of mvm and of QEMU in one L2 run (QEMU takes about a minute a boot there)"
+    rc=0
+    tests/nested/run-l2.sh benches/jobs/nested-boot.sh "$OUT/nested" --timeout "$L2_TIMEOUT" \
+        --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$BIN/mvm" \
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" || rc=$?
+    if [ -f "$OUT/nested/nested-boot.json" ]; then
+        cp "$OUT/nested/nested-boot.json" "$OUT/nested-boot.json"
+        # The table the program printed (job.log also has its progress).
+        sed -n '/^Nested boot/,/^exec floors/p' "$OUT/nested/job.log" | tee "$OUT/nested-boot.txt"
+        echo "L2: $(tr '\n' ' ' <"$OUT/nested/l2-attempts.txt")" | tee -a "$OUT/nested-boot.txt"
+        { echo; cat "$OUT/nested-boot.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the nested run failed (run-l2.sh status $rc; see $OUT/nested/)"
+        status=1
+    fi
+fi
+
+log "results in $OUT (summary.txt, *.json)"
+exit "$status"
