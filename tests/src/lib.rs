@@ -95,16 +95,18 @@ pub fn l2_bzimage() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("prepare-l2.sh printed no MVM_L2_VMLINUZ:\n{out}"))
 }
 
-/// A busybox initramfs whose /init is tests/nested/guest-init.sh.
-pub fn guest_initramfs(out: &Path) -> Result<PathBuf, String> {
+/// A busybox initramfs whose /init is tests/nested/guest-init.sh, with
+/// extra files (host path, path in the image).
+pub fn guest_initramfs_with(out: &Path, extra: &[(PathBuf, &str)]) -> Result<PathBuf, String> {
     let root = workspace_root();
-    run(
-        Command::new(root.join("tests/nested/make-guest-initramfs.sh"))
-            .arg(out)
-            .arg("--init")
-            .arg(root.join("tests/nested/guest-init.sh")),
-        "tests/nested/make-guest-initramfs.sh",
-    )?;
+    let mut cmd = Command::new(root.join("tests/nested/make-guest-initramfs.sh"));
+    cmd.arg(out)
+        .arg("--init")
+        .arg(root.join("tests/nested/guest-init.sh"));
+    for (src, dest) in extra {
+        cmd.arg("--add").arg(format!("{}:{dest}", src.display()));
+    }
+    run(&mut cmd, "tests/nested/make-guest-initramfs.sh")?;
     Ok(out.to_path_buf())
 }
 

@@ -56,6 +56,9 @@ pub struct VmConfig {
     /// A virtio-rng device feeding the guest's /dev/hwrng.
     #[serde(default = "yes")]
     pub rng: bool,
+    /// Host directories the guest mounts with `mount -t virtiofs TAG DIR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareConfig>,
     /// A virtio-vsock device whose host side is this Unix socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
@@ -69,6 +72,47 @@ pub struct VmConfig {
     /// boot there; a PVM-enabled or hand-made guest can).
     #[serde(default)]
     pub allow_pvm_host: bool,
+}
+
+/// How a share treats the host directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareMode {
+    /// Copy-on-write: the host directory is never written; the guest's
+    /// changes go to the upper directory.
+    #[default]
+    Cow,
+    /// Read-only: writes fail with EROFS.
+    Ro,
+    /// Read-write passthrough.
+    Rw,
+}
+
+impl std::str::FromStr for ShareMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cow" => Ok(ShareMode::Cow),
+            "ro" => Ok(ShareMode::Ro),
+            "rw" => Ok(ShareMode::Rw),
+            _ => Err(format!("invalid share mode '{s}': expected cow, ro or rw")),
+        }
+    }
+}
+
+/// A virtio-fs share served by the VMM's own FUSE server (cowfs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareConfig {
+    /// The mount tag the guest uses (at most 36 bytes).
+    pub tag: String,
+    /// The host directory.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub mode: ShareMode,
+    /// Where a `cow` share keeps the guest's changes (required for `cow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<PathBuf>,
 }
 
 /// virtio-vsock: the guest's context id and the host-side Unix socket
@@ -111,6 +155,7 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             console: Console::default(),
             rng: true,
+            shares: Vec::new(),
             vsock: None,
             net: None,
             api_socket: None,

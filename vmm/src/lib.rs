@@ -24,7 +24,10 @@ pub mod memory;
 pub mod vcpu;
 mod vm;
 
-pub use config::{parse_memory_mib, Console, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
+pub use config::{
+    parse_memory_mib, Console, NetConfig, ShareConfig, ShareMode, VmConfig, VsockConfig,
+    DEFAULT_CMDLINE,
+};
 pub use vcpu::ExitReason;
 pub use vm::{StopHandle, Vm};
 
@@ -60,6 +63,8 @@ pub enum Error {
     EventManager(event_manager::Error),
     #[error("device address conflict: {0}")]
     Bus(devices::bus::BusError),
+    #[error("{0}")]
+    Share(String),
     #[error("cannot create a device: {0}")]
     Device(String),
     #[error("cannot attach a virtio device: {0}")]

@@ -134,6 +134,22 @@ impl Vm {
             let rng = devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?;
             virtio.attach(rng)?;
         }
+        for share in &config.shares {
+            let fs = devices::virtio::Fs::new(
+                &share.tag,
+                cowfs::ShareConfig {
+                    lower: share.path.clone(),
+                    upper: share.upper.clone(),
+                    mode: match share.mode {
+                        crate::config::ShareMode::Cow => cowfs::ShareMode::Cow,
+                        crate::config::ShareMode::Ro => cowfs::ShareMode::Ro,
+                        crate::config::ShareMode::Rw => cowfs::ShareMode::Rw,
+                    },
+                },
+            )
+            .map_err(|e| Error::Device(format!("share '{}' of {}: {e}", share.tag, share.path.display())))?;
+            virtio.attach(fs)?;
+        }
         if let Some(v) = &config.vsock {
             let vsock = devices::virtio::Vsock::new(v.cid, v.socket.clone())
                 .map_err(|e| Error::Device(format!("vsock on {}: {e}", v.socket.display())))?;
@@ -308,6 +324,31 @@ fn preflight(config: &VmConfig) -> Result<(), Error> {
         loader::probe_initrd(initrd)?;
     }
     loader::build_cmdline(&config.full_cmdline())?;
+    let mut tags = std::collections::HashSet::new();
+    for share in &config.shares {
+        if share.tag.is_empty() || share.tag.len() > 36 || share.tag.contains(['\0', ' ', ',']) {
+            return Err(Error::Share(format!(
+                "invalid share tag '{}': use 1 to 36 characters without spaces or commas",
+                share.tag
+            )));
+        }
+        if !tags.insert(share.tag.as_str()) {
+            return Err(Error::Share(format!("share tag '{}' is used twice", share.tag)));
+        }
+        if !share.path.is_dir() {
+            return Err(Error::Share(format!(
+                "share '{}': {} is not a directory",
+                share.tag,
+                share.path.display()
+            )));
+        }
+        if share.mode == crate::config::ShareMode::Cow && share.upper.is_none() {
+            return Err(Error::Share(format!(
+                "share '{}' is copy-on-write but has no upper directory",
+                share.tag
+            )));
+        }
+    }
     if let Console::File(path) = &config.console {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         if parent.is_some_and(|p| !p.is_dir()) {

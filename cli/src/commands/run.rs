@@ -54,6 +54,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "stdout|none|FILE", default_value = "stdout")]
     console: String,
 
+    /// Share a host directory with the guest: HOST_DIR:TAG[:cow|:ro|:rw]
+    /// (default cow: the guest's writes go to a throw-away upper layer and
+    /// the host directory is never written). The guest mounts it with
+    /// `mount -t virtiofs TAG DIR`. Repeatable.
+    #[arg(long = "share", value_name = "HOST_DIR:TAG[:MODE]", value_parser = parse_share)]
+    shares: Vec<ShareArg>,
+
+    /// Share this project folder as tag `project` (copy-on-write), to be
+    /// mounted at /project (mvm-init does; `mvm.share=project:/project` is
+    /// on the command line for other inits).
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+
     /// Do not give the guest a virtio-rng device.
     #[arg(long)]
     no_rng: bool,
@@ -61,6 +74,103 @@ pub struct RunArgs {
     /// Boot even on a PVM-backed KVM host (for PVM-enabled guest kernels).
     #[arg(long, hide = true)]
     allow_pvm_host: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ShareArg {
+    pub path: PathBuf,
+    pub tag: String,
+    pub mode: vmm::ShareMode,
+}
+
+pub fn parse_share(s: &str) -> Result<ShareArg, String> {
+    let bad = || format!("invalid share '{s}': expected HOST_DIR:TAG[:cow|:ro|:rw]");
+    let mut parts = s.rsplitn(3, ':').collect::<Vec<_>>();
+    parts.reverse();
+    let (path, tag, mode) = match parts.as_slice() {
+        [p, t] => (*p, *t, vmm::ShareMode::Cow),
+        [p, t, m] => match m.parse() {
+            Ok(mode) => (*p, *t, mode),
+            // A ':' in the path: the last part is the tag.
+            Err(_) => return parse_share_two(s).ok_or_else(bad),
+        },
+        _ => return Err(bad()),
+    };
+    if path.is_empty() || tag.is_empty() {
+        return Err(bad());
+    }
+    Ok(ShareArg {
+        path: path.into(),
+        tag: tag.into(),
+        mode,
+    })
+}
+
+fn parse_share_two(s: &str) -> Option<ShareArg> {
+    let (p, t) = s.rsplit_once(':')?;
+    (!p.is_empty() && !t.is_empty()).then(|| ShareArg {
+        path: p.into(),
+        tag: t.into(),
+        mode: vmm::ShareMode::Cow,
+    })
+}
+
+/// Upper layers of a one-off VM's copy-on-write shares: removed when the
+/// VM ends (or the run fails).
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new() -> anyhow::Result<ScratchDir> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("mvm-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Turns share arguments into share configs with uppers in `scratch`.
+pub fn share_configs(
+    shares: &[ShareArg],
+    project: Option<&PathBuf>,
+    scratch: &ScratchDir,
+) -> anyhow::Result<(Vec<vmm::ShareConfig>, String)> {
+    let mut all: Vec<ShareArg> = shares.to_vec();
+    let mut cmdline = String::new();
+    if let Some(p) = project {
+        all.push(ShareArg {
+            path: p.clone(),
+            tag: "project".into(),
+            mode: vmm::ShareMode::Cow,
+        });
+        cmdline.push_str(" mvm.share=project:/project");
+    }
+    let mut out = Vec::new();
+    for s in all {
+        let path = std::fs::canonicalize(&s.path)
+            .map_err(|_| anyhow::anyhow!("share '{}': {} does not exist", s.tag, s.path.display()))?;
+        let upper = if s.mode == vmm::ShareMode::Cow {
+            let u = scratch.0.join("upper").join(&s.tag);
+            std::fs::create_dir_all(&u).with_context(|| format!("cannot create {}", u.display()))?;
+            Some(u)
+        } else {
+            None
+        };
+        out.push(vmm::ShareConfig {
+            tag: s.tag,
+            path,
+            mode: s.mode,
+            upper,
+        });
+    }
+    Ok((out, cmdline))
 }
 
 pub fn parse_memory(s: &str) -> Result<u64, String> {
@@ -108,6 +218,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.console = console(&args.console);
     config.rng = !args.no_rng;
     config.allow_pvm_host = args.allow_pvm_host;
+    let scratch = ScratchDir::new()?;
+    let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
+    config.shares = shares;
+    config.cmdline.push_str(&share_cmdline);
 
     let mut vm = Vm::new(&config)?;
     if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {

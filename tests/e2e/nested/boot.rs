@@ -1,62 +1,7 @@
-//! `mvm run` boots our guest kernel on real KVM (inside the nested L2
-//! host): every scenario runs in one L2 boot (tests/e2e/jobs/boot.sh), and
-//! each test below checks one of them.
+//! `mvm run` boots our guest kernel on real KVM: init runs, CPUs, memory,
+//! command line, hwrng, exit statuses, console routing, a bzImage.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-use mvm_e2e::{
-    guest_initramfs, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_mvm,
-    workspace_root, Scenario,
-};
-
-fn out_dir() -> PathBuf {
-    workspace_root().join("target/e2e/boot")
-}
-
-/// Runs the boot job once for all tests in this binary.
-fn suite() -> &'static PathBuf {
-    static SUITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let result = SUITE.get_or_init(|| {
-        let artifacts = workspace_root().join("target/e2e/artifacts");
-        let mvm = private_copy(&static_mvm()?, &artifacts)?;
-        let kernel = guest_kernel()?;
-        let initrd = guest_initramfs(&artifacts.join("guest-initramfs.cpio.gz"))?;
-        let job = workspace_root().join("tests/e2e/jobs/boot.sh");
-        // Debian's kernel that L2 runs is also the bzImage scenario's guest.
-        let bzimage = l2_bzimage()?;
-        let run = run_l2_job(
-            &job,
-            &out_dir(),
-            &[
-                ("MVM_BIN", &mvm),
-                ("KERNEL", &kernel),
-                ("INITRD", &initrd),
-                ("BZIMAGE", &bzimage),
-            ],
-        )?;
-        if !run.attempts.is_empty() {
-            eprintln!("L2 attempts:\n{}", run.attempts);
-        }
-        if run.status != 0 {
-            return Err(format!(
-                "the L2 job did not finish (status {}): {}; see {}",
-                run.status,
-                run.attempts.trim(),
-                run.out.join("l2-console.log").display()
-            ));
-        }
-        Ok(run.out)
-    });
-    match result {
-        Ok(out) => out,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn scenario(name: &str) -> Scenario {
-    Scenario::load(suite(), name)
-}
+use super::scenario;
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]

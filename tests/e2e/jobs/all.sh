@@ -1,0 +1,13 @@
+#!/bin/sh
+# The nested e2e job: runs every area's job in this one L2 boot. Each job
+# writes under $MVM_OUT; a job's failure to run is recorded, not fatal, so
+# the other areas still report.
+set -u
+: "${E2E_JOBS:?}"
+for job in boot fs; do
+    echo "MVM-JOB: === $job"
+    sh "$E2E_JOBS/$job.sh" >"$MVM_OUT/job-$job.log" 2>&1
+    echo "$?" >"$MVM_OUT/job-$job.status"
+    cat "$MVM_OUT/job-$job.log"
+done
+exit 0

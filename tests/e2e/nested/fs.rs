@@ -1,0 +1,115 @@
+//! Shares through our virtio-fs device: a copy-on-write project, a
+//! read-only and a read-write share, worked on by a guest script
+//! (tests/e2e/guest/fs-workout.sh) while the host checks its folders.
+
+use super::{scenario, suite};
+
+fn fs() -> (mvm_e2e::Scenario, std::collections::HashMap<String, String>) {
+    let s = scenario("fs");
+    let g = s
+        .guest()
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("fs_").map(|k| (k.to_string(), v)))
+        .collect();
+    (s, g)
+}
+
+fn file(name: &str) -> String {
+    std::fs::read_to_string(suite().join("fs").join(name)).unwrap_or_default()
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn project_share_reads_through_to_the_host() {
+    let (s, g) = fs();
+    assert_eq!(s.status, Some(0), "{}", s.describe());
+    assert_eq!(
+        g.get("mount").map(String::as_str),
+        Some("ok"),
+        "{}",
+        s.describe()
+    );
+    assert_eq!(g["read"], "hello project");
+    assert_eq!(g["big_md5"], file("big.md5").trim());
+    assert_eq!(g["deep"], "deep");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn guest_sees_its_own_writes() {
+    let (s, g) = fs();
+    let check = |k: &str, want: &str| {
+        assert_eq!(
+            g.get(k).map(String::as_str),
+            Some(want),
+            "fs_{k}\n{}",
+            s.describe()
+        )
+    };
+    check("readme", "hello project|appended|");
+    check("new", "new file");
+    check("deleted", "gone");
+    check("renamed", "rename me");
+    check("old_name", "gone");
+    check("mode", "600");
+    check("symlink", "README.txt:hello project");
+    check("links", "2");
+    check("leaf", "leaf");
+    check("moved_dir", "inner:gone");
+    check("opaque", "fresh.txt ");
+    check("truncated", "0");
+    check("zeros", "2097152");
+    check("many", "300");
+    check("inode_stable", "yes");
+    check("umount", "ok");
+    let listing = &g["listing"];
+    for name in [
+        "new.txt",
+        "renamed.txt",
+        "dir2",
+        "made",
+        "hardlink.txt",
+        "link-to-readme",
+    ] {
+        assert!(
+            listing.split(' ').any(|n| n == name),
+            "{name} not in {listing}"
+        );
+    }
+    for gone in ["delete-me.txt", "rename-me.txt", "dir1"] {
+        assert!(
+            !listing.split(' ').any(|n| n == gone),
+            "{gone} still in {listing}"
+        );
+    }
+    assert!(
+        !listing.contains(".wh."),
+        "whiteouts leaked into the guest: {listing}"
+    );
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn host_folders_are_unchanged_and_share_modes_hold() {
+    let (s, g) = fs();
+    assert_eq!(
+        file("lower-unchanged").trim(),
+        "yes",
+        "{}\n{}",
+        file("lower-diff"),
+        s.describe()
+    );
+    assert!(
+        g["ro_write"].contains("Read-only file system"),
+        "{}",
+        g["ro_write"]
+    );
+    assert_eq!(g["ro_read"], "read only");
+    assert_eq!(g["rw_write"], "ok");
+    assert_eq!(file("rw-content").trim(), "from the guest");
+    assert!(
+        file("scratch-left").trim().is_empty(),
+        "{}",
+        file("scratch-left")
+    );
+}

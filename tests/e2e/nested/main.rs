@@ -1,0 +1,67 @@
+//! The nested end-to-end suite: everything runs in ONE boot of the L2 host
+//! (tests/e2e/jobs/all.sh runs each area's job in turn); the tests in the
+//! modules below read what their job left in the results folder.
+
+mod boot;
+mod fs;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use mvm_e2e::{
+    guest_initramfs_with, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_mvm,
+    workspace_root, Scenario,
+};
+
+fn out_dir() -> PathBuf {
+    workspace_root().join("target/e2e/nested")
+}
+
+/// Runs the whole nested job once for all tests in this binary.
+fn suite() -> &'static PathBuf {
+    static SUITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let result = SUITE.get_or_init(|| {
+        let root = workspace_root();
+        let artifacts = root.join("target/e2e/artifacts");
+        let mvm = private_copy(&static_mvm()?, &artifacts)?;
+        let kernel = guest_kernel()?;
+        let initrd = guest_initramfs_with(
+            &artifacts.join("guest-initramfs.cpio.gz"),
+            &[(root.join("tests/e2e/guest/fs-workout.sh"), "/fs-workout.sh")],
+        )?;
+        // Debian's kernel that L2 runs is also the bzImage scenario's guest.
+        let bzimage = l2_bzimage()?;
+        let run = run_l2_job(
+            &root.join("tests/e2e/jobs/all.sh"),
+            &out_dir(),
+            &[
+                ("MVM_BIN", &mvm),
+                ("KERNEL", &kernel),
+                ("INITRD", &initrd),
+                ("BZIMAGE", &bzimage),
+                ("E2E_JOBS", &root.join("tests/e2e/jobs")),
+            ],
+        )?;
+        if !run.attempts.is_empty() {
+            eprintln!("L2 attempts:\n{}", run.attempts);
+        }
+        if run.status != 0 {
+            return Err(format!(
+                "the L2 job did not finish (status {}): {}; see {}",
+                run.status,
+                run.attempts.trim(),
+                run.out.join("l2-console.log").display()
+            ));
+        }
+        Ok(run.out)
+    });
+    match result {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// One `mvm run` the jobs recorded under `<area>/<name>`.
+fn scenario(name: &str) -> Scenario {
+    Scenario::load(suite(), name)
+}
