@@ -172,6 +172,7 @@ struct Shared {
     domain: Name,
     reg: Mutex<Registry>,
     inflight: AtomicUsize,
+    tcp_conns: AtomicUsize,
     preferred: AtomicUsize,
     stop: Arc<AtomicBool>,
 }
@@ -208,6 +209,7 @@ impl DnsServer {
             domain,
             reg: Mutex::new(Registry::new(state_dir)),
             inflight: AtomicUsize::new(0),
+            tcp_conns: AtomicUsize::new(0),
             preferred: AtomicUsize::new(0),
             stop: stop.clone(),
         });
@@ -410,19 +412,27 @@ fn tcp_loop(l: TcpListener, sh: Arc<Shared>) {
             continue;
         }
         let Ok((s, _)) = l.accept() else { continue };
-        // A TCP client holds a slot for its whole connection.
-        let Some(slot) = sh.slot() else { continue };
-        let _ = std::thread::Builder::new()
+        // TCP connections have their own, smaller bound, so slow TCP
+        // clients cannot starve UDP forwarding.
+        let max_tcp = (sh.cfg.max_inflight / 4).max(1);
+        if sh.tcp_conns.fetch_add(1, Ordering::SeqCst) >= max_tcp {
+            sh.tcp_conns.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let sh2 = sh.clone();
+        let r = std::thread::Builder::new()
             .name("mvm-dns-tcp-conn".into())
             .spawn(move || {
-                let sh = slot.0.clone();
-                let _ = tcp_conn(s, &sh);
-                drop(slot);
+                let _ = tcp_conn(s, &sh2);
+                sh2.tcp_conns.fetch_sub(1, Ordering::SeqCst);
             });
+        if r.is_err() {
+            sh.tcp_conns.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-fn tcp_conn(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
+fn tcp_conn(mut s: TcpStream, sh: &Arc<Shared>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     // A few queries per connection at most (pipelining), then close.
@@ -434,13 +444,16 @@ fn tcp_conn(mut s: TcpStream, sh: &Shared) -> std::io::Result<()> {
         let answer = match sh.decide(&q) {
             Action::Drop => return Ok(()),
             Action::Reply(r) => r,
-            Action::Forward => match sh.forward(&q, true).or_else(|| sh.forward(&q, false)) {
-                Some(a) => a,
-                None => match servfail(&q) {
+            Action::Forward => {
+                let answer = match sh.slot() {
+                    Some(_slot) => sh.forward(&q, true).or_else(|| sh.forward(&q, false)),
+                    None => None,
+                };
+                match answer.or_else(|| servfail(&q)) {
                     Some(a) => a,
                     None => return Ok(()),
-                },
-            },
+                }
+            }
         };
         write_framed(&mut s, &answer)?;
     }

@@ -305,11 +305,11 @@ fn ensure_host_locked(
     let index = match rt.link(&cfg.bridge)? {
         Some(l) => {
             if l.kind.as_deref() != Some("bridge") {
-                return Err(Error::Nft(format!(
-                    "{} exists and is not a bridge ({})",
-                    cfg.bridge,
-                    l.kind.unwrap_or_default()
-                )));
+                return Err(Error::InvalidName {
+                    what: "bridge",
+                    value: cfg.bridge.clone(),
+                    reason: "an interface of that name exists and is not a bridge",
+                });
             }
             l.index
         }
@@ -339,6 +339,17 @@ fn ensure_host_locked(
         // `uplinks` set keeps everything else from being forwarded).
         sysctl_set(&format!("net/ipv4/conf/{}/forwarding", cfg.bridge), "1")?;
         let mut host = store.load_host()?;
+        let nft = cfg.nft();
+        if sysctl_get("net/ipv4/ip_forward")? == "1" {
+            // Someone turned forwarding on globally (a router, Docker): it
+            // is not ours to guard or to turn off again.
+            if !host.forwarding_enabled.is_empty() {
+                host.forwarding_enabled.clear();
+                if nft.installed()? {
+                    nft.set_uplinks(&[])?;
+                }
+            }
+        }
         for up in uplinks(rt, index)? {
             let key = format!("net/ipv4/conf/{up}/forwarding");
             if sysctl_get(&key)? == "0" {
@@ -350,7 +361,6 @@ fn ensure_host_locked(
             }
         }
         store.save_host(&host)?;
-        let nft = cfg.nft();
         if reinstall_rules || !nft.installed()? {
             let leases = store.load_all()?;
             nft.install(&host.forwarding_enabled, &leases)?;
@@ -425,7 +435,10 @@ pub fn teardown_host(config: &NetConfig) -> Result<()> {
         rt.delete(b.index)?;
     }
     config.nft().uninstall()?;
-    let host = store.load_host()?;
+    let mut host = store.load_host()?;
+    if sysctl_get("net/ipv4/ip_forward").is_ok_and(|v| v == "1") {
+        host.forwarding_enabled.clear(); // someone else wants it on now
+    }
     for up in &host.forwarding_enabled {
         let key = format!("net/ipv4/conf/{up}/forwarding");
         if let Err(e) = sysctl_set(&key, "0") {

@@ -708,3 +708,26 @@ fn subnet_overlap_is_refused_without_partial_state() {
         assert!(rt.link("virbr-mvm").unwrap().is_some());
     });
 }
+
+#[test]
+fn global_forwarding_turned_on_by_someone_else_is_left_alone() {
+    need_root!();
+    let w = World::new("gfw");
+    let cfg = w.cfg.clone();
+    w.host.run(move || setup_host(&cfg, 0, 0).unwrap());
+    let set = w.host.exec("nft list set inet mvm uplinks");
+    assert!(set.contains("\"up0\""), "{set}");
+    // A router daemon (or Docker) enables forwarding for everything.
+    w.host.exec("sysctl -qw net.ipv4.ip_forward=1");
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        attach_vm(&cfg, &spec("a", false)).unwrap();
+        teardown_host(&cfg).unwrap();
+    });
+    assert_eq!(
+        w.host
+            .exec("cat /proc/sys/net/ipv4/conf/up0/forwarding")
+            .trim(),
+        "1"
+    );
+}
