@@ -34,7 +34,7 @@ BIN="$TARGET_DIR/$TRIPLE/release"
 usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 MEMORY=128 ONLY= L2_TIMEOUT=3600
+RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
@@ -66,37 +66,47 @@ done
 
 status=0
 : >"$OUT/summary.txt"
+l1_load() { echo "L1 load average ($1): $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"; }
+
+# --- the real guest: our kernel and the busybox test initramfs ---------------------------
+log "guest kernel (guest-kernel/build.sh; cached) and initramfs"
+KERNEL="$(guest-kernel/build.sh --print-path)"
+mkdir -p "$OUT/artifacts"
+INITRD="$OUT/artifacts/guest-initramfs.cpio.gz"
+tests/nested/make-guest-initramfs.sh "$INITRD" --init tests/nested/guest-init.sh
 
 # --- 1. native start-up ---------------------------------------------------------------
 if want startup; then
     log "native start-up: $RUNS runs of each"
-    if "$BIN/startup" --mvm "$BIN/mvm" --noop "$BIN/noop" --runs "$RUNS" \
-        --memory "$MEMORY" --json "$OUT/startup.json" | tee "$OUT/startup.txt"; then
-        :
-    else
-        log "the start-up benchmark failed"
-        status=1
-    fi
+    l1_load before >"$OUT/startup.load"
+    rc=0
+    "$BIN/startup" --mvm "$BIN/mvm" --noop "$BIN/noop" --runs "$RUNS" --memory "$MEMORY" \
+        --kernel "$KERNEL" --initrd "$INITRD" --json "$OUT/startup.json" >"$OUT/startup.txt" || rc=$?
+    l1_load after >>"$OUT/startup.load"
+    cat "$OUT/startup.load" >>"$OUT/startup.txt"
+    cat "$OUT/startup.txt"
+    [ "$rc" = 0 ] || { log "the start-up benchmark failed (status $rc)"; status=1; }
     cat "$OUT/startup.txt" >>"$OUT/summary.txt"
 fi
 
 # --- 2. nested boot -------------------------------------------------------------------
 if want nested; then
-    log "guest kernel (guest-kernel/build.sh; cached)"
-    KERNEL="$(guest-kernel/build.sh --print-path)"
-    mkdir -p "$OUT/artifacts"
-    INITRD="$OUT/artifacts/guest-initramfs.cpio.gz"
-    tests/nested/make-guest-initramfs.sh "$INITRD" --init tests/nested/guest-init.sh
-    log "nested boot: $BOOTS boots of mvm and of QEMU in one L2 run (QEMU takes about a minute a boot there)"
+    log "nested boot: $BOOTS boots of mvm and of QEMU microvm in one L2 run"
+    l1_load before >"$OUT/nested.load"
     rc=0
     tests/nested/run-l2.sh benches/jobs/nested-boot.sh "$OUT/nested" --timeout "$L2_TIMEOUT" \
         --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$BIN/mvm" \
         --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" || rc=$?
+    l1_load after >>"$OUT/nested.load"
     if [ -f "$OUT/nested/nested-boot.json" ]; then
         cp "$OUT/nested/nested-boot.json" "$OUT/nested-boot.json"
-        # The table the program printed (job.log also has its progress).
-        sed -n '/^Nested boot/,/^exec floors/p' "$OUT/nested/job.log" | tee "$OUT/nested-boot.txt"
-        echo "L2: $(tr '\n' ' ' <"$OUT/nested/l2-attempts.txt")" | tee -a "$OUT/nested-boot.txt"
+        {
+            # The table the program printed (job.log also has its progress).
+            sed -n '/^Nested boot/,/^exec floors/p' "$OUT/nested/job.log"
+            echo "L2: $(tr '\n' ' ' <"$OUT/nested/l2-attempts.txt")"
+            cat "$OUT/nested.load"
+        } >"$OUT/nested-boot.txt"
+        cat "$OUT/nested-boot.txt"
         { echo; cat "$OUT/nested-boot.txt"; } >>"$OUT/summary.txt"
     fi
     if [ "$rc" != 0 ]; then
