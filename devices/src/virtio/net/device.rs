@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use event_manager::EventSet;
@@ -10,7 +11,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::header::{self, TxDrop};
@@ -80,6 +81,8 @@ struct RxState {
     blocked: bool,
     /// Chains popped, ever; tells whether a re-check made progress.
     popped: u64,
+    /// (head, length) of the chains one frame fills, published together.
+    batch: Vec<(u16, u32)>,
 }
 
 impl RxState {
@@ -92,6 +95,7 @@ impl RxState {
             spare: Vec::new(),
             blocked: false,
             popped: 0,
+            batch: Vec::new(),
         }
     }
 
@@ -297,6 +301,7 @@ impl<B: NetBackend> Net<B> {
         if let Err(e) = queue.disable_notification(mem) {
             warn_limited!(error = %e, "virtio-net: cannot disable rx notifications");
         }
+        let used_before = queue.next_used();
         let mut frames = usize::from(queue.size());
         let mut chains = 8 * usize::from(queue.size());
         let mut used = false;
@@ -366,9 +371,7 @@ impl<B: NetBackend> Net<B> {
                 }
             }
         }
-        // On error, interrupt anyway: a spurious interrupt is cheaper than a
-        // guest waiting forever.
-        if used && queue.needs_notification(mem).unwrap_or(true) {
+        if used && rx_needs_interrupt(queue, mem, used_before) {
             interrupt.signal_used_queue();
         }
     }
@@ -642,6 +645,7 @@ fn deliver(
     let num_buffers = u16::try_from(count).unwrap_or(u16::MAX);
     header::set_num_buffers(&mut rx.buf[..len], num_buffers);
     let mut offset = 0;
+    rx.batch.clear();
     for _ in 0..count {
         let Some(chain) = rx.held.pop_front() else {
             break;
@@ -650,14 +654,11 @@ fn deliver(
         let written = write_chain(mem, &chain.descs, &rx.buf[offset..len]);
         offset += written;
         // written <= capacity of one chain, which fits in u32 buffers.
-        *used |= return_chain(
-            queue,
-            mem,
-            chain.head,
-            u32::try_from(written).unwrap_or(u32::MAX),
-        );
+        rx.batch
+            .push((chain.head, u32::try_from(written).unwrap_or(u32::MAX)));
         rx.spare.push(chain.descs);
     }
+    *used |= publish_used(queue, mem, &rx.batch);
     stats.rx_frames += 1;
     stats.rx_bytes += (len - VNET_HDR_LEN) as u64;
     Delivery::Delivered
@@ -743,6 +744,71 @@ fn account_tx(stats: &mut NetStats, res: io::Result<usize>, len: usize) {
             warn_limited!(error = %e, "virtio-net: backend refused a frame; dropped");
         }
     }
+}
+
+/// Puts the chains of one frame on the used ring and only then moves the
+/// used index, once: a driver reading num_buffers must find every buffer of
+/// the frame already there (Linux polls the ring from another vCPU while we
+/// write it). virtio-queue's add_used publishes each entry on its own, so
+/// all but the last entry are written here and add_used writes the last
+/// one and the index. True if anything was published.
+fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, entries: &[(u16, u32)]) -> bool {
+    let Some((&(last_head, last_len), rest)) = entries.split_last() else {
+        return false;
+    };
+    let size = queue.size();
+    let start = queue.next_used();
+    let written_ahead = rest.iter().enumerate().all(|(k, &(head, len))| {
+        // k < entries.len() <= QUEUE_SIZE, so it fits in u16.
+        let slot = start.wrapping_add(k as u16) % size;
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        head < size
+            && GuestAddress(queue.used_ring())
+                .checked_add(4 + 8 * u64::from(slot))
+                .is_some_and(|addr| mem.write_slice(&elem, addr).is_ok())
+    });
+    if !written_ahead {
+        // Cannot happen with a ring that passed activation; fall back to
+        // one entry at a time.
+        warn_limited!("virtio-net: cannot batch used entries");
+        let mut any = false;
+        for &(head, len) in entries {
+            any |= return_chain(queue, mem, head, len);
+        }
+        return any;
+    }
+    // The last entry goes at start + rest.len(); add_used writes it, then
+    // stores the index (release) past all of them.
+    queue.set_next_used(start.wrapping_add(rest.len() as u16));
+    if return_chain(queue, mem, last_head, last_len) {
+        true
+    } else {
+        queue.set_next_used(start);
+        false
+    }
+}
+
+/// Whether the driver wants an interrupt for the used entries added since
+/// the used index was `old` (virtio 1.2, 2.7.10: used_event, when
+/// EVENT_IDX is on; always otherwise). Our own check rather than
+/// virtio-queue's, whose count of added entries misses those written by
+/// [`publish_used`].
+fn rx_needs_interrupt(queue: &Queue, mem: &GuestMemoryMmap, old: u16) -> bool {
+    if !queue.event_idx_enabled() {
+        return true;
+    }
+    // Our used-index store must be visible before we read used_event, as
+    // the driver writes used_event before it re-reads the used index.
+    fence(Ordering::SeqCst);
+    let addr = GuestAddress(queue.avail_ring()).checked_add(4 + 2 * u64::from(queue.size()));
+    let Some(used_event) = addr.and_then(|a| mem.load::<u16>(a, Ordering::Acquire).ok()) else {
+        return true;
+    };
+    let used_event = u16::from_le(used_event);
+    let new = queue.next_used();
+    new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 /// Puts a chain on the used ring; true if it got there.

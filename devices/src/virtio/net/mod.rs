@@ -10,6 +10,36 @@
 //! the guest posts buffers) and at most one frame the tap refused with
 //! EAGAIN (and then stops taking transmit chains until the tap is writable
 //! again); each event serves at most a queue's worth of chains or frames.
+//!
+//! Wiring is that of every virtio device (see [`crate::virtio`]): one
+//! `Arc<Mutex<Net>>` given to the [`MmioTransport`](crate::virtio::MmioTransport)
+//! as `dyn VirtioDevice` and to the event manager as
+//! `dyn MutEventSubscriber + Send`. The device registers its two queue
+//! eventfds and the tap fd itself; the tap is watched for readable only while
+//! the guest has receive buffers, and for writable only while a frame waits.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use devices::virtio::net::{MemBackend, Net};
+//! use devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
+//! use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//! use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+//!
+//! let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+//! // In the VMM: Net::new("mvm-tap0", mac)?, on a tap the host network
+//! // plane created for this VM (or that we may create).
+//! let net = Arc::new(Mutex::new(
+//!     Net::with_backend(MemBackend::new().unwrap(), [0x02, 0, 0, 0, 0, 1]).unwrap(),
+//! ));
+//! let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+//! let transport = MmioTransport::new(mem, interrupt, net.clone()).unwrap();
+//! assert_eq!(transport.queue_events().len(), 2); // rx = 0, tx = 1
+//! let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+//!     EventManager::new().unwrap();
+//! em.add_subscriber(net.clone());
+//! assert!(!net.lock().unwrap().is_activated());
+//! ```
 
 mod backend;
 mod device;

@@ -725,6 +725,38 @@ fn event_idx_suppresses_interrupts() {
 }
 
 #[test]
+fn event_idx_counts_every_buffer_of_a_merged_frame() {
+    let mut f = mem_fixture();
+    f.bring_up(BASE | MRG | EVENT_IDX);
+    for i in 0..8 {
+        f.post_rx(&[(BUF + 0x1000 * i, 256)]);
+    }
+    // The driver wants to hear once the used index passes 2: the frame's
+    // five entries (0..5) cross it in one go.
+    f.rx.set_used_event(2);
+    lock(&f.net).backend_mut().push_rx(frame(1000, 1));
+    f.serve_rx();
+    assert_eq!(f.rx.used_idx(), 5);
+    assert!(f.take_irq());
+    // 5 and 6 do not cross used_event = 6; 7 would.
+    f.rx.set_used_event(6);
+    lock(&f.net).backend_mut().push_rx(frame(400, 2));
+    f.serve_rx();
+    assert_eq!(f.rx.used_idx(), 7);
+    assert!(f.take_irq(), "entries 5..7 include 6");
+    f.rx.set_used_event(100);
+    lock(&f.net).backend_mut().push_rx(frame(60, 3));
+    f.serve_rx();
+    assert_eq!(f.rx.used_idx(), 8);
+    assert!(!f.take_irq());
+    // The entries are in order, each with its own length.
+    let lens: Vec<u32> = (0..8).map(|i| f.rx.used_elem(i).1).collect();
+    assert_eq!(lens, [256, 256, 256, 256, 2, 256, 170, 86]);
+    let ids: Vec<u32> = (0..8).map(|i| f.rx.used_elem(i).0).collect();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
 fn reset_drops_held_state_and_reactivates() {
     let mut f = mem_fixture();
     f.bring_up(BASE | MRG);
