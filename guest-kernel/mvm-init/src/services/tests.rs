@@ -66,6 +66,10 @@ fn killed_service_is_restarted_under_always() {
     .unwrap();
     let p1 = wait_for(10, "first start", || info(&s, "web").pid);
     assert_eq!(info(&s, "web").state, ServiceState::Running);
+    // Killed only once it has printed, so the log shows both runs.
+    wait_for(10, "first 'up' in the log", || {
+        logs(&s, "web").contains("up\n").then_some(())
+    });
     // SAFETY: plain kill of a child we started.
     unsafe { libc::kill(p1 as i32, libc::SIGKILL) };
     let p2 = wait_for(10, "restart", || {
@@ -158,7 +162,7 @@ fn stop_escalates_to_sigkill() {
     )
     .unwrap();
     wait_for(10, "ready", || {
-        logs(&s, "stubborn").contains("ready").then_some(())
+        logs(&s, "stubborn").contains("\nready\n").then_some(())
     });
     let pid = info(&s, "stubborn").pid.unwrap();
     s.stop("stubborn").unwrap();
