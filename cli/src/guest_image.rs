@@ -97,16 +97,53 @@ pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Share tags of managed VMs.
+pub const ROOT_TAG: &str = "root";
+pub const PROJECT_TAG: &str = "project";
+
 /// The kernel command line mvm-init reads.
 pub fn cmdline(spec: &VmSpec) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!(
+    let mut c = format!(
         "mvm.hostname={} mvm.time={now} mvm.agent_port={AGENT_PORT}",
         spec.name
-    )
+    );
+    if spec.host_root {
+        c.push_str(&format!(" mvm.root={ROOT_TAG}"));
+    }
+    if spec.project.is_some() {
+        c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
+    }
+    c
+}
+
+/// The host's root and the project, each under its own upper layer.
+pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
+    let mut shares = Vec::new();
+    let mut add = |tag: &str, path: &Path| -> anyhow::Result<()> {
+        let upper = dir.upper_dir(spec, tag);
+        std::fs::create_dir_all(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+        shares.push(vmm::ShareConfig {
+            tag: tag.into(),
+            path: path.to_path_buf(),
+            mode: vmm::ShareMode::Cow,
+            upper: Some(upper),
+        });
+        Ok(())
+    };
+    if spec.host_root {
+        add(ROOT_TAG, Path::new("/"))?;
+    }
+    if let Some(p) = &spec.project {
+        if !p.is_dir() {
+            bail!("the project folder {} of VM '{}' is gone", p.display(), spec.name);
+        }
+        add(PROJECT_TAG, p)?;
+    }
+    Ok(shares)
 }
 
 /// Everything the VMM process needs for this VM.
@@ -122,6 +159,7 @@ pub fn vm_config(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<vmm::VmConfig> {
     config.memory_mib = spec.memory_mib;
     config.console = vmm::Console::File(dir.console_log());
     config.api_socket = Some(dir.api_socket());
+    config.shares = shares(dir, spec)?;
     config.vsock = Some(vmm::VsockConfig {
         cid: u64::from(spec.cid()),
         socket: dir.vsock_socket(),

@@ -42,6 +42,10 @@ enum Command {
     Exec(commands::exec::ExecArgs),
     /// An interactive login shell in a VM.
     Shell(commands::exec::ShellArgs),
+    /// Show what the guest changed in the project (A added, M modified, D deleted).
+    Diff(commands::changes::DiffArgs),
+    /// Apply the guest's project changes to the host folder.
+    Commit(commands::changes::CommitArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         Command::Rm(args) => ok(commands::lifecycle::rm(args)),
         Command::List(args) => ok(commands::list::list(args)),
         Command::Logs(args) => ok(commands::logs::logs(args)),
+        Command::Diff(args) => ok(commands::changes::diff(args)),
+        Command::Commit(args) => ok(commands::changes::commit(args)),
         Command::Exec(args) => commands::exec::exec(args),
         Command::Shell(args) => commands::exec::shell(args),
         Command::Doctor(args) => commands::doctor::doctor(args).map(|good| {

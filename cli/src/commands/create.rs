@@ -30,6 +30,10 @@ pub struct CreateArgs {
     /// Keep the guest's changes across restarts (default: dropped at stop).
     #[arg(long)]
     pub persistent: bool,
+    /// Boot into the minimal initramfs root (busybox) instead of the host's
+    /// own root under a copy-on-write layer.
+    #[arg(long)]
+    pub no_host_root: bool,
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -155,6 +159,7 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
         cpus: args.cpus,
         memory_mib: args.memory,
         persistent: args.persistent,
+        host_root: !args.no_host_root,
         kernel: args
             .kernel
             .as_ref()

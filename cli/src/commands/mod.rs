@@ -1,3 +1,4 @@
+pub mod changes;
 pub mod create;
 pub mod doctor;
 pub mod exec;

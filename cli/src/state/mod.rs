@@ -106,6 +106,17 @@ impl VmDir {
         self.path.join("state")
     }
 
+    /// The upper layer of share `tag`: kept under state/ for persistent
+    /// VMs, under run/ (dropped at stop) otherwise.
+    pub fn upper_dir(&self, spec: &VmSpec, tag: &str) -> PathBuf {
+        let base = if spec.persistent {
+            self.state_dir()
+        } else {
+            self.run_dir()
+        };
+        base.join("upper").join(tag)
+    }
+
     pub fn spec(&self) -> anyhow::Result<VmSpec> {
         VmSpec::load(&self.spec_path())
     }

@@ -104,6 +104,11 @@ pub struct VmSpec {
     /// Keep the guest's writes (upper layers) across restarts.
     #[serde(default)]
     pub persistent: bool,
+    /// The guest's root is the host's own `/`, read-only underneath a
+    /// per-VM copy-on-write layer (so the host's tools are there); false:
+    /// the minimal initramfs root (busybox).
+    #[serde(default = "yes")]
+    pub host_root: bool,
     /// The guest kernel; default: $MVM_KERNEL, then the cached build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
@@ -143,6 +148,10 @@ impl VmSpec {
     pub fn cid(&self) -> u32 {
         3 + (fnv1a(self.id.as_bytes()) % (u32::MAX as u64 - 3)) as u32
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -231,6 +240,7 @@ mod tests {
             cpus: 2,
             memory_mib: 1024,
             persistent: true,
+            host_root: true,
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],
             env: [("A".to_string(), "1".to_string())].into(),
