@@ -5,7 +5,7 @@
 //! | `mvm.root=TAG` | the root is the virtio-fs share TAG: mounted, then switched to |
 //! | `mvm.root_overlay=1` | put a tmpfs-backed overlay over that root (writes stay in guest RAM) |
 //! | `mvm.share=TAG:/mnt[:ro]` | mount virtio-fs TAG at /mnt after the root switch; repeatable |
-//! | `mvm.hostname=NAME` | hostname |
+//! | `mvm.hostname=NAME` | hostname (an invalid one is ignored with a warning) |
 //! | `mvm.ip=ADDR/PREFIX[,GW[,DNS...]]` | static IPv4 configuration of the interface |
 //! | `mvm.net=dhcp` / `mvm.net=none` | DHCP on the interface, or loopback only (default) |
 //! | `mvm.iface=NAME` | the interface to configure (default: the first non-loopback one) |
@@ -178,7 +178,8 @@ fn valid_hostname(h: &str) -> bool {
         && h.split('.').all(|l| {
             !l.is_empty()
                 && !l.starts_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -205,10 +206,13 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
             "root_overlay" => c.root_overlay = parse_bool(&full, v)?,
             "share" => c.shares.push(parse_share(v)?),
             "hostname" => {
-                if !valid_hostname(v) {
-                    return Err(format!("mvm.hostname={v}: not a valid hostname"));
+                // Not worth failing the boot over: keep the default name.
+                if valid_hostname(v) {
+                    c.hostname = Some(v.to_string());
+                } else {
+                    c.warnings
+                        .push(format!("ignoring mvm.hostname={v}: not a valid hostname"));
                 }
-                c.hostname = Some(v.to_string());
             }
             "ip" | "net" => {
                 if let Some(prev) = net_key {
@@ -324,6 +328,22 @@ mod tests {
     }
 
     #[test]
+    fn bad_hostname_is_only_a_warning() {
+        for h in ["-bad", "a b", "a..b", "x/y"] {
+            let c = parse(&format!("\"mvm.hostname={h}\"")).unwrap();
+            assert_eq!(c.hostname, None);
+            assert!(c.warnings[0].contains("not a valid hostname"), "{h}");
+        }
+        assert_eq!(
+            parse("mvm.hostname=my_vm.local")
+                .unwrap()
+                .hostname
+                .as_deref(),
+            Some("my_vm.local")
+        );
+    }
+
+    #[test]
     fn defaults() {
         let c = parse("console=ttyS0 root=/dev/vda quiet").unwrap();
         assert_eq!(c, Config::default());
@@ -358,8 +378,6 @@ mod tests {
             ("mvm.time=soon", "mvm.time=soon"),
             ("mvm.agent_port=0", "mvm.agent_port=0"),
             ("mvm.agent_port=x", "mvm.agent_port=x"),
-            ("mvm.hostname=-bad", "mvm.hostname=-bad"),
-            ("mvm.hostname=a_b", "not a valid hostname"),
             ("mvm.root_overlay=1", "needs mvm.root"),
             (
                 "mvm.root_overlay=maybe mvm.root=r",
