@@ -450,8 +450,10 @@ pub fn teardown_host(config: &NetConfig) -> Result<()> {
 }
 
 fn detach_locked(cfg: &NetConfig, store: &Store, rt: &mut Rtnl, l: &mut Lease) -> Result<()> {
-    let needs_rules = l.allow_vm_to_vm || !l.forwards.is_empty();
-    if needs_rules || privileges().net_admin {
+    // Without privilege there is nothing of ours to remove unless the VM
+    // was attached with rules (then the nft error says what is missing).
+    let has_rules = l.active.is_some() && (l.allow_vm_to_vm || !l.forwards.is_empty());
+    if has_rules || privileges().net_admin {
         cfg.nft().remove_vm(&l.id, Some(l))?;
     }
     if let Some(a) = &l.active {
