@@ -107,6 +107,15 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        // Fixtures of earlier runs (libFuzzer exits without destructors).
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("fuse-fuzz-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let base = parent.join(format!("fuse-fuzz-{}", std::process::id()));
         let lower = base.join("lower");
         std::fs::create_dir_all(lower.join("dir/sub")).unwrap();
