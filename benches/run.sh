@@ -17,6 +17,8 @@
 #   --memory MIB    guest memory of the native benchmark (default 128)
 #   --only WHICH    startup | nested (default: both)
 #   --l2-timeout S  limit for the L2 run (default 3600)
+#   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
+#                   instead of building one from this checkout
 # Environment: MVM_BENCH_TARGET_DIR (cargo target dir of the static builds,
 # default target/bench-static), MVM_L2_VERBOSE=1 (L2 console on stderr).
 #
@@ -31,10 +33,10 @@ TARGET_DIR="${MVM_BENCH_TARGET_DIR:-$ROOT/target/bench-static}"
 TRIPLE=x86_64-unknown-linux-gnu
 BIN="$TARGET_DIR/$TRIPLE/release"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600
+RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --memory) MEMORY="${2:?}"; shift 2 ;;
         --only) ONLY="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
+        --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
     esac
@@ -55,14 +58,18 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 mkdir -p "$OUT"
 
 # --- static release builds (mvm as the e2e suite builds it; the benches) ---
-log "building static mvm and the bench programs in $TARGET_DIR"
-for pkg in mvm mvm-benches; do
+pkgs=(mvm-benches)
+[ -n "$MVM" ] || pkgs=(mvm mvm-benches)
+log "building static ${pkgs[*]} in $TARGET_DIR"
+for pkg in "${pkgs[@]}"; do
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
         nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
 done
-for b in mvm startup nested-boot noop; do
-    [ -x "$BIN/$b" ] || { log "missing after the build: $BIN/$b"; exit 1; }
+MVM="${MVM:-$BIN/mvm}"
+for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop"; do
+    [ -x "$b" ] || { log "missing: $b"; exit 1; }
 done
+log "mvm under test: $MVM"
 
 status=0
 : >"$OUT/summary.txt"
@@ -80,7 +87,7 @@ if want startup; then
     log "native start-up: $RUNS runs of each"
     l1_load before >"$OUT/startup.load"
     rc=0
-    "$BIN/startup" --mvm "$BIN/mvm" --noop "$BIN/noop" --runs "$RUNS" --memory "$MEMORY" \
+    "$BIN/startup" --mvm "$MVM" --noop "$BIN/noop" --runs "$RUNS" --memory "$MEMORY" \
         --kernel "$KERNEL" --initrd "$INITRD" --json "$OUT/startup.json" >"$OUT/startup.txt" || rc=$?
     l1_load after >>"$OUT/startup.load"
     cat "$OUT/startup.load" >>"$OUT/startup.txt"
@@ -95,7 +102,7 @@ if want nested; then
     l1_load before >"$OUT/nested.load"
     rc=0
     tests/nested/run-l2.sh benches/jobs/nested-boot.sh "$OUT/nested" --timeout "$L2_TIMEOUT" \
-        --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$BIN/mvm" \
+        --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$MVM" \
         --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" || rc=$?
     l1_load after >>"$OUT/nested.load"
     if [ -f "$OUT/nested/nested-boot.json" ]; then
