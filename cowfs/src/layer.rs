@@ -100,6 +100,9 @@ pub(crate) fn fstat(fd: impl AsFd) -> Result<St, Errno> {
 pub(crate) struct Layer {
     root: OwnedFd,
     pub dev: u64,
+    /// Directories (relative to the root) whose contents do not exist for
+    /// the guest: they show as empty directories.
+    masked: Vec<Vec<u8>>,
 }
 
 /// `""` (the root) becomes `"."`, which openat2 resolves to the root itself.
@@ -143,7 +146,28 @@ impl Layer {
             Mode::empty(),
         )?;
         let dev = fstat(&root)?.dev;
-        Ok(Self { root, dev })
+        Ok(Self {
+            root,
+            dev,
+            masked: Vec::new(),
+        })
+    }
+
+    /// Hides what is below these root-relative directories.
+    pub fn set_masked(&mut self, masked: Vec<Vec<u8>>) {
+        self.masked = masked;
+    }
+
+    /// True when `path` is a masked directory itself (listed as empty).
+    pub fn is_masked_dir(&self, path: &[u8]) -> bool {
+        self.masked.iter().any(|m| m.as_slice() == path)
+    }
+
+    /// True when `path` lies below a masked directory.
+    fn is_below_mask(&self, path: &[u8]) -> bool {
+        self.masked
+            .iter()
+            .any(|m| path.len() > m.len() && path.starts_with(m) && path[m.len()] == b'/')
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
@@ -153,6 +177,9 @@ impl Layer {
     /// Opens `path` beneath the root with `flags` (O_NOFOLLOW and O_CLOEXEC
     /// are always added); no symlink is followed in any component.
     pub fn open_at(&self, path: &[u8], flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
+        if self.is_below_mask(path) {
+            return Err(Errno::NOENT);
+        }
         rfs::openat2(
             &self.root,
             rel(path),

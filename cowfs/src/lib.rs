@@ -88,6 +88,11 @@ pub struct ShareConfig {
     pub lower: PathBuf,
     pub upper: Option<PathBuf>,
     pub mode: ShareMode,
+    /// Host directories inside `lower` whose contents the guest must not
+    /// see (they show as empty directories): the host's /proc, /sys, /dev
+    /// and mvm's own state when the host's root is shared. An upper layer
+    /// may live inside a masked directory.
+    pub masked: Vec<PathBuf>,
 }
 
 /// Bounds on what a guest can make the server hold.

@@ -197,6 +197,7 @@ fn a_symlink_swapped_in_for_a_directory_is_not_followed() {
             lower: lower2.clone(),
             upper: Some(upper2),
             mode: cowfs::ShareMode::Cow,
+            masked: Vec::new(),
         },
         cowfs::Limits::default(),
     );
@@ -269,6 +270,7 @@ fn a_guest_that_never_forgets_or_releases_stays_bounded() {
             lower: w.l.lower.clone(),
             upper: Some(w.l.upper.clone()),
             mode: cowfs::ShareMode::Cow,
+            masked: Vec::new(),
         },
         cowfs::Limits {
             max_inodes: 64,

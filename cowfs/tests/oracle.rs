@@ -216,71 +216,100 @@ fn mount(args: &[&str], target: &Path) -> Option<Mount> {
     ok.then(|| Mount(target.to_path_buf()))
 }
 
-#[test]
-fn same_merged_view_as_overlayfs() {
+/// A private tmpfs with a copy of the standard lower tree.
+struct Env {
+    // Dropped in reverse order: unmount before the directory goes.
+    _tmpfs: Mount,
+    base: tempfile::TempDir,
+    lower: PathBuf,
+}
+
+fn env() -> Option<Env> {
     let base = tempfile::tempdir().unwrap();
     // A tmpfs of our own, so the upper layer supports what overlayfs needs
     // whatever /tmp is.
-    let Some(_tmpfs) = mount(&["-t", "tmpfs", "-o", "size=64m", "tmpfs"], base.path()) else {
-        eprintln!("SKIP same_merged_view_as_overlayfs: cannot mount a tmpfs (not root?)");
-        return;
-    };
+    let tmpfs = mount(&["-t", "tmpfs", "-o", "size=256m", "tmpfs"], base.path())?;
     let l = layers();
-    let b = base.path();
-    let lower = b.join("lower");
+    let lower = base.path().join("lower");
     copy_tree(&l.lower, &lower);
     // copy_tree does not keep hard links; make them again.
     fs::remove_file(lower.join("hard2")).unwrap();
     fs::hard_link(lower.join("hard1"), lower.join("hard2")).unwrap();
     fs::create_dir(lower.join("empty2")).unwrap();
-    for d in ["ov-upper", "ov-work", "merged", "cow-upper"] {
-        fs::create_dir(b.join(d)).unwrap();
+    Some(Env {
+        _tmpfs: tmpfs,
+        base,
+        lower,
+    })
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.base.path().join(name)
     }
-    let opts = |extra: &str| {
-        format!(
-            "lowerdir={},upperdir={},workdir={}{extra}",
-            lower.display(),
-            b.join("ov-upper").display(),
-            b.join("ov-work").display()
+
+    /// An overlayfs mount of the lower tree at `<name>`.
+    fn overlay(&self, name: &str) -> Option<(Mount, PathBuf)> {
+        for d in ["ov-upper", "ov-work", name] {
+            fs::create_dir(self.path(d)).unwrap();
+        }
+        let opts = |extra: &str| {
+            format!(
+                "lowerdir={},upperdir={},workdir={}{extra}",
+                self.lower.display(),
+                self.path("ov-upper").display(),
+                self.path("ov-work").display()
+            )
+        };
+        let merged = self.path(name);
+        let m = mount(
+            &[
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &opts(",index=off,redirect_dir=on"),
+            ],
+            &merged,
         )
+        .or_else(|| mount(&["-t", "overlay", "overlay", "-o", &opts("")], &merged))?;
+        Some((m, merged))
+    }
+
+    fn cow_config(&self, upper: &str) -> cowfs::ShareConfig {
+        let upper = self.path(upper);
+        fs::create_dir_all(&upper).unwrap();
+        cowfs::ShareConfig {
+            lower: self.lower.clone(),
+            upper: Some(upper),
+            mode: cowfs::ShareMode::Cow,
+            masked: Vec::new(),
+        }
+    }
+}
+
+#[test]
+fn same_merged_view_as_overlayfs() {
+    let Some(env) = env() else {
+        eprintln!("SKIP same_merged_view_as_overlayfs: cannot mount a tmpfs (not root?)");
+        return;
     };
-    let merged = b.join("merged");
-    let ov = mount(
-        &[
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &opts(",index=off,redirect_dir=on"),
-        ],
-        &merged,
-    )
-    .or_else(|| mount(&["-t", "overlay", "overlay", "-o", &opts("")], &merged));
-    let Some(ov) = ov else {
+    let Some((ov, merged)) = env.overlay("merged") else {
         eprintln!("SKIP same_merged_view_as_overlayfs: cannot mount overlayfs");
         return;
     };
+    let lower = env.lower.clone();
     let before = tree_hash(&lower);
-    assert_same("start", &host_tree(&merged), &{
-        let mut c = client_with(
-            cowfs::ShareConfig {
-                lower: lower.clone(),
-                upper: Some(b.join("cow-upper")),
-                mode: cowfs::ShareMode::Cow,
-            },
-            cowfs::Limits::default(),
-        );
-        guest_tree(&mut c)
-    });
+    let start = guest_tree(&mut client_with(
+        env.cow_config("cow-upper"),
+        cowfs::Limits::default(),
+    ));
+    assert_same("start", &host_tree(&merged), &start);
 
     let mut host = Host(merged.clone());
     sequence(&mut host);
     let mut guest = Guest(client_with(
-        cowfs::ShareConfig {
-            lower: lower.clone(),
-            upper: Some(b.join("cow-upper")),
-            mode: cowfs::ShareMode::Cow,
-        },
+        env.cow_config("cow-upper"),
         cowfs::Limits::default(),
     ));
     sequence(&mut guest);
@@ -292,15 +321,153 @@ fn same_merged_view_as_overlayfs() {
 
     // A second server over the same upper sees the same thing (the
     // upper layer is self-describing).
-    let mut again = client_with(
-        cowfs::ShareConfig {
-            lower: lower.clone(),
-            upper: Some(b.join("cow-upper")),
-            mode: cowfs::ShareMode::Cow,
-        },
-        cowfs::Limits::default(),
-    );
+    let mut again = client_with(env.cow_config("cow-upper"), cowfs::Limits::default());
     assert_same("after restart", &want, &guest_tree(&mut again));
     drop(ov);
     assert_eq!(tree_hash(&lower), before, "lower tree untouched");
+}
+
+/// cowfs mounted through the host kernel's own FUSE client (`/dev/fuse`):
+/// the same protocol a Linux guest speaks over virtio-fs, from the same
+/// kernel code, served by a thread. Unmounted (and the thread joined) on
+/// drop.
+struct FuseMount {
+    target: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.target, rustix::mount::UnmountFlags::DETACH);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fuse_mount(config: cowfs::ShareConfig, target: &Path) -> Option<FuseMount> {
+    use std::os::fd::AsRawFd;
+    let dev = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .ok()?;
+    let opts = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other",
+        dev.as_raw_fd()
+    );
+    let opts = std::ffi::CString::new(opts).unwrap();
+    rustix::mount::mount(
+        "cowfs",
+        target,
+        "fuse.cowfs",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        opts.as_c_str(),
+    )
+    .ok()?;
+    let mut server = cowfs::Server::new(cowfs::Filesystem::new(&config).unwrap());
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; cowfs::MAX_WRITE as usize + 8192];
+        let mut out = Vec::new();
+        loop {
+            let n = match rustix::io::read(&dev, &mut buf[..]) {
+                Ok(n) => n,
+                // Interrupted, or a request the kernel already dropped.
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::NOENT) => continue,
+                // ENODEV: unmounted.
+                Err(_) => break,
+            };
+            out.clear();
+            let len = server.handle(&buf[..n], buf.len(), &mut out).unwrap();
+            if len > 0 {
+                let _ = rustix::io::write(&dev, &out);
+            }
+        }
+    });
+    Some(FuseMount {
+        target: target.to_path_buf(),
+        thread: Some(thread),
+    })
+}
+
+/// Everyday tools on a mount: copies, moves, deletes, appends, big
+/// writes, truncation, deep trees, links, recursive chmod, listings.
+const SCRIPT: &str = r#"
+set -e
+cp -a dir-renamed copy
+mv copy copy2
+rm -rf copy2/sub-gone
+echo appended >> new.txt
+seq 1 20000 > big.txt
+dd if=/dev/zero of=zero.bin bs=1M count=3 2>/dev/null
+truncate -s 10 zero.bin
+mkdir -p deep/a/b/c && touch deep/a/b/c/f
+ln -s deep/a link-to-deep
+ln new.txt new-link
+chmod -R go-rwx deep
+mv sub-moved deep/a/
+rm -r empty2
+L=$(find . | sort); printf '%s\n' "$L" > list.out
+ls -la > /dev/null
+cat big.txt | wc -l > lines.out
+tar cf /dev/null .
+"#;
+
+#[test]
+fn kernel_fuse_client_agrees_with_overlayfs() {
+    let Some(env) = env() else {
+        eprintln!(
+            "SKIP kernel_fuse_client_agrees_with_overlayfs: cannot mount a tmpfs (not root?)"
+        );
+        return;
+    };
+    let Some((_ov, merged)) = env.overlay("merged") else {
+        eprintln!("SKIP kernel_fuse_client_agrees_with_overlayfs: cannot mount overlayfs");
+        return;
+    };
+    let target = env.path("fuse");
+    fs::create_dir(&target).unwrap();
+    let Some(fm) = fuse_mount(env.cow_config("fuse-upper"), &target) else {
+        eprintln!("SKIP kernel_fuse_client_agrees_with_overlayfs: cannot mount FUSE");
+        return;
+    };
+    let before = tree_hash(&env.lower);
+    assert_same("start", &host_tree(&merged), &host_tree(&target));
+    sequence(&mut Host(merged.clone()));
+    sequence(&mut Host(target.clone()));
+    assert_same(
+        "after the sequence: overlayfs vs cowfs over /dev/fuse",
+        &host_tree(&merged),
+        &host_tree(&target),
+    );
+    for dir in [&merged, &target] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "script in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listing = |d: &Path| fs::read_to_string(d.join("list.out")).unwrap();
+    assert_eq!(listing(&merged), listing(&target), "find output");
+    assert_same(
+        "after the script: overlayfs vs cowfs over /dev/fuse",
+        &host_tree(&merged),
+        &host_tree(&target),
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("lines.out")).unwrap().trim(),
+        "20000"
+    );
+    drop(fm);
+    // The server's upper layer, read by a fresh server, is the same tree.
+    let mut again = client_with(env.cow_config("fuse-upper"), cowfs::Limits::default());
+    assert_same("restart", &host_tree(&merged), &guest_tree(&mut again));
+    assert_eq!(tree_hash(&env.lower), before, "lower tree untouched");
 }

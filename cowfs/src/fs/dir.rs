@@ -32,6 +32,9 @@ fn read_layer_dir(
     budget: &mut usize,
 ) -> Result<Vec<(Vec<u8>, u64, u32)>, Errno> {
     let fd = layer.open_at(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+    if layer.is_masked_dir(path) {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     for e in rfs::Dir::new(fd)? {
         let e = e?;

@@ -163,7 +163,9 @@ impl Filesystem {
 
     /// SETXATTR / REMOVEXATTR (`value` None). Only the `user.` namespace is
     /// writable: `security.*` or `trusted.*` set by a guest could mean
-    /// something to the host (file capabilities, overlayfs metadata).
+    /// something to the host (file capabilities, overlayfs metadata), and
+    /// POSIX ACLs (`system.*`) are not supported. Other namespaces get
+    /// EOPNOTSUPP, which tools like `cp -a` take as "not supported here".
     pub fn setxattr(
         &mut self,
         id: u64,
@@ -172,7 +174,7 @@ impl Filesystem {
         flags: u32,
     ) -> Result<(), Errno> {
         if !xname.starts_with("user.") {
-            return Err(Errno::PERM);
+            return Err(Errno::OPNOTSUPP);
         }
         let (path, p) = self.inodes.linked(id)?;
         self.upper()?;

@@ -11,6 +11,7 @@ mod rename;
 pub(crate) use copyup::{copy_data, times_of};
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -50,6 +51,24 @@ pub struct Filesystem {
     limits: Limits,
 }
 
+/// The masked directories as paths relative to the lower root (those not
+/// inside it are ignored).
+fn masked_paths(config: &ShareConfig) -> Vec<Vec<u8>> {
+    let Ok(lower) = std::fs::canonicalize(&config.lower) else {
+        return Vec::new();
+    };
+    config
+        .masked
+        .iter()
+        .filter_map(|m| {
+            let m = std::fs::canonicalize(m).ok()?;
+            let rel = m.strip_prefix(&lower).ok()?;
+            let bytes = rel.as_os_str().as_bytes().to_vec();
+            (!bytes.is_empty()).then_some(bytes)
+        })
+        .collect()
+}
+
 fn open_layer(path: &std::path::Path) -> Result<Layer, CowfsError> {
     Layer::open(path).map_err(|source| CowfsError::Open {
         path: path.to_path_buf(),
@@ -70,15 +89,24 @@ impl Filesystem {
                     std::fs::canonicalize(&config.lower),
                     std::fs::canonicalize(u),
                 );
-                if let (Ok(l), Ok(u2)) = (l, u2) {
-                    if l.starts_with(&u2) || u2.starts_with(&l) {
+                if let (Ok(l), Ok(u2)) = (&l, u2) {
+                    let in_mask = masked_paths(config)
+                        .iter()
+                        .any(|m| u2.starts_with(l.join(std::ffi::OsStr::from_bytes(m))));
+                    if l.starts_with(&u2) || (u2.starts_with(l) && !in_mask) {
                         return Err(CowfsError::Nested(u.clone()));
                     }
                 }
-                (Some(open_layer(&config.lower)?), Some(open_layer(u)?))
+                let mut lower = open_layer(&config.lower)?;
+                lower.set_masked(masked_paths(config));
+                (Some(lower), Some(open_layer(u)?))
             }
             (mode, Some(_)) => return Err(CowfsError::UnexpectedUpper(mode)),
-            (ShareMode::Ro, None) => (Some(open_layer(&config.lower)?), None),
+            (ShareMode::Ro, None) => {
+                let mut lower = open_layer(&config.lower)?;
+                lower.set_masked(masked_paths(config));
+                (Some(lower), None)
+            }
             (ShareMode::Rw, None) => (None, Some(open_layer(&config.lower)?)),
         };
         let origins = match (&lower, &upper) {

@@ -48,6 +48,7 @@ pub fn cow_client(l: &Layers) -> Client {
             lower: l.lower.clone(),
             upper: Some(l.upper.clone()),
             mode: ShareMode::Cow,
+            masked: Vec::new(),
         },
         Limits::default(),
     )
