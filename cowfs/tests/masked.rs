@@ -35,12 +35,20 @@ fn masked_directories_look_empty_and_hold_the_upper() {
     ));
 
     let mut c = client_with(
-        config(vec![state.clone(), l.lower.join("proc"), "/elsewhere".into()]),
+        config(vec![
+            state.clone(),
+            l.lower.join("proc"),
+            "/elsewhere".into(),
+        ]),
         Limits::default(),
     );
     // The masked directories exist (mount points) but are empty.
     let st = c.lookup(ROOT, b"state").unwrap();
-    assert!(c.list(st.nodeid).unwrap().iter().all(|e| e.name == b"." || e.name == b".."));
+    assert!(c
+        .list(st.nodeid)
+        .unwrap()
+        .iter()
+        .all(|e| e.name == b"." || e.name == b".."));
     assert_eq!(c.lookup(st.nodeid, b"secret.txt").err(), Some(ENOENT));
     assert_eq!(c.lookup(st.nodeid, b"vm").err(), Some(ENOENT));
     let proc = c.lookup(ROOT, b"proc").unwrap();
@@ -52,8 +60,16 @@ fn masked_directories_look_empty_and_hold_the_upper() {
     // The guest may use a masked directory as a mount point or write into
     // it: its own files land in the upper, the host's stay hidden.
     c.mkdir(proc.nodeid, b"mine", 0o755).unwrap();
-    let names: Vec<Vec<u8>> = c.list(proc.nodeid).unwrap().into_iter().map(|e| e.name).collect();
-    assert!(names.contains(&b"mine".to_vec()) && !names.contains(&b"1".to_vec()), "{names:?}");
+    let names: Vec<Vec<u8>> = c
+        .list(proc.nodeid)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(
+        names.contains(&b"mine".to_vec()) && !names.contains(&b"1".to_vec()),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -168,6 +168,7 @@ fuzz_target!(|data: &[u8]| {
             lower: f.lower.clone(),
             upper: Some(upper.path().to_path_buf()),
             mode: ShareMode::Cow,
+            masked: Vec::new(),
         },
         LIMITS,
     )

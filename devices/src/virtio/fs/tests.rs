@@ -45,6 +45,7 @@ fn fixture() -> Fixture {
         lower: lower.clone(),
         upper: Some(upper.clone()),
         mode: ShareMode::Cow,
+        masked: Vec::new(),
     };
     let mem = guest_memory();
     let irq = interrupt();
@@ -179,6 +180,7 @@ fn bad_tags_and_shares_are_refused() {
         lower: d.path().to_path_buf(),
         upper: upper.map(|u| u.to_path_buf()),
         mode,
+        masked: Vec::new(),
     };
     for tag in ["", "a\0b", &"x".repeat(37)] {
         let e = Fs::new(tag, share(ShareMode::Ro, None)).err().unwrap();
