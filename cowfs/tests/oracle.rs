@@ -471,3 +471,69 @@ fn kernel_fuse_client_agrees_with_overlayfs() {
     assert_same("restart", &host_tree(&merged), &guest_tree(&mut again));
     assert_eq!(tree_hash(&env.lower), before, "lower tree untouched");
 }
+
+/// Real tools over a real tree (a copy of /usr/include/linux as the lower
+/// layer): git, sed -i, tar, cp -r, mv and rm -r of big directories.
+const TOOLS: &str = r#"
+set -e
+export GIT_CONFIG_NOSYSTEM=1 HOME=/nonexistent
+git init -q .
+git add -A
+git -c user.email=t@t -c user.name=t commit -qm init
+sed -i 's/struct/STRUCT/' kvm.h
+rm -r netfilter
+mv usb usb-moved
+cp -r can can-copy
+mkdir unpacked && tar cf - tc_act | tar xf - -C unpacked
+git status --porcelain | sort > ../status-$1
+grep -rl ioctl . --exclude-dir=.git | sort > ../grep-$1
+"#;
+
+#[test]
+fn kernel_fuse_client_with_real_tools() {
+    let src = Path::new("/usr/include/linux");
+    let git = Command::new("git").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !src.join("kvm.h").exists() || !git {
+        eprintln!("SKIP kernel_fuse_client_with_real_tools: no /usr/include/linux or git");
+        return;
+    }
+    let Some(env) = env() else {
+        eprintln!("SKIP kernel_fuse_client_with_real_tools: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let lower = env.lower.join("linux");
+    copy_tree(src, &lower);
+    let Some((_ov, merged)) = env.overlay("merged") else {
+        eprintln!("SKIP kernel_fuse_client_with_real_tools: cannot mount overlayfs");
+        return;
+    };
+    let target = env.path("fuse");
+    fs::create_dir(&target).unwrap();
+    let Some(fm) = fuse_mount(env.cow_config("fuse-upper"), &target) else {
+        eprintln!("SKIP kernel_fuse_client_with_real_tools: cannot mount FUSE");
+        return;
+    };
+    let before = tree_hash(&env.lower);
+    for (dir, tag) in [(&merged, "ov"), (&target, "fuse")] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(TOOLS)
+            .arg("sh")
+            .arg(tag)
+            .current_dir(dir.join("linux"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tools in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let strip = |t: std::collections::BTreeMap<String, Obj>| -> std::collections::BTreeMap<String, Obj> {
+        // git's own files record inode numbers and times: compare the work tree.
+        t.into_iter().filter(|(k, _)| !k.starts_with("linux/.git/") && !k.starts_with("status-") && !k.starts_with("grep-")).collect()
+    };
+    assert_same("work tree after the tools", &strip(host_tree(&merged)), &strip(host_tree(&target)));
+    let read = |d: &Path, f: &str| fs::read_to_string(d.join(f)).unwrap();
+    assert_eq!(read(&merged, "status-ov"), read(&target, "status-fuse"));
+    assert!(read(&target, "status-fuse").contains(" M kvm.h"));
+    assert_eq!(read(&merged, "grep-ov"), read(&target, "grep-fuse"));
+    drop(fm);
+    assert_eq!(tree_hash(&env.lower), before, "lower tree untouched");
+}
