@@ -220,8 +220,11 @@ pub fn run_pid1() -> ! {
         fatal(&e);
     }
     ensure_console();
-    let line = std::fs::read_to_string("/proc/cmdline")
-        .unwrap_or_else(|e| fatal(&format!("reading /proc/cmdline: {e}")));
+    let line = match std::env::var("MVM_INIT_CMDLINE") {
+        Ok(l) => l,
+        Err(_) => std::fs::read_to_string("/proc/cmdline")
+            .unwrap_or_else(|e| fatal(&format!("reading /proc/cmdline: {e}"))),
+    };
     let cfg =
         cmdline::parse(&line).unwrap_or_else(|e| fatal(&format!("bad kernel command line: {e}")));
     for w in &cfg.warnings {
@@ -259,16 +262,27 @@ pub fn run_pid1() -> ! {
         debug: cfg.debug,
         power: Arc::new(move |action| power::shutdown(&s2, &r2, action)),
     });
-    let listener = vsock::listen(cfg.agent_port).unwrap_or_else(|e| {
-        fatal(&format!(
-            "listening on vsock port {}: {e} (is virtio-vsock on the command line?)",
-            cfg.agent_port
-        ))
-    });
-    if let Some(path) = &cfg.services_file {
-        declare_boot_services(&services, path);
+    if let Some(path) = &cfg.agent_unix {
+        let _ = std::fs::remove_file(path);
+        let l = std::os::unix::net::UnixListener::bind(path)
+            .unwrap_or_else(|e| fatal(&format!("listening on unix socket {path}: {e}")));
+        if let Some(f) = &cfg.services_file {
+            declare_boot_services(&services, f);
+        }
+        log!("ready: agent on unix socket {path}");
+        crate::server::serve_unix(l, agent);
+    } else {
+        let listener = vsock::listen(cfg.agent_port).unwrap_or_else(|e| {
+            fatal(&format!(
+                "listening on vsock port {}: {e} (is virtio-vsock on the command line?)",
+                cfg.agent_port
+            ))
+        });
+        if let Some(f) = &cfg.services_file {
+            declare_boot_services(&services, f);
+        }
+        log!("ready: agent on vsock port {}", cfg.agent_port);
+        vsock::serve(listener, agent);
     }
-    log!("ready: agent on vsock port {}", cfg.agent_port);
-    vsock::serve(listener, agent);
     fatal("the agent listener stopped")
 }

@@ -13,6 +13,11 @@
 //! | `mvm.agent_port=PORT` | vsock port of the agent (default 1024) |
 //! | `mvm.services=PATH` | JSON array of service specs (in the final root) declared and started at boot |
 //! | `mvm.debug=1` | log every agent connection and request on the console |
+//! | `mvm.agent_unix=/PATH` | test hook: serve the agent on a Unix socket instead of vsock |
+//!
+//! Test hook: when the environment variable `MVM_INIT_CMDLINE` is set, PID 1
+//! parses it instead of `/proc/cmdline` (for running as PID 1 of a PID
+//! namespace on a host, see `scripts/ns-smoke.sh`).
 //!
 //! Values may be double-quoted as the kernel allows (`mvm.hostname="x"`).
 //! Unknown `mvm.*` keys are reported as warnings and ignored, so an older
@@ -52,6 +57,8 @@ pub struct Config {
     pub time: Option<i64>,
     pub agent_port: u32,
     pub services_file: Option<String>,
+    /// Test hook: serve the agent on this Unix socket instead of vsock.
+    pub agent_unix: Option<String>,
     pub debug: bool,
     /// Problems that did not stop parsing (unknown keys).
     pub warnings: Vec<String>,
@@ -69,6 +76,7 @@ impl Default for Config {
             time: None,
             agent_port: agent_proto::DEFAULT_AGENT_PORT,
             services_file: None,
+            agent_unix: None,
             debug: false,
             warnings: Vec::new(),
         }
@@ -255,6 +263,12 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
                 }
                 c.services_file = Some(v.to_string());
             }
+            "agent_unix" => {
+                if !v.starts_with('/') {
+                    return Err(format!("mvm.agent_unix={v}: expected an absolute path"));
+                }
+                c.agent_unix = Some(v.to_string());
+            }
             "debug" => c.debug = parse_bool(&full, v)?,
             _ => c.warnings.push(format!("ignoring unknown option {word}")),
         }
@@ -286,7 +300,7 @@ mod tests {
              mvm.root=root mvm.root_overlay=1 mvm.share=project:/project \
              mvm.share=nix:/nix/store:ro mvm.hostname=web mvm.ip=10.0.2.15/24,10.0.2.2,10.0.2.3,1.1.1.1 \
              mvm.time=1764000000 mvm.agent_port=2000 mvm.services=/project/.mvm/services.json \
-             mvm.iface=eth1 mvm.debug=1 mvm.future=x",
+             mvm.iface=eth1 mvm.debug=1 mvm.agent_unix=/run/a.sock mvm.future=x",
         )
         .unwrap();
         assert_eq!(c.root.as_deref(), Some("root"));
@@ -320,6 +334,7 @@ mod tests {
         assert_eq!(c.agent_port, 2000);
         assert_eq!(c.iface.as_deref(), Some("eth1"));
         assert!(c.debug);
+        assert_eq!(c.agent_unix.as_deref(), Some("/run/a.sock"));
         assert_eq!(
             c.services_file.as_deref(),
             Some("/project/.mvm/services.json")
