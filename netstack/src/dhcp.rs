@@ -58,6 +58,9 @@ pub struct Reply {
 /// a request, unknown MAC, relayed, for another server, or needing no
 /// answer).
 pub fn handle_packet(p: &DhcpParams, reg: &Registry, packet: &[u8]) -> Option<Reply> {
+    if !options_sane(packet) {
+        return None;
+    }
     let req = Message::from_bytes(packet).ok()?;
     if req.opcode() != Opcode::BootRequest || req.htype() != HType::Eth || req.hlen() != 6 {
         return None;
@@ -164,6 +167,55 @@ pub fn handle_packet(p: &DhcpParams, reg: &Registry, packet: &[u8]) -> Option<Re
     };
     tracing::debug!(%mac, %ip, ?msg_type, reply = ?kind, "dhcp");
     Some(Reply { bytes, dest, kind })
+}
+
+/// Options whose decoding in dhcproto 0.15 assumes a length (it asserts
+/// it in debug builds, or subtracts from it): (code, min, max). Found by
+/// fuzzing; packets that break these are dropped before decoding.
+const CHECKED_OPTIONS: &[(u8, usize, usize)] = &[
+    (80, 0, 0),    // rapid commit
+    (81, 3, 255),  // client FQDN
+    (94, 3, 3),    // client network interface
+    (151, 1, 255), // bulk lease query status code
+    (152, 4, 4),   // bulk lease query times
+    (153, 4, 4),
+    (154, 4, 4),
+    (155, 4, 4),
+];
+
+/// Walk the options area (after the 236-byte header and the magic cookie):
+/// every option must fit in the packet, and the options of
+/// [`CHECKED_OPTIONS`] must appear once at most, with a length in range.
+/// Repeated options are concatenated by the decoder (RFC 3396), which is
+/// why a repeat of a checked option is refused.
+fn options_sane(packet: &[u8]) -> bool {
+    let Some(mut opts) = packet.get(240..) else {
+        return true; // too short: the decoder rejects it
+    };
+    let mut seen = [false; 256];
+    while let Some((&code, rest)) = opts.split_first() {
+        match code {
+            0 => opts = rest,
+            255 => break,
+            _ => {
+                let Some((&len, rest)) = rest.split_first() else {
+                    return false;
+                };
+                let len = usize::from(len);
+                if rest.len() < len {
+                    return false;
+                }
+                if let Some(&(_, min, max)) = CHECKED_OPTIONS.iter().find(|c| c.0 == code) {
+                    if seen[usize::from(code)] || len < min || len > max {
+                        return false;
+                    }
+                }
+                seen[usize::from(code)] = true;
+                opts = &rest[len..];
+            }
+        }
+    }
+    true
 }
 
 /// A running DHCP server (one thread). Stops when dropped.
@@ -543,6 +595,21 @@ mod tests {
         assert_eq!(r.dest, Dest::Broadcast);
         for junk in [&b""[..], &[1u8; 3][..], &[0xffu8; 300][..]] {
             assert!(handle_packet(&params(), &reg(), junk).is_none());
+        }
+        // Options dhcproto would assert on (found by fuzzing) are dropped.
+        for opt in [
+            &[80u8, 1, 0][..],
+            &[81, 1, 0],
+            &[94, 2, 0, 0],
+            &[152, 2, 0, 0],
+            &[151, 0],
+            &[81, 3, 0, 0, 0, 81, 1, 0],
+        ] {
+            let mut raw = request(MessageType::Discover, mac, vec![], Ipv4Addr::UNSPECIFIED);
+            let end = raw.len() - 1; // before End
+            raw.splice(end..end, opt.iter().copied());
+            assert!(!options_sane(&raw), "{opt:?}");
+            assert!(handle_packet(&params(), &reg(), &raw).is_none());
         }
         // hlen > 16 must not panic.
         let mut raw = request(MessageType::Discover, mac, vec![], Ipv4Addr::UNSPECIFIED);

@@ -18,8 +18,18 @@ fuzz_target!(|data: &[u8]| {
     };
     // 02:00:00:00:00:01 is the MAC the seed packets use.
     let reg = Registry::fixed(&[
-        (MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 77, 0, 2), "web", true),
-        (MacAddr::for_vm("db"), Ipv4Addr::new(10, 77, 0, 3), "db", false),
+        (
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            Ipv4Addr::new(10, 77, 0, 2),
+            "web",
+            true,
+        ),
+        (
+            MacAddr::for_vm("db"),
+            Ipv4Addr::new(10, 77, 0, 3),
+            "db",
+            false,
+        ),
     ]);
     if let Some(reply) = dhcp_handle_packet(&params, &reg, data) {
         let m = Message::from_bytes(&reply.bytes).expect("our reply must decode");

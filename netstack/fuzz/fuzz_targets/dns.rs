@@ -11,7 +11,12 @@ use libfuzzer_sys::fuzz_target;
 use netstack::{dns_handle_query, DnsAction, MacAddr, Registry};
 
 fuzz_target!(|data: &[u8]| {
-    let reg = Registry::fixed(&[(MacAddr::for_vm("web"), Ipv4Addr::new(10, 77, 0, 2), "web", true)]);
+    let reg = Registry::fixed(&[(
+        MacAddr::for_vm("web"),
+        Ipv4Addr::new(10, 77, 0, 2),
+        "web",
+        true,
+    )]);
     let domain = Name::from_ascii("mvm.").unwrap();
     match dns_handle_query(&domain, &reg, data) {
         DnsAction::Reply(bytes) => {
