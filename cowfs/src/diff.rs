@@ -42,6 +42,18 @@ pub struct Change {
     pub path: PathBuf,
 }
 
+impl std::fmt::Display for Change {
+    /// `A path`, `M path` or `D path`, like `git status --short`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = match self.kind {
+            ChangeKind::Added => 'A',
+            ChangeKind::Modified => 'M',
+            ChangeKind::Deleted => 'D',
+        };
+        write!(f, "{k} {}", self.path.display())
+    }
+}
+
 /// Why a path cannot be committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {

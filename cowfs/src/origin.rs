@@ -219,7 +219,7 @@ impl OriginLog {
 
     fn write(&mut self, line: &str) {
         if let Err(e) = self.file.write_all(line.as_bytes()) {
-            tracing::warn!(error = %e, "cowfs: cannot append to the copy-up log");
+            crate::warn_limited!(error = %e, "cowfs: cannot append to the copy-up log");
         }
     }
 

@@ -11,7 +11,6 @@
 use std::io::Write;
 
 use rustix::io::Errno;
-use tracing::debug;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::abi::{self, op, EntryOut, InHeader, OutHeader};
@@ -417,8 +416,21 @@ impl Server {
                 self.initialized = false;
             }
             op::SYNCFS => {}
+            op::GETLK
+            | op::SETLK
+            | op::SETLKW
+            | op::BMAP
+            | op::IOCTL
+            | op::POLL
+            | op::COPY_FILE_RANGE
+            | op::TMPFILE
+            | op::STATX => {
+                // Known and deliberately unsupported: the kernel falls back
+                // (local locks, read/write copies, GETATTR for statx).
+                return Err(Errno::NOSYS);
+            }
             other => {
-                debug!(opcode = other, "cowfs: unsupported opcode");
+                crate::warn_limited!(opcode = other, "cowfs: unknown opcode");
                 return Err(Errno::NOSYS);
             }
         }

@@ -61,6 +61,7 @@ fn diff_lists_changes_and_commit_applies_them() {
         (ChangeKind::Added, "sub2/c.txt"),
     ]);
     assert_eq!(diff(&l.lower, &l.upper).unwrap(), expected);
+    assert_eq!(expected[0].to_string(), "M a.txt");
 
     let before = tree_hash(&l.lower);
     let r = commit(&l.lower, &l.upper, true).unwrap();

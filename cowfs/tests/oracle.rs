@@ -492,7 +492,10 @@ grep -rl ioctl . --exclude-dir=.git | sort > ../grep-$1
 #[test]
 fn kernel_fuse_client_with_real_tools() {
     let src = Path::new("/usr/include/linux");
-    let git = Command::new("git").arg("--version").output().is_ok_and(|o| o.status.success());
+    let git = Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !src.join("kvm.h").exists() || !git {
         eprintln!("SKIP kernel_fuse_client_with_real_tools: no /usr/include/linux or git");
         return;
@@ -523,13 +526,29 @@ fn kernel_fuse_client_with_real_tools() {
             .current_dir(dir.join("linux"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "tools in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tools in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let strip = |t: std::collections::BTreeMap<String, Obj>| -> std::collections::BTreeMap<String, Obj> {
-        // git's own files record inode numbers and times: compare the work tree.
-        t.into_iter().filter(|(k, _)| !k.starts_with("linux/.git/") && !k.starts_with("status-") && !k.starts_with("grep-")).collect()
-    };
-    assert_same("work tree after the tools", &strip(host_tree(&merged)), &strip(host_tree(&target)));
+    let strip =
+        |t: std::collections::BTreeMap<String, Obj>| -> std::collections::BTreeMap<String, Obj> {
+            // git's own files record inode numbers and times: compare the work tree.
+            t.into_iter()
+                .filter(|(k, _)| {
+                    !k.starts_with("linux/.git/")
+                        && !k.starts_with("status-")
+                        && !k.starts_with("grep-")
+                })
+                .collect()
+        };
+    assert_same(
+        "work tree after the tools",
+        &strip(host_tree(&merged)),
+        &strip(host_tree(&target)),
+    );
     let read = |d: &Path, f: &str| fs::read_to_string(d.join(f)).unwrap();
     assert_eq!(read(&merged, "status-ov"), read(&target, "status-fuse"));
     assert!(read(&target, "status-fuse").contains(" M kvm.h"));
