@@ -467,6 +467,59 @@ mod tests {
         assert!(err.contains("DHCP failed after 2 tries"), "{err}");
     }
 
+    /// The real socket (SO_BINDTODEVICE, broadcast, port 68) against a
+    /// fake server on port 67, over loopback in a private network namespace
+    /// of this thread, when the test runs as root.
+    #[test]
+    fn udp_transport_in_a_private_netns() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                eprintln!("skipped: cannot unshare the network namespace (not root?)");
+                return;
+            }
+            crate::net::set_up("lo").unwrap();
+            let server = UdpSocket::bind("0.0.0.0:67").unwrap();
+            server.set_broadcast(true).unwrap();
+            // Like a real server on its bridge: bound to the link, so the
+            // limited broadcast has a way out without a route.
+            // SAFETY: the option value is the name, passed with its length.
+            let r = unsafe {
+                libc::setsockopt(
+                    server.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    b"lo".as_ptr().cast(),
+                    2,
+                )
+            };
+            assert_eq!(r, 0);
+            server
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // Threads start in the namespace of the thread that creates them.
+            let srv = std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                for t in [MessageType::Offer, MessageType::Ack] {
+                    let (n, from) = server.recv_from(&mut buf).unwrap();
+                    assert_eq!(from.port(), CLIENT_PORT);
+                    let m = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
+                    let r = reply(&m, t, offer_ip());
+                    server
+                        .send_to(&r, SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
+                        .unwrap();
+                }
+            });
+            let mut t = UdpTransport::new("lo").unwrap();
+            let lease = acquire(&mut t, &MAC, 42, 3, Duration::from_secs(2)).unwrap();
+            assert_eq!(lease.addr, offer_ip());
+            assert_eq!(lease.server, Ipv4Addr::new(10, 0, 2, 2));
+            srv.join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn garbage_is_not_a_reply() {
         assert!(parse_reply(b"", 1, &MAC).is_none());
