@@ -519,7 +519,17 @@ pub fn attach_vm(config: &NetConfig, spec: &VmSpec) -> Result<VmNet> {
         {
             l.ip
         }
-        _ => allocate_ip(&config.subnet, &others, &[])?,
+        _ => {
+            // Addresses someone put on the bridge besides the gateway are in
+            // use too.
+            let on_bridge: Vec<Ipv4Addr> = rt
+                .addrs()?
+                .into_iter()
+                .filter(|a| a.index == bridge)
+                .map(|a| a.ip)
+                .collect();
+            allocate_ip(&config.subnet, &others, &on_bridge)?
+        }
     };
     let mut lease = Lease {
         id: spec.id.clone(),
