@@ -25,6 +25,12 @@ pub trait NetBackend: AsRawFd + Send {
 
     /// The offloads (`TUN_F_*` bits) the guest accepts in received frames.
     fn set_offload(&mut self, flags: u32) -> io::Result<()>;
+
+    /// The tap to hand to vhost-net, for backends that are one.
+    #[doc(hidden)]
+    fn vhost_tap(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 /// A backend made of two frame queues, for tests and fuzzing: frames pushed

@@ -15,6 +15,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMma
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::header::{self, TxDrop};
+use super::vhost::{self, Vhost};
 use super::{
     format_mac, NetBackend, NetError, Tap, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, QUEUE_SIZE,
     RX_QUEUE, TX_QUEUE, VNET_HDR_LEN,
@@ -147,8 +148,12 @@ pub struct Net<B: NetBackend = Tap> {
     tx: TxState,
     stats: NetStats,
     /// What the event loop watches the backend fd for; `None` when it is
-    /// not watched (registration failed, or the fd reported an error).
+    /// not watched (registration failed, the fd reported an error, or
+    /// vhost-net owns it).
     pub(super) backend_interest: Option<EventSet>,
+    /// vhost-net, when it was asked for and the kernel has it: the frames
+    /// then never pass through the VMM.
+    vhost: Option<Vhost>,
 }
 
 impl Net<Tap> {
@@ -161,6 +166,33 @@ impl Net<Tap> {
     /// Builds a device around an already open tap.
     pub fn with_tap(tap: Tap, mac: [u8; 6]) -> Result<Self, NetError> {
         Self::with_backend(tap, mac)
+    }
+
+    /// Like [`new`](Self::new), with the data path in the kernel's
+    /// vhost-net when /dev/vhost-net can be used; otherwise (no module, no
+    /// permission) the ordinary userspace path, with a log line saying why.
+    /// [`is_vhost`](Net::is_vhost) tells which one was taken.
+    pub fn new_vhost(tap_name: &str, mac: [u8; 6]) -> Result<Self, NetError> {
+        Self::with_tap_vhost(Tap::open(tap_name)?, mac)
+    }
+
+    /// [`new_vhost`](Self::new_vhost) on an already open tap.
+    pub fn with_tap_vhost(tap: Tap, mac: [u8; 6]) -> Result<Self, NetError> {
+        let mut net = Self::with_tap(tap, mac)?;
+        match Vhost::probe() {
+            Ok(v) => {
+                // Ring features vhost lacks are not offered.
+                net.avail_features &= !vhost::RING_FEATURES | v.supported;
+                net.vhost = Some(v);
+                debug!(tap = net.backend.name(), "virtio-net: using vhost-net");
+            }
+            Err(reason) => tracing::info!(
+                tap = net.backend.name(),
+                %reason,
+                "virtio-net: vhost-net unavailable, frames go through the VMM"
+            ),
+        }
+        Ok(net)
     }
 }
 
@@ -200,7 +232,26 @@ impl<B: NetBackend> Net<B> {
             },
             stats: NetStats::default(),
             backend_interest: None,
+            vhost: None,
         })
+    }
+
+    /// Whether the kernel's vhost-net carries the frames.
+    pub fn is_vhost(&self) -> bool {
+        self.vhost.is_some()
+    }
+
+    /// The eventfds vhost-net signals when the guest should be
+    /// interrupted (vhost mode only).
+    pub(super) fn vhost_call_events(&self) -> Option<&[EventFd; 2]> {
+        self.vhost.as_ref().map(|v| &v.call_evts)
+    }
+
+    /// Raises the used-buffer interrupt (for vhost's call notifications).
+    pub(super) fn signal_used_queue(&self) {
+        if let Some(active) = &self.active {
+            active.interrupt.signal_used_queue();
+        }
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -247,7 +298,7 @@ impl<B: NetBackend> Net<B> {
     /// guest has room for frames, writable while a frame waits for it.
     pub(super) fn wanted_backend_events(&self) -> EventSet {
         let mut set = EventSet::empty();
-        if self.active.is_some() {
+        if self.active.is_some() && self.vhost.is_none() {
             if !self.rx.blocked {
                 set |= EventSet::IN;
             }
@@ -287,6 +338,9 @@ impl<B: NetBackend> Net<B> {
         let Some(active) = &mut self.active else {
             return;
         };
+        if self.vhost.is_some() {
+            return;
+        }
         let Active {
             mem,
             interrupt,
@@ -384,6 +438,9 @@ impl<B: NetBackend> Net<B> {
         let Some(active) = &mut self.active else {
             return;
         };
+        if self.vhost.is_some() {
+            return;
+        }
         let Active {
             mem,
             interrupt,
@@ -881,6 +938,20 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             .map_err(ActivateError::Backend)?;
         self.rx.reset();
         self.tx.pending = None;
+        if let Some(vhost) = &mut self.vhost {
+            let tap = self.backend.vhost_tap().ok_or_else(|| {
+                ActivateError::Backend(io::Error::other("vhost-net needs a tap backend"))
+            })?;
+            vhost
+                .start(
+                    tap,
+                    &mem,
+                    self.acked_features,
+                    [&rx_queue, &tx_queue],
+                    &self.queue_evts,
+                )
+                .map_err(ActivateError::Backend)?;
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -888,8 +959,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             tx_queue,
         });
         // The driver may have queued buffers (and its notifications been
-        // dropped) before DRIVER_OK: look at both queues once now. This is
-        // also what makes the event loop start polling the backend.
+        // dropped) before DRIVER_OK: look at both queues once now (we or
+        // vhost). This is also what makes the event loop start polling the
+        // backend.
         for evt in &self.queue_evts {
             requeue(evt);
         }
@@ -901,6 +973,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn reset(&mut self) -> bool {
+        if let Some(vhost) = &mut self.vhost {
+            vhost.stop();
+        }
         self.active = None;
         self.rx.reset();
         self.tx.pending = None;

@@ -40,6 +40,16 @@ fn drain(evt: &vmm_sys_util::eventfd::EventFd) {
 
 impl<B: NetBackend> MutEventSubscriber for Net<B> {
     fn init(&mut self, ops: &mut EventOps) {
+        if let Some(calls) = self.vhost_call_events() {
+            // vhost-net reads the queue eventfds and the tap itself; we only
+            // turn its calls into interrupts.
+            for evt in calls {
+                if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+                    error!(error = %e, "virtio-net: cannot watch a vhost call eventfd");
+                }
+            }
+            return;
+        }
         // Registered before activation on purpose: notifications that arrive
         // early are drained and dropped instead of piling up.
         for evt in [self.rx_queue_event(), self.tx_queue_event()] {
@@ -62,6 +72,14 @@ impl<B: NetBackend> MutEventSubscriber for Net<B> {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
         let set = events.event_set();
+        if let Some(call) = self
+            .vhost_call_events()
+            .and_then(|calls| calls.iter().find(|e| e.as_raw_fd() == fd))
+        {
+            drain(call);
+            self.signal_used_queue();
+            return;
+        }
         if fd == self.rx_queue_event().as_raw_fd() {
             drain(self.rx_queue_event());
             if self.is_activated() {

@@ -46,6 +46,7 @@ mod device;
 mod event_handler;
 pub mod header;
 mod tap;
+mod vhost;
 
 pub use backend::{MemBackend, NetBackend};
 pub use device::{Net, NetStats};

@@ -267,6 +267,10 @@ impl NetBackend for Tap {
     fn set_offload(&mut self, flags: u32) -> io::Result<()> {
         self.set_offload_flags(flags)
     }
+
+    fn vhost_tap(&self) -> Option<&File> {
+        Some(&self.file)
+    }
 }
 
 #[cfg(test)]
