@@ -52,7 +52,8 @@ pub struct Inode {
 #[derive(Debug)]
 pub struct InodeTable {
     nodes: HashMap<u64, Inode>,
-    by_path: HashMap<Vec<u8>, u64>,
+    /// Ordered, so everything below a directory is one range.
+    by_path: BTreeMap<Vec<u8>, u64>,
     /// tick -> node ID, oldest first (the root is not in it).
     lru: BTreeMap<u64, u64>,
     next_id: u64,
@@ -64,7 +65,7 @@ impl InodeTable {
     pub fn new(cap: usize, root: Presence) -> Self {
         let mut t = Self {
             nodes: HashMap::new(),
-            by_path: HashMap::new(),
+            by_path: BTreeMap::new(),
             lru: BTreeMap::new(),
             next_id: ROOT_ID + 1,
             tick: 0,
@@ -199,19 +200,32 @@ impl InodeTable {
     /// The name `path` (and everything below it) is gone: its inodes keep
     /// living for open handles, but no longer resolve by path.
     pub fn unlink(&mut self, path: &[u8]) {
-        let victims: Vec<Vec<u8>> = self
-            .by_path
-            .keys()
-            .filter(|p| is_at_or_below(p, path))
-            .cloned()
-            .collect();
-        for p in victims {
+        for p in self.paths_below(path) {
             if let Some(id) = self.by_path.remove(&p) {
                 if let Some(node) = self.nodes.get_mut(&id) {
                     node.linked = false;
                 }
             }
         }
+    }
+
+    /// `path` itself and the known paths below it: one range of the
+    /// ordered index (`path/` up to `path0`, as '0' follows '/').
+    fn paths_below(&self, path: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if self.by_path.contains_key(path) {
+            out.push(path.to_vec());
+        }
+        if path.is_empty() {
+            out.extend(self.by_path.keys().filter(|k| !k.is_empty()).cloned());
+            return out;
+        }
+        let mut lo = path.to_vec();
+        lo.push(b'/');
+        let mut hi = path.to_vec();
+        hi.push(b'/' + 1);
+        out.extend(self.by_path.range(lo..hi).map(|(k, _)| k.clone()));
+        out
     }
 
     /// `from` (and everything below it) was renamed to `to`. Whatever was
@@ -223,12 +237,7 @@ impl InodeTable {
         to: &[u8],
         presence: impl Fn(&[u8], Presence) -> Presence,
     ) {
-        let moved: Vec<Vec<u8>> = self
-            .by_path
-            .keys()
-            .filter(|p| is_at_or_below(p, from))
-            .cloned()
-            .collect();
+        let moved = self.paths_below(from);
         for old in moved {
             let Some(id) = self.by_path.remove(&old) else {
                 continue;
@@ -245,10 +254,9 @@ impl InodeTable {
 
     /// Inodes at or below `path`, with their paths (for bulk updates).
     pub fn below(&self, path: &[u8]) -> Vec<(u64, Vec<u8>)> {
-        self.by_path
-            .iter()
-            .filter(|(p, _)| is_at_or_below(p, path))
-            .map(|(p, id)| (*id, p.clone()))
+        self.paths_below(path)
+            .into_iter()
+            .filter_map(|p| Some((*self.by_path.get(&p)?, p)))
             .collect()
     }
 
@@ -310,10 +318,16 @@ mod tests {
         let d = t.lookup(b"d", Presence::upper(true));
         let f = t.lookup(b"d/f", F);
         let other = t.lookup(b"dx", F);
+        let d0 = t.lookup(b"d0", F);
+        let dot = t.lookup(b"d.x", F);
+        let deep = t.lookup(b"d/f/g/h", F);
         t.rename(b"d", b"e/d", |_, p| p);
         assert_eq!(t.get(d).unwrap().path, b"e/d");
         assert_eq!(t.get(f).unwrap().path, b"e/d/f");
         assert_eq!(t.get(other).unwrap().path, b"dx");
+        assert_eq!(t.get(d0).unwrap().path, b"d0");
+        assert_eq!(t.get(dot).unwrap().path, b"d.x");
+        assert_eq!(t.get(deep).unwrap().path, b"e/d/f/g/h");
         t.unlink(b"e");
         assert!(!t.get(f).unwrap().linked);
         assert_eq!(t.linked(f).unwrap_err(), Errno::NOENT);

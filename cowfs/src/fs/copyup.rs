@@ -209,12 +209,10 @@ impl Filesystem {
             }
         }
         self.make_marker(top, name::OPAQUE_MARKER)?;
+        let kinds: std::collections::HashMap<&[u8], bool> =
+            todo.iter().map(|(p, pr)| (p.as_slice(), pr.is_dir)).collect();
         for (_, path) in self.inodes.below(top) {
-            let is_dir = todo
-                .iter()
-                .find(|(p2, _)| *p2 == path)
-                .map(|(_, pr)| pr.is_dir);
-            if let Some(is_dir) = is_dir {
+            if let Some(&is_dir) = kinds.get(path.as_slice()) {
                 self.inodes.set_presence(&path, Presence::upper(is_dir));
             }
         }
