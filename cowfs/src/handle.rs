@@ -32,6 +32,9 @@ pub enum Handle {
         writable: bool,
         /// The fd is on the upper layer (else a lower file opened read-only).
         upper: bool,
+        /// The file's node ID: a read-only lower handle follows its file
+        /// to the upper layer once it is copied up.
+        nodeid: u64,
     },
     Dir {
         /// The directory's node ID (READDIRPLUS looks entries up in it).
@@ -101,6 +104,10 @@ impl HandleTable {
 
     pub fn get(&self, fh: u64) -> Result<&Handle, Errno> {
         self.map.get(&fh).ok_or(Errno::BADF)
+    }
+
+    pub fn get_mut(&mut self, fh: u64) -> Result<&mut Handle, Errno> {
+        self.map.get_mut(&fh).ok_or(Errno::BADF)
     }
 
     pub fn remove(&mut self, fh: u64) -> Option<Handle> {

@@ -611,3 +611,26 @@ fn handle_and_inode_tables_are_bounded() {
     assert!(c.server.filesystem().inode_count() <= 16);
     c.lookup(ROOT_ID, b"dir").unwrap();
 }
+
+#[test]
+fn readers_follow_a_copy_up() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    let a = c.resolve("a.txt").unwrap().nodeid;
+    let reader = c.open(a, 0).unwrap();
+    assert_eq!(c.read(reader, 0, 5).unwrap(), b"hello");
+    c.write_file("a.txt", 0, b"HELLO", false).unwrap();
+    assert_eq!(c.read(reader, 0, 5).unwrap(), b"HELLO");
+    let g = abi::GetattrIn {
+        getattr_flags: abi::GETATTR_FH,
+        dummy: 0,
+        fh: reader,
+    };
+    c.truncate(a, 2).unwrap();
+    let out = c
+        .call(op::GETATTR, a, &[zerocopy::IntoBytes::as_bytes(&g)])
+        .unwrap();
+    let (attr, _) = <abi::AttrOut as zerocopy::FromBytes>::read_from_prefix(&out).unwrap();
+    assert_eq!(attr.attr.size, 2);
+    c.release(reader).unwrap();
+}

@@ -209,8 +209,10 @@ impl Filesystem {
             }
         }
         self.make_marker(top, name::OPAQUE_MARKER)?;
-        let kinds: std::collections::HashMap<&[u8], bool> =
-            todo.iter().map(|(p, pr)| (p.as_slice(), pr.is_dir)).collect();
+        let kinds: std::collections::HashMap<&[u8], bool> = todo
+            .iter()
+            .map(|(p, pr)| (p.as_slice(), pr.is_dir))
+            .collect();
         for (_, path) in self.inodes.below(top) {
             if let Some(&is_dir) = kinds.get(path.as_slice()) {
                 self.inodes.set_presence(&path, Presence::upper(is_dir));

@@ -59,11 +59,44 @@ impl Filesystem {
             fd,
             writable: write,
             upper: p.upper,
+            nodeid: id,
         })
     }
 
+    /// A read-only handle opened on the lower layer whose file has been
+    /// copied up since reads the upper copy from now on (as overlayfs
+    /// does), so it sees the writes made through other handles.
+    pub(super) fn follow_copy_up(&mut self, fh: u64) -> Result<(), Errno> {
+        let Handle::File {
+            upper: false,
+            nodeid,
+            ..
+        } = self.handles.get(fh)?
+        else {
+            return Ok(());
+        };
+        let nodeid = *nodeid;
+        let Ok((path, p)) = self.inodes.linked(nodeid) else {
+            return Ok(());
+        };
+        if !p.upper {
+            return Ok(());
+        }
+        let pfd = self.upper()?.path_fd(&path)?;
+        if !fstat(&pfd)?.is_reg() {
+            return Ok(());
+        }
+        let new = reopen(pfd.as_fd(), OFlags::RDONLY)?;
+        if let Handle::File { fd, upper, .. } = self.handles.get_mut(fh)? {
+            *fd = new;
+            *upper = true;
+        }
+        Ok(())
+    }
+
     /// Reads up to `buf.len()` bytes at `offset`; short only at end of file.
-    pub fn read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    pub fn read(&mut self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.follow_copy_up(fh)?;
         let (fd, _) = self.file(fh)?;
         let mut done = 0;
         while done < buf.len() {

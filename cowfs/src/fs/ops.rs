@@ -95,6 +95,7 @@ impl Filesystem {
 
     pub fn getattr(&mut self, id: u64, fh: Option<u64>) -> Result<Attr, Errno> {
         if let Some(fh) = fh {
+            let _ = self.follow_copy_up(fh);
             if let Ok(Handle::File { fd, upper, .. }) = self.handles.get(fh) {
                 let upper = *upper;
                 let st = fstat(fd)?;
@@ -148,6 +149,7 @@ impl Filesystem {
                         fd: hfd,
                         writable: true,
                         upper: true,
+                        ..
                     }),
                 ) => Some(rfs::ftruncate(hfd, a.size)),
                 _ => None,
@@ -355,6 +357,7 @@ impl Filesystem {
             fd,
             writable,
             upper: true,
+            nodeid: entry.nodeid,
         })?;
         Ok((entry, fh))
     }
