@@ -5,7 +5,8 @@
 //! namespace) cannot touch the host. Needs root, unshare(1) and a static
 //! busybox; skipped otherwise. The kernel command line comes from the
 //! `MVM_INIT_CMDLINE` test hook and the agent serves a Unix socket
-//! (`mvm.agent_unix=`), reached through `/proc/<pid>/root`.
+//! (`mvm.agent_unix=`), reached through `/proc/<pid>/root`. `MVM_INIT_BIN`
+//! runs another build (e.g. the static release binary) instead of this one.
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -56,7 +57,10 @@ fn tempdir(tag: &str) -> PathBuf {
 /// busybox with a few applets, /etc/passwd.
 fn stage(tag: &str) -> PathBuf {
     let s = tempdir(&format!("{tag}-stage"));
-    let init = env!("CARGO_BIN_EXE_mvm-init");
+    // MVM_INIT_BIN: test another build, e.g. the static release binary.
+    let init =
+        std::env::var("MVM_INIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mvm-init").into());
+    let init = init.as_str();
     std::fs::copy(init, s.join("init")).unwrap();
     let ldd = Command::new("ldd").arg(init).output().unwrap();
     for lib in String::from_utf8_lossy(&ldd.stdout)
