@@ -4,7 +4,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use event_manager::EventSet;
-use tracing::{debug, error};
+use tracing::debug;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
@@ -401,9 +401,10 @@ impl<B: NetBackend> Net<B> {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        // Not the guest's doing; stop polling until the
-                        // guest's next notification instead of spinning.
-                        error!(error = %e, "virtio-net: backend read failed");
+                        // Not the guest's doing, but each of its rx
+                        // notifications retries: rate-limited. Stop polling
+                        // until then instead of spinning.
+                        warn_limited!(error = %e, "virtio-net: backend read failed");
                         rx.blocked = true;
                         break;
                     }

@@ -22,7 +22,7 @@ impl<B: NetBackend> Net<B> {
         match ops.modify(Events::new_raw(self.backend().as_raw_fd(), wanted)) {
             Ok(()) => self.backend_interest = Some(wanted),
             Err(e) => {
-                error!(error = %e, "virtio-net: cannot change what the backend fd is watched for")
+                warn_limited!(error = %e, "virtio-net: cannot change what the backend fd is watched for")
             }
         }
     }
