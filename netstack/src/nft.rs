@@ -1,6 +1,6 @@
 //! Our nftables rules, through nftables' official JSON interface (`nft -j`)
-//! with the typed schema of the `nftables` crate. We own exactly two tables
-//! and never read or change any other:
+//! with the typed schema of the `nftables` crate. We own exactly three
+//! tables and never read or change any other:
 //!
 //! ```text
 //! table inet mvm {
@@ -25,6 +25,20 @@
 //!     oifname BR drop
 //!     iifname @uplinks drop }                           # keep forwarding off elsewhere
 //! }
+//! table bridge mvm {                                    # source binding on VM ports
+//!   set ports { type ifname }                           # bound ports (VM taps)
+//!   set bind  { type ifname . ether_addr . ipv4_addr }  # port . MAC . address
+//!   set macs  { type ifname . ether_addr }
+//!   chain prerouting { type filter hook prerouting priority -200; policy accept;
+//!     iifname != @ports accept
+//!     ether type arp iifname . ether saddr . arp saddr ip @bind
+//!                    iifname . arp saddr ether . arp saddr ip @bind accept
+//!     ether type arp iifname . ether saddr @macs iifname . arp saddr ether @macs
+//!                    arp saddr ip 0.0.0.0 accept        # ARP probes
+//!     ether type ip iifname . ether saddr . ip saddr @bind accept
+//!     ether type ip iifname . ether saddr @macs ip saddr 0.0.0.0 udp dport 67 accept
+//!     drop }                                            # spoofed, IPv6, VLAN, other
+//! }
 //! table ip mvm {
 //!   map fwd_addr { type inet_proto . inet_service : ipv4_addr }
 //!   map fwd_port { type inet_proto . inet_service : inet_service }
@@ -38,7 +52,8 @@
 //!
 //! Per-VM state is only set/map elements, each with the comment `vm=<id>`:
 //! a forward is one element in each of `fwd_addr`, `fwd_port` and
-//! `host_ports`; "may talk to other VMs" is one element in `peers`. Adding or
+//! `host_ports`; "may talk to other VMs" is one element in `peers`; the
+//! tap's source binding is one element in each of `ports`, `bind`, `macs`. Adding or
 //! removing a VM or a forward is one atomic `nft` transaction of element
 //! commands, and cleanup deletes exactly those elements.
 
@@ -74,6 +89,20 @@ pub const SET_HOST_PORTS: &str = "host_ports";
 pub const MAP_ADDR: &str = "fwd_addr";
 /// DNAT port map.
 pub const MAP_PORT: &str = "fwd_port";
+/// Bridge ports bound to one VM (their frames are checked).
+pub const SET_PORTS: &str = "ports";
+/// `port . MAC . IPv4` allowed as source on a bound port.
+pub const SET_BIND: &str = "bind";
+/// `port . MAC` allowed on a bound port (DHCP and ARP probes from 0.0.0.0).
+pub const SET_MACS: &str = "macs";
+
+fn family_of(set: &str) -> NfFamily {
+    match set {
+        MAP_ADDR | MAP_PORT => NfFamily::IP,
+        SET_PORTS | SET_BIND | SET_MACS => NfFamily::Bridge,
+        _ => NfFamily::INet,
+    }
+}
 
 /// What the rules are built from.
 #[derive(Clone, Debug)]
@@ -401,6 +430,105 @@ fn skeleton(p: &NftParams<'_>) -> Vec<NfObject<'static>> {
         v.push(add(rule(inet, t, "forward", r)));
     }
 
+    // Source binding on VM ports: a VM may only send frames with its own
+    // MAC, and IPv4/ARP with its own address (no spoofing another VM, no
+    // poisoning the host's neighbour table).
+    let br_t = NfFamily::Bridge;
+    v.push(add(table(br_t, t)));
+    v.push(NfObject::CmdObject(NfCmd::Delete(table(br_t, t))));
+    v.push(add(table(br_t, t)));
+    for (name, ty) in [
+        (SET_PORTS, &[SetType::Ifname][..]),
+        (
+            SET_BIND,
+            &[SetType::Ifname, SetType::EtherAddr, SetType::Ipv4Addr][..],
+        ),
+        (SET_MACS, &[SetType::Ifname, SetType::EtherAddr][..]),
+    ] {
+        let ty = if ty.len() == 1 {
+            SetTypeValue::Single(ty[0])
+        } else {
+            SetTypeValue::Concatenated(Cow::Owned(ty.to_vec()))
+        };
+        v.push(add(NfListObject::Set(Box::new(Set {
+            family: br_t,
+            table: Cow::Owned(t.to_string()),
+            name: Cow::Borrowed(name),
+            set_type: ty,
+            ..Set::default()
+        }))));
+    }
+    v.push(add(base_chain(
+        br_t,
+        t,
+        "prerouting",
+        NfChainType::Filter,
+        NfHook::Prerouting,
+        -200,
+    )));
+    let iifname = || meta(MetaKey::Iifname);
+    let ether_type = |ty: &str| eq(payload("ether", "type"), s(ty));
+    let in_set = |key: Expression<'static>, set: &str| eq(key, s(format!("@{set}")));
+    let bridge_rules: Vec<Vec<Statement<'static>>> = vec![
+        vec![
+            m(iifname(), Operator::NEQ, s(format!("@{SET_PORTS}"))),
+            accept(),
+        ],
+        vec![
+            ether_type("arp"),
+            in_set(
+                concat(vec![
+                    iifname(),
+                    payload("ether", "saddr"),
+                    payload("arp", "saddr ip"),
+                ]),
+                SET_BIND,
+            ),
+            in_set(
+                concat(vec![
+                    iifname(),
+                    payload("arp", "saddr ether"),
+                    payload("arp", "saddr ip"),
+                ]),
+                SET_BIND,
+            ),
+            accept(),
+        ],
+        vec![
+            ether_type("arp"),
+            in_set(concat(vec![iifname(), payload("ether", "saddr")]), SET_MACS),
+            in_set(
+                concat(vec![iifname(), payload("arp", "saddr ether")]),
+                SET_MACS,
+            ),
+            eq(payload("arp", "saddr ip"), s("0.0.0.0")),
+            accept(),
+        ],
+        vec![
+            ether_type("ip"),
+            in_set(
+                concat(vec![
+                    iifname(),
+                    payload("ether", "saddr"),
+                    payload("ip", "saddr"),
+                ]),
+                SET_BIND,
+            ),
+            accept(),
+        ],
+        vec![
+            ether_type("ip"),
+            in_set(concat(vec![iifname(), payload("ether", "saddr")]), SET_MACS),
+            eq(payload("ip", "saddr"), s("0.0.0.0")),
+            eq(payload("udp", "dport"), Expression::Number(67)),
+            accept(),
+        ],
+        vec![drop_()],
+    ];
+    for r in bridge_rules {
+        v.push(add(rule(br_t, t, "prerouting", r)));
+    }
+
     v.push(add(table(ip, t)));
     v.push(add(map(t, MAP_ADDR, SetType::Ipv4Addr)));
     v.push(add(map(t, MAP_PORT, SetType::InetService)));
@@ -526,6 +654,34 @@ fn forward_add_cmds(t: &str, id: &str, ip: Ipv4Addr, f: &PortForward) -> Vec<NfO
     ]
 }
 
+fn bind_cmds(t: &str, id: &str, port: &str, mac: &str, ip: Ipv4Addr) -> Vec<NfObject<'static>> {
+    let c = vm_comment(id);
+    let br = NfFamily::Bridge;
+    vec![
+        add(element(
+            br,
+            t,
+            SET_BIND,
+            vec![elem_with_comment(
+                concat(vec![s(port), s(mac), s(ip.to_string())]),
+                &c,
+            )],
+        )),
+        add(element(
+            br,
+            t,
+            SET_MACS,
+            vec![elem_with_comment(concat(vec![s(port), s(mac)]), &c)],
+        )),
+        add(element(
+            br,
+            t,
+            SET_PORTS,
+            vec![elem_with_comment(s(port), &c)],
+        )),
+    ]
+}
+
 fn delete(o: NfListObject<'static>) -> NfObject<'static> {
     NfObject::CmdObject(NfCmd::Delete(o))
 }
@@ -548,6 +704,8 @@ pub enum ElemKey {
     Port(Protocol, u16),
     /// A string key (address or interface name).
     Str(String),
+    /// A concatenation of strings (`port . MAC . address`).
+    Strs(Vec<String>),
 }
 
 /// Our rules, as a handle.
@@ -564,7 +722,8 @@ impl<'a> Nft<'a> {
     /// Whether both tables exist.
     pub fn installed(&self) -> Result<bool> {
         Ok(list(&["list", "table", "inet", self.p.table])?.is_some()
-            && list(&["list", "table", "ip", self.p.table])?.is_some())
+            && list(&["list", "table", "ip", self.p.table])?.is_some()
+            && list(&["list", "table", "bridge", self.p.table])?.is_some())
     }
 
     /// (Re)create both tables atomically with the elements of `leases` that
@@ -596,6 +755,8 @@ impl<'a> Nft<'a> {
             delete(table(NfFamily::INet, t)),
             add(table(NfFamily::IP, t)),
             delete(table(NfFamily::IP, t)),
+            add(table(NfFamily::Bridge, t)),
+            delete(table(NfFamily::Bridge, t)),
         ])
     }
 
@@ -613,7 +774,17 @@ impl<'a> Nft<'a> {
         for f in &l.forwards {
             cmds.extend(forward_add_cmds(t, &l.id, l.ip, f));
         }
+        if let Some(a) = &l.active {
+            cmds.extend(bind_cmds(t, &l.id, &a.tap, &l.mac.to_string(), l.ip));
+        }
         cmds
+    }
+
+    /// Bind bridge port `port` to a VM's MAC and address: frames from it
+    /// with any other source are dropped. Attach does this for the VM's
+    /// tap; tools (and the tests' stand-in ports) may bind other ports.
+    pub fn bind_port(&self, id: &str, port: &str, mac: &str, ip: Ipv4Addr) -> Result<()> {
+        apply(bind_cmds(self.p.table, id, port, mac, ip))
     }
 
     /// Add a VM's elements (its forwards, and its peers entry if allowed).
@@ -638,6 +809,12 @@ impl<'a> Nft<'a> {
             let mine = e.vm.as_deref() == Some(id)
                 || l.is_some_and(|l| match (&e.key, e.set.as_str()) {
                     (ElemKey::Str(ip), SET_PEERS) => *ip == l.ip.to_string(),
+                    (ElemKey::Str(port), SET_PORTS) => {
+                        l.active.as_ref().is_some_and(|a| a.tap == *port)
+                    }
+                    (ElemKey::Strs(v), SET_BIND | SET_MACS) => {
+                        l.active.as_ref().is_some_and(|a| v.first() == Some(&a.tap))
+                    }
                     (ElemKey::Port(p, port), _) => l
                         .forwards
                         .iter()
@@ -656,18 +833,23 @@ impl<'a> Nft<'a> {
 
     fn delete_elem_cmd(&self, set: &str, key: &ElemKey) -> NfObject<'static> {
         let t = self.p.table;
-        let (family, name): (NfFamily, &'static str) = match set {
-            MAP_ADDR => (NfFamily::IP, MAP_ADDR),
-            MAP_PORT => (NfFamily::IP, MAP_PORT),
-            SET_HOST_PORTS => (NfFamily::INet, SET_HOST_PORTS),
-            SET_UPLINKS => (NfFamily::INet, SET_UPLINKS),
-            _ => (NfFamily::INet, SET_PEERS),
+        let name: &'static str = match set {
+            MAP_ADDR => MAP_ADDR,
+            MAP_PORT => MAP_PORT,
+            SET_HOST_PORTS => SET_HOST_PORTS,
+            SET_UPLINKS => SET_UPLINKS,
+            SET_PORTS => SET_PORTS,
+            SET_BIND => SET_BIND,
+            SET_MACS => SET_MACS,
+            _ => SET_PEERS,
         };
+        let family = family_of(name);
         let k = match key {
             ElemKey::Port(p, port) => {
                 concat(vec![s(p.as_str()), Expression::Number(u32::from(*port))])
             }
             ElemKey::Str(v) => s(v.clone()),
+            ElemKey::Strs(v) => concat(v.iter().map(|x| s(x.clone())).collect()),
         };
         delete(element(family, t, name, vec![k]))
     }
@@ -702,7 +884,7 @@ impl<'a> Nft<'a> {
     /// Every element of our sets and maps.
     pub fn elements(&self) -> Result<Vec<Elem>> {
         let mut out = Vec::new();
-        for fam in ["inet", "ip"] {
+        for fam in ["inet", "ip", "bridge"] {
             let Some(v) = list(&["list", "table", fam, self.p.table])? else {
                 continue;
             };
@@ -781,6 +963,14 @@ fn parse_key(v: &Value) -> Option<ElemKey> {
         return Some(ElemKey::Str(s.to_string()));
     }
     let parts = v.get("concat")?.as_array()?;
+    if parts.iter().all(Value::is_string) {
+        return Some(ElemKey::Strs(
+            parts
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect(),
+        ));
+    }
     let proto = match parts.first()?.as_str()? {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,

@@ -15,7 +15,7 @@ use common::*;
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use netstack::lowlevel::Rtnl;
+use netstack::lowlevel::{Nft, NftParams, Rtnl};
 use netstack::*;
 
 /// How `ip -d link` shows a tap owner: the user name if it has one.
@@ -443,6 +443,99 @@ fn nat_to_the_internet_and_isolation() {
         tcp_get(&w.vms[vc], &format!("{}:9000", b.ip)).unwrap(),
         c.ip.to_string()
     );
+    // Source binding: a VM can neither send with another VM's address nor
+    // take over the host's neighbour entry for it. Each is shown to work
+    // with the VM's port unbound first (the control), then to fail bound.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<std::net::IpAddr>::new()));
+    let echo = w
+        .inet
+        .run(|| UdpSocket::bind(format!("{INET}:7000")).unwrap());
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        while let Ok((_, p)) = echo.recv_from(&mut b) {
+            seen2.lock().unwrap().push(p.ip());
+        }
+    });
+    w.host
+        .exec("sh -c 'echo 0 > /proc/sys/net/ipv4/neigh/virbr-mvm/locktime'");
+    w.vms[va].exec(&format!("ip addr add {}/32 dev eth0", b.ip));
+    let attack = |w: &World| {
+        let bip = b.ip;
+        w.vms[va].run(move || {
+            let s = UdpSocket::bind((bip, 0)).unwrap();
+            s.send_to(b"x", format!("{INET}:7000")).unwrap();
+        });
+        // The host knows b, then a claims b's address.
+        w.host.exec(&format!(
+            "ip neigh replace {} lladdr {} dev virbr-mvm nud stale",
+            b.ip, b.mac
+        ));
+        let _ = w.vms[va].exec_status(&format!(
+            "busybox arping -U -c 1 -s {} -I eth0 {}",
+            b.ip, b.ip
+        ));
+        // A packet that came through marks the end of the attack.
+        let aip = a.ip;
+        w.vms[va].run(move || {
+            let s = UdpSocket::bind((aip, 0)).unwrap();
+            s.send_to(b"end", format!("{INET}:7000")).unwrap();
+        });
+        let mut tries = 0;
+        while !seen
+            .lock()
+            .unwrap()
+            .contains(&std::net::IpAddr::V4(HOST_UP.parse().unwrap()))
+        {
+            tries += 1;
+            assert!(tries < 250, "the end marker never arrived");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let from_b = seen.lock().unwrap().len() > 1;
+        seen.lock().unwrap().clear();
+        let neigh = w.host.exec(&format!("ip neigh show {}", b.ip));
+        (from_b, neigh.contains(&a.mac.to_string()))
+    };
+    let (table, bridge, subnet) = (w.cfg.table.clone(), w.cfg.bridge.clone(), w.cfg.subnet);
+    let nft_in_host = move |bind: bool| {
+        let (table, bridge) = (table.clone(), bridge.clone());
+        move || {
+            let nft = Nft::new(NftParams {
+                table: &table,
+                bridge: &bridge,
+                subnet,
+            });
+            if bind {
+                nft.bind_port(
+                    "a",
+                    "vp0",
+                    &MacAddr::for_vm("a").to_string(),
+                    Ipv4Addr::new(10, 77, 0, 2),
+                )
+                .unwrap();
+            } else {
+                let mine: Vec<_> = nft
+                    .elements()
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| {
+                        e.vm.as_deref() == Some("a")
+                            && ["bind", "macs", "ports"].contains(&e.set.as_str())
+                    })
+                    .collect();
+                nft.delete_elems(&mine).unwrap();
+            }
+        }
+    };
+    w.host.run(nft_in_host(false));
+    assert_eq!(
+        attack(&w),
+        (true, true),
+        "control: unbound, the attacks work"
+    );
+    w.host.run(nft_in_host(true));
+    assert_eq!(attack(&w), (false, false), "bound, the attacks must fail");
+    w.vms[va].exec(&format!("ip addr del {}/32 dev eth0", b.ip));
     // VM -> host: nothing but DHCP/DNS on the gateway.
     let _hs = tcp_whoami(&w.host, "0.0.0.0:2222");
     assert!(tcp_get(&w.vms[va], &format!("{}:2222", a.gateway())).is_err());

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netstack::lowlevel::Rtnl;
+use netstack::lowlevel::{Nft, NftParams, Rtnl};
 use netstack::{NetConfig, VmNet};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -169,6 +169,27 @@ impl World {
             rt.set_controller(p, br).unwrap();
             rt.set_isolated(p, !allow).unwrap();
             rt.set_up(p).unwrap();
+        });
+        // Bind the stand-in's port like attach binds the VM's tap.
+        let (table, bridge, subnet) = (
+            self.cfg.table.clone(),
+            self.cfg.bridge.clone(),
+            self.cfg.subnet,
+        );
+        let (id, port, mac, ip) = (
+            net.id.clone(),
+            format!("vp{n}"),
+            net.mac.to_string(),
+            net.ip,
+        );
+        self.host.run(move || {
+            Nft::new(NftParams {
+                table: &table,
+                bridge: &bridge,
+                subnet,
+            })
+            .bind_port(&id, &port, &mac, ip)
+            .unwrap();
         });
         if static_ip {
             sh(&format!(
