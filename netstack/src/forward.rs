@@ -327,11 +327,10 @@ fn tcp_accept_loop(l: TcpListener, target: SocketAddr, stop: Arc<AtomicBool>) {
         }
         conns.fetch_add(1, Ordering::SeqCst);
         let conns2 = conns.clone();
-        let stop2 = stop.clone();
         let r = std::thread::Builder::new()
             .name("mvm-proxy-conn".into())
             .spawn(move || {
-                if let Err(e) = tcp_relay(client, target, &stop2) {
+                if let Err(e) = tcp_relay(client, target) {
                     tracing::debug!(%peer, "proxy connection: {e}");
                 }
                 conns2.fetch_sub(1, Ordering::SeqCst);
@@ -342,7 +341,7 @@ fn tcp_accept_loop(l: TcpListener, target: SocketAddr, stop: Arc<AtomicBool>) {
     }
 }
 
-fn tcp_relay(client: TcpStream, target: SocketAddr, stop: &AtomicBool) -> std::io::Result<()> {
+fn tcp_relay(client: TcpStream, target: SocketAddr) -> std::io::Result<()> {
     let upstream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
@@ -352,7 +351,6 @@ fn tcp_relay(client: TcpStream, target: SocketAddr, stop: &AtomicBool) -> std::i
         .spawn(move || pipe(u2, c2))?;
     pipe(client, upstream);
     let _ = back.join();
-    let _ = stop;
     Ok(())
 }
 

@@ -347,21 +347,14 @@ fn skeleton(p: &NftParams<'_>) -> Vec<NfObject<'static>> {
         )),
     ];
     let established = || {
-        eq(
+        m(
             ct("state"),
+            Operator::IN,
             Expression::List(vec![s("established"), s("related")]),
         )
     };
     let input: Vec<Vec<Statement<'static>>> = vec![
-        vec![
-            iif(),
-            m(
-                ct("state"),
-                Operator::IN,
-                Expression::List(vec![s("established"), s("related")]),
-            ),
-            accept(),
-        ],
+        vec![iif(), established(), accept()],
         vec![
             iif(),
             eq(payload("udp", "dport"), Expression::Number(67)),
@@ -386,7 +379,6 @@ fn skeleton(p: &NftParams<'_>) -> Vec<NfObject<'static>> {
         ],
         vec![iif(), drop_()],
     ];
-    let _ = established;
     for r in input {
         v.push(add(rule(inet, t, "input", r)));
     }
@@ -410,15 +402,7 @@ fn skeleton(p: &NftParams<'_>) -> Vec<NfObject<'static>> {
             accept(),
         ],
         vec![iif(), drop_()],
-        vec![
-            oif(),
-            m(
-                ct("state"),
-                Operator::IN,
-                Expression::List(vec![s("established"), s("related")]),
-            ),
-            accept(),
-        ],
+        vec![oif(), established(), accept()],
         vec![oif(), m(ct("status"), Operator::IN, s("dnat")), accept()],
         vec![oif(), drop_()],
         vec![
