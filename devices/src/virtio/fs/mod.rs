@@ -6,7 +6,38 @@
 //! queues 1.. are request queues (one here). Each descriptor chain is a
 //! device-readable part (`fuse_in_header` + arguments), then a
 //! device-writable part for the reply. Requests are served on the event
-//! loop, synchronously.
+//! loop, synchronously (a first write to a large lower file copies it up
+//! before the loop moves on).
+//!
+//! Wiring one share (see [`crate::virtio`] for the transport and irqfd
+//! side); the guest mounts it with `mount -t virtiofs project /project`:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use devices::virtio::fs::{Fs, ShareConfig, ShareMode};
+//! use devices::virtio::{Interrupt, MmioTransport};
+//! use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//! use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let (lower, upper) = (dir.path().join("project"), dir.path().join("upper"));
+//! std::fs::create_dir_all(&lower).unwrap();
+//! std::fs::create_dir_all(&upper).unwrap();
+//!
+//! let fs = Fs::new(
+//!     "project",
+//!     ShareConfig { lower, upper: Some(upper), mode: ShareMode::Cow, masked: vec![] },
+//! )
+//! .unwrap();
+//! let fs = Arc::new(Mutex::new(fs));
+//! let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+//! let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+//! let _transport = MmioTransport::new(mem, interrupt, fs.clone()).unwrap();
+//! let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+//!     EventManager::new().unwrap();
+//! em.add_subscriber(fs);
+//! ```
 
 mod device;
 mod event_handler;
