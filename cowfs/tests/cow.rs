@@ -634,3 +634,30 @@ fn readers_follow_a_copy_up() {
     assert_eq!(attr.attr.size, 2);
     c.release(reader).unwrap();
 }
+
+#[test]
+fn setattr_through_a_handle_works_after_unlink() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    let e = c.resolve("dir/b.txt").unwrap();
+    let fh = c.open(e.nodeid, O_RDWR).unwrap();
+    let dir = c.resolve("dir").unwrap().nodeid;
+    c.unlink(dir, b"b.txt").unwrap();
+    let a = c
+        .setattr(
+            e.nodeid,
+            &abi::SetattrIn {
+                valid: abi::fattr::SIZE | abi::fattr::FH | abi::fattr::MODE,
+                fh,
+                size: 1,
+                mode: 0o600,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((a.size, a.mode & 0o7777), (1, 0o600));
+    assert_eq!(c.read(fh, 0, 10).unwrap(), b"b");
+    // Without a handle the unlinked node is gone.
+    assert_eq!(c.truncate(e.nodeid, 0).unwrap_err(), ENOENT);
+    c.release(fh).unwrap();
+}

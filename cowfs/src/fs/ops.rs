@@ -70,6 +70,23 @@ fn timespec(set: bool, now: bool, sec: u64, nsec: u32) -> Timespec {
     }
 }
 
+fn timestamps(a: &SetattrIn) -> Timestamps {
+    Timestamps {
+        last_access: timespec(
+            a.valid & fattr::ATIME != 0,
+            a.valid & fattr::ATIME_NOW != 0,
+            a.atime,
+            a.atimensec,
+        ),
+        last_modification: timespec(
+            a.valid & fattr::MTIME != 0,
+            a.valid & fattr::MTIME_NOW != 0,
+            a.mtime,
+            a.mtimensec,
+        ),
+    }
+}
+
 impl Filesystem {
     fn dir_inode(&mut self, id: u64) -> Result<(Vec<u8>, Presence), Errno> {
         let (path, p) = self.inodes.linked(id)?;
@@ -113,6 +130,11 @@ impl Filesystem {
     }
 
     pub fn setattr(&mut self, id: u64, a: &SetattrIn) -> Result<Attr, Errno> {
+        if a.valid & fattr::FH != 0 {
+            if let Some(attr) = self.setattr_by_handle(a)? {
+                return Ok(attr);
+            }
+        }
         let (path, p) = self.inodes.linked(id)?;
         self.upper()?;
         let want = fattr::MODE
@@ -142,50 +164,53 @@ impl Filesystem {
             chmod_fd(&fd, a.mode)?;
         }
         if a.valid & fattr::SIZE != 0 {
-            let via_handle = match (a.valid & fattr::FH != 0, self.handles.get(a.fh)) {
-                (
-                    true,
-                    Ok(Handle::File {
-                        fd: hfd,
-                        writable: true,
-                        upper: true,
-                        ..
-                    }),
-                ) => Some(rfs::ftruncate(hfd, a.size)),
-                _ => None,
-            };
-            match via_handle {
-                Some(r) => r?,
-                None => {
-                    if !fstat(&fd)?.is_reg() {
-                        return Err(Errno::INVAL);
-                    }
-                    let w = reopen(fd.as_fd(), OFlags::WRONLY | OFlags::NONBLOCK)?;
-                    rfs::ftruncate(&w, a.size)?;
-                }
+            if !fstat(&fd)?.is_reg() {
+                return Err(Errno::INVAL);
             }
+            let w = reopen(fd.as_fd(), OFlags::WRONLY | OFlags::NONBLOCK)?;
+            rfs::ftruncate(&w, a.size)?;
         }
         let times = a.valid & (fattr::ATIME | fattr::MTIME | fattr::ATIME_NOW | fattr::MTIME_NOW);
         if times != 0 {
-            let ts = Timestamps {
-                last_access: timespec(
-                    a.valid & fattr::ATIME != 0,
-                    a.valid & fattr::ATIME_NOW != 0,
-                    a.atime,
-                    a.atimensec,
-                ),
-                last_modification: timespec(
-                    a.valid & fattr::MTIME != 0,
-                    a.valid & fattr::MTIME_NOW != 0,
-                    a.mtime,
-                    a.mtimensec,
-                ),
-            };
+            let ts = timestamps(a);
             let (d, n) = dir_and_name(up, &path)?;
             rfs::utimensat(&d, n, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
         }
         let st = fstat(&fd)?;
         Ok(self.attr(p, &st))
+    }
+
+    /// SETATTR through an open, writable upper handle (ftruncate,
+    /// fchmod, futimens...): works for unlinked files too and needs no
+    /// path. None if `a.fh` is not such a handle.
+    fn setattr_by_handle(&mut self, a: &SetattrIn) -> Result<Option<Attr>, Errno> {
+        let fd = match self.handles.get(a.fh) {
+            Ok(Handle::File {
+                fd,
+                writable: true,
+                upper: true,
+                ..
+            }) => fd,
+            _ => return Ok(None),
+        };
+        if a.valid & (fattr::UID | fattr::GID) != 0 {
+            let uid =
+                (a.valid & fattr::UID != 0 && a.uid != u32::MAX).then(|| rfs::Uid::from_raw(a.uid));
+            let gid =
+                (a.valid & fattr::GID != 0 && a.gid != u32::MAX).then(|| rfs::Gid::from_raw(a.gid));
+            rfs::fchown(fd, uid, gid)?;
+        }
+        if a.valid & fattr::MODE != 0 {
+            rfs::fchmod(fd, Mode::from_raw_mode(a.mode & 0o7777))?;
+        }
+        if a.valid & fattr::SIZE != 0 {
+            rfs::ftruncate(fd, a.size)?;
+        }
+        if a.valid & (fattr::ATIME | fattr::MTIME | fattr::ATIME_NOW | fattr::MTIME_NOW) != 0 {
+            rfs::futimens(fd, &timestamps(a))?;
+        }
+        let st = fstat(fd)?;
+        Ok(Some(self.attr(Presence::upper(false), &st)))
     }
 
     pub fn readlink(&mut self, id: u64) -> Result<Vec<u8>, Errno> {
