@@ -226,6 +226,16 @@ impl Filesystem {
     /// into the upper layer. Returns (parent path, whether a whiteout for
     /// `name` is there, i.e. the lower layer has it).
     fn prepare_new(&mut self, parent: u64, name: &[u8]) -> Result<(Vec<u8>, bool), Errno> {
+        let (ppath, pp) = self.check_new(parent, name)?;
+        let pp = self.copy_up(&ppath, pp, false)?;
+        self.inodes.set_presence(&ppath, pp);
+        let whiteout = self.cow() && pp.lower && self.lower()?.stat(&join(&ppath, name))?.is_some();
+        Ok((ppath, whiteout))
+    }
+
+    /// The checks of [`prepare_new`](Self::prepare_new) without side
+    /// effects, in the VFS's order: name, writable share, parent, EEXIST.
+    fn check_new(&mut self, parent: u64, name: &[u8]) -> Result<(Vec<u8>, Presence), Errno> {
         name::check(name)?;
         self.upper()?;
         if self.cow() && name::is_reserved(name) {
@@ -235,10 +245,7 @@ impl Filesystem {
         if self.probe(&ppath, pp, name)?.is_some() {
             return Err(Errno::EXIST);
         }
-        let pp = self.copy_up(&ppath, pp, false)?;
-        self.inodes.set_presence(&ppath, pp);
-        let whiteout = self.cow() && pp.lower && self.lower()?.stat(&join(&ppath, name))?.is_some();
-        Ok((ppath, whiteout))
+        Ok((ppath, pp))
     }
 
     /// After a new upper object replaced a whiteout.
@@ -389,6 +396,7 @@ impl Filesystem {
 
     pub fn link(&mut self, old: u64, newparent: u64, newname: &[u8]) -> Result<Entry, Errno> {
         let (opath, op) = self.inodes.linked(old)?;
+        self.check_new(newparent, newname)?;
         if op.is_dir {
             return Err(Errno::PERM);
         }
