@@ -4,12 +4,15 @@
 # kernel with mvm and with QEMU microvm, alternately, and writes
 # $MVM_OUT/nested-boot.json and $MVM_OUT/console/.
 # Environment (L1 paths, from run-l2.sh --env): BENCH_BIN (nested-boot),
-# MVM_BIN, KERNEL, INITRD; optional BOOTS (default 20) and EXTRA_CMDLINE
-# (appended to both guests' command lines, for diagnostics).
+# MVM_BIN, KERNEL, INITRD; optional BOOTS (default 20), and for diagnostics
+# EXTRA_CMDLINE (appended to both guests' command lines) and L2_THP.
 set -eu
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
 : "${BENCH_BIN:?}" "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}"
 [ -c /dev/kvm ] || { echo "nested-boot job: no /dev/kvm in L2"; exit 1; }
-echo "nested-boot job: L2 $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, $(nproc) CPU(s)"
+thp=/sys/kernel/mm/transparent_hugepage/enabled
+# L2_THP=always|madvise|never: L2's transparent huge pages (a diagnostic knob).
+if [ -n "${L2_THP:-}" ]; then echo "$L2_THP" >"$thp"; fi
+echo "nested-boot job: L2 $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, $(nproc) CPU(s), THP $(cat "$thp" 2>/dev/null)"
 exec "$BENCH_BIN" --mvm "$MVM_BIN" --kernel "$KERNEL" --initrd "$INITRD" \
     --boots "${BOOTS:-20}" --cmdline "${EXTRA_CMDLINE:-}" --out "$MVM_OUT"

@@ -122,6 +122,25 @@ pub fn cpu_ns_of(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Every live thread of `pid`: its name (`comm`) and CPU time so far (ns,
+/// from schedstat).
+pub fn thread_cpu_of(pid: u32) -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()));
+        if let Some(ns) = ns {
+            out.push((comm.trim().to_string(), ns));
+        }
+    }
+    out
+}
+
 /// Number of threads of `pid`.
 pub fn threads_of(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
@@ -177,6 +196,9 @@ Rss:                   4 kB
         let r = rss_of(me, 1).unwrap();
         assert!(r.total_kb > 0 && r.file_kb > 0);
         assert!(threads_of(me).unwrap() >= 1);
+        if cpu_ns_of(me).is_some() {
+            assert!(!thread_cpu_of(me).is_empty());
+        }
         if let Some(ns) = cpu_ns_of(me) {
             assert!(ns > 0);
         }

@@ -77,6 +77,11 @@ struct Boot {
     maxrss_mib: f64,
     rebooted: bool,
     timed_out: bool,
+    /// When init's first line arrived: CPU seconds of the VMM's vCPU
+    /// thread(s) and of its other threads.
+    vcpu_cpu_at_init_s: Option<f64>,
+    other_cpu_at_init_s: Option<f64>,
+    threads_at_init: Vec<(String, f64)>,
     cmdline: Option<String>,
 }
 
@@ -89,6 +94,29 @@ impl Boot {
     /// start-up plus the kernel's boot before its clock starts.
     fn guest_clock_start_s(&self) -> Option<f64> {
         Some(self.uptime_line_s? - self.guest_uptime_s?)
+    }
+
+    /// Per-thread CPU time of the running VMM; vCPU threads are `vcpuN`
+    /// (mvm) and `CPU N/KVM` (QEMU).
+    fn sample_threads(&mut self, pid: u32) {
+        let threads = mvm_benches::procfs::thread_cpu_of(pid);
+        if threads.is_empty() {
+            return;
+        }
+        let is_vcpu = |n: &str| n.starts_with("vcpu") || n.ends_with("/KVM");
+        let sum = |vcpu: bool| {
+            threads
+                .iter()
+                .filter(|(n, _)| is_vcpu(n) == vcpu)
+                .map(|(_, ns)| *ns as f64 / 1e9)
+                .sum::<f64>()
+        };
+        self.vcpu_cpu_at_init_s = Some(sum(true));
+        self.other_cpu_at_init_s = Some(sum(false));
+        self.threads_at_init = threads
+            .iter()
+            .map(|(n, ns)| (n.clone(), *ns as f64 / 1e9))
+            .collect();
     }
 
     /// From the guest's last console line to the VMM's exit: the reset
@@ -111,6 +139,9 @@ impl Boot {
             "cpu_to_first_kvm_run_s": self.cpu_to_first_kvm_run_s,
             "restart_line_s": self.restart_line_s,
             "teardown_s": self.teardown_s(),
+            "vcpu_cpu_at_init_s": self.vcpu_cpu_at_init_s,
+            "other_cpu_at_init_s": self.other_cpu_at_init_s,
+            "threads_at_init": self.threads_at_init.iter().map(|(n, s)| json!({ "name": n, "cpu_s": s })).collect::<Vec<_>>(),
             "exit_s": self.exit_s,
             "cpu_s": self.cpu_s,
             "maxrss_mib": self.maxrss_mib,
@@ -208,6 +239,7 @@ impl Bench {
         while let Some((t, line)) = run.next_line(deadline) {
             if b.init_started_s.is_none() && line.contains("MVM-GUEST: init started") {
                 b.init_started_s = Some(secs(t0, t));
+                b.sample_threads(run.pid());
             }
             if let Some((_, v)) = line.split_once("MVM-GUEST: uptime=") {
                 b.uptime_line_s = Some(secs(t0, t));
@@ -435,7 +467,7 @@ fn main() {
 
     // --- summaries (successful boots only) ------------------------------------
     type Metric = (&'static str, &'static str, fn(&Boot) -> Option<f64>);
-    let metrics: [Metric; 10] = [
+    let metrics: [Metric; 12] = [
         (
             "first_kvm_run_s",
             "exec -> first KVM_RUN (mvm only), s",
@@ -460,6 +492,16 @@ fn main() {
         ("guest_uptime_s", "guest uptime printed by init, s", |b| {
             b.guest_uptime_s
         }),
+        (
+            "vcpu_cpu_at_init_s",
+            "at init: CPU of the vCPU thread, s",
+            |b| b.vcpu_cpu_at_init_s,
+        ),
+        (
+            "other_cpu_at_init_s",
+            "at init: CPU of the other threads, s",
+            |b| b.other_cpu_at_init_s,
+        ),
         ("teardown_s", "guest's reset line -> VMM exit, s", |b| {
             b.teardown_s()
         }),

@@ -53,6 +53,12 @@ impl Series {
     fn med(&self, key: &str) -> Option<f64> {
         self.values.get(key).and_then(|v| median(v))
     }
+    fn min(&self, key: &str) -> Option<f64> {
+        self.values
+            .get(key)
+            .and_then(|v| stats::summarize(v))
+            .map(|s| s.min)
+    }
     fn to_json(&self, units: &[(&str, &str, i32)]) -> Value {
         let mut m = serde_json::Map::new();
         for (key, unit, decimals) in units {
@@ -395,70 +401,81 @@ fn main() {
         setup.memory_mib
     );
     println!(
-        "{:<44} {:>9} {:>9} {:>9} {:>13}",
-        "", "wall ms", "CPU ms", "RSS MiB", "RSS-guest MiB"
+        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>13}",
+        "", "wall ms", "(min)", "CPU ms", "RSS MiB", "RSS-guest MiB"
     );
-    let row =
-        |name: &str, wall: Option<f64>, cpu: Option<f64>, rss: Option<f64>, over: Option<f64>| {
-            println!(
-                "{name:<44} {:>9} {:>9} {:>9} {:>13}",
-                c2(wall),
-                c2(cpu),
-                c2(rss),
-                c2(over)
-            )
-        };
+    let row = |name: &str, s: &Series, keys: [Option<&str>; 4]| {
+        let med = |k: Option<&str>| k.and_then(|k| s.med(k));
+        let min = keys[0].and_then(|k| s.min(k));
+        println!(
+            "{name:<44} {:>9} {:>9} {:>9} {:>9} {:>13}",
+            c2(med(keys[0])),
+            c2(min),
+            c2(med(keys[1])),
+            c2(med(keys[2])),
+            c2(med(keys[3]))
+        )
+    };
     row(
         "noop (static), exec -> main()",
-        noop.med("to_main_ms"),
-        noop.med("cpu_to_main_ms"),
-        None,
-        None,
+        &noop,
+        [Some("to_main_ms"), Some("cpu_to_main_ms"), None, None],
     );
     row(
         "noop (static), exec -> exit",
-        noop.med("to_exit_ms"),
-        noop.med("cpu_total_ms"),
-        noop.med("maxrss_mib"),
-        None,
+        &noop,
+        [
+            Some("to_exit_ms"),
+            Some("cpu_total_ms"),
+            Some("maxrss_mib"),
+            None,
+        ],
     );
     row(
         "mvm, exec -> first KVM_RUN",
-        reset.med("to_first_kvm_run_ms"),
-        reset.med("cpu_to_first_kvm_run_ms"),
-        None,
-        None,
+        &reset,
+        [
+            Some("to_first_kvm_run_ms"),
+            Some("cpu_to_first_kvm_run_ms"),
+            None,
+            None,
+        ],
     );
+    let rss_keys = |wall: &'static str, cpu: &'static str| {
+        [
+            Some(wall),
+            Some(cpu),
+            Some("rss_total_mib"),
+            Some("rss_overhead_mib"),
+        ]
+    };
     if setup.real.is_some() {
         row(
             "mvm + real kernel & initrd, -> first KVM_RUN",
-            real.med("to_first_kvm_run_ms"),
-            real.med("cpu_to_first_kvm_run_ms"),
-            real.med("rss_total_mib"),
-            real.med("rss_overhead_mib"),
+            &real,
+            rss_keys("to_first_kvm_run_ms", "cpu_to_first_kvm_run_ms"),
         );
     }
     row(
         "mvm, exec -> first serial byte",
-        spin.med("to_first_serial_byte_ms"),
-        spin.med("cpu_to_first_serial_byte_ms"),
-        spin.med("rss_total_mib"),
-        spin.med("rss_overhead_mib"),
+        &spin,
+        rss_keys("to_first_serial_byte_ms", "cpu_to_first_serial_byte_ms"),
     );
     row(
         "mvm, exec -> exit (guest resets)",
-        reset.med("to_exit_ms"),
-        reset.med("cpu_total_ms"),
-        reset.med("maxrss_mib"),
-        None,
+        &reset,
+        [
+            Some("to_exit_ms"),
+            Some("cpu_total_ms"),
+            Some("maxrss_mib"),
+            None,
+        ],
     );
     if setup.qemu.is_some() {
         row(
             "qemu microvm, exec -> first serial byte",
-            qemu.med("to_first_serial_byte_ms"),
-            qemu.med("cpu_to_first_serial_byte_ms"),
-            qemu.med("rss_total_mib"),
-            qemu.med("rss_overhead_mib"),
+            &qemu,
+            rss_keys("to_first_serial_byte_ms", "cpu_to_first_serial_byte_ms"),
         );
     }
     println!(
