@@ -210,6 +210,9 @@ impl Bench {
                     "-no-reboot",
                     "-device",
                     "virtio-rng-device",
+                    // Thread names ("CPU 0/KVM") for the per-thread CPU.
+                    "-name",
+                    "bench,debug-threads=on",
                 ])
                 .arg("-kernel")
                 .arg(&self.kernel)
