@@ -13,6 +13,12 @@ pub struct Rss {
     pub guest_kb: u64,
     /// How many mappings were counted as guest RAM.
     pub guest_mappings: u32,
+    /// Guest RAM backed by transparent huge pages (`AnonHugePages`).
+    pub guest_thp_kb: u64,
+    /// Whether every guest RAM mapping starts on a 2 MiB boundary (KVM can
+    /// map guest memory with huge pages only where host and guest
+    /// addresses agree modulo 2 MiB).
+    pub guest_aligned_2m: bool,
     /// File-backed mappings (the executable and its libraries).
     pub file_kb: u64,
     /// Anonymous memory that is not guest RAM: heap, stacks, arenas.
@@ -34,6 +40,8 @@ impl Rss {
             "guest_kb": self.guest_kb,
             "overhead_kb": self.overhead_kb(),
             "guest_mappings": self.guest_mappings,
+            "guest_thp_kb": self.guest_thp_kb,
+            "guest_aligned_2m": self.guest_aligned_2m,
             "file_kb": self.file_kb,
             "anon_kb": self.anon_kb,
             "other_kb": self.other_kb,
@@ -41,8 +49,9 @@ impl Rss {
     }
 }
 
-/// A mapping's header line: `start-end perms offset dev inode [path]`.
-fn parse_header(line: &str) -> Option<(u64, String)> {
+/// A mapping's header line: `start-end perms offset dev inode [path]` ->
+/// (start, size, path).
+fn parse_header(line: &str) -> Option<(u64, u64, String)> {
     let mut it = line.split_whitespace();
     let range = it.next()?;
     let (a, b) = range.split_once('-')?;
@@ -53,30 +62,38 @@ fn parse_header(line: &str) -> Option<(u64, String)> {
         it.next()?;
     }
     let path = it.collect::<Vec<_>>().join(" ");
-    Some((end.checked_sub(start)?, path))
+    Some((start, end.checked_sub(start)?, path))
 }
 
 /// Sorts the `Rss:` of every mapping in `smaps` text; anonymous mappings of
 /// exactly `guest_bytes` are the guest's RAM.
 pub fn parse_smaps(smaps: &str, guest_bytes: u64) -> Rss {
-    let mut rss = Rss::default();
-    let mut current: Option<(u64, String)> = None;
+    let mut rss = Rss {
+        guest_aligned_2m: true,
+        ..Rss::default()
+    };
+    let mut current: Option<(u64, u64, String)> = None;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.ends_with(':') {
-            if first != "Rss:" {
-                continue;
-            }
             let kb: u64 = line
                 .split_whitespace()
                 .nth(1)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let Some((size, path)) = &current else {
+            let Some((start, size, path)) = &current else {
                 continue;
             };
+            let is_guest = path.is_empty() && *size == guest_bytes;
+            if first == "AnonHugePages:" && is_guest {
+                rss.guest_thp_kb += kb;
+            }
+            if first != "Rss:" {
+                continue;
+            }
             rss.total_kb += kb;
-            if path.is_empty() && *size == guest_bytes {
+            if is_guest {
+                rss.guest_aligned_2m &= start % (2 << 20) == 0;
                 rss.guest_kb += kb;
                 rss.guest_mappings += 1;
             } else if path.starts_with('/') {
@@ -158,6 +175,7 @@ VmFlags: rd wr mr mw me ac
 7fc2c5c00000-7fc2cdc00000 rw-p 00000000 00:00 0 
 Size:             131072 kB
 Rss:                  20 kB
+AnonHugePages:         0 kB
 7fc2cdc7b000-7fc2cde45000 r-xp 0007a000 fe:00 5374708                    /work/my vmm/mvm
 Size:               1832 kB
 Rss:                1636 kB
@@ -178,6 +196,8 @@ Rss:                   4 kB
                 total_kb: 144 + 20 + 1636 + 8 + 16 + 4,
                 guest_kb: 20,
                 guest_mappings: 1,
+                guest_thp_kb: 0,
+                guest_aligned_2m: true,
                 file_kb: 1636,
                 anon_kb: 144 + 16 + 4,
                 other_kb: 8,

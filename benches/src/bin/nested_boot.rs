@@ -82,6 +82,10 @@ struct Boot {
     vcpu_cpu_at_init_s: Option<f64>,
     other_cpu_at_init_s: Option<f64>,
     threads_at_init: Vec<(String, f64)>,
+    /// Guest RAM at init: resident, backed by huge pages, 2 MiB-aligned.
+    guest_rss_at_init_mib: Option<f64>,
+    guest_thp_at_init_mib: Option<f64>,
+    guest_aligned_2m: Option<bool>,
     cmdline: Option<String>,
 }
 
@@ -141,6 +145,9 @@ impl Boot {
             "teardown_s": self.teardown_s(),
             "vcpu_cpu_at_init_s": self.vcpu_cpu_at_init_s,
             "other_cpu_at_init_s": self.other_cpu_at_init_s,
+            "guest_rss_at_init_mib": self.guest_rss_at_init_mib,
+            "guest_thp_at_init_mib": self.guest_thp_at_init_mib,
+            "guest_aligned_2m": self.guest_aligned_2m,
             "threads_at_init": self.threads_at_init.iter().map(|(n, s)| json!({ "name": n, "cpu_s": s })).collect::<Vec<_>>(),
             "exit_s": self.exit_s,
             "cpu_s": self.cpu_s,
@@ -243,6 +250,13 @@ impl Bench {
             if b.init_started_s.is_none() && line.contains("MVM-GUEST: init started") {
                 b.init_started_s = Some(secs(t0, t));
                 b.sample_threads(run.pid());
+                if let Ok(r) = mvm_benches::procfs::rss_of(run.pid(), self.memory_mib << 20) {
+                    if r.guest_mappings > 0 {
+                        b.guest_rss_at_init_mib = Some(r.guest_kb as f64 / 1024.0);
+                        b.guest_thp_at_init_mib = Some(r.guest_thp_kb as f64 / 1024.0);
+                        b.guest_aligned_2m = Some(r.guest_aligned_2m);
+                    }
+                }
             }
             if let Some((_, v)) = line.split_once("MVM-GUEST: uptime=") {
                 b.uptime_line_s = Some(secs(t0, t));
@@ -470,7 +484,7 @@ fn main() {
 
     // --- summaries (successful boots only) ------------------------------------
     type Metric = (&'static str, &'static str, fn(&Boot) -> Option<f64>);
-    let metrics: [Metric; 12] = [
+    let metrics: [Metric; 14] = [
         (
             "first_kvm_run_s",
             "exec -> first KVM_RUN (mvm only), s",
@@ -504,6 +518,16 @@ fn main() {
             "other_cpu_at_init_s",
             "at init: CPU of the other threads, s",
             |b| b.other_cpu_at_init_s,
+        ),
+        (
+            "guest_rss_at_init_mib",
+            "at init: guest RAM resident, MiB",
+            |b| b.guest_rss_at_init_mib,
+        ),
+        (
+            "guest_thp_at_init_mib",
+            "at init: guest RAM in huge pages, MiB",
+            |b| b.guest_thp_at_init_mib,
         ),
         ("teardown_s", "guest's reset line -> VMM exit, s", |b| {
             b.teardown_s()
@@ -568,6 +592,19 @@ fn main() {
         } else {
             "-".to_string()
         }
+    );
+    let aligned = |vmm: Vmm| {
+        let all: Vec<bool> = results
+            .iter()
+            .filter(|(v, _)| *v == vmm)
+            .flat_map(|(_, l)| l.iter().filter_map(|b| b.guest_aligned_2m))
+            .collect();
+        format!("{}/{}", all.iter().filter(|a| **a).count(), all.len())
+    };
+    println!(
+        "guest RAM mapping 2 MiB-aligned in the host: mvm {} boots, qemu {}",
+        aligned(Vmm::Mvm),
+        aligned(Vmm::Qemu)
     );
     println!(
         "exec floors here (exec -> exit, median of 5): static noop {}s, mvm --version {}s, qemu --version {}s",

@@ -78,6 +78,11 @@ impl Series {
         self.push("rss_anon_mib", mib(rss.anon_kb));
         self.push("rss_other_mib", mib(rss.other_kb));
         self.push("guest_mappings", f64::from(rss.guest_mappings));
+        self.push("rss_guest_thp_mib", mib(rss.guest_thp_kb));
+        self.push(
+            "guest_aligned_2m",
+            f64::from(u8::from(rss.guest_aligned_2m)),
+        );
     }
 }
 
@@ -567,6 +572,8 @@ fn main() {
         ("rss_anon_mib", "MiB", 3),
         ("rss_other_mib", "MiB", 3),
         ("guest_mappings", "count", 0),
+        ("rss_guest_thp_mib", "MiB", 3),
+        ("guest_aligned_2m", "bool", 0),
         ("threads", "count", 0),
     ];
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
