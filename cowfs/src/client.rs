@@ -402,6 +402,11 @@ impl Client {
     /// The parent's node and the last component of `path`.
     pub fn parent_of<'p>(&mut self, path: &'p str) -> Res<(u64, &'p [u8])> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        Ok((self.resolve(dir)?.nodeid, name.as_bytes()))
+        let e = self.resolve(dir)?;
+        // As the kernel's path walk: the parent must be a directory.
+        if e.attr.mode & 0o170000 != 0o040000 {
+            return Err(20);
+        }
+        Ok((e.nodeid, name.as_bytes()))
     }
 }

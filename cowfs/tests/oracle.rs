@@ -788,3 +788,85 @@ fn random_operations_agree_with_overlayfs() {
         assert_eq!(tree_hash(&env.lower), before, "lower tree untouched");
     }
 }
+
+#[test]
+fn random_operations_through_the_kernel_client() {
+    let seeds: u64 = std::env::var("COWFS_ORACLE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    for seed in 1..=seeds {
+        let Some(env) = env() else {
+            eprintln!("SKIP random_operations_through_the_kernel_client: cannot mount a tmpfs");
+            return;
+        };
+        let Some((_ov, merged)) = env.overlay("merged") else {
+            eprintln!("SKIP random_operations_through_the_kernel_client: cannot mount overlayfs");
+            return;
+        };
+        let target = env.path("fuse");
+        fs::create_dir(&target).unwrap();
+        let Some(fm) = fuse_mount(env.cow_config("fuse-upper"), &target) else {
+            eprintln!("SKIP random_operations_through_the_kernel_client: cannot mount FUSE");
+            return;
+        };
+        let before = tree_hash(&env.lower);
+        let mut r = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let mut log = Vec::new();
+        for step in 0..150 {
+            let op = random_op(&mut r);
+            // Both sides are real mounts here: symlinks are followed by the
+            // kernel on both, so nothing needs skipping.
+            let want = host_op_raw(&merged, &op);
+            let got = host_op_raw(&target, &op);
+            log.push(format!("{op:?}: {want:?}"));
+            assert_eq!(
+                got,
+                want,
+                "seed {seed} step {step} {op:?}; ops so far:\n{}",
+                log.join("\n")
+            );
+        }
+        assert_same(
+            &format!("seed {seed} at the end"),
+            &host_tree(&merged),
+            &host_tree(&target),
+        );
+        drop(fm);
+        assert_eq!(tree_hash(&env.lower), before, "lower tree untouched");
+    }
+}
+
+/// `host_op` without the skips (for two real mounts).
+fn host_op_raw(root: &Path, op: &RandomOp) -> Result<(), i32> {
+    use std::os::unix::fs::FileExt;
+    let p = |s: &str| root.join(s);
+    match op {
+        RandomOp::Create(a) => errno(
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p(a))
+                .map(|_| ()),
+        ),
+        RandomOp::Write(a, off, data) => errno(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p(a))
+                .and_then(|f| f.write_all_at(data, *off)),
+        ),
+        RandomOp::Truncate(a, n) => errno(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p(a))
+                .and_then(|f| f.set_len(*n)),
+        ),
+        RandomOp::Chmod(a, m) => errno(fs::set_permissions(p(a), fs::Permissions::from_mode(*m))),
+        RandomOp::Unlink(a) => errno(fs::remove_file(p(a))),
+        RandomOp::Rmdir(a) => errno(fs::remove_dir(p(a))),
+        RandomOp::Mkdir(a) => errno(fs::create_dir(p(a))),
+        RandomOp::Rename(a, b) => errno(fs::rename(p(a), p(b))),
+        RandomOp::Symlink(t, a) => errno(symlink(t, p(a))),
+        RandomOp::Link(a, b) => errno(fs::hard_link(p(a), p(b))),
+    }
+}

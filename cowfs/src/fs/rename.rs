@@ -48,25 +48,34 @@ impl Filesystem {
         let dst = self.probe(&npath, np, newname)?;
         let from = join(&ppath, name);
         let to = join(&npath, newname);
-        if sp.is_dir && is_at_or_below(&to, &from) && from != to {
-            return Err(Errno::INVAL);
+        // The checks in the order of Linux's renameat2.
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        if exchange && dst.is_none() {
+            return Err(Errno::NOENT);
         }
-        if flags & RENAME_EXCHANGE != 0 {
-            let (dp, _) = dst.ok_or(Errno::NOENT)?;
-            if dp.is_dir && is_at_or_below(&from, &to) && from != to {
+        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(Errno::EXIST);
+        }
+        if from != to {
+            // The source may not be an ancestor of the target, nor the
+            // target an ancestor of the source.
+            if is_at_or_below(&to, &from) {
                 return Err(Errno::INVAL);
             }
-            if from == to {
-                return Ok(());
+            if is_at_or_below(&from, &to) {
+                return Err(if exchange {
+                    Errno::INVAL
+                } else {
+                    Errno::NOTEMPTY
+                });
             }
-            return self.exchange(&from, pp, sp, &to, np, dp);
+        }
+        if from == to {
+            return Ok(());
         }
         if let Some((dp, _)) = dst {
-            if flags & RENAME_NOREPLACE != 0 {
-                return Err(Errno::EXIST);
-            }
-            if from == to {
-                return Ok(());
+            if exchange {
+                return self.exchange(&from, pp, sp, &to, np, dp);
             }
             match (sp.is_dir, dp.is_dir) {
                 (true, false) => return Err(Errno::NOTDIR),
