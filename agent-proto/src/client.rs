@@ -65,11 +65,24 @@ impl Duplex for TcpStream {
 /// `OK <n>\n` reply (byte by byte, so no agent data is swallowed). Without,
 /// it is `mvm-init --test-listen-unix PATH`.
 pub fn connect_unix(path: &Path, vsock_port: Option<u32>) -> Result<UnixStream, ClientError> {
+    connect_unix_timeout(path, vsock_port, None)
+}
+
+/// [`connect_unix`], giving up when the `OK` line does not come within
+/// `timeout` (a guest without a running agent never answers). The returned
+/// stream has no timeout set.
+pub fn connect_unix_timeout(
+    path: &Path,
+    vsock_port: Option<u32>,
+    timeout: Option<std::time::Duration>,
+) -> Result<UnixStream, ClientError> {
     let err = |message: String| ClientError::Connect {
         path: path.display().to_string(),
         message,
     };
     let mut s = UnixStream::connect(path).map_err(|e| err(e.to_string()))?;
+    s.set_read_timeout(timeout)
+        .map_err(|e| err(e.to_string()))?;
     if let Some(port) = vsock_port {
         s.write_all(format!("CONNECT {port}\n").as_bytes())
             .map_err(|e| err(e.to_string()))?;
@@ -94,6 +107,7 @@ pub fn connect_unix(path: &Path, vsock_port: Option<u32>) -> Result<UnixStream, 
             return Err(err(format!("CONNECT {port} refused: {line:?}")));
         }
     }
+    s.set_read_timeout(None).map_err(|e| err(e.to_string()))?;
     Ok(s)
 }
 

@@ -3,7 +3,7 @@
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use agent_proto::client::{connect_unix, Client};
+use agent_proto::client::{connect_unix_timeout, Client};
 use agent_proto::ShutdownAction;
 use anyhow::{bail, Context};
 
@@ -19,7 +19,12 @@ pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>>
             if !dir.vsock_socket().exists() {
                 bail!("VM '{}' is not running (no vsock socket)", dir.name);
             }
-            let stream = connect_unix(&dir.vsock_socket(), Some(AGENT_PORT))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let stream = connect_unix_timeout(
+                &dir.vsock_socket(),
+                Some(AGENT_PORT),
+                Some(left.max(Duration::from_millis(200))),
+            )?;
             // The timeout is a property of the socket, shared by clones:
             // bound the handshake, then lift it for long-running sessions.
             let same_socket = stream.try_clone()?;

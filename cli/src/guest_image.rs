@@ -123,25 +123,41 @@ pub fn cmdline(spec: &VmSpec) -> String {
 /// The host's root and the project, each under its own upper layer.
 pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
     let mut shares = Vec::new();
-    let mut add = |tag: &str, path: &Path| -> anyhow::Result<()> {
+    let mut add = |tag: &str, path: &Path, masked: Vec<PathBuf>| -> anyhow::Result<()> {
         let upper = dir.upper_dir(spec, tag);
-        std::fs::create_dir_all(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+        std::fs::create_dir_all(&upper)
+            .with_context(|| format!("cannot create {}", upper.display()))?;
         shares.push(vmm::ShareConfig {
             tag: tag.into(),
             path: path.to_path_buf(),
             mode: vmm::ShareMode::Cow,
             upper: Some(upper),
+            masked,
         });
         Ok(())
     };
     if spec.host_root {
-        add(ROOT_TAG, Path::new("/"))?;
+        // The guest mounts its own /proc, /sys, /dev, /run and /tmp; the
+        // host's must not show through, nor mvm's state (other VMs'
+        // sockets, this VM's own upper layers), nor the project's host
+        // copy (the guest works on its copy-on-write view at /project).
+        let mut masked: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/run"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        masked.push(crate::state::home()?);
+        masked.extend(spec.project.iter().cloned());
+        add(ROOT_TAG, Path::new("/"), masked)?;
     }
     if let Some(p) = &spec.project {
         if !p.is_dir() {
-            bail!("the project folder {} of VM '{}' is gone", p.display(), spec.name);
+            bail!(
+                "the project folder {} of VM '{}' is gone",
+                p.display(),
+                spec.name
+            );
         }
-        add(PROJECT_TAG, p)?;
+        add(PROJECT_TAG, p, Vec::new())?;
     }
     Ok(shares)
 }

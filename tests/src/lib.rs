@@ -32,9 +32,10 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Builds `mvm` as a static release binary in its own target directory
-/// (so this works while `cargo test` holds the workspace's build lock).
-pub fn static_mvm() -> Result<PathBuf, String> {
+/// Builds `mvm` and the guest agent `mvm-init` as static release binaries
+/// in their own target directory (so this works while `cargo test` holds
+/// the workspace's build lock); returns their paths.
+pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
     let root = workspace_root();
     let target_dir = root.join("target/e2e-static");
     let target = "x86_64-unknown-linux-gnu";
@@ -49,12 +50,15 @@ pub fn static_mvm() -> Result<PathBuf, String> {
                 "--locked",
                 "-p",
                 "mvm",
+                "-p",
+                "mvm-init",
                 "--target",
                 target,
             ]),
-        "cargo build of the static mvm",
+        "cargo build of the static mvm and mvm-init",
     )?;
-    Ok(target_dir.join(target).join("release/mvm"))
+    let release = target_dir.join(target).join("release");
+    Ok((release.join("mvm"), release.join("mvm-init")))
 }
 
 /// Copies `bin` into `dir` (L2 reads L1's files live: a binary relinked by

@@ -113,6 +113,10 @@ pub struct ShareConfig {
     /// Where a `cow` share keeps the guest's changes (required for `cow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<PathBuf>,
+    /// Host directories inside `path` the guest sees as empty (e.g. the
+    /// host's /proc when `path` is `/`); the upper may live in one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<PathBuf>,
 }
 
 /// virtio-vsock: the guest's context id and the host-side Unix socket

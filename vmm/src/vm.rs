@@ -145,9 +145,16 @@ impl Vm {
                         crate::config::ShareMode::Ro => cowfs::ShareMode::Ro,
                         crate::config::ShareMode::Rw => cowfs::ShareMode::Rw,
                     },
+                    masked: share.masked.clone(),
                 },
             )
-            .map_err(|e| Error::Device(format!("share '{}' of {}: {e}", share.tag, share.path.display())))?;
+            .map_err(|e| {
+                Error::Device(format!(
+                    "share '{}' of {}: {e}",
+                    share.tag,
+                    share.path.display()
+                ))
+            })?;
             virtio.attach(fs)?;
         }
         if let Some(v) = &config.vsock {
@@ -333,7 +340,10 @@ fn preflight(config: &VmConfig) -> Result<(), Error> {
             )));
         }
         if !tags.insert(share.tag.as_str()) {
-            return Err(Error::Share(format!("share tag '{}' is used twice", share.tag)));
+            return Err(Error::Share(format!(
+                "share tag '{}' is used twice",
+                share.tag
+            )));
         }
         if !share.path.is_dir() {
             return Err(Error::Share(format!(

@@ -32,7 +32,11 @@ fn layers(dir: &VmDir) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf
         bail!(
             "VM '{}' has no changes to show: it is not running{}",
             dir.name,
-            if spec.persistent { " and has not run yet" } else { " (its changes are dropped at stop unless created --persistent)" }
+            if spec.persistent {
+                " and has not run yet"
+            } else {
+                " (its changes are dropped at stop unless created --persistent)"
+            }
         );
     }
     Ok((project, upper))
@@ -68,8 +72,16 @@ pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
             for c in &report.changes {
                 println!("{} {}", letter(c.kind), c.path.display());
             }
-            let verb = if report.applied { "applied" } else { "would apply" };
-            eprintln!("mvm: {verb} {} change(s) to {}", report.changes.len(), project.display());
+            let verb = if report.applied {
+                "applied"
+            } else {
+                "would apply"
+            };
+            eprintln!(
+                "mvm: {verb} {} change(s) to {}",
+                report.changes.len(),
+                project.display()
+            );
             Ok(())
         }
         Err(cowfs::CommitError::Conflicts(conflicts)) => {

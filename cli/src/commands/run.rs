@@ -125,7 +125,8 @@ impl ScratchDir {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("mvm-run-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(ScratchDir(dir))
     }
 }
@@ -154,11 +155,13 @@ pub fn share_configs(
     }
     let mut out = Vec::new();
     for s in all {
-        let path = std::fs::canonicalize(&s.path)
-            .map_err(|_| anyhow::anyhow!("share '{}': {} does not exist", s.tag, s.path.display()))?;
+        let path = std::fs::canonicalize(&s.path).map_err(|_| {
+            anyhow::anyhow!("share '{}': {} does not exist", s.tag, s.path.display())
+        })?;
         let upper = if s.mode == vmm::ShareMode::Cow {
             let u = scratch.0.join("upper").join(&s.tag);
-            std::fs::create_dir_all(&u).with_context(|| format!("cannot create {}", u.display()))?;
+            std::fs::create_dir_all(&u)
+                .with_context(|| format!("cannot create {}", u.display()))?;
             Some(u)
         } else {
             None
@@ -168,6 +171,7 @@ pub fn share_configs(
             path,
             mode: s.mode,
             upper,
+            masked: Vec::new(),
         });
     }
     Ok((out, cmdline))

@@ -4,12 +4,13 @@
 
 mod boot;
 mod fs;
+mod lifecycle;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use mvm_e2e::{
-    guest_initramfs_with, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_mvm,
+    guest_initramfs_with, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_binaries,
     workspace_root, Scenario,
 };
 
@@ -23,7 +24,9 @@ fn suite() -> &'static PathBuf {
     let result = SUITE.get_or_init(|| {
         let root = workspace_root();
         let artifacts = root.join("target/e2e/artifacts");
-        let mvm = private_copy(&static_mvm()?, &artifacts)?;
+        let (mvm, mvm_init) = static_binaries()?;
+        let mvm = private_copy(&mvm, &artifacts)?;
+        let mvm_init = private_copy(&mvm_init, &artifacts)?;
         let kernel = guest_kernel()?;
         let initrd = guest_initramfs_with(
             &artifacts.join("guest-initramfs.cpio.gz"),
@@ -39,6 +42,8 @@ fn suite() -> &'static PathBuf {
                 ("KERNEL", &kernel),
                 ("INITRD", &initrd),
                 ("BZIMAGE", &bzimage),
+                ("MVM_INIT", &mvm_init),
+                ("E2E_DIR", &root.join("tests/e2e")),
                 ("E2E_JOBS", &root.join("tests/e2e/jobs")),
             ],
         )?;
@@ -59,6 +64,11 @@ fn suite() -> &'static PathBuf {
         Ok(out) => out,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// What a job wrote to `<area>/<file>` in the results folder.
+fn result_file(area: &str, file: &str) -> String {
+    std::fs::read_to_string(suite().join(area).join(file)).unwrap_or_default()
 }
 
 /// One `mvm run` the jobs recorded under `<area>/<name>`.

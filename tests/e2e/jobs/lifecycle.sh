@@ -1,0 +1,83 @@
+#!/bin/sh
+# L2 job: managed VMs end to end. Two VMs (one on the host's root under a
+# copy-on-write layer with a project, one on the minimal busybox root);
+# exec, shell through a real PTY, streams, diff/commit, crash and recovery,
+# stop/restart/rm. Each step leaves $MVM_OUT/life/<step>.{out,err,status}.
+set -u
+: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
+OUT="$MVM_OUT/life"
+mkdir -p "$OUT"
+export MVM_HOME=/tmp/mvm-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
+rm -rf "$MVM_HOME"
+P=/tmp/life-project
+rm -rf "$P" && mkdir -p "$P"
+echo "project file" >"$P/hello.txt"
+echo "keep" >"$P/keep.txt"
+
+rec() {
+    step=$1
+    shift
+    echo "MVM-JOB: life $step: $*"
+    "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
+    echo $? >"$OUT/$step.status"
+}
+m() { timeout 120 "$MVM_BIN" "$@"; }
+
+rec create-a m create a --project "$P" --cpus 2 --memory 512M
+rec create-b m create b --memory 256M --no-host-root
+rec start-a m start a
+rec start-b m start b
+rec list m list --json
+rec exec-status m exec a -- sh -c 'echo out; echo err >&2; exit 3'
+rec exec-project m exec a -- cat /project/hello.txt
+rec exec-hostname m exec b -- hostname
+rec exec-root m exec a -- sh -c 'test -x /usr/bin/python3 && echo host-root'
+rec exec-env m exec a --env FOO=bar -- sh -c 'echo "$FOO"'
+rec exec-cwd m exec a -- pwd
+rec pipeline sh -c "echo hello pipeline | timeout 60 $MVM_BIN exec b -- tr a-z A-Z"
+
+head -c 10485760 /dev/urandom >/tmp/10m
+sha256sum </tmp/10m | cut -d' ' -f1 >"$OUT/10m.sent"
+rec stream sh -c "timeout 120 $MVM_BIN exec a -- cat </tmp/10m | sha256sum | cut -d' ' -f1"
+
+rec shell timeout 120 python3 "$E2E_DIR/guest/pty_driver.py" "$MVM_BIN" a
+
+# The guest changes the project; the host folder stays as it was until commit.
+rec guest-edit m exec a -- sh -c 'echo changed >> /project/hello.txt && echo new > /project/new.txt && rm /project/keep.txt'
+cp "$P/hello.txt" "$OUT/host-hello-before-commit"
+rec diff m diff a
+rec commit-dry m commit a --dry-run
+cp "$P/hello.txt" "$OUT/host-hello-after-dry-run"
+rec commit m commit a
+cp "$P/hello.txt" "$OUT/host-hello-after-commit"
+ls "$P" >"$OUT/host-ls-after-commit"
+# A conflict: the guest changes a file, the host changes it too.
+rec guest-edit2 m exec a -- sh -c 'echo guest2 >> /project/new.txt'
+echo "host edit" >>"$P/new.txt"
+rec commit-conflict m commit a
+
+# A VMM killed with SIGKILL shows as crashed; start recovers it.
+pid=$(cat "$MVM_HOME/vms/b/pid")
+kill -9 "$pid"
+sleep 1
+rec list-crashed m list --json
+rec start-b2 m start b
+rec exec-b2 m exec b -- echo back
+
+# Two starts of the same stopped VM at once: one VMM.
+rec stop-b m stop b
+(m start b >"$OUT/race1.out" 2>&1; echo $? >"$OUT/race1.status") &
+(m start b >"$OUT/race2.out" 2>&1; echo $? >"$OUT/race2.status") &
+wait
+ps -eo args | grep -c "[_]vmm $MVM_HOME/vms/b\$" >"$OUT/race-vmms"
+
+rec stop-a m stop a
+rec restart-b m restart b
+rec exec-b3 m exec b -- echo restarted
+rec rm-running m rm b
+rec rm-force m rm --force b
+rec rm-a m rm a
+rec list-end m list --json
+ps -eo args | grep -c "[_]vmm " >"$OUT/vmms-left"
+ls -A "$MVM_HOME/vms" >"$OUT/vms-left" 2>&1
+exit 0

@@ -1,0 +1,168 @@
+//! Managed VMs in the nested L2 host (tests/e2e/jobs/lifecycle.sh): two
+//! VMs with the guest agent, exec and shell, streams, diff/commit, crash
+//! and recovery, stop/restart/rm.
+
+use super::result_file;
+
+/// One recorded `mvm` step: (status, stdout, stderr).
+fn step(name: &str) -> (Option<i32>, String, String) {
+    (
+        result_file("life", &format!("{name}.status"))
+            .trim()
+            .parse()
+            .ok(),
+        result_file("life", &format!("{name}.out")),
+        result_file("life", &format!("{name}.err")),
+    )
+}
+
+fn ok(name: &str) -> String {
+    let (status, out, err) = step(name);
+    assert_eq!(status, Some(0), "step {name} failed:\n{err}\n{out}");
+    out
+}
+
+fn states(list_step: &str) -> Vec<(String, String)> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(list_step)).unwrap_or_default();
+    rows.iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn two_vms_start_and_list_as_running() {
+    ok("create-a");
+    ok("create-b");
+    ok("start-a");
+    ok("start-b");
+    assert_eq!(
+        states("list"),
+        vec![
+            ("a".into(), "running".into()),
+            ("b".into(), "running".into())
+        ]
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok("list")).unwrap();
+    assert_ne!(rows[0]["pid"], rows[1]["pid"]);
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn exec_passes_status_output_env_and_cwd() {
+    let (status, out, err) = step("exec-status");
+    assert_eq!(status, Some(3), "{err}");
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+    assert_eq!(ok("exec-project"), "project file\n");
+    assert_eq!(ok("exec-hostname"), "b\n");
+    assert_eq!(ok("exec-root"), "host-root\n");
+    assert_eq!(ok("exec-env"), "bar\n");
+    assert_eq!(ok("exec-cwd"), "/project\n");
+    assert_eq!(ok("pipeline"), "HELLO PIPELINE\n");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn ten_mib_stream_round_trips() {
+    let sent = result_file("life", "10m.sent");
+    assert_eq!(sent.trim().len(), 64);
+    assert_eq!(ok("stream").trim(), sent.trim());
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn shell_has_a_real_terminal() {
+    let out = ok("shell");
+    for line in [
+        "PTY: prompt=ok",
+        "PTY: size1=30 100",
+        "PTY: size2=50 132",
+        "PTY: tty=pts",
+        "PTY: ctrl_c=interrupted",
+        "PTY: jobs=ok",
+        "PTY: exit=5",
+    ] {
+        assert!(
+            out.contains(line),
+            "{line:?} missing:\n{out}\n{}",
+            step("shell").2
+        );
+    }
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn diff_and_commit_apply_guest_changes_only_when_asked() {
+    ok("guest-edit");
+    assert_eq!(
+        result_file("life", "host-hello-before-commit"),
+        "project file\n"
+    );
+    let diff = ok("diff");
+    for line in ["M hello.txt", "A new.txt", "D keep.txt"] {
+        assert!(
+            diff.lines().any(|l| l == line),
+            "{line:?} not in diff:\n{diff}"
+        );
+    }
+    assert!(ok("commit-dry").contains("M hello.txt"));
+    assert_eq!(
+        result_file("life", "host-hello-after-dry-run"),
+        "project file\n"
+    );
+    ok("commit");
+    assert_eq!(
+        result_file("life", "host-hello-after-commit"),
+        "project file\nchanged\n"
+    );
+    let ls = result_file("life", "host-ls-after-commit");
+    assert!(ls.contains("new.txt") && !ls.contains("keep.txt"), "{ls}");
+    let (status, _, err) = step("commit-conflict");
+    assert_ne!(status, Some(0));
+    assert!(err.contains("refusing to commit"), "{err}");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn killed_vmm_is_crashed_and_recovers() {
+    assert!(states("list-crashed").contains(&("b".into(), "crashed".into())));
+    ok("start-b2");
+    assert_eq!(ok("exec-b2"), "back\n");
+    let statuses = [
+        result_file("life", "race1.status"),
+        result_file("life", "race2.status"),
+    ];
+    let outs = [
+        result_file("life", "race1.out"),
+        result_file("life", "race2.out"),
+    ];
+    for (s, o) in statuses.iter().zip(&outs) {
+        assert!(
+            s.trim() == "0" || o.contains("another mvm command"),
+            "{s} {o}"
+        );
+    }
+    assert_eq!(result_file("life", "race-vmms").trim(), "1");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn stop_restart_rm_leave_nothing_behind() {
+    ok("stop-a");
+    ok("restart-b");
+    assert_eq!(ok("exec-b3"), "restarted\n");
+    let (status, _, err) = step("rm-running");
+    assert_ne!(status, Some(0));
+    assert!(err.contains("is running"), "{err}");
+    ok("rm-force");
+    ok("rm-a");
+    assert_eq!(ok("list-end").trim(), "[]");
+    assert_eq!(result_file("life", "vmms-left").trim(), "0");
+    assert_eq!(result_file("life", "vms-left").trim(), "");
+}
