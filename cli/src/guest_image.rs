@@ -42,6 +42,31 @@ fn busybox() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The applets the host's busybox has (`busybox --list`); a short list of
+/// essentials if it cannot say.
+fn busybox_applets(bb: &Path) -> Vec<String> {
+    let listed = std::process::Command::new(bb)
+        .arg("--list")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut applets: Vec<String> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b)))
+        .filter(|a| *a != "busybox")
+        .map(String::from)
+        .collect();
+    if applets.is_empty() {
+        applets = ["sh", "ls", "cat", "echo", "mount", "ps", "kill", "sleep"]
+            .map(String::from)
+            .to_vec();
+    }
+    applets
+}
+
 /// Writes the initramfs to `out`.
 pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
     let init = mvm_init()?;
@@ -78,18 +103,9 @@ pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
             },
         )
         .map_err(io)?;
-        for applet in [
-            "sh", "ls", "cat", "echo", "mount", "ps", "kill", "sleep", "ip", "ping", "wget",
-            "udhcpc", "vi", "grep", "awk", "sed", "env", "id", "stty", "uname", "hostname", "df",
-            "free", "top", "nc", "httpd", "seq", "head", "tail", "wc", "dd", "od", "mkdir", "rm",
-            "cp", "mv", "touch", "chmod", "ln", "true", "false", "test", "nproc", "dmesg", "sync",
-            "reboot", "poweroff",
-        ] {
-            w.add(
-                &format!("bin/{applet}"),
-                Entry::Symlink { target: "busybox" },
-            )
-            .map_err(io)?;
+        for applet in busybox_applets(&bb) {
+            w.add(&format!("bin/{applet}"), Entry::Symlink { target: "busybox" })
+                .map_err(io)?;
         }
     }
     let mut buf = w.finish().map_err(io)?;

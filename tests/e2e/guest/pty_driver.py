@@ -22,7 +22,7 @@ if pid == 0:
 def set_size(rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-def read_until(marker, timeout=60.0):
+def read_until(marker, timeout=120.0):
     buf = b""
     end = time.time() + timeout
     while marker.encode() not in buf:

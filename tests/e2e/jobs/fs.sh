@@ -28,7 +28,10 @@ snapshot() {
 snapshot "$P" >"$OUT/before"
 snapshot "$RO" >"$OUT/ro-before"
 
-timeout 180 "$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256 \
+# A private scratch base: whatever the run leaves there is a leak.
+SCRATCH=/tmp/fs-scratch
+rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
+XDG_RUNTIME_DIR="$SCRATCH" timeout 180 "$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256 \
     --project "$P" --share "$RO:ro:ro" --share "$RW:rw:rw" \
     --cmdline "mvmtest.run=/fs-workout.sh" \
     --console "$OUT/console.log" >"$OUT/stdout" 2>"$OUT/stderr"
@@ -44,5 +47,5 @@ else
 fi
 cat "$RW/from-guest.txt" >"$OUT/rw-content" 2>&1
 # Nothing of the run's scratch upper layers may remain.
-ls -d /tmp/mvm-run-* /run/user/*/mvm-run-* >"$OUT/scratch-left" 2>/dev/null
+ls -A "$SCRATCH" >"$OUT/scratch-left" 2>&1
 exit 0
