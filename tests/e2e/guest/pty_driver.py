@@ -63,10 +63,12 @@ out = read_until("/dev/pts/")
 print("PTY: tty=pts", flush=True)
 
 # Ctrl-C reaches the foreground job in the guest.
-send("sleep 100; echo AFTER-SLEEP-$?\n")
-time.sleep(1.5)
+send("sleep 100\n")
+time.sleep(2.0)
 send("\x03")
-out = read_until("AFTER-SLEEP-130", timeout=30)
+time.sleep(0.5)
+send("echo AFTER-SLEEP-$?\n")
+out = read_until("AFTER-SLEEP-130", timeout=60)
 print("PTY: ctrl_c=interrupted", flush=True)
 
 # Job control: a background job and `jobs`.
