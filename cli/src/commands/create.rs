@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::state::{self, PortSpec, VmDir, VmSpec};
+use netstack::PortForward;
+
+use crate::state::{self, VmDir, VmSpec};
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -23,7 +25,7 @@ pub struct CreateArgs {
     pub memory: u64,
     /// Forward a host port to the guest: HOST:GUEST[/tcp|/udp]; repeatable.
     #[arg(long = "port", short = 'p', value_name = "HOST:GUEST")]
-    pub ports: Vec<PortSpec>,
+    pub ports: Vec<PortForward>,
     /// Environment for commands in the VM: KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -127,8 +129,8 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
     }
     let mut seen = std::collections::HashSet::new();
     for p in &args.ports {
-        if !seen.insert((p.host, p.protocol)) {
-            bail!("host port {} is forwarded twice", p.host);
+        if !seen.insert((p.host_port, p.protocol)) {
+            bail!("host port {} is forwarded twice", p.host_port);
         }
         check_port_free(p)?;
     }
@@ -137,11 +139,11 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
             for p in &args.ports {
                 if o.ports
                     .iter()
-                    .any(|q| q.host == p.host && q.protocol == p.protocol)
+                    .any(|q| q.same_host_port(p))
                 {
                     bail!(
                         "host port {} is already forwarded to VM '{}'",
-                        p.host,
+                        p.host_port,
                         o.name
                     );
                 }
@@ -172,13 +174,6 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
 
 /// A host port must be free to bind now (it may still be taken later: the
 /// forward itself checks again).
-pub fn check_port_free(p: &PortSpec) -> anyhow::Result<()> {
-    let free = match p.protocol {
-        state::Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok(),
-        state::Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok(),
-    };
-    if !free {
-        bail!("host port {} ({p}) is already in use on this host", p.host);
-    }
-    Ok(())
+pub fn check_port_free(p: &PortForward) -> anyhow::Result<()> {
+    netstack::check_host_port_free(p).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -23,73 +23,6 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-/// A port forward: host port to guest port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PortSpec {
-    pub host: u16,
-    pub guest: u16,
-    pub protocol: Protocol,
-}
-
-impl std::str::FromStr for PortSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let err = || {
-            format!("invalid port forward '{s}': expected HOST_PORT:GUEST_PORT[/tcp|/udp] with ports 1 to 65535, e.g. 8080:80")
-        };
-        let (ports, protocol) = match s.rsplit_once('/') {
-            Some((p, "tcp")) => (p, Protocol::Tcp),
-            Some((p, "udp")) => (p, Protocol::Udp),
-            Some(_) => return Err(err()),
-            None => (s, Protocol::Tcp),
-        };
-        let (h, g) = ports.split_once(':').ok_or_else(err)?;
-        let port = |p: &str| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|&n| n > 0 && p.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(err)
-        };
-        Ok(PortSpec {
-            host: port(h)?,
-            guest: port(g)?,
-            protocol,
-        })
-    }
-}
-
-impl std::fmt::Display for PortSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
-        write!(f, "{}:{}/{proto}", self.host, self.guest)
-    }
-}
-
-impl TryFrom<String> for PortSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<PortSpec> for String {
-    fn from(p: PortSpec) -> String {
-        p.to_string()
-    }
-}
-
 /// Everything `mvm create` records about a VM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +46,7 @@ pub struct VmSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortSpec>,
+    pub ports: Vec<netstack::PortForward>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Unix time of `mvm create`.
@@ -135,13 +68,6 @@ impl VmSpec {
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-    }
-
-    /// A locally administered unicast MAC derived from the id.
-    pub fn mac(&self) -> [u8; 6] {
-        let h = fnv1a(self.id.as_bytes());
-        let b = h.to_be_bytes();
-        [0x02, b[3], b[4], b[5], b[6], b[7]]
     }
 
     /// The guest's vsock CID: 3 and up (0-2 are reserved), from the id.
@@ -195,43 +121,6 @@ mod tests {
     }
 
     #[test]
-    fn ports() {
-        assert_eq!(
-            "8080:80".parse::<PortSpec>().unwrap(),
-            PortSpec {
-                host: 8080,
-                guest: 80,
-                protocol: Protocol::Tcp
-            }
-        );
-        assert_eq!(
-            "53:5353/udp".parse::<PortSpec>().unwrap().protocol,
-            Protocol::Udp
-        );
-        assert_eq!("1:65535/tcp".parse::<PortSpec>().unwrap().guest, 65535);
-        for bad in [
-            "0:80",
-            "80:0",
-            "65536:80",
-            "80",
-            "80:",
-            ":80",
-            "a:b",
-            "80:80/sctp",
-            "+80:80",
-            "80:80/",
-            " 80:80",
-        ] {
-            let e = bad.parse::<PortSpec>().unwrap_err();
-            assert!(e.contains(&format!("'{bad}'")), "{e}");
-        }
-        assert_eq!(
-            "8080:80".parse::<PortSpec>().unwrap().to_string(),
-            "8080:80/tcp"
-        );
-    }
-
-    #[test]
     fn spec_round_trips_and_rejects_unknown_keys() {
         let spec = VmSpec {
             id: "0123abcd".into(),
@@ -258,7 +147,6 @@ mod tests {
         .unwrap();
         assert!(VmSpec::load(&p).unwrap_err().to_string().contains("bogus"));
         std::fs::remove_dir_all(dir).unwrap();
-        assert_eq!(spec.mac()[0], 0x02);
         assert!(spec.cid() >= 3);
     }
 }
