@@ -179,7 +179,11 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
 }
 
 /// Everything the VMM process needs for this VM.
-pub fn vm_config(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<vmm::VmConfig> {
+pub fn vm_config(
+    dir: &VmDir,
+    spec: &VmSpec,
+    net: Option<&netstack::VmNet>,
+) -> anyhow::Result<vmm::VmConfig> {
     let run = dir.run_dir();
     std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
     let initrd = run.join("initramfs.cpio");
@@ -187,6 +191,13 @@ pub fn vm_config(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<vmm::VmConfig> {
     let mut config = vmm::VmConfig::new(kernel(spec)?);
     config.initrd = Some(initrd);
     config.cmdline = cmdline(spec);
+    if let Some(n) = net {
+        config.net = Some(vmm::NetConfig {
+            tap: n.tap.clone(),
+            mac: n.mac.0,
+        });
+        config.cmdline.push_str(" mvm.net=dhcp");
+    }
     config.cpus = spec.cpus;
     config.memory_mib = spec.memory_mib;
     config.console = vmm::Console::File(dir.console_log());

@@ -4,6 +4,7 @@ mod agent;
 mod commands;
 mod cpio;
 mod guest_image;
+mod net;
 mod paths;
 mod startup;
 mod state;
@@ -46,12 +47,19 @@ enum Command {
     Diff(commands::changes::DiffArgs),
     /// Apply the guest's project changes to the host folder.
     Commit(commands::changes::CommitArgs),
+    /// List, add (also while running) or remove port forwards.
+    Port(commands::port::PortArgs),
+    /// One-time host network set-up (bridge, NAT, tap pool), as root.
+    Net(commands::net_cmd::NetArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
     /// The VMM process of a managed VM (started by `mvm start`).
     #[command(name = "_vmm", hide = true)]
     Vmm(commands::vmm_process::VmmArgs),
+    /// The host's DHCP and DNS servers for VMs (started on demand).
+    #[command(name = "_netd", hide = true)]
+    Netd,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +95,9 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => commands::run::run(args),
         Command::Vmm(args) => commands::vmm_process::run(args),
+        Command::Netd => ok(net::run_daemon()),
+        Command::Port(args) => ok(commands::port::port(args)),
+        Command::Net(args) => ok(commands::net_cmd::net(args)),
     };
     match result {
         Ok(code) => code,

@@ -63,6 +63,9 @@ pub struct ApiResponse {
     pub cpus: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// What an extension operation returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl ApiResponse {
@@ -75,8 +78,54 @@ impl ApiResponse {
             uptime_ms: None,
             cpus: None,
             memory_mib: None,
+            data: None,
         }
     }
+}
+
+/// Handles operations the VMM itself does not know (e.g. port forwards
+/// kept by the embedding program): gets the whole request, returns data
+/// for the response or an error message.
+pub type Extension =
+    Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String> + Send>;
+
+/// Sends an arbitrary JSON request (an extension operation).
+pub fn call_raw(
+    socket: &Path,
+    request: &serde_json::Value,
+    timeout: Duration,
+) -> Result<ApiResponse, ApiError> {
+    let connect = |e| ApiError::Connect(socket.to_path_buf(), e);
+    let bad = |e: String| ApiError::Protocol(socket.to_path_buf(), e);
+    let mut stream = UnixStream::connect(socket).map_err(connect)?;
+    stream.set_read_timeout(Some(timeout)).map_err(connect)?;
+    stream.set_write_timeout(Some(timeout)).map_err(connect)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| bad(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(connect)?;
+    read_response(&mut stream).map_err(|e| match e {
+        ReadError::Io(e) => connect(e),
+        ReadError::Bad(m) => bad(m),
+    })
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Bad(String),
+}
+
+fn read_response(stream: &mut UnixStream) -> Result<ApiResponse, ReadError> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.contains(&b'\n') {
+        let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
+        if n == 0 || buf.len() > MAX_LINE {
+            return Err(ReadError::Bad("no complete response".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    serde_json::from_slice(&buf[..end]).map_err(|e| ReadError::Bad(e.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,30 +139,10 @@ pub enum ApiError {
 }
 
 /// Sends one request to a VM's API socket and reads the response.
-pub fn call(
-    socket: &Path,
-    request: &ApiRequest,
-    timeout: Duration,
-) -> Result<ApiResponse, ApiError> {
-    let connect = |e| ApiError::Connect(socket.to_path_buf(), e);
-    let bad = |e: String| ApiError::Protocol(socket.to_path_buf(), e);
-    let mut stream = UnixStream::connect(socket).map_err(connect)?;
-    stream.set_read_timeout(Some(timeout)).map_err(connect)?;
-    stream.set_write_timeout(Some(timeout)).map_err(connect)?;
-    let mut line = serde_json::to_string(request).map_err(|e| bad(e.to_string()))?;
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(connect)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    while !buf.contains(&b'\n') {
-        let n = stream.read(&mut chunk).map_err(connect)?;
-        if n == 0 || buf.len() > MAX_LINE {
-            return Err(bad("no complete response".into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-    serde_json::from_slice(&buf[..end]).map_err(|e| bad(e.to_string()))
+pub fn call(socket: &Path, request: &ApiRequest, timeout: Duration) -> Result<ApiResponse, ApiError> {
+    let value = serde_json::to_value(request)
+        .map_err(|e| ApiError::Protocol(socket.to_path_buf(), e.to_string()))?;
+    call_raw(socket, &value, timeout)
 }
 
 /// Serves the API socket on the event loop.
@@ -126,6 +155,7 @@ pub struct ApiServer {
     cpus: u8,
     memory_mib: u64,
     stopping: bool,
+    extension: Option<Extension>,
 }
 
 impl ApiServer {
@@ -160,7 +190,13 @@ impl ApiServer {
             cpus,
             memory_mib,
             stopping: false,
+            extension: None,
         })
+    }
+
+    /// Routes unknown operations to `extension`.
+    pub fn set_extension(&mut self, extension: Extension) {
+        self.extension = Some(extension);
     }
 
     fn state(&self) -> VmState {
@@ -174,9 +210,24 @@ impl ApiServer {
     }
 
     fn handle(&mut self, line: &[u8]) -> ApiResponse {
-        let request: ApiRequest = match serde_json::from_slice(line) {
-            Ok(r) => r,
+        let value: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
             Err(e) => return ApiResponse::error(format!("bad request: {e}")),
+        };
+        let request: ApiRequest = match serde_json::from_value(value.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                return match &mut self.extension {
+                    Some(ext) => match ext(&value) {
+                        Ok(data) => ApiResponse {
+                            data: Some(data),
+                            ..self.ok_response()
+                        },
+                        Err(msg) => ApiResponse::error(msg),
+                    },
+                    None => ApiResponse::error(format!("bad request: {e}")),
+                }
+            }
         };
         match request {
             ApiRequest::Status => {}
@@ -191,6 +242,10 @@ impl ApiServer {
                 self.stop.stop();
             }
         }
+        self.ok_response()
+    }
+
+    fn ok_response(&self) -> ApiResponse {
         ApiResponse {
             ok: true,
             error: None,
@@ -199,6 +254,7 @@ impl ApiServer {
             uptime_ms: Some(self.started.elapsed().as_millis() as u64),
             cpus: Some(self.cpus),
             memory_mib: Some(self.memory_mib),
+            data: None,
         }
     }
 

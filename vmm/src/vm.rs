@@ -56,6 +56,7 @@ pub struct Vm {
     cmdline: String,
     first_run_hook: Option<vcpu::FirstRunHook>,
     control: Arc<vcpu::RunControl>,
+    api_server: Option<Arc<Mutex<crate::api::ApiServer>>>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -226,6 +227,7 @@ impl Vm {
             mem: mem.clone(),
         })));
 
+        let mut api_server = None;
         if let Some(path) = &config.api_socket {
             let api = crate::api::ApiServer::bind(
                 path,
@@ -236,7 +238,9 @@ impl Vm {
                 config.cpus,
                 config.memory_mib,
             )?;
-            event_manager.add_subscriber(Arc::new(Mutex::new(api)));
+            let api = Arc::new(Mutex::new(api));
+            event_manager.add_subscriber(api.clone());
+            api_server = Some(api);
         }
 
         tracing::debug!(
@@ -257,6 +261,7 @@ impl Vm {
             cmdline,
             first_run_hook: None,
             control,
+            api_server,
         })
     }
 
@@ -274,6 +279,14 @@ impl Vm {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             evt: self.stop_evt.clone(),
+        }
+    }
+
+    /// Routes API operations the VMM does not know to `extension` (no-op
+    /// without an API socket).
+    pub fn set_api_extension(&mut self, extension: crate::api::Extension) {
+        if let Some(api) = &self.api_server {
+            devices::bus::lock(api).set_extension(extension);
         }
     }
 

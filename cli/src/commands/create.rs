@@ -36,6 +36,12 @@ pub struct CreateArgs {
     /// own root under a copy-on-write layer.
     #[arg(long)]
     pub no_host_root: bool,
+    /// No network interface.
+    #[arg(long)]
+    pub no_net: bool,
+    /// Let this VM talk to other VMs (they are isolated from each other by default).
+    #[arg(long)]
+    pub allow_vm_to_vm: bool,
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -162,6 +168,8 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
         memory_mib: args.memory,
         persistent: args.persistent,
         host_root: !args.no_host_root,
+        network: !args.no_net,
+        allow_vm_to_vm: args.allow_vm_to_vm,
         kernel: args
             .kernel
             .as_ref()

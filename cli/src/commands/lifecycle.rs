@@ -60,16 +60,40 @@ fn start_locked(dir: &VmDir) -> anyhow::Result<()> {
         RunState::Stopped => dir.clear_runtime()?,
     }
     let spec = dir.spec()?;
+    crate::net::reconcile();
+    let mut attached = None;
     let result = (|| {
-        let config = crate::guest_image::vm_config(dir, &spec)?;
+        let net = if spec.network {
+            crate::net::attach(&spec)?
+        } else {
+            None
+        };
+        attached = net.clone();
+        if let Some(n) = &net {
+            crate::net::ensure_daemon()?;
+            crate::net::sync_forwards(&spec)?;
+            let plan = crate::net::ProxyPlan {
+                guest_ip: n.ip,
+                forwards: spec.ports.clone(),
+            };
+            std::fs::write(crate::net::proxy_plan_path(dir), serde_json::to_vec(&plan)?)?;
+        }
+        let config = crate::guest_image::vm_config(dir, &spec, net.as_ref())?;
         let json = serde_json::to_vec_pretty(&config).context("cannot serialise the VM config")?;
         std::fs::write(dir.vmm_config(), json)
             .with_context(|| format!("cannot write {}", dir.vmm_config().display()))?;
         rotate_console(dir);
-        spawn_vmm(dir)
+        let pid = spawn_vmm(dir)?;
+        if net.is_some() {
+            crate::net::set_owner(&spec, pid);
+        }
+        Ok::<(), anyhow::Error>(())
     })();
     if result.is_err() {
         let _ = dir.clear_runtime();
+        if attached.is_some() {
+            crate::net::detach(&spec);
+        }
     }
     result?;
     println!("started VM '{}'", dir.name);
@@ -84,7 +108,7 @@ fn rotate_console(dir: &VmDir) {
     }
 }
 
-fn spawn_vmm(dir: &VmDir) -> anyhow::Result<()> {
+fn spawn_vmm(dir: &VmDir) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("cannot find the mvm executable")?;
     let log = std::fs::File::create(dir.vmm_log())
         .with_context(|| format!("cannot create {}", dir.vmm_log().display()))?;
@@ -127,7 +151,7 @@ fn spawn_vmm(dir: &VmDir) -> anyhow::Result<()> {
         )
         .is_ok()
         {
-            return Ok(());
+            return Ok(child.id());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -176,6 +200,9 @@ fn stop_locked(dir: &VmDir, timeout: Duration) -> anyhow::Result<RunState> {
     }
     dir.clear_runtime()?;
     let spec = dir.spec()?;
+    if spec.network {
+        crate::net::detach(&spec);
+    }
     if !spec.persistent {
         let upper = dir.state_dir();
         if upper.exists() {
@@ -218,6 +245,9 @@ pub fn rm(args: RmArgs) -> anyhow::Result<()> {
             stop_locked(&dir, Duration::from_secs(10))?;
         }
         RunState::Stopped => {}
+    }
+    if let Ok(spec) = dir.spec() {
+        crate::net::forget(&spec);
     }
     // Rename first so a concurrent mvm never sees a half-removed VM.
     let doomed = dir

@@ -47,7 +47,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         rows.push(Row {
             name: spec.name.clone(),
             state,
-            ip: None,
+            ip: if running && spec.network { crate::net::ip(&spec) } else { None },
             ports: spec.ports.iter().map(|p| p.to_string()).collect(),
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,

@@ -5,6 +5,8 @@ pub mod exec;
 pub mod lifecycle;
 pub mod list;
 pub mod logs;
+pub mod net_cmd;
+pub mod port;
 pub mod run;
 pub mod vmm_process;
 

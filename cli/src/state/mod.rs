@@ -150,7 +150,12 @@ impl VmDir {
 
     /// Removes what a VMM leaves while it runs (pid, sockets, run dir).
     pub fn clear_runtime(&self) -> anyhow::Result<()> {
-        for f in [self.pid_path(), self.api_socket(), self.vsock_socket()] {
+        for f in [
+            self.pid_path(),
+            self.api_socket(),
+            self.vsock_socket(),
+            self.path.join("net.json"),
+        ] {
             remove_if_exists(&f)?;
         }
         if let Ok(entries) = std::fs::read_dir(&self.path) {

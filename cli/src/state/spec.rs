@@ -42,6 +42,12 @@ pub struct VmSpec {
     /// the minimal initramfs root (busybox).
     #[serde(default = "yes")]
     pub host_root: bool,
+    /// A network interface on the mvm bridge (when the host allows).
+    #[serde(default = "yes")]
+    pub network: bool,
+    /// May talk to other VMs (isolated from them by default).
+    #[serde(default)]
+    pub allow_vm_to_vm: bool,
     /// The guest kernel; default: $MVM_KERNEL, then the cached build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
@@ -130,6 +136,8 @@ mod tests {
             memory_mib: 1024,
             persistent: true,
             host_root: true,
+            network: true,
+            allow_vm_to_vm: false,
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],
             env: [("A".to_string(), "1".to_string())].into(),

@@ -1,0 +1,159 @@
+//! Managed VMs on the host network plane (netstack): a tap on the
+//! `virbr-mvm` bridge, an address from our DHCP server, names from our DNS,
+//! NAT, and port forwards (nftables DNAT for other hosts, a proxy in the
+//! VMM process for the host's own loopback).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use netstack::{NetConfig, PortForward, VmNet};
+
+use crate::state::{self, VmDir, VmSpec};
+
+pub fn state_dir() -> anyhow::Result<PathBuf> {
+    Ok(state::home()?.join("net"))
+}
+
+pub fn config() -> anyhow::Result<NetConfig> {
+    let dir = state_dir()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    NetConfig::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Attaches the VM: `None` (after saying why) when this host does not let
+/// this user create VM networks.
+pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
+    let cfg = config()?;
+    let vm = netstack::VmSpec {
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        allow_vm_to_vm: spec.allow_vm_to_vm,
+        owner_uid: uid(),
+    };
+    match netstack::attach_vm(&cfg, &vm) {
+        Ok(n) => Ok(Some(n)),
+        Err(e @ (netstack::Error::MissingPrivilege { .. } | netstack::Error::NoBridge(_))) => {
+            eprintln!("mvm: VM '{}' starts without a network: {e}", spec.name);
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot attach VM '{}' to the network: {e}", spec.name)),
+    }
+}
+
+/// The port forwards of `spec` that the host plane does not have yet.
+pub fn sync_forwards(spec: &VmSpec) -> anyhow::Result<()> {
+    let cfg = config()?;
+    let have = netstack::list_forwards(&cfg, &spec.id).unwrap_or_default();
+    for f in &spec.ports {
+        if !have.contains(f) {
+            netstack::add_forward(&cfg, &spec.id, f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    for f in have.iter().filter(|f| !spec.ports.contains(f)) {
+        netstack::remove_forward(&cfg, &spec.id, f).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+pub fn detach(spec: &VmSpec) {
+    if let Ok(cfg) = config() {
+        if let Err(e) = netstack::detach_vm(&cfg, &spec.id) {
+            tracing::debug!("detach {}: {e}", spec.name);
+        }
+    }
+}
+
+pub fn forget(spec: &VmSpec) {
+    if let Ok(cfg) = config() {
+        let _ = netstack::forget_vm(&cfg, &spec.id);
+    }
+}
+
+pub fn set_owner(spec: &VmSpec, pid: u32) {
+    if let Ok(cfg) = config() {
+        let _ = netstack::set_owner_pid(&cfg, &spec.id, pid);
+    }
+}
+
+/// The VM's address, if it has a lease.
+pub fn ip(spec: &VmSpec) -> Option<String> {
+    let cfg = config().ok()?;
+    netstack::vm_net(&cfg, &spec.id).ok().map(|n| n.ip.to_string())
+}
+
+/// Removes taps and rules left by VMs whose VMM died.
+pub fn reconcile() {
+    if let Ok(dir) = state_dir() {
+        if dir.join("network.json").exists() || dir.join("leases").exists() {
+            if let Err(e) = netstack::reconcile(&dir) {
+                tracing::debug!("network reconcile: {e}");
+            }
+        }
+    }
+}
+
+/// What the VMM process needs to serve forwards on the host's loopback.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ProxyPlan {
+    pub guest_ip: std::net::Ipv4Addr,
+    pub forwards: Vec<PortForward>,
+}
+
+pub fn proxy_plan_path(dir: &VmDir) -> PathBuf {
+    dir.path.join("net.json")
+}
+
+/// Starts the host's DHCP and DNS servers (`mvm _netd`) unless running.
+pub fn ensure_daemon() -> anyhow::Result<()> {
+    let dir = state_dir()?;
+    let pid_file = dir.join("netd.pid");
+    if let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).any(|a| a == b"_netd") {
+            return Ok(());
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
+    let log = std::fs::File::create(dir.join("netd.log")).context("cannot create netd.log")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("_netd")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe: the daemon leaves our session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("cannot start the network daemon")?;
+    std::fs::write(&pid_file, format!("{}\n", child.id()))?;
+    // Give it a moment to bind; a failure shows in netd.log.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// `mvm _netd`: serves DHCP and DNS for all VMs until killed.
+pub fn run_daemon() -> anyhow::Result<()> {
+    let cfg = config()?;
+    let dir = state_dir()?;
+    let _dhcp = netstack::DhcpServer::start(&cfg.bridge, cfg.dhcp_params(), &dir)
+        .map_err(|e| anyhow::anyhow!("DHCP server: {e}"))?;
+    let _dns = netstack::DnsServer::start(cfg.dns_config(), &dir)
+        .map_err(|e| anyhow::anyhow!("DNS server: {e}"))?;
+    eprintln!("mvm-netd: serving DHCP and DNS on {}", cfg.bridge);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
