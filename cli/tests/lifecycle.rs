@@ -179,8 +179,8 @@ fn create_validates_and_leaves_nothing_on_failure() {
 #[test]
 fn start_stop_restart_rm() {
     let env = Env::new("cycle");
-    env.ok(&["create", "vm1", "--memory", "64M"]);
-    env.ok(&["create", "vm2", "--memory", "64M", "--cpus", "1"]);
+    env.ok(&["create", "vm1", "--memory", "64M", "--no-net"]);
+    env.ok(&["create", "vm2", "--memory", "64M", "--cpus", "1", "--no-net"]);
     env.ok(&["start", "vm1"]);
     env.ok(&["start", "vm2"]);
     assert_eq!(env.state("vm1"), "running");
@@ -221,7 +221,7 @@ fn start_stop_restart_rm() {
 #[test]
 fn killed_vmm_shows_as_crashed_and_start_recovers() {
     let env = Env::new("crash");
-    env.ok(&["create", "c1", "--memory", "64M"]);
+    env.ok(&["create", "c1", "--memory", "64M", "--no-net"]);
     env.ok(&["start", "c1"]);
     let pid = env.pid("c1");
     // SAFETY: kill(2) of the VMM this test started.
@@ -237,7 +237,7 @@ fn killed_vmm_shows_as_crashed_and_start_recovers() {
 #[test]
 fn concurrent_starts_give_one_vmm() {
     let env = Env::new("race");
-    env.ok(&["create", "r1", "--memory", "64M"]);
+    env.ok(&["create", "r1", "--memory", "64M", "--no-net"]);
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_mvm"))
             .args(["start", "r1"])

@@ -23,8 +23,8 @@ rec() {
 }
 m() { timeout 120 "$MVM_BIN" "$@"; }
 
-rec create-a m create a --project "$P" --cpus 2 --memory 512M
-rec create-b m create b --memory 256M --no-host-root
+rec create-a m create a --project "$P" --cpus 2 --memory 512M --no-net
+rec create-b m create b --memory 256M --no-host-root --no-net
 rec start-a m start a
 rec start-b m start b
 rec list m list --json

@@ -5,6 +5,7 @@
 mod boot;
 mod fs;
 mod lifecycle;
+mod net;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

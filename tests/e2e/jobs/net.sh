@@ -1,0 +1,72 @@
+#!/bin/sh
+# L2 job: two networked VMs on the mvm bridge. A namespace plays "the
+# internet" (192.0.2.2, behind the host's default route); the VMs get
+# leases from our DHCP server, resolve each other through our DNS, reach
+# the internet through NAT, cannot reach each other, and serve a port
+# forwarded while running. Steps leave $MVM_OUT/net/<step>.{out,err,status}.
+set -u
+: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}"
+OUT="$MVM_OUT/net"
+mkdir -p "$OUT"
+export MVM_HOME=/tmp/mvm-net-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
+rm -rf "$MVM_HOME"
+rec() {
+    step=$1
+    shift
+    echo "MVM-JOB: net $step: $*"
+    "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
+    echo $? >"$OUT/$step.status"
+}
+m() { timeout 120 "$MVM_BIN" "$@"; }
+bb() { busybox "$@"; }
+
+# The internet: a namespace with a web server, reached via the default route.
+ip netns add inet
+ip link add veth-up type veth peer name veth-in
+ip link set veth-in netns inet
+ip addr add 192.0.2.1/24 dev veth-up
+ip link set veth-up up
+ip netns exec inet ip addr add 192.0.2.2/24 dev veth-in
+ip netns exec inet ip link set veth-in up
+ip netns exec inet ip link set lo up
+ip route add default via 192.0.2.2
+mkdir -p /tmp/www && echo "hello from the internet" >/tmp/www/index.html
+ip netns exec inet busybox httpd -p 80 -h /tmp/www
+ip -o link show | sed 's/^[0-9]*: //' | cut -d: -f1 | sort >"$OUT/links-before"
+
+rec create-a m create a --memory 384M
+rec create-b m create b --memory 384M
+rec start-a m start a
+rec start-b m start b
+rec list m list --json
+rec addr-a m exec a -- sh -c "ip -4 -o addr show | grep -v ' lo '"
+rec resolv-a m exec a -- cat /etc/resolv.conf
+rec ping-gw m exec a -- busybox ping -c 1 -W 5 10.77.0.1
+rec dns-b m exec a -- busybox nslookup b.mvm 10.77.0.1
+rec nat m exec a -- busybox wget -q -O - -T 15 http://192.0.2.2/index.html
+m exec b -- busybox httpd -p 8080 -h /etc
+B_IP=$(m exec b -- sh -c "ip -4 -o addr show | grep -v ' lo ' | awk '{print \$4}' | cut -d/ -f1")
+echo "$B_IP" >"$OUT/b-ip"
+m exec b -- cat /etc/hostname >"$OUT/b-hostname-file"
+rec isolation m exec a -- busybox wget -q -O - -T 5 "http://$B_IP:8080/hostname"
+rec port-add m port b 18080:8080
+rec fwd-loopback bb wget -q -O - -T 15 http://127.0.0.1:18080/hostname
+rec fwd-other ip netns exec inet busybox wget -q -O - -T 15 http://192.0.2.1:18080/hostname
+rec port-list m port b
+rec port-dup m port a 18080:80
+rec port-bad m port b 0:80
+rec port-rm m port b --rm 18080:8080
+rec fwd-after-rm bb wget -q -O - -T 5 http://127.0.0.1:18080/hostname
+
+rec stop-a m stop a
+kill -9 "$(cat "$MVM_HOME/vms/b/pid")"
+sleep 1
+rec start-a2 m start a
+rec stop-a2 m stop a
+rec rm-a m rm --force a
+rec rm-b m rm --force b
+ip -o link show | sed 's/^[0-9]*: //' | cut -d: -f1 | sort >"$OUT/links-after"
+nft list ruleset >"$OUT/ruleset-after" 2>&1
+kill "$(cat "$MVM_HOME/net/netd.pid" 2>/dev/null)" 2>/dev/null
+cp "$MVM_HOME/net/netd.log" "$OUT/netd.log" 2>/dev/null
+exit 0

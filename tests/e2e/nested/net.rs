@@ -1,0 +1,100 @@
+//! Networking in the nested L2 host (tests/e2e/jobs/net.sh): DHCP leases,
+//! DNS for VM names, NAT to "the internet", isolation between VMs, port
+//! forwards added and removed while running, nothing left behind.
+
+use super::result_file;
+
+fn step(name: &str) -> (Option<i32>, String, String) {
+    (
+        result_file("net", &format!("{name}.status"))
+            .trim()
+            .parse()
+            .ok(),
+        result_file("net", &format!("{name}.out")),
+        result_file("net", &format!("{name}.err")),
+    )
+}
+
+fn ok(name: &str) -> String {
+    let (status, out, err) = step(name);
+    assert_eq!(
+        status,
+        Some(0),
+        "step {name} failed:\n{err}\n{out}\nnetd.log:\n{}",
+        result_file("net", "netd.log")
+    );
+    out
+}
+
+fn fails(name: &str) -> String {
+    let (status, out, err) = step(name);
+    assert_ne!(status, Some(0), "step {name} should fail:\n{out}");
+    err
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn vms_get_leases_from_our_dhcp_server() {
+    ok("start-a");
+    ok("start-b");
+    let addr = ok("addr-a");
+    assert!(addr.contains("10.77.0."), "{addr}");
+    assert!(ok("resolv-a").contains("10.77.0.1"));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok("list")).unwrap();
+    let ips: Vec<&str> = rows.iter().filter_map(|r| r["ip"].as_str()).collect();
+    assert_eq!(ips.len(), 2, "{rows:?}");
+    assert_ne!(ips[0], ips[1]);
+    ok("ping-gw");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn dns_resolves_vm_names_and_nat_reaches_the_internet() {
+    let b_ip = result_file("net", "b-ip");
+    let dns = ok("dns-b");
+    assert!(dns.contains(b_ip.trim()), "{dns} vs {b_ip}");
+    assert_eq!(ok("nat"), "hello from the internet\n");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn vms_are_isolated_from_each_other() {
+    fails("isolation");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn port_forwards_work_while_running_from_loopback_and_other_hosts() {
+    ok("port-add");
+    let want = result_file("net", "b-hostname-file");
+    assert!(!want.is_empty());
+    assert_eq!(ok("fwd-loopback"), want);
+    assert_eq!(ok("fwd-other"), want);
+    assert!(ok("port-list").contains("18080:8080/tcp"));
+    assert!(fails("port-dup").contains("already forwarded to VM 'b'"));
+    assert!(fails("port-bad").contains("0:80"));
+    ok("port-rm");
+    fails("fwd-after-rm");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn stop_kill_and_rm_leave_no_tap_or_rule() {
+    ok("stop-a");
+    ok("start-a2");
+    ok("stop-a2");
+    ok("rm-a");
+    ok("rm-b");
+    let before = result_file("net", "links-before");
+    let after = result_file("net", "links-after");
+    let taps: Vec<&str> = after.lines().filter(|l| l.starts_with("mvm-")).collect();
+    assert!(taps.is_empty(), "taps left: {taps:?}");
+    for l in before.lines() {
+        assert!(after.lines().any(|a| a == l), "link {l} disappeared");
+    }
+    let rules = result_file("net", "ruleset-after");
+    assert!(
+        !rules.contains("10.77.0.2 ") && !rules.contains("vm="),
+        "{rules}"
+    );
+}
