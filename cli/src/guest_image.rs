@@ -55,7 +55,11 @@ fn busybox_applets(bb: &Path) -> Vec<String> {
     let mut applets: Vec<String> = listed
         .lines()
         .map(str::trim)
-        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b)))
+        .filter(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b))
+        })
         .filter(|a| *a != "busybox")
         .map(String::from)
         .collect();
@@ -104,8 +108,11 @@ pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
         )
         .map_err(io)?;
         for applet in busybox_applets(&bb) {
-            w.add(&format!("bin/{applet}"), Entry::Symlink { target: "busybox" })
-                .map_err(io)?;
+            w.add(
+                &format!("bin/{applet}"),
+                Entry::Symlink { target: "busybox" },
+            )
+            .map_err(io)?;
         }
     }
     let mut buf = w.finish().map_err(io)?;

@@ -42,7 +42,10 @@ pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
             eprintln!("mvm: VM '{}' starts without a network: {e}", spec.name);
             Ok(None)
         }
-        Err(e) => Err(anyhow::anyhow!("cannot attach VM '{}' to the network: {e}", spec.name)),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot attach VM '{}' to the network: {e}",
+            spec.name
+        )),
     }
 }
 
@@ -84,7 +87,9 @@ pub fn set_owner(spec: &VmSpec, pid: u32) {
 /// The VM's address, if it has a lease.
 pub fn ip(spec: &VmSpec) -> Option<String> {
     let cfg = config().ok()?;
-    netstack::vm_net(&cfg, &spec.id).ok().map(|n| n.ip.to_string())
+    netstack::vm_net(&cfg, &spec.id)
+        .ok()
+        .map(|n| n.ip.to_string())
 }
 
 /// Removes taps and rules left by VMs whose VMM died.

@@ -180,7 +180,9 @@ fn create_validates_and_leaves_nothing_on_failure() {
 fn start_stop_restart_rm() {
     let env = Env::new("cycle");
     env.ok(&["create", "vm1", "--memory", "64M", "--no-net"]);
-    env.ok(&["create", "vm2", "--memory", "64M", "--cpus", "1", "--no-net"]);
+    env.ok(&[
+        "create", "vm2", "--memory", "64M", "--cpus", "1", "--no-net",
+    ]);
     env.ok(&["start", "vm1"]);
     env.ok(&["start", "vm2"]);
     assert_eq!(env.state("vm1"), "running");

@@ -86,8 +86,7 @@ impl ApiResponse {
 /// Handles operations the VMM itself does not know (e.g. port forwards
 /// kept by the embedding program): gets the whole request, returns data
 /// for the response or an error message.
-pub type Extension =
-    Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String> + Send>;
+pub type Extension = Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String> + Send>;
 
 /// Sends an arbitrary JSON request (an extension operation).
 pub fn call_raw(
@@ -139,7 +138,11 @@ pub enum ApiError {
 }
 
 /// Sends one request to a VM's API socket and reads the response.
-pub fn call(socket: &Path, request: &ApiRequest, timeout: Duration) -> Result<ApiResponse, ApiError> {
+pub fn call(
+    socket: &Path,
+    request: &ApiRequest,
+    timeout: Duration,
+) -> Result<ApiResponse, ApiError> {
     let value = serde_json::to_value(request)
         .map_err(|e| ApiError::Protocol(socket.to_path_buf(), e.to_string()))?;
     call_raw(socket, &value, timeout)

@@ -143,10 +143,7 @@ fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
     for other in state::all_vms()? {
         if let Ok(o) = other.spec() {
             for p in &args.ports {
-                if o.ports
-                    .iter()
-                    .any(|q| q.same_host_port(p))
-                {
+                if o.ports.iter().any(|q| q.same_host_port(p)) {
                     bail!(
                         "host port {} is already forwarded to VM '{}'",
                         p.host_port,

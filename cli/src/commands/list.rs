@@ -47,7 +47,11 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         rows.push(Row {
             name: spec.name.clone(),
             state,
-            ip: if running && spec.network { crate::net::ip(&spec) } else { None },
+            ip: if running && spec.network {
+                crate::net::ip(&spec)
+            } else {
+                None
+            },
             ports: spec.ports.iter().map(|p| p.to_string()).collect(),
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,

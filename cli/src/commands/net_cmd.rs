@@ -34,7 +34,8 @@ pub fn net(args: NetArgs) -> anyhow::Result<()> {
                 .or_else(|| std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()))
                 // SAFETY: getuid cannot fail.
                 .unwrap_or_else(|| unsafe { libc::getuid() });
-            let setup = netstack::setup_host(&cfg, uid, pool).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let setup =
+                netstack::setup_host(&cfg, uid, pool).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{setup:?}");
             Ok(())
         }

@@ -25,7 +25,10 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     let Some(fwd) = args.spec else {
         if args.rm {
-            bail!("--rm needs a forward to remove, e.g. `mvm port {} --rm 8080:80`", args.name);
+            bail!(
+                "--rm needs a forward to remove, e.g. `mvm port {} --rm 8080:80`",
+                args.name
+            );
         }
         for p in dir.spec()?.ports {
             println!("{p}");
@@ -42,13 +45,21 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
         spec.ports.retain(|p| *p != fwd);
     } else {
         if spec.ports.iter().any(|p| p.same_host_port(&fwd)) {
-            bail!("host port {} is already forwarded to VM '{}'", fwd.host_port, spec.name);
+            bail!(
+                "host port {} is already forwarded to VM '{}'",
+                fwd.host_port,
+                spec.name
+            );
         }
         for other in crate::state::all_vms()? {
             if other.name != spec.name {
                 if let Ok(o) = other.spec() {
                     if o.ports.iter().any(|p| p.same_host_port(&fwd)) {
-                        bail!("host port {} is already forwarded to VM '{}'", fwd.host_port, o.name);
+                        bail!(
+                            "host port {} is already forwarded to VM '{}'",
+                            fwd.host_port,
+                            o.name
+                        );
                     }
                 }
             }
@@ -65,10 +76,18 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
         let req = serde_json::json!({ "op": op, "forward": fwd.to_string() });
         let resp = vmm::api::call_raw(&dir.api_socket(), &req, Duration::from_secs(5))?;
         if !resp.ok {
-            bail!("VM '{}' refused the forward: {}", spec.name, resp.error.unwrap_or_default());
+            bail!(
+                "VM '{}' refused the forward: {}",
+                spec.name,
+                resp.error.unwrap_or_default()
+            );
         }
     }
     spec.save(&dir.spec_path())?;
-    println!("{} {fwd} for VM '{}'", if args.rm { "removed" } else { "added" }, spec.name);
+    println!(
+        "{} {fwd} for VM '{}'",
+        if args.rm { "removed" } else { "added" },
+        spec.name
+    );
     Ok(())
 }

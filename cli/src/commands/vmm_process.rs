@@ -33,8 +33,12 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     let mut vm = vmm::Vm::new(&config)?;
     let proxy = std::sync::Arc::new(netstack::PortProxy::new());
     if let Ok(plan) = std::fs::read(crate::net::proxy_plan_path(&dir)) {
-        let plan: crate::net::ProxyPlan = serde_json::from_slice(&plan)
-            .with_context(|| format!("{} is not a proxy plan", crate::net::proxy_plan_path(&dir).display()))?;
+        let plan: crate::net::ProxyPlan = serde_json::from_slice(&plan).with_context(|| {
+            format!(
+                "{} is not a proxy plan",
+                crate::net::proxy_plan_path(&dir).display()
+            )
+        })?;
         for f in &plan.forwards {
             proxy
                 .add(f, plan.guest_ip)
@@ -69,7 +73,9 @@ fn port_op(
     };
     match req["op"].as_str() {
         Some("port_add") => {
-            proxy.add(&forward()?, guest_ip).map_err(|e| e.to_string())?;
+            proxy
+                .add(&forward()?, guest_ip)
+                .map_err(|e| e.to_string())?;
             Ok(serde_json::Value::Null)
         }
         Some("port_remove") => {
