@@ -70,6 +70,8 @@ pub fn elf_kernel(code: &[u8], pvh: bool) -> Vec<u8> {
         f[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes());
         f[ph + 8..ph + 16].copy_from_slice(&0x100u64.to_le_bytes());
         f[ph + 32..ph + 40].copy_from_slice(&20u64.to_le_bytes());
+        // p_align 4, as notes are (QEMU divides by it).
+        f[ph + 48..ph + 56].copy_from_slice(&4u64.to_le_bytes());
         let n = 0x100;
         f[n..n + 4].copy_from_slice(&4u32.to_le_bytes());
         f[n + 4..n + 8].copy_from_slice(&4u32.to_le_bytes());

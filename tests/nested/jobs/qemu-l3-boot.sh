@@ -28,7 +28,7 @@ for i in $(seq 1 "$boots"); do
     timeout 120 qemu-system-x86_64 -M microvm,acpi=off,rtc=on -accel kvm -cpu host \
         -smp 1 -m 256 -nodefaults -no-user-config -nographic -serial stdio -no-reboot \
         -kernel "$kernel" -initrd "$initrd" -device virtio-rng-device \
-        -append "console=ttyS0 reboot=k panic=-1 mvmtest.action=reboot" \
+        -append "console=ttyS0 reboot=t panic=-1 mvmtest.action=reboot" \
         </dev/null >"$log" 2>&1 || rc=$?
     t1="$(up)"
     secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
