@@ -13,11 +13,16 @@ use crate::state::VmDir;
 /// Connects and shakes hands with the agent, retrying while the guest is
 /// still booting, for at most `wait`.
 pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+    match dir.run_state() {
+        crate::state::RunState::Running => {}
+        crate::state::RunState::Paused => bail!("VM '{}' is paused", dir.name),
+        state => bail!("VM '{}' is {state}; start it with `mvm start {}`", dir.name, dir.name),
+    }
     let deadline = Instant::now() + wait;
     loop {
         let attempt = (|| -> anyhow::Result<Client<UnixStream>> {
             if !dir.vsock_socket().exists() {
-                bail!("VM '{}' is not running (no vsock socket)", dir.name);
+                bail!("VM '{}' is not running", dir.name);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let stream = connect_unix_timeout(
