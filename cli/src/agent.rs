@@ -16,7 +16,11 @@ pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>>
     match dir.run_state() {
         crate::state::RunState::Running => {}
         crate::state::RunState::Paused => bail!("VM '{}' is paused", dir.name),
-        state => bail!("VM '{}' is {state}; start it with `mvm start {}`", dir.name, dir.name),
+        state => bail!(
+            "VM '{}' is {state}; start it with `mvm start {}`",
+            dir.name,
+            dir.name
+        ),
     }
     let deadline = Instant::now() + wait;
     loop {

@@ -12,6 +12,10 @@ fn mvm(args: &[&str]) -> Output {
         .args(args)
         .env_remove("MVM_KERNEL")
         .env("MVM_CACHE_DIR", "/nonexistent-mvm-cache")
+        .env(
+            "MVM_HOME",
+            std::env::temp_dir().join(format!("mvm-cli-home-{}", std::process::id())),
+        )
         .output()
         .expect("runs mvm")
 }
@@ -64,7 +68,16 @@ fn bad_input_gets_one_line_errors() {
         "initrd /nonexistent/i does not exist",
     );
     assert_one_line_error(
-        &mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "64T"]),
+        &mvm(&[
+            "run",
+            "--kernel",
+            &k,
+            "--initrd",
+            "/dev/null",
+            "--allow-pvm-host",
+            "--memory",
+            "64T",
+        ]),
         "more than this host has",
     );
     // Usage errors come from clap: status 2, naming the value.
@@ -89,7 +102,16 @@ fn guest_reset_exits_zero_with_console_on_stdout() {
         &dir,
         &program(&[&print("booted\n"), code::RESET, code::HLT]),
     );
-    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32M"]);
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+        "--memory",
+        "32M",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
     let _ = std::fs::remove_dir_all(dir);
@@ -107,6 +129,8 @@ fn console_can_go_to_a_file() {
         "run",
         "--kernel",
         &k,
+        "--initrd",
+        "/dev/null",
         "--allow-pvm-host",
         "--memory",
         "32",
@@ -123,12 +147,30 @@ fn console_can_go_to_a_file() {
 fn guest_panic_and_fault_exit_non_zero() {
     let dir = tempdir("panic");
     let k = write_kernel(&dir, &program(&[code::WARM_FLAG, code::RESET, code::HLT]));
-    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32"]);
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+        "--memory",
+        "32",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("panicked"));
 
     let k = write_kernel(&dir, &program(&[code::INT3, code::SPIN]));
-    let o = mvm(&["run", "--kernel", &k, "--allow-pvm-host", "--memory", "32"]);
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+        "--memory",
+        "32",
+    ]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("RIP 0x10000"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(dir);
@@ -138,7 +180,15 @@ fn guest_panic_and_fault_exit_non_zero() {
 fn pvm_host_is_explained() {
     let dir = tempdir("pvm");
     let k = write_kernel(&dir, &program(&[code::RESET, code::HLT]));
-    let o = mvm(&["run", "--kernel", &k, "--memory", "32"]);
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--memory",
+        "32",
+    ]);
     if Path::new("/sys/module/kvm_pvm").exists() {
         assert_one_line_error(&o, "PVM-backed");
         assert!(stderr(&o).contains("nested"));

@@ -177,6 +177,8 @@ impl Setup {
     fn mvm_reset(&self, s: &mut Series) -> Result<(), String> {
         let _ = std::fs::remove_file(&self.report);
         let mut c = self.mvm_cmd(&self.reset_elf);
+        // A kernel+initramfs run (the tiny guest ignores its initramfs).
+        c.args(["--initrd", "/dev/null"]);
         c.env("MVM_STARTUP_REPORT", &self.report);
         let mut run = Running::spawn(&mut c).map_err(|e| format!("mvm: {e}"))?;
         let t0 = run.t_spawn_ns;
@@ -371,7 +373,9 @@ fn main() {
         record(&mut n, "noop", res);
         let res = setup.mvm_reset(&mut r);
         record(&mut r, "mvm (reset guest)", res);
-        let res = setup.at_first_byte(setup.mvm_cmd(&setup.spin_elf), "mvm", &mut sp);
+        let mut spin_cmd = setup.mvm_cmd(&setup.spin_elf);
+        spin_cmd.args(["--initrd", "/dev/null"]);
+        let res = setup.at_first_byte(spin_cmd, "mvm", &mut sp);
         record(&mut sp, "mvm (spin guest)", res);
         if let Some(qp) = &setup.qemu {
             let res = setup.at_first_byte(setup.qemu_cmd(qp), "qemu", &mut q);

@@ -65,27 +65,7 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
 pub fn create(args: CreateArgs) -> anyhow::Result<()> {
     let dir = VmDir::of(&args.name)?;
     let spec = validate(&args, &dir)?;
-    let vms = state::vms_dir()?;
-    std::fs::create_dir_all(&vms).with_context(|| format!("cannot create {}", vms.display()))?;
-    // Build the folder under a temporary name and rename it into place, so
-    // a failure leaves nothing and a concurrent create of the same name
-    // loses cleanly.
-    let tmp = vms.join(format!(".{}.{}.tmp", args.name, std::process::id()));
-    let result = (|| {
-        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        spec.save(&tmp.join("vm.toml"))?;
-        std::fs::rename(&tmp, &dir.path).map_err(|e| {
-            if dir.path.exists() {
-                anyhow::anyhow!("a VM named '{}' already exists", args.name)
-            } else {
-                anyhow::anyhow!("cannot create {}: {e}", dir.path.display())
-            }
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result?;
+    write_vm(&dir, &spec)?;
     println!(
         "created VM '{}' ({} vCPUs, {} MiB{})",
         spec.name,
@@ -99,7 +79,32 @@ pub fn create(args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
+/// Writes a validated VM's folder atomically.
+pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<()> {
+    let vms = state::vms_dir()?;
+    std::fs::create_dir_all(&vms).with_context(|| format!("cannot create {}", vms.display()))?;
+    // Build the folder under a temporary name and rename it into place, so
+    // a failure leaves nothing and a concurrent create of the same name
+    // loses cleanly.
+    let tmp = vms.join(format!(".{}.{}.tmp", spec.name, std::process::id()));
+    let result = (|| {
+        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        spec.save(&tmp.join("vm.toml"))?;
+        std::fs::rename(&tmp, &dir.path).map_err(|e| {
+            if dir.path.exists() {
+                anyhow::anyhow!("a VM named '{}' already exists", spec.name)
+            } else {
+                anyhow::anyhow!("cannot create {}: {e}", dir.path.display())
+            }
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
     if dir.spec_path().exists() {
         bail!("a VM named '{}' already exists", args.name);
     }

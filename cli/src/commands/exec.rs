@@ -53,7 +53,7 @@ pub struct ShellArgs {
 }
 
 /// A login shell: bash where the guest has it, else sh.
-const LOGIN_SHELL: &str =
+pub(crate) const LOGIN_SHELL: &str =
     "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi";
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -77,7 +77,7 @@ pub fn shell(args: ShellArgs) -> anyhow::Result<ExitCode> {
     run(&args.name, argv, args.env, args.env_host, None, true)
 }
 
-fn run(
+pub(crate) fn run(
     name: &str,
     argv: Vec<String>,
     env: Vec<(String, String)>,

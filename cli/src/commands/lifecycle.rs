@@ -41,14 +41,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn start(args: NameArg) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     let _lock = VmLock::acquire(&dir.path, &dir.name)?;
-    start_locked(&dir)
+    if start_locked(&dir)? {
+        println!("started VM '{}'", dir.name);
+    }
+    Ok(())
 }
 
-fn start_locked(dir: &VmDir) -> anyhow::Result<()> {
+/// Starts the VM unless it runs; true when it was started.
+pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
     match dir.run_state() {
         RunState::Running | RunState::Paused => {
             println!("VM '{}' is already running", dir.name);
-            return Ok(());
+            return Ok(false);
         }
         RunState::Crashed => {
             eprintln!(
@@ -60,6 +64,9 @@ fn start_locked(dir: &VmDir) -> anyhow::Result<()> {
         RunState::Stopped => dir.clear_runtime()?,
     }
     let spec = dir.spec()?;
+    // What can fail cheaply fails before any host resource is taken.
+    vmm::loader::probe_kernel(&crate::guest_image::kernel(&spec)?)?;
+    crate::guest_image::mvm_init()?;
     crate::net::reconcile();
     let mut attached = None;
     let result = (|| {
@@ -96,8 +103,7 @@ fn start_locked(dir: &VmDir) -> anyhow::Result<()> {
         }
     }
     result?;
-    println!("started VM '{}'", dir.name);
-    Ok(())
+    Ok(true)
 }
 
 /// Keeps the previous boot's console as console.log.old.
@@ -179,7 +185,7 @@ pub fn stop(args: StopArgs) -> anyhow::Result<()> {
 }
 
 /// Stops the VM if it runs; returns the state it was in.
-fn stop_locked(dir: &VmDir, timeout: Duration) -> anyhow::Result<RunState> {
+pub fn stop_locked(dir: &VmDir, timeout: Duration) -> anyhow::Result<RunState> {
     let state = dir.run_state();
     if let (RunState::Running | RunState::Paused, Some(pid)) = (state, dir.pid()) {
         // The clean way: the guest agent shuts the guest down and the guest
@@ -228,7 +234,9 @@ pub fn restart(args: StopArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     let _lock = VmLock::acquire(&dir.path, &dir.name)?;
     stop_locked(&dir, Duration::from_secs(args.timeout))?;
-    start_locked(&dir)
+    start_locked(&dir)?;
+    println!("restarted VM '{}'", dir.name);
+    Ok(())
 }
 
 pub fn rm(args: RmArgs) -> anyhow::Result<()> {

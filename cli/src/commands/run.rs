@@ -12,10 +12,13 @@ use super::{EXIT_GUEST_FAULT, EXIT_GUEST_PANIC};
 
 #[derive(Args)]
 #[command(
-    about = "Boot a kernel in a new VM and show its console",
-    long_about = "Boot a Linux kernel in a new microVM, with its serial console on \
-stdout (or in a file), and exit when the guest reboots.\n\n\
-The guest reboots (`reboot -f`) to end the VM: mvm then exits 0.",
+    about = "Run a command (or a shell) in a throw-away VM for a project, or boot a kernel and initramfs",
+    long_about = "Without --initrd: a throw-away VM for the project (the current folder, \
+or --project): the project at /project under a copy-on-write layer, the host's root, the \
+network; runs COMMAND (or an interactive shell) there, then stops and removes the VM. \
+Its exit status is the command's.\n\n\
+With --initrd: boot that kernel and initramfs with the serial console on stdout (or in a \
+file), and exit when the guest reboots (`reboot -f`): mvm then exits 0.",
     after_help = "Exit status:\n  \
 0  the guest rebooted or powered off\n  \
 1  mvm could not start the VM (the message says why)\n  \
@@ -70,6 +73,14 @@ pub struct RunArgs {
     /// Do not give the guest a virtio-rng device.
     #[arg(long)]
     no_rng: bool,
+
+    /// No network interface (project VMs).
+    #[arg(long)]
+    no_net: bool,
+
+    /// The command to run in a project VM (default: an interactive shell).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 
     /// Boot even on a PVM-backed KVM host (for PVM-enabled guest kernels).
     #[arg(long, hide = true)]
@@ -236,6 +247,12 @@ fn console(arg: &str) -> Console {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.initrd.is_none() {
+        return project_run(args);
+    }
+    if !args.command.is_empty() {
+        anyhow::bail!("a COMMAND runs in a project VM (without --initrd); with --initrd the guest's init decides what runs");
+    }
     let mut config = VmConfig::new(kernel_path(args.kernel)?);
     config.initrd = args.initrd;
     config.cmdline = args.cmdline.unwrap_or_default();
@@ -266,4 +283,59 @@ pub fn exit_code(reason: &ExitReason) -> ExitCode {
         ExitReason::GuestPanic => ExitCode::from(EXIT_GUEST_PANIC),
         _ => ExitCode::from(EXIT_GUEST_FAULT),
     }
+}
+
+/// Stops and removes a throw-away VM, whatever happened.
+struct Teardown(crate::state::VmDir);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = super::lifecycle::stop_locked(&self.0, std::time::Duration::from_secs(10));
+        if let Ok(spec) = self.0.spec() {
+            crate::net::forget(&spec);
+        }
+        let _ = std::fs::remove_dir_all(&self.0.path);
+    }
+}
+
+/// `mvm run [-- COMMAND]` without --initrd: a throw-away managed VM for the
+/// project.
+fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.shares.is_empty() || args.cmdline.is_some() || args.console != "stdout" {
+        anyhow::bail!(
+            "--share, --cmdline and --console apply to kernel+initramfs runs (with --initrd)"
+        );
+    }
+    let project = match args.project {
+        Some(p) => p,
+        None => std::env::current_dir().context("cannot tell the current folder")?,
+    };
+    let id = crate::state::spec_new_id()?;
+    let create = super::create::CreateArgs {
+        name: format!("run-{id}"),
+        project: Some(project),
+        cpus: args.cpus,
+        memory: args.memory,
+        ports: Vec::new(),
+        env: Vec::new(),
+        persistent: false,
+        no_host_root: false,
+        no_net: args.no_net,
+        allow_vm_to_vm: false,
+        kernel: args.kernel,
+    };
+    let dir = crate::state::VmDir::of(&create.name)?;
+    let spec = super::create::validate(&create, &dir)?;
+    super::create::write_vm(&dir, &spec)?;
+    let _teardown = Teardown(dir.clone());
+    super::lifecycle::start_locked(&dir)?;
+    use std::io::IsTerminal;
+    let (argv, tty) = if args.command.is_empty() {
+        let shell = super::exec::LOGIN_SHELL.to_string();
+        (vec!["/bin/sh".into(), "-c".into(), shell], true)
+    } else {
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        (args.command, tty)
+    };
+    super::exec::run(&dir.name, argv, Vec::new(), Vec::new(), None, tty)
 }
