@@ -12,6 +12,7 @@
 //!     iifname BR udp dport 67 accept                    # DHCP
 //!     iifname BR ip daddr GW udp dport 53 accept        # DNS
 //!     iifname BR ip daddr GW tcp dport 53 accept
+//!     iifname BR ip daddr GW icmp type echo-request accept  # ping the gateway
 //!     iifname BR meta l4proto . th dport @host_ports accept
 //!     iifname BR drop }                                 # nothing else of the host
 //!   chain forward { type filter hook forward priority filter; policy accept;
@@ -370,6 +371,13 @@ fn skeleton(p: &NftParams<'_>) -> Vec<NfObject<'static>> {
             iif(),
             eq(payload("ip", "daddr"), gw.clone()),
             eq(payload("tcp", "dport"), Expression::Number(53)),
+            accept(),
+        ],
+        // Ping the gateway: how a guest checks its network.
+        vec![
+            iif(),
+            eq(payload("ip", "daddr"), gw.clone()),
+            eq(payload("icmp", "type"), s("echo-request")),
             accept(),
         ],
         vec![

@@ -52,20 +52,20 @@ rec addr-a m exec a -- sh -c "ip -4 -o addr show | grep -v ' lo '"
 rec resolv-a m exec a -- cat /etc/resolv.conf
 rec ping-gw m exec a -- busybox ping -c 1 -W 5 10.77.0.1
 rec dns-b m exec a -- busybox nslookup b.mvm 10.77.0.1
-rec nat m exec a -- busybox wget -q -O - -T 15 http://192.0.2.2/index.html
+rec nat m exec a -- curl -s --max-time 15 http://192.0.2.2/index.html
 m exec b -- busybox httpd -p 8080 -h /etc
 B_IP=$(m exec b -- sh -c "ip -4 -o addr show | grep -v ' lo ' | awk '{print \$4}' | cut -d/ -f1")
 echo "$B_IP" >"$OUT/b-ip"
 m exec b -- cat /etc/hostname >"$OUT/b-hostname-file"
-rec isolation m exec a -- busybox wget -q -O - -T 5 "http://$B_IP:8080/hostname"
+rec isolation m exec a -- curl -s --max-time 5 "http://$B_IP:8080/hostname"
 rec port-add m port b 18080:8080
-rec fwd-loopback bb wget -q -O - -T 15 http://127.0.0.1:18080/hostname
-rec fwd-other ip netns exec inet busybox wget -q -O - -T 15 http://192.0.2.1:18080/hostname
+rec fwd-loopback curl -s --max-time 15 http://127.0.0.1:18080/hostname
+rec fwd-other ip netns exec inet curl -s --max-time 15 http://192.0.2.1:18080/hostname
 rec port-list m port b
 rec port-dup m port a 18080:80
 rec port-bad m port b 0:80
 rec port-rm m port b --rm 18080:8080
-rec fwd-after-rm bb wget -q -O - -T 5 http://127.0.0.1:18080/hostname
+rec fwd-after-rm curl -s --max-time 5 http://127.0.0.1:18080/hostname
 
 rec stop-a m stop a
 kill -9 "$(cat "$MVM_HOME/vms/b/pid")"
