@@ -51,6 +51,8 @@ enum Command {
     Port(commands::port::PortArgs),
     /// One-time host network set-up (bridge, NAT, tap pool), as root.
     Net(commands::net_cmd::NetArgs),
+    /// Status, start/stop/restart and logs of a VM's supervised services.
+    Service(commands::service::ServiceArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Vmm(args) => commands::vmm_process::run(args),
         Command::Netd => ok(net::run_daemon()),
+        Command::Service(args) => ok(commands::service::service(args)),
         Command::Port(args) => ok(commands::port::port(args)),
         Command::Net(args) => ok(commands::net_cmd::net(args)),
     };

@@ -29,6 +29,10 @@ pub struct CreateArgs {
     /// Environment for commands in the VM: KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// A supervised process: NAME=COMMAND (run by `sh -c` in /project,
+    /// restarted when it fails); repeatable.
+    #[arg(long = "service", value_name = "NAME=COMMAND", value_parser = parse_service)]
+    pub services: Vec<agent_proto::ServiceSpec>,
     /// Keep the guest's changes across restarts (default: dropped at stop).
     #[arg(long)]
     pub persistent: bool,
@@ -45,6 +49,27 @@ pub struct CreateArgs {
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+}
+
+pub fn parse_service(s: &str) -> Result<agent_proto::ServiceSpec, String> {
+    let (name, command) = s
+        .split_once('=')
+        .filter(|(n, c)| !n.is_empty() && !c.trim().is_empty())
+        .ok_or_else(|| {
+            format!("invalid service '{s}': expected NAME=COMMAND, e.g. web='npm run dev'")
+        })?;
+    let spec = agent_proto::ServiceSpec {
+        name: name.to_string(),
+        argv: vec!["/bin/sh".into(), "-c".into(), command.to_string()],
+        env: Default::default(),
+        cwd: None,
+        user: None,
+        restart: agent_proto::RestartPolicy::OnFailure,
+        readiness: None,
+    };
+    spec.validate()
+        .map_err(|e| format!("invalid service '{s}': {e}"))?;
+    Ok(spec)
 }
 
 pub fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -162,6 +187,7 @@ pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let has_project = project.is_some();
     Ok(VmSpec {
         id: crate::state::spec_new_id()?,
         name: args.name.clone(),
@@ -178,6 +204,17 @@ pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
             .map(|k| std::fs::canonicalize(k).unwrap_or_else(|_| k.clone())),
         ports: args.ports.clone(),
         env: args.env.iter().cloned().collect(),
+        services: args
+            .services
+            .iter()
+            .cloned()
+            .map(|mut svc| {
+                if has_project {
+                    svc.cwd = Some("/project".into());
+                }
+                svc
+            })
+            .collect(),
         created,
     })
 }

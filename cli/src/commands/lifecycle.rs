@@ -94,6 +94,9 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
         if net.is_some() {
             crate::net::set_owner(&spec, pid);
         }
+        if !spec.services.is_empty() {
+            declare_services(dir, &spec)?;
+        }
         Ok::<(), anyhow::Error>(())
     })();
     if result.is_err() {
@@ -104,6 +107,19 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
     }
     result?;
     Ok(true)
+}
+
+/// Hands the VM's services to the guest agent, started.
+fn declare_services(dir: &VmDir, spec: &crate::state::VmSpec) -> anyhow::Result<()> {
+    let mut client = crate::agent::client(dir, Duration::from_secs(120))?;
+    for svc in &spec.services {
+        let mut svc = svc.clone();
+        svc.env.extend(spec.env.clone());
+        client
+            .service_declare(&svc, true)
+            .with_context(|| format!("cannot start service '{}'", svc.name))?;
+    }
+    Ok(())
 }
 
 /// Keeps the previous boot's console as console.log.old.

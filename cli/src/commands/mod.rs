@@ -8,6 +8,7 @@ pub mod logs;
 pub mod net_cmd;
 pub mod port;
 pub mod run;
+pub mod service;
 pub mod vmm_process;
 
 /// Exit statuses of `mvm` (documented in `mvm run --help`).

@@ -318,6 +318,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         memory: args.memory,
         ports: Vec::new(),
         env: Vec::new(),
+        services: Vec::new(),
         persistent: false,
         no_host_root: false,
         no_net: args.no_net,

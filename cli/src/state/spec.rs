@@ -55,6 +55,9 @@ pub struct VmSpec {
     pub ports: Vec<netstack::PortForward>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Processes the guest agent supervises (dev servers, databases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<agent_proto::ServiceSpec>,
     /// Unix time of `mvm create`.
     pub created: u64,
 }
@@ -141,6 +144,7 @@ mod tests {
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],
             env: [("A".to_string(), "1".to_string())].into(),
+            services: Vec::new(),
             created: 1,
         };
         let dir = std::env::temp_dir().join(format!("mvm-spec-{}", std::process::id()));

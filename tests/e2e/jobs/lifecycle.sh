@@ -24,7 +24,8 @@ rec() {
 m() { timeout 120 "$MVM_BIN" "$@"; }
 
 rec create-a m create a --project "$P" --cpus 2 --memory 512M --no-net
-rec create-b m create b --memory 256M --no-host-root --no-net
+rec create-b m create b --memory 256M --no-host-root --no-net \
+    --service "ticker=while true; do echo tick; sleep 1; done"
 rec start-a m start a
 rec start-b m start b
 rec list m list --json
@@ -34,6 +35,15 @@ rec exec-hostname m exec b -- hostname
 rec exec-root m exec a -- sh -c 'test -x /usr/bin/python3 && echo host-root'
 rec exec-env m exec a --env FOO=bar -- sh -c 'echo "$FOO"'
 rec exec-cwd m exec a -- pwd
+# The declared service runs, is restarted after being killed, and logs.
+sleep 3
+rec svc-status m service b
+pid=$(m service b | awk '$1 == "ticker" {print $3}')
+echo "$pid" >"$OUT/svc-pid"
+rec svc-kill m exec b -- kill -9 "$pid"
+sleep 4
+rec svc-status2 m service b
+rec svc-logs m service b logs ticker
 rec pipeline sh -c "echo hello pipeline | timeout 60 $MVM_BIN exec b -- tr a-z A-Z"
 
 head -c 10485760 /dev/urandom >/tmp/10m

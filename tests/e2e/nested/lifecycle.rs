@@ -166,3 +166,29 @@ fn stop_restart_rm_leave_nothing_behind() {
     assert_eq!(result_file("life", "vmms-left").trim(), "0");
     assert_eq!(result_file("life", "vms-left").trim(), "");
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn declared_service_runs_and_is_restarted_after_being_killed() {
+    let first = ok("svc-status");
+    let line = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("ticker"))
+            .map(String::from)
+    };
+    let l1 = line(&first).unwrap_or_else(|| panic!("no ticker in:\n{first}"));
+    assert!(l1.contains("running"), "{l1}");
+    let pid = result_file("life", "svc-pid");
+    assert!(!pid.trim().is_empty() && pid.trim() != "-", "{pid}");
+    ok("svc-kill");
+    let second = ok("svc-status2");
+    let l2 = line(&second).unwrap_or_else(|| panic!("no ticker in:\n{second}"));
+    assert!(l2.contains("running"), "{l2}");
+    let cols: Vec<&str> = l2.split_whitespace().collect();
+    assert_ne!(cols[2], pid.trim(), "same pid after the kill: {l2}");
+    assert!(
+        cols[3].parse::<u32>().unwrap_or(0) >= 1,
+        "no restart counted: {l2}"
+    );
+    assert!(ok("svc-logs").contains("tick"));
+}
