@@ -15,10 +15,19 @@ pub struct LogsArgs {
     /// Keep printing new output as it arrives (Ctrl-C to stop).
     #[arg(long, short)]
     pub follow: bool,
+    /// A supervised service's output instead of the console.
+    #[arg(long, short, value_name = "SERVICE")]
+    pub service: Option<String>,
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
+    if let Some(service) = args.service {
+        let mut c = crate::agent::client(&dir, Duration::from_secs(10))?;
+        return c
+            .service_logs(&service, None, args.follow, &mut std::io::stdout())
+            .map_err(|e| anyhow::anyhow!("{e}"));
+    }
     let path = dir.console_log();
     let mut out = std::io::stdout().lock();
     let mut file = match std::fs::File::open(&path) {

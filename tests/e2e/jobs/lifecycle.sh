@@ -43,7 +43,7 @@ echo "$pid" >"$OUT/svc-pid"
 rec svc-kill m exec b -- kill -9 "$pid"
 sleep 4
 rec svc-status2 m service b
-rec svc-logs m service b logs ticker
+rec svc-logs m logs b --service ticker
 rec pipeline sh -c "echo hello pipeline | timeout 60 $MVM_BIN exec b -- tr a-z A-Z"
 
 head -c 10485760 /dev/urandom >/tmp/10m
