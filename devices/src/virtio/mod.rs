@@ -78,6 +78,7 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+mod serve;
 pub mod vsock;
 
 #[cfg(test)]

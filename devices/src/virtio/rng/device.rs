@@ -55,58 +55,15 @@ impl Rng {
             interrupt,
             queue,
         } = active;
-        let mut budget = queue.size();
-        let mut used_any = false;
-        // Set once enable_notification reports more work: the next pass must
-        // then find some, or the avail index is lying and we stop.
-        let mut expect_more = false;
-        loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                warn_limited!(error = %e, "virtio-rng: cannot disable notifications");
-                break;
-            }
-            let mut popped = 0u32;
-            while budget > 0 {
-                let Some(chain) = queue.pop_descriptor_chain(&*mem) else {
-                    break;
-                };
-                budget -= 1;
-                popped += 1;
-                let head = chain.head_index();
-                let len = fill_chain(mem, chain, &mut self.scratch);
-                match queue.add_used(mem, head, len) {
-                    Ok(()) => used_any = true,
-                    Err(e) => {
-                        warn_limited!(head, error = %e, "virtio-rng: cannot return descriptor chain")
-                    }
-                }
-            }
-            if expect_more && popped == 0 {
-                warn_limited!("virtio-rng: available ring index runs ahead of its entries");
-                break;
-            }
-            if budget == 0 {
-                // Possibly more pending: come back through the event loop
-                // after everyone else had a turn.
-                if let Err(e) = self.queue_evts[0].write(1) {
-                    warn_limited!(error = %e, "virtio-rng: cannot re-arm queue eventfd");
-                }
-                break;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => expect_more = true,
-                Ok(false) => break,
-                Err(e) => {
-                    warn_limited!(error = %e, "virtio-rng: cannot enable notifications");
-                    break;
-                }
-            }
-        }
-        // On error, interrupt anyway: a spurious interrupt is cheaper than a
-        // guest waiting forever.
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
+        let scratch = &mut self.scratch;
+        crate::virtio::serve::serve_queue(
+            "virtio-rng",
+            queue,
+            mem,
+            interrupt,
+            &self.queue_evts[0],
+            |chain| fill_chain(mem, chain, scratch),
+        );
     }
 }
 
