@@ -127,22 +127,9 @@ pub fn ensure_daemon() -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
-    let log = std::fs::File::create(dir.join("netd.log")).context("cannot create netd.log")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("_netd")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe: the daemon leaves our session.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().context("cannot start the network daemon")?;
+    let child =
+        crate::commands::lifecycle::spawn_detached(&["_netd".as_ref()], &dir.join("netd.log"))
+            .context("cannot start the network daemon")?;
     std::fs::write(&pid_file, format!("{}\n", child.id()))?;
     // Give it a moment to bind; a failure shows in netd.log.
     std::thread::sleep(Duration::from_millis(100));

@@ -122,6 +122,33 @@ fn declare_services(dir: &VmDir, spec: &crate::state::VmSpec) -> anyhow::Result<
     Ok(())
 }
 
+/// Starts `mvm ARGS...` in its own session (it survives the terminal and
+/// this mvm going away), stdin from /dev/null, output to `log`.
+pub fn spawn_detached(
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
+    let out =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(
+            out.try_clone()
+                .with_context(|| format!("cannot open {}", log.display()))?,
+        )
+        .stderr(out);
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?)
+}
+
 /// Keeps the previous boot's console as console.log.old.
 fn rotate_console(dir: &VmDir) {
     let log = dir.console_log();
@@ -131,24 +158,9 @@ fn rotate_console(dir: &VmDir) {
 }
 
 fn spawn_vmm(dir: &VmDir) -> anyhow::Result<u32> {
-    let exe = std::env::current_exe().context("cannot find the mvm executable")?;
-    let log = std::fs::File::create(dir.vmm_log())
-        .with_context(|| format!("cannot create {}", dir.vmm_log().display()))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("_vmm")
-        .arg(&dir.path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot open the VMM log")?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the child gets its own session
-    // so it survives the terminal (and this mvm) going away.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("cannot start the VMM process")?;
+    let path = dir.path.as_os_str();
+    let mut child = spawn_detached(&["_vmm".as_ref(), path], &dir.vmm_log())
+        .context("cannot start the VMM process")?;
     std::fs::write(dir.pid_path(), format!("{}\n", child.id()))
         .with_context(|| format!("cannot write {}", dir.pid_path().display()))?;
 
