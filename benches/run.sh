@@ -9,13 +9,18 @@
 #                                 kernel and initramfs
 #   nested/                       the whole run-l2.sh output folder (job.log,
 #                                 console/ of every boot, L2 console, attempts)
-#   summary.txt                   both tables
+#   nested-lifecycle.txt, nested-lifecycle.json
+#                                 in L2: `mvm run -- true`, `mvm start` -> first
+#                                 exec, idle VMM RSS; reference: the bare boot
+#   nested-lifecycle/             its run-l2.sh output folder
+#   summary.txt                   all tables
 #
 # Usage: benches/run.sh [options]
 #   --runs N        native runs of each measurement (default 20)
 #   --boots N       nested boots of each VMM (default 20)
 #   --memory MIB    guest memory of the native benchmark (default 128)
-#   --only WHICH    startup | nested (default: both)
+#   --rounds N      rounds of the lifecycle benchmark (default 10)
+#   --only WHICH    startup | nested | lifecycle (default: all)
 #   --l2-timeout S  limit for the L2 run (default 3600)
 #   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
 #                   instead of building one from this checkout
@@ -36,11 +41,12 @@ BIN="$TARGET_DIR/$TRIPLE/release"
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM=''
+RUNS=20 BOOTS=20 ROUNDS=10 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
         --boots) BOOTS="${2:?}"; shift 2 ;;
+        --rounds) ROUNDS="${2:?}"; shift 2 ;;
         --memory) MEMORY="${2:?}"; shift 2 ;;
         --only) ONLY="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
@@ -49,8 +55,8 @@ while [ $# -gt 0 ]; do
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-case "$ONLY" in ''|startup|nested) ;; *) log "--only takes startup or nested, not '$ONLY'"; exit 2 ;; esac
-for n in "$RUNS" "$BOOTS" "$MEMORY" "$L2_TIMEOUT"; do
+case "$ONLY" in ''|startup|nested|lifecycle) ;; *) log "--only takes startup, nested or lifecycle, not '$ONLY'"; exit 2 ;; esac
+for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
 done
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -58,15 +64,15 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 mkdir -p "$OUT"
 
 # --- static release builds (mvm as the e2e suite builds it; the benches) ---
-pkgs=(mvm-benches)
-[ -n "$MVM" ] || pkgs=(mvm mvm-benches)
+pkgs=(mvm-benches mvm-init)
+[ -n "$MVM" ] || pkgs=(mvm mvm-benches mvm-init)
 log "building static ${pkgs[*]} in $TARGET_DIR"
 for pkg in "${pkgs[@]}"; do
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
         nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
 done
 MVM="${MVM:-$BIN/mvm}"
-for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop"; do
+for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/nested-lifecycle" "$BIN/noop" "$BIN/mvm-init"; do
     [ -x "$b" ] || { log "missing: $b"; exit 1; }
 done
 log "mvm under test: $MVM"
@@ -118,6 +124,31 @@ if want nested; then
     fi
     if [ "$rc" != 0 ]; then
         log "the nested run failed (run-l2.sh status $rc; see $OUT/nested/)"
+        status=1
+    fi
+fi
+
+# --- 3. nested lifecycle -------------------------------------------------------------
+if want lifecycle; then
+    log "nested lifecycle: $ROUNDS rounds in one L2 run"
+    l1_load before >"$OUT/lifecycle.load"
+    rc=0
+    tests/nested/run-l2.sh benches/jobs/nested-lifecycle.sh "$OUT/nested-lifecycle" --timeout "$L2_TIMEOUT" \
+        --env "BENCH_BIN=$BIN/nested-lifecycle" --env "MVM_BIN=$MVM" --env "MVM_INIT=$BIN/mvm-init" \
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "ROUNDS=$ROUNDS" || rc=$?
+    l1_load after >>"$OUT/lifecycle.load"
+    if [ -f "$OUT/nested-lifecycle/nested-lifecycle.json" ]; then
+        cp "$OUT/nested-lifecycle/nested-lifecycle.json" "$OUT/nested-lifecycle.json"
+        {
+            sed -n '/^Nested lifecycle/,/^failed steps/p' "$OUT/nested-lifecycle/job.log"
+            echo "L2: $(tr '\n' ' ' <"$OUT/nested-lifecycle/l2-attempts.txt")"
+            cat "$OUT/lifecycle.load"
+        } >"$OUT/nested-lifecycle.txt"
+        cat "$OUT/nested-lifecycle.txt"
+        { echo; cat "$OUT/nested-lifecycle.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the nested lifecycle run failed (run-l2.sh status $rc; see $OUT/nested-lifecycle/)"
         status=1
     fi
 fi
