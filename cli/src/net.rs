@@ -11,8 +11,15 @@ use netstack::{NetConfig, PortForward, VmNet};
 
 use crate::state::{self, VmDir, VmSpec};
 
+/// The network plane's state (config, leases, netd): `$MVM_NET_DIR`, else
+/// `$MVM_HOME/net`. A host where several users share one bridge (the NixOS
+/// module) points every user's mvm at one folder, so there is one DHCP
+/// server and one lease table.
 pub fn state_dir() -> anyhow::Result<PathBuf> {
-    Ok(state::home()?.join("net"))
+    match std::env::var_os("MVM_NET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => Ok(state::home()?.join("net")),
+    }
 }
 
 pub fn config() -> anyhow::Result<NetConfig> {
@@ -144,6 +151,10 @@ pub fn run_daemon() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("DHCP server: {e}"))?;
     let _dns = netstack::DnsServer::start(cfg.dns_config(), &dir)
         .map_err(|e| anyhow::anyhow!("DNS server: {e}"))?;
+    // Whoever started it (ensure_daemon or a service manager), later mvm
+    // runs find it by this file.
+    std::fs::write(dir.join("netd.pid"), format!("{}\n", std::process::id()))
+        .context("cannot write netd.pid")?;
     eprintln!("mvm-netd: serving DHCP and DNS on {}", cfg.bridge);
     loop {
         std::thread::sleep(Duration::from_secs(3600));

@@ -19,24 +19,51 @@ pub enum NetAction {
         /// Taps to create for unprivileged use.
         #[arg(long, default_value_t = 8)]
         pool: u16,
+        /// The VMs' private subnet as GATEWAY/PREFIX (the bridge's address)
+        /// [default: the one in use, else 10.77.0.1/24].
+        #[arg(long, value_name = "GATEWAY/PREFIX", value_parser = parse_subnet)]
+        subnet: Option<netstack::Subnet>,
     },
     /// Remove everything `setup` created.
     Teardown,
 }
 
+fn parse_subnet(s: &str) -> Result<netstack::Subnet, String> {
+    s.parse().map_err(|e: netstack::Error| e.to_string())
+}
+
 pub fn net(args: NetArgs) -> anyhow::Result<()> {
-    let cfg = crate::net::config()?;
+    let mut cfg = crate::net::config()?;
     match args.action {
-        NetAction::Setup { uid, pool } => {
+        NetAction::Setup { uid, pool, subnet } => {
             netstack::require_net_admin("setting up the mvm network")
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(subnet) = subnet.filter(|s| *s != cfg.subnet) {
+                // Leases and rules of the old subnet would be stranded.
+                if cfg.state_dir.join("network.json").exists() {
+                    anyhow::bail!(
+                        "--subnet {subnet}: the mvm network already uses {}; run `mvm net teardown` first",
+                        cfg.subnet
+                    );
+                }
+                cfg.subnet = subnet;
+            }
             let uid = uid
                 .or_else(|| std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()))
                 // SAFETY: getuid cannot fail.
                 .unwrap_or_else(|| unsafe { libc::getuid() });
             let setup =
                 netstack::setup_host(&cfg, uid, pool).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{setup:?}");
+            println!(
+                "mvm network ready: bridge {} at {}, taps for uid {uid}: {}",
+                setup.bridge,
+                setup.subnet,
+                if setup.pool.is_empty() {
+                    "none".to_string()
+                } else {
+                    setup.pool.join(" ")
+                }
+            );
             Ok(())
         }
         NetAction::Teardown => {
