@@ -1,67 +1,9 @@
 //! `mvm net setup|teardown` on a real bridge and real taps, inside a network
-//! namespace of its own (needs root and `ip`, as CI has).
+//! namespace of its own.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-struct Netns {
-    name: String,
-    home: PathBuf,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("mvmcli-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("runs ip")
-            .success();
-        assert!(ok, "ip netns add {name}");
-        let home = std::env::temp_dir().join(&name);
-        let _ = std::fs::remove_dir_all(&home);
-        Netns { name, home }
-    }
-
-    fn mvm(&self, args: &[&str], net_dir: Option<&Path>) -> Output {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_mvm")])
-            .args(args)
-            .env("MVM_HOME", &self.home)
-            .env_remove("MVM_NET_DIR");
-        if let Some(d) = net_dir {
-            c.env("MVM_NET_DIR", d);
-        }
-        c.output().expect("runs mvm")
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("runs ip");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.home);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, Netns};
 
 #[test]
 fn setup_takes_a_subnet_and_teardown_removes_everything() {

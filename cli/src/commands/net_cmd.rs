@@ -13,9 +13,10 @@ pub struct NetArgs {
 pub enum NetAction {
     /// Create the bridge, NAT rules and a tap pool owned by a user (run as root).
     Setup {
-        /// The user who will run VMs [default: $SUDO_UID, else the caller].
-        #[arg(long)]
-        uid: Option<u32>,
+        /// The user who will run VMs, by name or uid [default: $SUDO_UID,
+        /// else the caller].
+        #[arg(long, alias = "uid", value_name = "USER", value_parser = parse_user)]
+        user: Option<u32>,
         /// Taps to create for unprivileged use.
         #[arg(long, default_value_t = 8)]
         pool: u16,
@@ -28,6 +29,25 @@ pub enum NetAction {
     Teardown,
 }
 
+/// A user name or a numeric uid -> the uid.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse::<u32>() {
+        return Ok(uid);
+    }
+    let name = std::ffi::CString::new(s).map_err(|_| format!("'{s}' is not a user name"))?;
+    // SAFETY: `name` is a valid C string; getpwnam returns null or a pointer
+    // to a static passwd record that we read at once, before any other
+    // getpw* call.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!(
+            "no user '{s}' on this host (give a user name or a numeric uid)"
+        ));
+    }
+    // SAFETY: non-null, so it points to a valid passwd record.
+    Ok(unsafe { (*pw).pw_uid })
+}
+
 fn parse_subnet(s: &str) -> Result<netstack::Subnet, String> {
     s.parse().map_err(|e: netstack::Error| e.to_string())
 }
@@ -35,7 +55,11 @@ fn parse_subnet(s: &str) -> Result<netstack::Subnet, String> {
 pub fn net(args: NetArgs) -> anyhow::Result<()> {
     let mut cfg = crate::net::config()?;
     match args.action {
-        NetAction::Setup { uid, pool, subnet } => {
+        NetAction::Setup {
+            user: uid,
+            pool,
+            subnet,
+        } => {
             netstack::require_net_admin("setting up the mvm network")
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(subnet) = subnet.filter(|s| *s != cfg.subnet) {

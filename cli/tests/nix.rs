@@ -1,0 +1,200 @@
+//! The Nix side (flake.nix, nix/) checked against the real mvm, as far as a
+//! machine without a Nix store can: every .nix file parses; the host
+//! module's VM options are generated from the very schema `mvm config
+//! --schema` prints; the systemd units' command lines (nix/units.json) run
+//! with this mvm; the Nix kernel build reads the same fragment and check as
+//! guest-kernel/build.sh. Needs `nix-instantiate` (Debian's nix-bin, which
+//! scripts/install-deps.sh installs).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{text, Netns};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn nix_instantiate() -> Command {
+    let found = Command::new("nix-instantiate").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "nix-instantiate is missing: install Debian's nix-bin (scripts/install-deps.sh does)"
+    );
+    Command::new("nix-instantiate")
+}
+
+fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if p.is_dir() && name != "target" && name != ".git" {
+            nix_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "nix") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let mut files = vec![];
+    nix_files(&root(), &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("flake.nix"))
+            && files.iter().any(|f| f.ends_with("nix/modules/host.nix")),
+        "{files:?}"
+    );
+    for f in files {
+        let out = nix_instantiate().arg("--parse").arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), text(&out));
+    }
+}
+
+/// units.json: argv lists without the mvm path, @placeholders@ to fill.
+fn unit(group: &str, name: &str, values: &[(&str, &str)]) -> Vec<String> {
+    let units: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("nix/units.json")).unwrap())
+            .unwrap();
+    let argv = units[group][name]
+        .as_array()
+        .unwrap_or_else(|| panic!("units.json has no {group}.{name}"));
+    argv.iter()
+        .map(|a| {
+            let mut a = a.as_str().unwrap().to_string();
+            for (k, v) in values {
+                a = a.replace(&format!("@{k}@"), v);
+            }
+            assert!(!a.contains('@'), "unfilled placeholder in {a}");
+            a
+        })
+        .collect()
+}
+
+#[test]
+fn network_units_run_with_this_mvm() {
+    let ns = Netns::new("nixunits");
+    let net_dir = ns.home.join("net-plane");
+    let setup = unit(
+        "network",
+        "setup",
+        &[
+            ("user", "nobody"),
+            ("taps", "2"),
+            ("subnet", "10.99.9.1/24"),
+        ],
+    );
+    let args: Vec<&str> = setup.iter().map(String::as_str).collect();
+    let out = ns.mvm(&args, Some(&net_dir));
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    assert!(ns
+        .ip(&["-br", "addr", "show", "virbr-mvm"])
+        .contains("10.99.9.1/24"));
+    assert!(ns
+        .ip(&["-d", "link", "show", "mvmp-1"])
+        .contains("user nobody"));
+
+    // The DHCP/DNS daemon the mvm-netd unit runs: it serves and records its pid.
+    let daemon = unit("network", "daemon", &[]);
+    let args: Vec<&str> = daemon.iter().map(String::as_str).collect();
+    let mut child = ns.mvm_command(&args, Some(&net_dir)).spawn().unwrap();
+    let pid_file = net_dir.join("netd.pid");
+    let mut recorded = None;
+    for _ in 0..100 {
+        recorded = std::fs::read_to_string(&pid_file).ok();
+        if recorded.is_some() {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "netd exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // `ip netns exec` execs mvm, so the child's pid is mvm's.
+    assert_eq!(
+        recorded.as_deref().map(str::trim),
+        Some(child.id().to_string().as_str())
+    );
+
+    let teardown = unit("network", "teardown", &[]);
+    let args: Vec<&str> = teardown.iter().map(String::as_str).collect();
+    let out = ns.mvm(&args, Some(&net_dir));
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    assert!(!ns.ip(&["-br", "link"]).contains("virbr-mvm"));
+}
+
+#[test]
+fn nix_kernel_build_reads_the_same_fragment_and_check() {
+    let nix = std::fs::read_to_string(root().join("nix/guest-kernel.nix")).unwrap();
+    let sh = std::fs::read_to_string(root().join("guest-kernel/build.sh")).unwrap();
+    for (file, var) in [
+        ("../guest-kernel/kernel.fragment", "fragment"),
+        ("../guest-kernel/verify-config.sh", "verify"),
+    ] {
+        assert!(nix.contains(&format!("{var} = {file};")), "{var}");
+        assert!(nix.contains(&format!("${{{var}}}")), "{var} used");
+    }
+    assert!(nix.contains("tinyconfig") && sh.contains("tinyconfig"));
+    assert!(sh.contains("fragment=\"$here/kernel.fragment\""));
+    assert!(sh.contains("\"$here/verify-config.sh\" \"$fragment\""));
+}
+
+/// The option tree the module builds (nix/schema-tree.nix, evaluated by Nix)
+/// against the JSON schema, key by key.
+fn keys_of(tree: &Value) -> BTreeMap<String, Value> {
+    tree["options"]
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn module_vm_options_are_the_config_schema() {
+    let schema_file = root().join("nix/mvm-config.schema.json");
+    let checked_in = std::fs::read_to_string(&schema_file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mvm"))
+        .args(["config", "--schema"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stored: Value = serde_json::from_str(&checked_in).unwrap();
+    assert_eq!(
+        printed, stored,
+        "nix/mvm-config.schema.json is stale: run `mvm config --schema > nix/mvm-config.schema.json`"
+    );
+
+    let out = nix_instantiate()
+        .args(["--eval", "--strict", "--json"])
+        .arg(root().join("nix/schema-tree.nix"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let tree: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tree["kind"], "submodule");
+    let options = keys_of(&tree);
+    let properties = printed["properties"].as_object().unwrap();
+    assert_eq!(
+        options.keys().collect::<Vec<_>>(),
+        properties.keys().collect::<Vec<_>>(),
+        "the module's VM options are not mvm.toml's keys"
+    );
+    // Services: a map of submodules whose options are the service keys.
+    let service = &options["services"];
+    assert_eq!(service["kind"], "attrs", "{service}");
+    let service_keys: Vec<_> = keys_of(&service["elem"]).into_keys().collect();
+    assert!(
+        service_keys.contains(&"command".to_string())
+            && service_keys.contains(&"depends_on".to_string()),
+        "{service_keys:?}"
+    );
+    assert_eq!(service["elem"]["options"]["command"]["required"], true);
+}
