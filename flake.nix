@@ -46,7 +46,7 @@
 
       # For devenv projects: `imports = [ inputs.mvm.devenvModules.mvm ];`
       # then `mvm.enable = true;` (see nix/devenv/mvm.nix).
-      devenvModules.mvm = ./nix/devenv/mvm.nix;
+      devenvModules.mvm = import ./nix/devenv/mvm.nix { inherit self; };
 
       templates.host = {
         path = ./nix/example-host;

@@ -15,33 +15,10 @@ let
   inherit (lib) mkOption mkEnableOption mkIf types;
 
   units = builtins.fromJSON (builtins.readFile ../units.json);
-  vmTree = import ../schema-tree.nix;
-
-  # A node of lib/schema.nix -> a NixOS option type.
-  typeOf = n:
-    if n.kind == "bool" then types.bool
-    else if n.kind == "int" then
-      (if n ? min && n ? max then types.ints.between n.min n.max
-       else if n ? min && n.min >= 0 then types.ints.unsigned
-       else types.int)
-    else if n.kind == "str" then types.str
-    else if n.kind == "enum" then types.enum n.values
-    else if n.kind == "list" then types.listOf (typeOf n.elem)
-    else if n.kind == "attrs" then types.attrsOf (typeOf n.elem)
-    else if n.kind == "nullable" then types.nullOr (typeOf n.elem)
-    else if n.kind == "either" then types.oneOf (map typeOf n.alternatives)
-    else if n.kind == "submodule" then types.submodule { options = optionsOf n.options; }
-    else types.anything;
-
-  # Optional keys default to null and are left out of the generated
-  # mvm.toml, so mvm's own defaults apply.
-  optionsOf = lib.mapAttrs (name: n:
-    if n.required or false
-    then mkOption { type = typeOf n; description = n.description; }
-    else mkOption { type = types.nullOr (typeOf n); default = null; description = n.description; });
+  schemaOptions = import ../lib/options.nix { inherit lib; };
 
   vmModule = { name, ... }: {
-    options = optionsOf vmTree.options // {
+    options = schemaOptions.configOptions // {
       project = mkOption {
         type = types.str;
         description = "The project folder on the host, seen in the VM at /project (copy-on-write).";
@@ -68,8 +45,7 @@ let
   toml = pkgs.formats.toml { };
   vmConfigFile = name: vm:
     toml.generate "mvm-${name}.toml"
-      (lib.filterAttrsRecursive (_: v: v != null)
-        (removeAttrs vm [ "project" "autostart" "_module" ] // { inherit name; }));
+      (schemaOptions.toConfig (removeAttrs vm [ "project" "autostart" "_module" ] // { inherit name; }));
 
   env = { MVM_NET_DIR = netDir; };
 in
