@@ -711,11 +711,22 @@ impl<'a> Nft<'a> {
         Nft { p }
     }
 
-    /// Whether both tables exist.
+    /// Whether all three tables exist (one `nft list tables`: every nft run
+    /// is a process start, which dominates `mvm start` on slow hosts).
     pub fn installed(&self) -> Result<bool> {
-        Ok(list(&["list", "table", "inet", self.p.table])?.is_some()
-            && list(&["list", "table", "ip", self.p.table])?.is_some()
-            && list(&["list", "table", "bridge", self.p.table])?.is_some())
+        let Some(v) = list(&["list", "tables"])? else {
+            return Ok(false);
+        };
+        let objs = v.get("nftables").and_then(Value::as_array);
+        let have = |fam: &str| {
+            objs.into_iter().flatten().any(|o| {
+                o.get("table").is_some_and(|t| {
+                    t.get("family").and_then(Value::as_str) == Some(fam)
+                        && t.get("name").and_then(Value::as_str) == Some(self.p.table)
+                })
+            })
+        };
+        Ok(have("inet") && have("ip") && have("bridge"))
     }
 
     /// (Re)create both tables atomically with the elements of `leases` that
@@ -876,10 +887,8 @@ impl<'a> Nft<'a> {
     /// Every element of our sets and maps.
     pub fn elements(&self) -> Result<Vec<Elem>> {
         let mut out = Vec::new();
-        for fam in ["inet", "ip", "bridge"] {
-            let Some(v) = list(&["list", "table", fam, self.p.table])? else {
-                continue;
-            };
+        // One nft run for the three tables: the whole ruleset, ours picked out.
+        if let Some(v) = list(&["list", "ruleset"])? {
             let objs = v
                 .get("nftables")
                 .and_then(Value::as_array)
@@ -888,6 +897,14 @@ impl<'a> Nft<'a> {
             for o in objs {
                 let body = o.get("set").or_else(|| o.get("map"));
                 let Some(body) = body else { continue };
+                let ours = body.get("table").and_then(Value::as_str) == Some(self.p.table)
+                    && matches!(
+                        body.get("family").and_then(Value::as_str),
+                        Some("inet" | "ip" | "bridge")
+                    );
+                if !ours {
+                    continue;
+                }
                 let name = body
                     .get("name")
                     .and_then(Value::as_str)
