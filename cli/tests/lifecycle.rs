@@ -281,3 +281,56 @@ fn concurrent_starts_give_one_vmm() {
     assert_eq!(vmms, 1);
     env.ok(&["stop", "r1"]);
 }
+
+/// `mvm up`/`mvm down` on a project folder: created from mvm.toml, reused,
+/// re-read when stopped, stopped and removed; a broken mvm.toml leaves
+/// nothing behind.
+#[test]
+fn project_up_down() {
+    let env = Env::new("up");
+    let project = env.home.join("My Project");
+    std::fs::create_dir(&project).unwrap();
+    let p = project.to_str().unwrap();
+    let write = |text: &str| std::fs::write(project.join("mvm.toml"), text).unwrap();
+
+    write("memory = 64\nnetwork = false\nbogus = 1\n");
+    env.fails(&["up", p], "mvm.toml:3:1: key `bogus`: unknown field");
+    assert!(!env.vm_dir("my-project").exists());
+
+    write("memory = 64\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n");
+    let dry = env.ok(&["up", p, "--dry-run", "-e", "A=1"]);
+    assert!(
+        dry.contains("name = \"my-project\"") && dry.contains("A = \"1\""),
+        "{dry}"
+    );
+    assert!(!env.vm_dir("my-project").exists(), "dry run created a VM");
+
+    let out = env.ok(&["up", p]);
+    assert!(out.contains("VM 'my-project' is up"), "{out}");
+    assert_eq!(env.state("my-project"), "running");
+    let pid = env.pid("my-project");
+    // Again: the running VM is reused.
+    env.ok(&["up", p]);
+    assert_eq!(env.pid("my-project"), pid);
+    // Another project cannot take the name.
+    let other = env.home.join("other");
+    std::fs::create_dir(&other).unwrap();
+    env.fails(
+        &["up", other.to_str().unwrap(), "--name", "my-project"],
+        "belongs to another project",
+    );
+
+    env.ok(&["down", p]);
+    assert_eq!(env.state("my-project"), "stopped");
+    assert!(!alive(pid));
+    // A changed mvm.toml applies at the next up.
+    write("memory = 80\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n");
+    env.ok(&["up", p]);
+    let spec = std::fs::read_to_string(env.vm_dir("my-project").join("vm.toml")).unwrap();
+    assert!(spec.contains("memory_mib = 80"), "{spec}");
+    env.ok(&["down", p, "--rm"]);
+    assert_eq!(env.state("my-project"), "absent");
+    assert!(!env.vm_dir("my-project").exists());
+    // Down again: nothing to do, not an error.
+    assert!(env.ok(&["down", p]).contains("no VM 'my-project'"));
+}

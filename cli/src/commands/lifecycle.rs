@@ -109,12 +109,28 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Hands the VM's services to the guest agent, started.
+/// How long a service waits for the services it depends on to be ready.
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(300);
+
+/// Hands the VM's services to the guest agent, started, each once the
+/// services it depends on are ready. Their environment: the VM's, the
+/// host's variables its patterns name (read now, by this process), then
+/// the service's own.
 fn declare_services(dir: &VmDir, spec: &crate::state::VmSpec) -> anyhow::Result<()> {
     let mut client = crate::agent::client(dir, Duration::from_secs(120))?;
+    let env = crate::project::env::resolve(spec, &[], &[])?;
     for svc in &spec.services {
+        let deps = spec
+            .depends_on
+            .get(&svc.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        crate::commands::up::wait_ready(&mut client, deps, DEPENDENCY_WAIT, |_| {})
+            .with_context(|| format!("service '{}' cannot start", svc.name))?;
         let mut svc = svc.clone();
-        svc.env.extend(spec.env.clone());
+        let own = std::mem::take(&mut svc.env);
+        svc.env = env.clone();
+        svc.env.extend(own);
         client
             .service_declare(&svc, true)
             .with_context(|| format!("cannot start service '{}'", svc.name))?;

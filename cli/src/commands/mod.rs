@@ -9,6 +9,7 @@ pub mod net_cmd;
 pub mod port;
 pub mod run;
 pub mod service;
+pub mod up;
 pub mod vmm_process;
 
 /// Exit statuses of `mvm` (documented in `mvm run --help`).

@@ -314,10 +314,11 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let create = super::create::CreateArgs {
         name: format!("run-{id}"),
         project: Some(project),
-        cpus: args.cpus,
-        memory: args.memory,
+        cpus: Some(args.cpus),
+        memory: Some(args.memory),
         ports: Vec::new(),
         env: Vec::new(),
+        env_host: Vec::new(),
         services: Vec::new(),
         persistent: false,
         no_host_root: false,
@@ -326,7 +327,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         kernel: args.kernel,
     };
     let dir = crate::state::VmDir::of(&create.name)?;
-    let spec = super::create::validate(&create, &dir)?;
+    let spec = super::create::validate(&create, &dir, &Default::default())?;
     super::create::write_vm(&dir, &spec)?;
     let _teardown = Teardown(dir.clone());
     super::lifecycle::start_locked(&dir)?;
