@@ -10,6 +10,8 @@ PACKAGES=(
     qemu-system-x86 busybox-static cpio kmod binutils
     # host network plane tests
     iproute2 nftables
+    # the example projects (the guest root is the host's) and the direnv test
+    nodejs npm python3-django python3-psycopg2 python3-redis postgresql redis-server direnv curl
 )
 
 missing=()

@@ -334,3 +334,83 @@ fn project_up_down() {
     // Down again: nothing to do, not an error.
     assert!(env.ok(&["down", p]).contains("no VM 'my-project'"));
 }
+
+/// direnv from Debian in a scripted bash: entering the folder brings the VM
+/// up and exports MVM_VM; leaving it (the shell lives on elsewhere) stops
+/// the VM after the grace period.
+#[test]
+fn direnv_enter_and_leave() {
+    use std::io::BufRead;
+    if Command::new("direnv").arg("version").output().is_err() {
+        eprintln!("skipped: direnv is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let env = Env::new("direnv");
+    let project = env.home.join("dproj");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("mvm.toml"),
+        "memory = 64\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n[direnv]\ngrace_secs = 1\n",
+    )
+    .unwrap();
+    let p = project.to_str().unwrap();
+    assert!(env.ok(&["init", "--direnv", p]).contains(".envrc"));
+    assert!(env
+        .ok(&["direnv"])
+        .contains("eval \"$(mvm direnv --enter)\""));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_mvm")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let script = format!(
+        "set -e\n\
+         eval \"$(direnv hook bash)\"\n\
+         direnv allow {p}\n\
+         cd {p}; _direnv_hook 2>/dev/null\n\
+         echo \"entered MVM_VM=$MVM_VM\"\n\
+         read _ignored\n\
+         cd /; _direnv_hook 2>/dev/null\n\
+         echo \"left MVM_VM=${{MVM_VM:-unset}}\"\n\
+         read _ignored\n"
+    );
+    let mut bash = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .env("MVM_HOME", &env.home)
+        .env("MVM_KERNEL", &env.kernel)
+        .env("MVM_INIT", "/bin/true")
+        .env("MVM_ALLOW_PVM_HOST", "1")
+        .env("HOME", &env.home)
+        .env("XDG_DATA_HOME", env.home.join("xdg-data"))
+        .env("XDG_CONFIG_HOME", env.home.join("xdg-config"))
+        .env("PATH", path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = bash.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(bash.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    assert_eq!(next(), "entered MVM_VM=dproj");
+    assert_eq!(env.state("dproj"), "running");
+    let lease = env
+        .vm_dir("dproj")
+        .join("leases")
+        .join(bash.id().to_string());
+    assert!(
+        lease.exists(),
+        "the lease names the shell: {}",
+        lease.display()
+    );
+    // Still in the folder after the grace period: it keeps running.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.state("dproj"), "running");
+    use std::io::Write;
+    writeln!(stdin).unwrap();
+    assert_eq!(next(), "left MVM_VM=unset");
+    // The shell lives on in /: the watcher sees it left and stops the VM.
+    wait_for("the VM to stop after leaving", || {
+        env.state("dproj") == "stopped"
+    });
+    assert!(!lease.exists());
+    writeln!(stdin).unwrap();
+    assert!(bash.wait().unwrap().success());
+    env.ok(&["rm", "dproj"]);
+}

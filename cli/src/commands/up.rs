@@ -117,6 +117,15 @@ fn lock(dir: &VmDir) -> anyhow::Result<VmLock> {
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    bring_up(&args, &mut std::io::stdout()).map(|_| ())
+}
+
+/// `mvm up`, with the final status written to `out`; the VM's spec and
+/// whether this call started it (None for a dry run).
+pub fn bring_up(
+    args: &UpArgs,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Option<(crate::state::VmSpec, bool)>> {
     let folder = project::folder(args.dir.as_deref())?;
     let mut detected = project::load(&folder)?;
     let name = project::vm_name(&folder, &detected.config, args.name.as_deref())?;
@@ -138,8 +147,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     if args.dry_run {
-        print!("{}", render(&detected, &name)?);
-        return Ok(());
+        write!(out, "{}", render(&detected, &name)?)?;
+        return Ok(None);
     }
     let create = super::create::CreateArgs {
         name: name.clone(),
@@ -194,7 +203,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    super::lifecycle::start_locked(&dir)?;
+    let started_now = super::lifecycle::start_locked(&dir)?;
     let names: Vec<String> = spec.services.iter().map(|s| s.name.clone()).collect();
     let infos = if names.is_empty() {
         Vec::new()
@@ -219,8 +228,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("see `mvm logs {name} --service SERVICE`"))?
     };
-    print_status(&spec, &infos, started.elapsed());
-    Ok(())
+    print_status(out, &spec, &infos, started.elapsed())?;
+    Ok(Some((spec, started_now)))
 }
 
 /// A VM name is one project's: another folder must pick another name.
@@ -298,40 +307,47 @@ pub fn wait_ready<S: agent_proto::client::Duplex>(
     }
 }
 
-fn print_status(spec: &crate::state::VmSpec, infos: &[ServiceInfo], took: Duration) {
+fn print_status(
+    out: &mut dyn std::io::Write,
+    spec: &crate::state::VmSpec,
+    infos: &[ServiceInfo],
+    took: Duration,
+) -> std::io::Result<()> {
     let ip = if spec.network {
         crate::net::ip(spec)
     } else {
         None
     };
-    println!(
+    writeln!(
+        out,
         "VM '{}' is up ({:.1}s){}",
         spec.name,
         took.as_secs_f64(),
         ip.as_ref()
             .map(|ip| format!(": {ip}, {}.mvm", spec.name))
             .unwrap_or_default()
-    );
+    )?;
     for i in infos {
-        println!(
+        writeln!(
+            out,
             "  service {:<16} {:<8} pid {}",
             i.name,
             state_word(i),
             i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-        );
+        )?;
     }
     for p in &spec.ports {
-        match p.protocol {
-            netstack::Protocol::Tcp => println!(
-                "  http://localhost:{} -> guest port {}",
-                p.host_port, p.guest_port
-            ),
-            _ => println!(
-                "  udp localhost:{} -> guest port {}",
-                p.host_port, p.guest_port
-            ),
-        }
+        let scheme = match p.protocol {
+            netstack::Protocol::Tcp => "http://",
+            _ => "udp ",
+        };
+        writeln!(
+            out,
+            "  {scheme}localhost:{} -> guest port {}",
+            p.host_port, p.guest_port
+        )?;
     }
+    Ok(())
 }
 
 pub fn down(args: DownArgs) -> anyhow::Result<()> {

@@ -53,6 +53,23 @@ pub struct ProjectConfig {
     /// Supervised processes, by name ([A-Za-z0-9_.-]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, Service>,
+    /// What happens when the last shell leaves the folder (`mvm direnv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direnv: Option<Direnv>,
+}
+
+/// `mvm direnv`: entering the folder starts (or reuses) the VM; once no
+/// shell is in the folder any more, a VM that entering started is stopped
+/// after a grace period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Direnv {
+    /// Seconds to wait after the last shell left before stopping; default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u64>,
+    /// Never stop the VM on leaving (`mvm down` stops it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_running: bool,
 }
 
 /// The guest's root file system.
@@ -77,6 +94,9 @@ pub struct Service {
     /// Extra environment for this service (over the project's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<EnvKey, String>,
+    /// Run as this guest user (a name from the guest's /etc/passwd); default root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// When the agent restarts it; default "on-failure".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod detect;
 pub mod env;
+pub mod lease;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,7 +94,10 @@ pub fn services(
                 .map(|(k, v)| (k.0.clone(), v.clone()))
                 .collect(),
             cwd: Some(cwd),
-            user: None,
+            user: s.user.as_ref().map(|u| match u.parse() {
+                Ok(n) => agent_proto::User::Id(n),
+                Err(_) => agent_proto::User::Name(u.clone()),
+            }),
             restart: match s.restart.unwrap_or(Restart::OnFailure) {
                 Restart::Never => agent_proto::RestartPolicy::Never,
                 Restart::OnFailure => agent_proto::RestartPolicy::OnFailure,
