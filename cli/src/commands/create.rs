@@ -57,6 +57,28 @@ pub struct CreateArgs {
     pub kernel: Option<PathBuf>,
 }
 
+impl CreateArgs {
+    /// A VM for project folder `project` with nothing but the project's own
+    /// configuration (which `validate` adds).
+    pub fn for_project(name: String, project: PathBuf) -> CreateArgs {
+        CreateArgs {
+            name,
+            project: Some(project),
+            cpus: None,
+            memory: None,
+            ports: Vec::new(),
+            env: Vec::new(),
+            env_host: Vec::new(),
+            services: Vec::new(),
+            persistent: false,
+            no_host_root: false,
+            no_net: false,
+            allow_vm_to_vm: false,
+            kernel: None,
+        }
+    }
+}
+
 pub fn parse_service(s: &str) -> Result<agent_proto::ServiceSpec, String> {
     let (name, command) = s
         .split_once('=')

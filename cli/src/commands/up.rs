@@ -150,21 +150,7 @@ pub fn bring_up(
         write!(out, "{}", render(&detected, &name)?)?;
         return Ok(None);
     }
-    let create = super::create::CreateArgs {
-        name: name.clone(),
-        project: Some(folder.clone()),
-        cpus: None,
-        memory: None,
-        ports: Vec::new(),
-        env: Vec::new(),
-        env_host: Vec::new(),
-        services: Vec::new(),
-        persistent: false,
-        no_host_root: false,
-        no_net: false,
-        allow_vm_to_vm: false,
-        kernel: None,
-    };
+    let create = super::create::CreateArgs::for_project(name.clone(), folder.clone());
     if !dir.spec_path().exists() {
         let spec = super::create::validate(&create, &dir, &detected.config)?;
         super::create::write_vm(&dir, &spec)?;

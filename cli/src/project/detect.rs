@@ -115,23 +115,12 @@ fn apply_devenv(d: &mut Detected, kind: Devenv, nix: bool) {
         guest: "/nix/store".into(),
         mode: Some(ShareMode::Ro),
     });
-    d.config.services.insert(
-        "devenv".into(),
-        Service {
-            command: argv(up),
-            cwd: None,
-            env: Default::default(),
-            user: None,
-            restart: None,
-            ready: None,
-            depends_on: Vec::new(),
-        },
-    );
+    d.config.services.insert("devenv".into(), service(argv(up)));
 }
 
-fn service(command: String) -> Service {
+fn service(command: CommandLine) -> Service {
     Service {
-        command: CommandLine::Shell(command),
+        command,
         cwd: None,
         env: Default::default(),
         user: None,
@@ -163,7 +152,7 @@ fn web(
     port: u16,
     env: &[(&str, &str)],
 ) {
-    let mut svc = service(command);
+    let mut svc = service(CommandLine::Shell(command));
     svc.env = env
         .iter()
         .map(|(k, v)| (EnvKey(k.to_string()), v.to_string()))
@@ -206,7 +195,7 @@ fn procfile(dir: &Path, d: &mut Detected) -> Result<(), String> {
         }
         agent_proto::validate_service_name(name)
             .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        add(d, "Procfile", name, service(cmd.into()));
+        add(d, "Procfile", name, service(CommandLine::Shell(cmd.into())));
         n += 1;
     }
     d.found.push(format!("Procfile: {n} process(es)"));
