@@ -263,15 +263,15 @@ pub fn wait_ready<S: agent_proto::client::Duplex>(
             .filter(|i| names.contains(&i.name))
             .collect();
         progress(&mine);
-        if let Some(dead) = mine
-            .iter()
-            .find(|i| matches!(i.state, ServiceState::Exited | ServiceState::Stopped))
-        {
+        // Exited: ended and not restarted under its policy. (A service just
+        // declared shows as stopped until the supervisor has started it.)
+        if let Some(dead) = mine.iter().find(|i| i.state == ServiceState::Exited) {
             bail!(
-                "service '{}' is {} (last exit {:?})",
+                "service '{}' exited ({}) and is not restarted",
                 dead.name,
-                state_word(dead),
                 dead.last_exit
+                    .map(|e| format!("{e:?}"))
+                    .unwrap_or_else(|| "no status".into())
             );
         }
         if mine.len() == names.len() && mine.iter().all(is_ready) {

@@ -97,9 +97,9 @@ done
 # --- django-app: the dev server reloads on a host edit --------------------
 cd "$EX/django-app"
 rec dj-up m up
-rec dj-http poll http://127.0.0.1:8000/ "hello from django"
+rec dj-http poll http://127.0.0.1:8000/ "hello from django" 300
 sed -i 's/hello from django/hello edited on the host/' webapp/views.py
-rec dj-edit poll http://127.0.0.1:8000/ "hello edited on the host" 120
+rec dj-edit poll http://127.0.0.1:8000/ "hello edited on the host" 300
 rec dj-guest-write m exec django-app -- sh -c 'echo guest >/project/guest-wrote.txt && python3 -c "import webapp.views" && ls /project'
 ls -A . webapp >"$OUT/dj-host-ls"
 diag django-app
@@ -121,7 +121,7 @@ m down --rm >/dev/null 2>&1
 cd "$EX/multi-service"
 rec ms-up m up
 rec ms-status m service multi-service
-rec ms-web poll http://127.0.0.1:8080/ "worker=ready"
+rec ms-web poll http://127.0.0.1:8080/ "worker=ready" 300
 rec ms-enqueue curl -sf --max-time 10 "http://127.0.0.1:8080/enqueue?n=7"
 rec ms-result poll "http://127.0.0.1:8080/result?n=7" "49" 60
 diag multi-service
