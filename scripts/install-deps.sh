@@ -10,7 +10,14 @@ PACKAGES=(
     qemu-system-x86 busybox-static cpio kmod binutils
     # host network plane tests
     iproute2 nftables
+    # the example projects (the guest root is the host's) and the direnv test;
+    # npm: in Debian's own package, or in NodeSource's nodejs (see below)
+    nodejs python3-django python3-psycopg2 python3-redis postgresql redis-server direnv curl
 )
+
+# Debian's nodejs has no npm; NodeSource's (which conflicts with Debian's
+# npm package) brings its own.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -140,7 +140,16 @@ pub fn cmdline(spec: &VmSpec) -> String {
     if spec.project.is_some() {
         c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
     }
+    for (i, s) in spec.shares.iter().enumerate() {
+        let ro = if s.ro { ":ro" } else { "" };
+        c.push_str(&format!(" mvm.share={}:{}{ro}", extra_tag(i), s.guest));
+    }
     c
+}
+
+/// The tag of the project's extra share number `i`.
+fn extra_tag(i: usize) -> String {
+    format!("share{i}")
 }
 
 /// The host's root and the project, each under its own upper layer.
@@ -182,6 +191,28 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
         }
         add(PROJECT_TAG, p, Vec::new())?;
     }
+    let mut read_only = Vec::new();
+    for (i, s) in spec.shares.iter().enumerate() {
+        if !s.host.is_dir() {
+            bail!(
+                "the shared folder {} of VM '{}' is gone",
+                s.host.display(),
+                spec.name
+            );
+        }
+        if s.ro {
+            read_only.push(vmm::ShareConfig {
+                tag: extra_tag(i),
+                path: s.host.clone(),
+                mode: vmm::ShareMode::Ro,
+                upper: None,
+                masked: Vec::new(),
+            });
+        } else {
+            add(&extra_tag(i), &s.host, Vec::new())?;
+        }
+    }
+    shares.extend(read_only);
     Ok(shares)
 }
 

@@ -6,6 +6,7 @@ mod cpio;
 mod guest_image;
 mod net;
 mod paths;
+mod project;
 mod startup;
 mod state;
 mod terminal;
@@ -26,6 +27,20 @@ struct Cli {
 enum Command {
     /// Create a VM (writes its spec; does not start it).
     Create(commands::create::CreateArgs),
+    /// Bring a project's VM up: create it from the folder's mvm.toml (or what
+    /// detection infers), start it, wait for its services, show its URLs.
+    Up(commands::up::UpArgs),
+    /// Stop a project's VM (`--rm`: and remove it).
+    Down(commands::up::DownArgs),
+    /// Print a project's resolved configuration, or mvm.toml's JSON Schema.
+    Config(commands::up::ConfigArgs),
+    /// Print the .envrc snippet that makes direnv bring this project's VM up.
+    Direnv(commands::direnv::DirenvArgs),
+    /// Write mvm.toml from what detection finds (`--direnv`: and .envrc).
+    Init(commands::direnv::InitArgs),
+    /// Stops a direnv-started VM once no shell is in its folder.
+    #[command(name = "_linger", hide = true)]
+    Linger(commands::direnv::LingerArgs),
     /// Start a VM (does nothing if it runs already).
     Start(commands::lifecycle::NameArg),
     /// Stop a VM: clean guest shutdown, killed after a timeout.
@@ -78,6 +93,12 @@ fn main() -> ExitCode {
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Create(args) => ok(commands::create::create(args)),
+        Command::Up(args) => ok(commands::up::up(args)),
+        Command::Down(args) => ok(commands::up::down(args)),
+        Command::Config(args) => ok(commands::up::config(args)),
+        Command::Direnv(args) => ok(commands::direnv::direnv(args)),
+        Command::Init(args) => ok(commands::direnv::init(args)),
+        Command::Linger(args) => ok(commands::direnv::linger(args)),
         Command::Start(args) => ok(commands::lifecycle::start(args)),
         Command::Stop(args) => ok(commands::lifecycle::stop(args)),
         Command::Restart(args) => ok(commands::lifecycle::restart(args)),

@@ -281,3 +281,136 @@ fn concurrent_starts_give_one_vmm() {
     assert_eq!(vmms, 1);
     env.ok(&["stop", "r1"]);
 }
+
+/// `mvm up`/`mvm down` on a project folder: created from mvm.toml, reused,
+/// re-read when stopped, stopped and removed; a broken mvm.toml leaves
+/// nothing behind.
+#[test]
+fn project_up_down() {
+    let env = Env::new("up");
+    let project = env.home.join("My Project");
+    std::fs::create_dir(&project).unwrap();
+    let p = project.to_str().unwrap();
+    let write = |text: &str| std::fs::write(project.join("mvm.toml"), text).unwrap();
+
+    write("memory = 64\nnetwork = false\nbogus = 1\n");
+    env.fails(&["up", p], "mvm.toml:3:1: key `bogus`: unknown field");
+    assert!(!env.vm_dir("my-project").exists());
+
+    write("memory = 64\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n");
+    let dry = env.ok(&["up", p, "--dry-run", "-e", "A=1"]);
+    assert!(
+        dry.contains("name = \"my-project\"") && dry.contains("A = \"1\""),
+        "{dry}"
+    );
+    assert!(!env.vm_dir("my-project").exists(), "dry run created a VM");
+
+    let out = env.ok(&["up", p]);
+    assert!(out.contains("VM 'my-project' is up"), "{out}");
+    assert_eq!(env.state("my-project"), "running");
+    let pid = env.pid("my-project");
+    // Again: the running VM is reused.
+    env.ok(&["up", p]);
+    assert_eq!(env.pid("my-project"), pid);
+    // Another project cannot take the name.
+    let other = env.home.join("other");
+    std::fs::create_dir(&other).unwrap();
+    env.fails(
+        &["up", other.to_str().unwrap(), "--name", "my-project"],
+        "belongs to another project",
+    );
+
+    env.ok(&["down", p]);
+    assert_eq!(env.state("my-project"), "stopped");
+    assert!(!alive(pid));
+    // A changed mvm.toml applies at the next up.
+    write("memory = 80\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n");
+    env.ok(&["up", p]);
+    let spec = std::fs::read_to_string(env.vm_dir("my-project").join("vm.toml")).unwrap();
+    assert!(spec.contains("memory_mib = 80"), "{spec}");
+    env.ok(&["down", p, "--rm"]);
+    assert_eq!(env.state("my-project"), "absent");
+    assert!(!env.vm_dir("my-project").exists());
+    // Down again: nothing to do, not an error.
+    assert!(env.ok(&["down", p]).contains("no VM 'my-project'"));
+}
+
+/// direnv from Debian in a scripted bash: entering the folder brings the VM
+/// up and exports MVM_VM; leaving it (the shell lives on elsewhere) stops
+/// the VM after the grace period.
+#[test]
+fn direnv_enter_and_leave() {
+    use std::io::BufRead;
+    if Command::new("direnv").arg("version").output().is_err() {
+        eprintln!("skipped: direnv is not installed (scripts/install-deps.sh installs it)");
+        return;
+    }
+    let env = Env::new("direnv");
+    let project = env.home.join("dproj");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("mvm.toml"),
+        "memory = 64\nnetwork = false\nroot = \"minimal\"\ncpus = 1\n[direnv]\ngrace_secs = 1\n",
+    )
+    .unwrap();
+    let p = project.to_str().unwrap();
+    assert!(env.ok(&["init", "--direnv", p]).contains(".envrc"));
+    assert!(env
+        .ok(&["direnv"])
+        .contains("eval \"$(mvm direnv --enter)\""));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_mvm")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let script = format!(
+        "set -e\n\
+         eval \"$(direnv hook bash)\"\n\
+         direnv allow {p}\n\
+         cd {p}; _direnv_hook 2>/dev/null\n\
+         echo \"entered MVM_VM=$MVM_VM\"\n\
+         read _ignored\n\
+         cd /; _direnv_hook 2>/dev/null\n\
+         echo \"left MVM_VM=${{MVM_VM:-unset}}\"\n\
+         read _ignored\n"
+    );
+    let mut bash = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .env("MVM_HOME", &env.home)
+        .env("MVM_KERNEL", &env.kernel)
+        .env("MVM_INIT", "/bin/true")
+        .env("MVM_ALLOW_PVM_HOST", "1")
+        .env("HOME", &env.home)
+        .env("XDG_DATA_HOME", env.home.join("xdg-data"))
+        .env("XDG_CONFIG_HOME", env.home.join("xdg-config"))
+        .env("PATH", path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = bash.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(bash.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    assert_eq!(next(), "entered MVM_VM=dproj");
+    assert_eq!(env.state("dproj"), "running");
+    let lease = env
+        .vm_dir("dproj")
+        .join("leases")
+        .join(bash.id().to_string());
+    assert!(
+        lease.exists(),
+        "the lease names the shell: {}",
+        lease.display()
+    );
+    // Still in the folder after the grace period: it keeps running.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.state("dproj"), "running");
+    use std::io::Write;
+    writeln!(stdin).unwrap();
+    assert_eq!(next(), "left MVM_VM=unset");
+    // The shell lives on in /: the watcher sees it left and stops the VM.
+    wait_for("the VM to stop after leaving", || {
+        env.state("dproj") == "stopped"
+    });
+    assert!(!lease.exists());
+    writeln!(stdin).unwrap();
+    assert!(bash.wait().unwrap().success());
+    env.ok(&["rm", "dproj"]);
+}

@@ -7,28 +7,34 @@ use clap::Args;
 
 use netstack::PortForward;
 
+use crate::project::config::{GuestRoot, ProjectConfig};
 use crate::state::{self, VmDir, VmSpec};
 
 #[derive(Args)]
 pub struct CreateArgs {
     /// The VM's name: lowercase letters, digits and '-' (it becomes NAME.mvm).
     pub name: String,
-    /// The project folder the VM works on (shared at /project).
+    /// The project folder the VM works on (shared at /project); what it
+    /// declares (mvm.toml, devenv, Procfile, package.json, manage.py) is
+    /// the base that the other options add to or override.
     #[arg(long, value_name = "DIR")]
     pub project: Option<PathBuf>,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 2,
-          value_parser = clap::value_parser!(u8).range(1..=254))]
-    pub cpus: u8,
-    /// Guest memory: MiB, or with a unit (512M, 2G).
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::run::parse_memory)]
-    pub memory: u64,
+    /// Number of vCPUs [default: the project's, else 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub cpus: Option<u8>,
+    /// Guest memory: MiB, or with a unit (512M, 2G) [default: the project's, else 1G].
+    #[arg(long, value_name = "SIZE", value_parser = super::run::parse_memory)]
+    pub memory: Option<u64>,
     /// Forward a host port to the guest: HOST:GUEST[/tcp|/udp]; repeatable.
     #[arg(long = "port", short = 'p', value_name = "HOST:GUEST")]
     pub ports: Vec<PortForward>,
     /// Environment for commands in the VM: KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Pass the host's variable KEY (or every one matching 'PREFIX*') to
+    /// services, shells and execs, read when they start; repeatable.
+    #[arg(long = "env-host", value_name = "KEY")]
+    pub env_host: Vec<String>,
     /// A supervised process: NAME=COMMAND (run by `sh -c` in /project,
     /// restarted when it fails); repeatable.
     #[arg(long = "service", value_name = "NAME=COMMAND", value_parser = parse_service)]
@@ -49,6 +55,28 @@ pub struct CreateArgs {
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+}
+
+impl CreateArgs {
+    /// A VM for project folder `project` with nothing but the project's own
+    /// configuration (which `validate` adds).
+    pub fn for_project(name: String, project: PathBuf) -> CreateArgs {
+        CreateArgs {
+            name,
+            project: Some(project),
+            cpus: None,
+            memory: None,
+            ports: Vec::new(),
+            env: Vec::new(),
+            env_host: Vec::new(),
+            services: Vec::new(),
+            persistent: false,
+            no_host_root: false,
+            no_net: false,
+            allow_vm_to_vm: false,
+            kernel: None,
+        }
+    }
 }
 
 pub fn parse_service(s: &str) -> Result<agent_proto::ServiceSpec, String> {
@@ -89,7 +117,15 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
 
 pub fn create(args: CreateArgs) -> anyhow::Result<()> {
     let dir = VmDir::of(&args.name)?;
-    let spec = validate(&args, &dir)?;
+    let base = match &args.project {
+        Some(p) => {
+            let detected = crate::project::load(&crate::project::folder(Some(p))?)?;
+            crate::commands::up::report(&detected);
+            detected.config
+        }
+        None => Default::default(),
+    };
+    let spec = validate(&args, &dir, &base)?;
     write_vm(&dir, &spec)?;
     println!(
         "created VM '{}' ({} vCPUs, {} MiB{})",
@@ -129,50 +165,81 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<()> {
     result
 }
 
-pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
+/// The spec of a new VM: the project's configuration `base`, with the
+/// command line's options over it.
+pub fn validate(args: &CreateArgs, dir: &VmDir, base: &ProjectConfig) -> anyhow::Result<VmSpec> {
     if dir.spec_path().exists() {
         bail!("a VM named '{}' already exists", args.name);
     }
+    spec_for(args, base, None)
+}
+
+/// A VM's spec from `base` and `args`; `own`: the VM's current spec when it
+/// exists (its own forwards may be bound by it already).
+pub fn spec_for(
+    args: &CreateArgs,
+    base: &ProjectConfig,
+    own: Option<&VmSpec>,
+) -> anyhow::Result<VmSpec> {
     let project = match &args.project {
-        Some(p) => {
-            let abs = std::fs::canonicalize(p)
-                .map_err(|_| anyhow::anyhow!("project folder '{}' does not exist", p.display()))?;
-            if !abs.is_dir() {
-                bail!("project '{}' is not a folder", p.display());
-            }
-            Some(abs)
-        }
+        Some(p) => Some(crate::project::folder(Some(p))?),
         None => None,
     };
+    let cpus = args.cpus.or(base.cpus).unwrap_or(2);
+    let memory = args.memory.or(base.memory.map(|m| m.0)).unwrap_or(1024);
     let host_mib = vmm::memory::host_ram_mib()?;
-    if args.memory > host_mib {
-        bail!(
-            "--memory {} MiB is more than this host has ({host_mib} MiB)",
-            args.memory
-        );
+    if memory > host_mib {
+        bail!("memory {memory} MiB is more than this host has ({host_mib} MiB)");
     }
     let host_cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    if usize::from(args.cpus) > host_cpus * 4 {
-        bail!(
-            "--cpus {} is more than 4x this host's {host_cpus} CPUs",
-            args.cpus
-        );
+    if usize::from(cpus) > host_cpus * 4 {
+        bail!("cpus {cpus} is more than 4x this host's {host_cpus} CPUs");
     }
     if let Some(k) = &args.kernel {
         vmm::loader::probe_kernel(k)?;
     }
+    // The command line's forwards replace the project's on the same host port.
+    let mut ports: Vec<PortForward> = base
+        .ports
+        .iter()
+        .map(|p| p.0)
+        .filter(|p| !args.ports.iter().any(|q| q.same_host_port(p)))
+        .collect();
+    ports.extend(args.ports.iter().copied());
+    for p in &args.env_host {
+        crate::project::config::EnvPattern::try_from(p.clone())
+            .map_err(|e| anyhow::anyhow!("--env-host: {e}"))?;
+    }
+    let (mut services, depends_on) = crate::project::services(base)?;
+    for svc in &args.services {
+        services.retain(|s| s.name != svc.name);
+        let mut svc = svc.clone();
+        if project.is_some() {
+            svc.cwd = Some("/project".into());
+        }
+        services.push(svc);
+    }
+    let shares = match &project {
+        Some(p) => crate::project::shares(p, base)?,
+        None => Vec::new(),
+    };
     let mut seen = std::collections::HashSet::new();
-    for p in &args.ports {
+    for p in &ports {
         if !seen.insert((p.host_port, p.protocol)) {
             bail!("host port {} is forwarded twice", p.host_port);
         }
-        check_port_free(p)?;
+        if !own.is_some_and(|o| o.ports.iter().any(|q| q.same_host_port(p))) {
+            check_port_free(p)?;
+        }
     }
     for other in state::all_vms()? {
+        if other.name == args.name {
+            continue;
+        }
         if let Ok(o) = other.spec() {
-            for p in &args.ports {
+            for p in &ports {
                 if o.ports.iter().any(|q| q.same_host_port(p)) {
                     bail!(
                         "host port {} is already forwarded to VM '{}'",
@@ -187,34 +254,35 @@ pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let has_project = project.is_some();
+    let mut env: std::collections::BTreeMap<String, String> = base
+        .env
+        .iter()
+        .map(|(k, v)| (k.0.clone(), v.clone()))
+        .collect();
+    env.extend(args.env.iter().cloned());
+    let mut env_host: Vec<String> = base.env_host.iter().map(|p| p.0.clone()).collect();
+    env_host.extend(args.env_host.iter().cloned());
     Ok(VmSpec {
         id: crate::state::spec_new_id()?,
         name: args.name.clone(),
         project,
-        cpus: args.cpus,
-        memory_mib: args.memory,
-        persistent: args.persistent,
-        host_root: !args.no_host_root,
-        network: !args.no_net,
+        cpus,
+        memory_mib: memory,
+        persistent: args.persistent || base.persistent,
+        host_root: !args.no_host_root && base.root != Some(GuestRoot::Minimal),
+        network: !args.no_net && base.network != Some(false),
         allow_vm_to_vm: args.allow_vm_to_vm,
         kernel: args
             .kernel
             .as_ref()
             .map(|k| std::fs::canonicalize(k).unwrap_or_else(|_| k.clone())),
-        ports: args.ports.clone(),
-        env: args.env.iter().cloned().collect(),
-        services: args
-            .services
-            .iter()
-            .cloned()
-            .map(|mut svc| {
-                if has_project {
-                    svc.cwd = Some("/project".into());
-                }
-                svc
-            })
-            .collect(),
+        ports,
+        env,
+        env_host,
+        services,
+        depends_on,
+        shares,
+        shell: base.shell.as_ref().map(|c| c.argv()),
         created,
     })
 }

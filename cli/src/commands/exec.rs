@@ -23,7 +23,7 @@ pub struct ExecArgs {
     /// Set KEY=VALUE in the command's environment; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = super::create::parse_env)]
     pub env: Vec<(String, String)>,
-    /// Pass the host's value of KEY; repeatable.
+    /// Pass the host's value of KEY (or of every variable matching 'PREFIX*'); repeatable.
     #[arg(long = "env-host", value_name = "KEY")]
     pub env_host: Vec<String>,
     /// Working directory in the guest [default: /project when the VM has a project].
@@ -47,7 +47,7 @@ pub struct ShellArgs {
     /// Set KEY=VALUE in the shell's environment; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = super::create::parse_env)]
     pub env: Vec<(String, String)>,
-    /// Pass the host's value of KEY; repeatable.
+    /// Pass the host's value of KEY (or of every variable matching 'PREFIX*'); repeatable.
     #[arg(long = "env-host", value_name = "KEY")]
     pub env_host: Vec<String>,
 }
@@ -72,8 +72,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// The project's shell (e.g. `devenv shell`) when it declares one, else a
+/// login shell.
 pub fn shell(args: ShellArgs) -> anyhow::Result<ExitCode> {
-    let argv = vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()];
+    let spec = VmDir::existing(&args.name)?.spec()?;
+    let argv = spec
+        .shell
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into(), LOGIN_SHELL.into()]);
     run(&args.name, argv, args.env, args.env_host, None, true)
 }
 
@@ -87,16 +92,8 @@ pub(crate) fn run(
 ) -> anyhow::Result<ExitCode> {
     let dir = VmDir::existing(name)?;
     let spec = dir.spec()?;
-    let mut environment: BTreeMap<String, String> = spec.env.clone();
-    for key in env_host {
-        match std::env::var(&key) {
-            Ok(v) => {
-                environment.insert(key, v);
-            }
-            Err(_) => anyhow::bail!("--env-host {key}: the host has no variable {key}"),
-        }
-    }
-    environment.extend(env);
+    let mut environment: BTreeMap<String, String> =
+        crate::project::env::resolve(&spec, &env_host, &env)?;
     if tty {
         if let Ok(term) = std::env::var("TERM") {
             environment.entry("TERM".into()).or_insert(term);

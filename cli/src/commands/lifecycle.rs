@@ -43,6 +43,8 @@ pub fn start(args: NameArg) -> anyhow::Result<()> {
     let _lock = VmLock::acquire(&dir.path, &dir.name)?;
     if start_locked(&dir)? {
         println!("started VM '{}'", dir.name);
+    } else {
+        println!("VM '{}' is already running", dir.name);
     }
     Ok(())
 }
@@ -50,10 +52,7 @@ pub fn start(args: NameArg) -> anyhow::Result<()> {
 /// Starts the VM unless it runs; true when it was started.
 pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
     match dir.run_state() {
-        RunState::Running | RunState::Paused => {
-            println!("VM '{}' is already running", dir.name);
-            return Ok(false);
-        }
+        RunState::Running | RunState::Paused => return Ok(false),
         RunState::Crashed => {
             eprintln!(
                 "mvm: VM '{}' had crashed; cleaning up before starting it again",
@@ -109,12 +108,28 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Hands the VM's services to the guest agent, started.
+/// How long a service waits for the services it depends on to be ready.
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(300);
+
+/// Hands the VM's services to the guest agent, started, each once the
+/// services it depends on are ready. Their environment: the VM's, the
+/// host's variables its patterns name (read now, by this process), then
+/// the service's own.
 fn declare_services(dir: &VmDir, spec: &crate::state::VmSpec) -> anyhow::Result<()> {
     let mut client = crate::agent::client(dir, Duration::from_secs(120))?;
+    let env = crate::project::env::resolve(spec, &[], &[])?;
     for svc in &spec.services {
+        let deps = spec
+            .depends_on
+            .get(&svc.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        crate::commands::up::wait_ready(&mut client, deps, DEPENDENCY_WAIT, |_| {})
+            .with_context(|| format!("service '{}' cannot start", svc.name))?;
         let mut svc = svc.clone();
-        svc.env.extend(spec.env.clone());
+        let own = std::mem::take(&mut svc.env);
+        svc.env = env.clone();
+        svc.env.extend(own);
         client
             .service_declare(&svc, true)
             .with_context(|| format!("cannot start service '{}'", svc.name))?;
@@ -139,10 +154,20 @@ pub fn spawn_detached(
                 .with_context(|| format!("cannot open {}", log.display()))?,
         )
         .stderr(out);
-    // SAFETY: setsid is async-signal-safe and touches no memory.
+    // SAFETY: setsid, syscall and fcntl are async-signal-safe and touch no
+    // memory of ours.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            // Descriptors our caller passed us without close-on-exec (direnv
+            // gives its .envrc a pipe on fd 3) must not live on in a
+            // long-lived child: the caller would wait for their EOF forever.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 3..1024 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             Ok(())
         });
     }

@@ -1,5 +1,6 @@
 pub mod changes;
 pub mod create;
+pub mod direnv;
 pub mod doctor;
 pub mod exec;
 pub mod lifecycle;
@@ -9,6 +10,7 @@ pub mod net_cmd;
 pub mod port;
 pub mod run;
 pub mod service;
+pub mod up;
 pub mod vmm_process;
 
 /// Exit statuses of `mvm` (documented in `mvm run --help`).

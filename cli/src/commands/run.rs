@@ -312,21 +312,14 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let id = crate::state::spec_new_id()?;
     let create = super::create::CreateArgs {
-        name: format!("run-{id}"),
-        project: Some(project),
-        cpus: args.cpus,
-        memory: args.memory,
-        ports: Vec::new(),
-        env: Vec::new(),
-        services: Vec::new(),
-        persistent: false,
-        no_host_root: false,
+        cpus: Some(args.cpus),
+        memory: Some(args.memory),
         no_net: args.no_net,
-        allow_vm_to_vm: false,
         kernel: args.kernel,
+        ..super::create::CreateArgs::for_project(format!("run-{id}"), project)
     };
     let dir = crate::state::VmDir::of(&create.name)?;
-    let spec = super::create::validate(&create, &dir)?;
+    let spec = super::create::validate(&create, &dir, &Default::default())?;
     super::create::write_vm(&dir, &spec)?;
     let _teardown = Teardown(dir.clone());
     super::lifecycle::start_locked(&dir)?;

@@ -14,7 +14,16 @@ pub struct VmLock {
 impl VmLock {
     /// Takes the lock or fails at once naming the VM.
     pub fn acquire(vm_path: &Path, name: &str) -> anyhow::Result<VmLock> {
-        let path = vm_path.join("lock");
+        Self::take(vm_path, "lock", name)
+    }
+
+    /// Another lock in the VM folder (`file`), e.g. one watcher per VM.
+    pub fn acquire_named(vm_path: &Path, file: &str) -> anyhow::Result<VmLock> {
+        Self::take(vm_path, file, file)
+    }
+
+    fn take(vm_path: &Path, file: &str, name: &str) -> anyhow::Result<VmLock> {
+        let path = vm_path.join(file);
         let file = File::options()
             .create(true)
             .truncate(false)

@@ -5,7 +5,7 @@ mod lock;
 mod spec;
 
 pub use lock::VmLock;
-pub use spec::{new_id as spec_new_id, validate_name, VmSpec};
+pub use spec::{new_id as spec_new_id, validate_name, ExtraShare, VmSpec};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

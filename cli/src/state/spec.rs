@@ -55,11 +55,37 @@ pub struct VmSpec {
     pub ports: Vec<netstack::PortForward>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Processes the guest agent supervises (dev servers, databases).
+    /// Host variables (names or 'PREFIX*' patterns) passed through: their
+    /// values are read when services start and at each shell/exec, never
+    /// stored here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_host: Vec<String>,
+    /// Processes the guest agent supervises (dev servers, databases), each
+    /// after the services it depends on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<agent_proto::ServiceSpec>,
+    /// Per service: the services that must be ready before it starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Vec<String>>,
+    /// Extra host folders in the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ExtraShare>,
+    /// What `mvm shell` runs instead of a login shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
     /// Unix time of `mvm create`.
     pub created: u64,
+}
+
+/// A host folder mounted in the guest besides the project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraShare {
+    pub host: PathBuf,
+    pub guest: String,
+    /// Read-only; otherwise copy-on-write.
+    #[serde(default)]
+    pub ro: bool,
 }
 
 impl VmSpec {
@@ -144,7 +170,11 @@ mod tests {
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],
             env: [("A".to_string(), "1".to_string())].into(),
+            env_host: vec!["AWS_*".into()],
             services: Vec::new(),
+            depends_on: Default::default(),
+            shares: Vec::new(),
+            shell: None,
             created: 1,
         };
         let dir = std::env::temp_dir().join(format!("mvm-spec-{}", std::process::id()));

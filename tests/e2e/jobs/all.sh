@@ -4,7 +4,7 @@
 # the other areas still report.
 set -u
 : "${E2E_JOBS:?}"
-for job in boot fs lifecycle net; do
+for job in boot fs lifecycle net projects; do
     echo "MVM-JOB: === $job"
     sh "$E2E_JOBS/$job.sh" >"$MVM_OUT/job-$job.log" 2>&1
     echo "$?" >"$MVM_OUT/job-$job.status"

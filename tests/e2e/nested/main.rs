@@ -6,6 +6,7 @@ mod boot;
 mod fs;
 mod lifecycle;
 mod net;
+mod projects;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,0 +1,220 @@
+//! direnv integration: `mvm direnv` prints an .envrc snippet, `mvm init
+//! --direnv` writes one. Entering the folder runs `mvm direnv --enter`:
+//! the VM is brought up (or reused), the entering shell takes a lease, and
+//! MVM_VM, the VM's address and its forwarded ports are exported.
+//!
+//! Leaving: direnv has no unload hook, so `mvm _linger NAME` (one per VM,
+//! detached) polls the leases every second. A lease holds while its shell
+//! lives (same pid and start time) with its working directory inside the
+//! project folder. When none holds for the grace period, the VM is
+//! stopped, but only if `--enter` started it (a VM brought up by hand stays)
+//! and the project does not say `direnv.keep_running`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::project::{self, lease};
+use crate::state::{RunState, VmDir};
+
+#[derive(Args)]
+pub struct DirenvArgs {
+    /// The project folder [default: the current folder].
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Bring the VM up and print the exports (what the .envrc runs).
+    #[arg(long)]
+    pub enter: bool,
+    /// The shell taking the lease [default: the shell running direnv].
+    #[arg(long, value_name = "PID", requires = "enter")]
+    pub shell_pid: Option<i32>,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The project folder [default: the current folder].
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also write (or extend) .envrc so direnv brings the VM up on entering.
+    #[arg(long)]
+    pub direnv: bool,
+}
+
+#[derive(Args)]
+pub struct LingerArgs {
+    pub name: String,
+    #[arg(long, value_name = "SECS")]
+    pub grace: u64,
+}
+
+/// The line the .envrc needs.
+const ENVRC_LINE: &str = "eval \"$(mvm direnv --enter)\"";
+
+fn snippet() -> String {
+    format!(
+        "# mvm: entering this folder starts (or reuses) the project's VM and exports\n\
+         # MVM_VM, MVM_VM_IP, MVM_VM_HOST and MVM_PORT_<guest port>; once no shell is\n\
+         # in the folder any more, the VM stops after a grace period (mvm.toml: [direnv]).\n\
+         {ENVRC_LINE}\n"
+    )
+}
+
+pub fn direnv(args: DirenvArgs) -> anyhow::Result<()> {
+    if !args.enter {
+        print!("{}", snippet());
+        return Ok(());
+    }
+    enter(args)
+}
+
+/// A file marking a VM that `--enter` started (and may stop).
+fn marker(dir: &VmDir) -> PathBuf {
+    dir.path.join("direnv-started")
+}
+
+fn enter(args: DirenvArgs) -> anyhow::Result<()> {
+    let folder = project::folder(args.dir.as_deref())?;
+    let up = super::up::UpArgs {
+        dir: Some(folder.clone()),
+        name: None,
+        dry_run: false,
+        env: Vec::new(),
+        env_host: Vec::new(),
+        timeout: 300,
+    };
+    // Progress and status go to stderr: stdout is what the shell evaluates.
+    let (spec, started) =
+        super::up::bring_up(&up, &mut std::io::stderr())?.context("nothing was brought up")?;
+    let dir = VmDir::of(&spec.name)?;
+    if started {
+        std::fs::write(marker(&dir), b"")
+            .with_context(|| format!("cannot write {}", marker(&dir).display()))?;
+    }
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let shell = args.shell_pid.unwrap_or_else(|| lease::shell_of(parent));
+    let l = lease::Lease::of(shell).with_context(|| format!("no process {shell}"))?;
+    lease::register(&dir.path, l)?;
+    let config = project::load(&folder)?.config.direnv.unwrap_or_default();
+    if !config.keep_running && marker(&dir).exists() {
+        let grace = config.grace_secs.unwrap_or(60).to_string();
+        super::lifecycle::spawn_detached(
+            &[
+                "_linger".as_ref(),
+                spec.name.as_ref(),
+                "--grace".as_ref(),
+                grace.as_ref(),
+            ],
+            &dir.path.join("linger.log"),
+        )
+        .context("cannot start the watcher that stops the VM on leaving")?;
+    }
+    let mut out = std::io::stdout().lock();
+    for (k, v) in exports(&spec) {
+        writeln!(out, "export {k}={}", quote(&v))?;
+    }
+    Ok(())
+}
+
+/// The variables a shell in the folder gets.
+fn exports(spec: &crate::state::VmSpec) -> Vec<(String, String)> {
+    let mut v = vec![("MVM_VM".to_string(), spec.name.clone())];
+    if spec.network {
+        v.push(("MVM_VM_HOST".into(), format!("{}.mvm", spec.name)));
+        if let Some(ip) = crate::net::ip(spec) {
+            v.push(("MVM_VM_IP".into(), ip));
+        }
+    }
+    for p in &spec.ports {
+        v.push((
+            format!("MVM_PORT_{}", p.guest_port),
+            p.host_port.to_string(),
+        ));
+    }
+    v
+}
+
+/// Single-quoted for sh.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The watcher: one per VM (an flock), until the VM stops.
+pub fn linger(args: LingerArgs) -> anyhow::Result<()> {
+    let dir = VmDir::existing(&args.name)?;
+    let Ok(_only) = crate::state::VmLock::acquire_named(&dir.path, "linger.lock") else {
+        return Ok(()); // another watcher has it
+    };
+    let project = dir.spec()?.project.context("the VM has no project")?;
+    let grace = Duration::from_secs(args.grace);
+    let mut empty_since: Option<Instant> = None;
+    loop {
+        if !matches!(dir.run_state(), RunState::Running | RunState::Paused) {
+            let _ = std::fs::remove_file(marker(&dir));
+            return Ok(());
+        }
+        if lease::prune(&dir.path, &project) > 0 {
+            empty_since = None;
+        } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= grace {
+            if !marker(&dir).exists() {
+                return Ok(()); // brought up by hand since: not ours to stop
+            }
+            eprintln!(
+                "mvm: no shell in {} for {}s: stopping VM '{}'",
+                project.display(),
+                args.grace,
+                dir.name
+            );
+            let _lock = crate::state::VmLock::acquire(&dir.path, &dir.name)?;
+            super::lifecycle::stop_locked(&dir, Duration::from_secs(10))?;
+            let _ = std::fs::remove_file(marker(&dir));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `mvm init`: writes mvm.toml from what detection found (unless there is
+/// one), and with --direnv the .envrc line.
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    let folder = project::folder(args.dir.as_deref())?;
+    let toml_path = folder.join(project::detect::CONFIG_FILE);
+    if toml_path.exists() {
+        println!("{} exists; left as it is", toml_path.display());
+    } else {
+        let d = project::load(&folder)?;
+        super::up::report(&d);
+        let text = toml::to_string_pretty(&d.config).context("cannot render mvm.toml")?;
+        std::fs::write(
+            &toml_path,
+            format!(
+                "# written by mvm init from what it detected; see `mvm config --schema`\n{text}"
+            ),
+        )
+        .with_context(|| format!("cannot write {}", toml_path.display()))?;
+        println!("wrote {}", toml_path.display());
+    }
+    if args.direnv {
+        let envrc = folder.join(".envrc");
+        let old = std::fs::read_to_string(&envrc).unwrap_or_default();
+        if old.contains(ENVRC_LINE) {
+            println!("{} already brings the VM up", envrc.display());
+        } else {
+            let sep = if old.is_empty() || old.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
+            std::fs::write(&envrc, format!("{old}{sep}{}", snippet()))
+                .with_context(|| format!("cannot write {}", envrc.display()))?;
+            println!(
+                "wrote {}; run `direnv allow` there to enable it",
+                envrc.display()
+            );
+        }
+    }
+    Ok(())
+}

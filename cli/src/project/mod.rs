@@ -1,0 +1,145 @@
+//! Projects: a folder whose files say what its VM is (`mvm.toml`, or what
+//! detection infers from devenv and common project files).
+
+pub mod config;
+pub mod detect;
+pub mod env;
+pub mod lease;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use config::{ProjectConfig, Restart, ShareMode};
+
+/// The absolute project folder.
+pub fn folder(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = dir.unwrap_or(Path::new("."));
+    let abs = std::fs::canonicalize(dir)
+        .map_err(|_| anyhow::anyhow!("project folder '{}' does not exist", dir.display()))?;
+    if !abs.is_dir() {
+        bail!("project '{}' is not a folder", dir.display());
+    }
+    Ok(abs)
+}
+
+/// Detects the project's configuration (see `detect`).
+pub fn load(dir: &Path) -> anyhow::Result<detect::Detected> {
+    detect::detect(dir, detect::host_has_nix()).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A valid VM name from a folder name: lowercase, runs of anything else
+/// become '-', at most 32 characters.
+pub fn name_from_folder(dir: &Path) -> anyhow::Result<String> {
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::new();
+    for c in base.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name: String = name.trim_matches('-').chars().take(32).collect();
+    let name = name.trim_end_matches('-').to_string();
+    crate::state::validate_name(&name).with_context(|| {
+        format!(
+            "cannot derive a VM name from the folder '{}'; pass --name or set name in mvm.toml",
+            dir.display()
+        )
+    })?;
+    Ok(name)
+}
+
+/// The VM's name: given, else the config's, else from the folder.
+pub fn vm_name(dir: &Path, config: &ProjectConfig, given: Option<&str>) -> anyhow::Result<String> {
+    match given.or(config.name.as_deref()) {
+        Some(n) => {
+            crate::state::validate_name(n)?;
+            Ok(n.to_string())
+        }
+        None => name_from_folder(dir),
+    }
+}
+
+/// Per service, the services it waits for.
+pub type Dependencies = BTreeMap<String, Vec<String>>;
+
+/// The agent's view of the config's services, in dependency order, and
+/// each one's dependencies.
+pub fn services(
+    config: &ProjectConfig,
+) -> anyhow::Result<(Vec<agent_proto::ServiceSpec>, Dependencies)> {
+    let order = config::service_order(config).map_err(|(k, e)| anyhow::anyhow!("{k}: {e}"))?;
+    let mut specs = Vec::new();
+    let mut deps = BTreeMap::new();
+    for name in order {
+        let s = &config.services[&name];
+        let cwd = match s.cwd.as_deref() {
+            None => "/project".to_string(),
+            Some(c) if c.starts_with('/') => c.to_string(),
+            Some(c) => format!("/project/{c}"),
+        };
+        let spec = agent_proto::ServiceSpec {
+            name: name.clone(),
+            argv: s.command.argv(),
+            env: s
+                .env
+                .iter()
+                .map(|(k, v)| (k.0.clone(), v.clone()))
+                .collect(),
+            cwd: Some(cwd),
+            user: s.user.as_ref().map(|u| match u.parse() {
+                Ok(n) => agent_proto::User::Id(n),
+                Err(_) => agent_proto::User::Name(u.clone()),
+            }),
+            restart: match s.restart.unwrap_or(Restart::OnFailure) {
+                Restart::Never => agent_proto::RestartPolicy::Never,
+                Restart::OnFailure => agent_proto::RestartPolicy::OnFailure,
+                Restart::Always => agent_proto::RestartPolicy::Always,
+            },
+            readiness: s.ready.as_ref().and_then(|r| match (&r.port, &r.command) {
+                (Some(port), _) => Some(agent_proto::Readiness::Tcp { port: *port }),
+                (None, Some(c)) => Some(agent_proto::Readiness::Command { argv: c.argv() }),
+                (None, None) => None,
+            }),
+        };
+        spec.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if !s.depends_on.is_empty() {
+            deps.insert(name.clone(), s.depends_on.clone());
+        }
+        specs.push(spec);
+    }
+    Ok((specs, deps))
+}
+
+/// The config's extra shares with host folders made absolute (relative to
+/// the project); each must exist.
+pub fn shares(dir: &Path, config: &ProjectConfig) -> anyhow::Result<Vec<crate::state::ExtraShare>> {
+    config
+        .shares
+        .iter()
+        .map(|s| {
+            let host = dir.join(&s.host);
+            let abs = std::fs::canonicalize(&host).map_err(|_| {
+                anyhow::anyhow!("shares: host folder '{}' does not exist", host.display())
+            })?;
+            if !abs.is_dir() {
+                bail!("shares: '{}' is not a folder", host.display());
+            }
+            Ok(crate::state::ExtraShare {
+                host: abs,
+                guest: s.guest.clone(),
+                ro: s.mode == Some(ShareMode::Ro),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+#!/bin/sh
+# L2 job: the four example projects, each from a clean state with one
+# command (`mvm up` in its folder): the service answers through its
+# forwarded port, host edits reach the dev server, guest writes stay in the
+# VM, the DB example's tests pass in the VM, `mvm down` leaves nothing
+# running. Also times `mvm up` -> first HTTP answer of the Node.js example
+# (and its VMM's memory) against node started directly on this host.
+# Steps leave $MVM_OUT/proj/<step>.{out,err,status}; numbers in *.ms/*.kib.
+set -u
+: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
+OUT="$MVM_OUT/proj"
+mkdir -p "$OUT"
+export MVM_HOME=/tmp/mvm-proj-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
+rm -rf "$MVM_HOME"
+EX=/tmp/proj-examples
+rm -rf "$EX" && cp -r "$E2E_DIR/../../examples" "$EX"
+
+rec() {
+    step=$1
+    shift
+    echo "MVM-JOB: proj $step: $*"
+    "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
+    echo $? >"$OUT/$step.status"
+}
+m() { timeout 600 "$MVM_BIN" "$@"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# Retries URL until it answers 2xx and (optionally) contains TEXT.
+poll() {
+    url=$1 text=${2:-} secs=${3:-120}
+    end=$(($(date +%s) + secs))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        body=$(curl -sf --max-time 5 "$url") && case "$body" in *"$text"*)
+            printf '%s\n' "$body"
+            return 0
+            ;;
+        esac
+        sleep 0.2
+    done
+    curl -s --max-time 5 "$url"
+    return 1
+}
+vmms() { ps -eo args | grep -c "[_]vmm $MVM_HOME/vms/$1\$"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# What a VM's services and console said, for failures (before `down`).
+diag() {
+    m service "$1" >"$OUT/$1-services" 2>&1
+    for s in web db cache worker; do
+        m logs "$1" --service "$s" >"$OUT/$1-log-$s" 2>&1
+    done
+    cp "$MVM_HOME/vms/$1/console.log" "$OUT/$1-console.log" 2>/dev/null
+}
+
+# Port forwards and the bridge need these (L2 cannot autoload modules).
+for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do
+    mod=$(basename "$ko"); modprobe "${mod%%.ko*}" 2>/dev/null
+done
+for mod in bridge tun nf_tables; do modprobe "$mod" 2>/dev/null; done
+
+# --- node-web: detected from package.json (no mvm.toml) -----------------
+cd "$EX/node-web"
+rec node-dry m up --dry-run
+t0=$(now_ms)
+rec node-up m up
+rec node-http poll http://127.0.0.1:3000/ "hello from node-web"
+echo $(($(now_ms) - t0)) >"$OUT/node-up-http-1.ms"
+rss_kib "$(cat "$MVM_HOME/vms/node-web/pid")" >"$OUT/node-vmm-1.kib"
+echo "changed on the host" >page.txt
+rec node-edit poll http://127.0.0.1:3000/ "changed on the host" 30
+rec node-guest-write m exec node-web -- sh -c 'echo guest >/project/guest-wrote.txt && echo guest >>/project/page.txt && cat /project/page.txt'
+ls -A >"$OUT/node-host-ls"
+cp page.txt "$OUT/node-host-page"
+rec node-list m list --json
+diag node-web
+rec node-down m down
+vmms node-web >"$OUT/node-vmms-left"
+rec node-after-down curl -s --max-time 5 http://127.0.0.1:3000/
+# Two more up -> first answer runs for the medians (the VM exists now).
+for i in 2 3; do
+    t0=$(now_ms)
+    m up >/dev/null 2>&1
+    poll http://127.0.0.1:3000/ "node" >/dev/null && echo $(($(now_ms) - t0)) >"$OUT/node-up-http-$i.ms"
+    rss_kib "$(cat "$MVM_HOME/vms/node-web/pid")" >"$OUT/node-vmm-$i.kib"
+    m down >/dev/null 2>&1
+done
+rec node-rm m down --rm
+# The reference: the same server started directly on this host.
+for i in 1 2 3; do
+    t0=$(now_ms)
+    PORT=3999 node server.js >/dev/null 2>&1 &
+    npid=$!
+    poll http://127.0.0.1:3999/ "node" >/dev/null && echo $(($(now_ms) - t0)) >"$OUT/node-native-http-$i.ms"
+    rss_kib "$npid" >"$OUT/node-native-$i.kib"
+    kill "$npid"
+    wait "$npid" 2>/dev/null
+done
+
+# --- django-app: the dev server reloads on a host edit --------------------
+cd "$EX/django-app"
+rec dj-up m up
+rec dj-http poll http://127.0.0.1:8000/ "hello from django" 300
+sed -i 's/hello from django/hello edited on the host/' webapp/views.py
+rec dj-edit poll http://127.0.0.1:8000/ "hello edited on the host" 300
+rec dj-guest-write m exec django-app -- sh -c 'echo guest >/project/guest-wrote.txt && python3 -c "import webapp.views" && ls /project'
+ls -A . webapp >"$OUT/dj-host-ls"
+diag django-app
+rec dj-down m down
+vmms django-app >"$OUT/dj-vmms-left"
+m down --rm >/dev/null 2>&1
+
+# --- db-testing: the test suite against PostgreSQL in the VM --------------
+cd "$EX/db-testing"
+rec db-up m up
+rec db-tests m exec db-testing -- python3 -m unittest -v
+diag db-testing
+rec db-down m down
+vmms db-testing >"$OUT/db-vmms-left"
+ls -A >"$OUT/db-host-ls"
+m down --rm >/dev/null 2>&1
+
+# --- multi-service: web -> cache -> worker -> db -> cache -> web ----------
+cd "$EX/multi-service"
+rec ms-up m up
+rec ms-status m service multi-service
+rec ms-web poll http://127.0.0.1:8080/ "worker=ready" 300
+rec ms-enqueue curl -sf --max-time 10 "http://127.0.0.1:8080/enqueue?n=7"
+rec ms-result poll "http://127.0.0.1:8080/result?n=7" "49" 60
+diag multi-service
+rec ms-down m down
+vmms multi-service >"$OUT/ms-vmms-left"
+m down --rm >/dev/null 2>&1
+
+ps -eo args | grep -c "[_]vmm " >"$OUT/vmms-left"
+ls -A "$MVM_HOME/vms" >"$OUT/vms-left" 2>&1
+kill "$(cat "$MVM_HOME/net/netd.pid" 2>/dev/null)" 2>/dev/null
+cp "$MVM_HOME/net/netd.log" "$OUT/netd.log" 2>/dev/null
+exit 0

@@ -1,0 +1,99 @@
+//! The example projects in the nested L2 host (tests/e2e/jobs/projects.sh):
+//! each with one `mvm up` from a clean state, reached through its forwarded
+//! port, host edits seen, guest writes kept in the VM, `mvm down` clean.
+
+use super::result_file;
+
+fn step(name: &str) -> (Option<i32>, String, String) {
+    (
+        result_file("proj", &format!("{name}.status"))
+            .trim()
+            .parse()
+            .ok(),
+        result_file("proj", &format!("{name}.out")),
+        result_file("proj", &format!("{name}.err")),
+    )
+}
+
+fn ok(name: &str) -> String {
+    let (status, out, err) = step(name);
+    assert_eq!(status, Some(0), "step {name} failed:\n{err}\n{out}");
+    out
+}
+
+/// Nothing of the VM runs after `mvm down`.
+fn down_clean(prefix: &str) {
+    ok(&format!("{prefix}-down"));
+    assert_eq!(
+        result_file("proj", &format!("{prefix}-vmms-left")).trim(),
+        "0",
+        "{prefix}: a VMM still runs after mvm down"
+    );
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn node_web_detected_served_edited_and_isolated() {
+    let dry = ok("node-dry");
+    assert!(
+        dry.contains("command = \"npm run dev\"") && dry.contains("3000:3000"),
+        "{dry}"
+    );
+    let up = ok("node-up");
+    assert!(up.contains("http://localhost:3000"), "{up}");
+    assert!(ok("node-http").starts_with("hello from node-web (node v"));
+    assert!(ok("node-edit").starts_with("changed on the host"));
+    // The guest wrote to the project; the host folder did not change.
+    assert!(ok("node-guest-write").contains("guest"));
+    let ls = result_file("proj", "node-host-ls");
+    assert!(!ls.contains("guest-wrote.txt"), "{ls}");
+    assert_eq!(
+        result_file("proj", "node-host-page"),
+        "changed on the host\n"
+    );
+    down_clean("node");
+    let (status, out, _) = step("node-after-down");
+    assert_ne!(status, Some(0), "port 3000 still answers after down: {out}");
+    ok("node-rm");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn django_dev_server_reloads_on_host_edit() {
+    ok("dj-up");
+    assert_eq!(ok("dj-http"), "hello from django\n");
+    assert_eq!(ok("dj-edit"), "hello edited on the host\n");
+    assert!(ok("dj-guest-write").contains("guest-wrote.txt"));
+    let ls = result_file("proj", "dj-host-ls");
+    assert!(
+        !ls.contains("guest-wrote.txt") && !ls.contains("__pycache__"),
+        "{ls}"
+    );
+    down_clean("dj");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn db_tests_pass_against_postgres_in_the_vm() {
+    let up = ok("db-up");
+    assert!(up.contains("service db"), "{up}");
+    let (status, _, err) = step("db-tests");
+    assert_eq!(status, Some(0), "{err}");
+    assert!(err.contains("Ran 5 tests") && err.contains("OK"), "{err}");
+    down_clean("db");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn multi_service_parts_find_each_other() {
+    let up = ok("ms-up");
+    for s in ["db", "cache", "worker", "web"] {
+        assert!(up.contains(&format!("service {s}")), "{up}");
+    }
+    assert!(ok("ms-web").contains("worker=ready"));
+    assert_eq!(ok("ms-enqueue"), "queued 7\n");
+    assert!(ok("ms-result").starts_with("7^2=49 (db rows: 1)"));
+    down_clean("ms");
+    assert_eq!(result_file("proj", "vmms-left").trim(), "0");
+    assert_eq!(result_file("proj", "vms-left").trim(), "");
+}
