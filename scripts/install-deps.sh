@@ -13,6 +13,8 @@ PACKAGES=(
     # the example projects (the guest root is the host's) and the direnv test;
     # npm: in Debian's own package, or in NodeSource's nodejs (see below)
     nodejs python3-django python3-psycopg2 python3-redis postgresql redis-server direnv curl
+    # the Nix files' checks (cli/tests/nix.rs: nix-instantiate --parse/--eval)
+    nix-bin
 )
 
 # Debian's nodejs has no npm; NodeSource's (which conflicts with Debian's

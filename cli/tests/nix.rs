@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{text, Netns};
+use mvm_e2e::tiny::{code, elf_kernel, print, program};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -197,4 +198,108 @@ fn module_vm_options_are_the_config_schema() {
         "{service_keys:?}"
     );
     assert_eq!(service["elem"]["options"]["command"]["required"], true);
+}
+
+/// A declared VM's unit: its generated mvm.toml, `ExecStart` (the VM's
+/// VMM then runs, recorded in the PIDFile the unit names) and `ExecStop`,
+/// run for real. The guest kernel cannot run on this host's PVM-backed
+/// KVM, but the VMM starts and stops as it would anywhere.
+#[test]
+fn vm_units_run_with_this_mvm() {
+    let tmp = std::env::temp_dir().join(format!("mvm-nix-vm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let project = tmp.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let home = tmp.join("home");
+    let config = tmp.join("web.toml");
+    std::fs::write(
+        &config,
+        "cpus = 1\nmemory = \"256M\"\nnetwork = false\nname = \"web\"\n",
+    )
+    .unwrap();
+    let kernel = tmp.join("vmlinux");
+    // A hand-made guest that spins: the VM stays up until stopped.
+    let guest = program(&[&print("tiny guest up\n"), code::SPIN]);
+    std::fs::write(&kernel, elf_kernel(&guest, true)).unwrap();
+    let mvm = |argv: &[String]| {
+        Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .args(argv)
+            .env("MVM_HOME", &home)
+            .env("MVM_KERNEL", &kernel)
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .output()
+            .unwrap()
+    };
+    let values = [
+        ("name", "web"),
+        ("project", project.to_str().unwrap()),
+        ("config", config.to_str().unwrap()),
+    ];
+    let out = mvm(&unit("vm", "start", &values));
+    assert!(out.status.success(), "{}", text(&out));
+    // The unit's PIDFile: the VMM, alive.
+    let pid = std::fs::read_to_string(home.join("vms/web/pid")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("_vmm"),
+        "{cmdline:?}"
+    );
+    let out = mvm(&unit("vm", "stop", &values));
+    assert!(out.status.success(), "{}", text(&out));
+    // Gone, or a zombie until init reaps it (its parent, `mvm up`, exited).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        "the VMM still runs: {stat}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The example host configuration's VM, as the module would write it,
+/// is a valid mvm.toml (`mvm up --config ... --dry-run` reads it).
+#[test]
+fn example_host_vm_is_a_valid_config() {
+    let expr = format!(
+        "(import {}/nix/example-host/configuration.nix {{ }}).services.mvm.vms",
+        root().display()
+    );
+    let out = nix_instantiate()
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let vms: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!vms.is_empty());
+    let tmp = std::env::temp_dir().join(format!("mvm-nix-example-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (name, vm) in vms {
+        let mut vm = vm.as_object().unwrap().clone();
+        vm.remove("project");
+        vm.remove("autostart");
+        vm.insert("name".into(), Value::String(name.clone()));
+        let file = tmp.join(format!("{name}.toml"));
+        std::fs::write(&file, toml::to_string(&vm).unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .arg("up")
+            .arg(&tmp)
+            .arg("--config")
+            .arg(&file)
+            .args(["--name", &name, "--dry-run"])
+            .env("MVM_HOME", tmp.join("home"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let printed = String::from_utf8_lossy(&out.stdout);
+        for key in vm.keys() {
+            assert!(printed.contains(key.as_str()), "{key} missing in {printed}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
 }

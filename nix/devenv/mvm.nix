@@ -51,7 +51,7 @@ in
     packages = [ cfg.package ];
     files."mvm.toml".toml = settings;
     enterShell = lib.mkIf cfg.autostart ''
-      mvm up --quiet || echo "mvm: the project VM did not start (mvm up)" >&2
+      mvm up || echo "mvm: the project VM did not start (mvm up)" >&2
     '';
   };
 }

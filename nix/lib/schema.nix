@@ -64,7 +64,15 @@ let
           s.properties;
       }
     else if (s.type or "") == "object" then
-      { kind = "attrs"; elem = node root (if builtins.isAttrs (s.additionalProperties or true) then s.additionalProperties else { }); description = describe s; }
+      let
+        # Values: additionalProperties, else the (first) patternProperties schema.
+        patterns = builtins.attrValues (s.patternProperties or { });
+        value =
+          if builtins.isAttrs (s.additionalProperties or false) then s.additionalProperties
+          else if patterns != [ ] then head patterns
+          else { };
+      in
+      { kind = "attrs"; elem = node root value; description = describe s; }
     else
       { kind = "any"; description = describe s; };
 in

@@ -81,6 +81,7 @@ fn enter(args: DirenvArgs) -> anyhow::Result<()> {
         dir: Some(folder.clone()),
         name: None,
         dry_run: false,
+        config: None,
         env: Vec::new(),
         env_host: Vec::new(),
         timeout: 300,

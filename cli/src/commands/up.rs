@@ -22,6 +22,11 @@ pub struct UpArgs {
     /// Print the configuration mvm would use (TOML) and do nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read the configuration from this mvm.toml instead of the folder's
+    /// own files (no detection): for configurations kept outside the
+    /// project, such as the NixOS module's declared VMs.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Environment for services, shells and execs: KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = super::create::parse_env)]
     pub env: Vec<(String, String)>,
@@ -127,7 +132,10 @@ pub fn bring_up(
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Option<(crate::state::VmSpec, bool)>> {
     let folder = project::folder(args.dir.as_deref())?;
-    let mut detected = project::load(&folder)?;
+    let mut detected = match &args.config {
+        Some(file) => project::load_file(file)?,
+        None => project::load(&folder)?,
+    };
     let name = project::vm_name(&folder, &detected.config, args.name.as_deref())?;
     let dir = VmDir::of(&name)?;
     if let Ok(old) = dir.spec() {

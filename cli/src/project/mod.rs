@@ -29,6 +29,19 @@ pub fn load(dir: &Path) -> anyhow::Result<detect::Detected> {
     detect::detect(dir, detect::host_has_nix()).map_err(|e| anyhow::anyhow!(e))
 }
 
+/// A configuration file given explicitly (`mvm up --config`): parsed as
+/// mvm.toml, nothing detected around it.
+pub fn load_file(file: &Path) -> anyhow::Result<detect::Detected> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read --config {}: {e}", file.display()))?;
+    let config = config::parse(file, &text).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(detect::Detected {
+        config,
+        found: vec![format!("{} (--config)", file.display())],
+        notes: Vec::new(),
+    })
+}
+
 /// A valid VM name from a folder name: lowercase, runs of anything else
 /// become '-', at most 32 characters.
 pub fn name_from_folder(dir: &Path) -> anyhow::Result<String> {
