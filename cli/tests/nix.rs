@@ -303,3 +303,26 @@ fn example_host_vm_is_a_valid_config() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// nix/envrc (the devenv + mvm .envrc template) ends with exactly what
+/// `mvm direnv` prints.
+#[test]
+fn envrc_template_is_what_mvm_direnv_prints() {
+    let template = std::fs::read_to_string(root().join("nix/envrc")).unwrap();
+    let dir = std::env::temp_dir().join(format!("mvm-nix-envrc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mvm"))
+        .arg("direnv")
+        .arg(&dir)
+        .env("MVM_HOME", dir.join("home"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        template.ends_with(printed.as_ref()),
+        "nix/envrc is stale: its end should be\n{printed}"
+    );
+    assert!(template.contains("use devenv"));
+}
