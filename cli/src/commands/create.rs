@@ -40,7 +40,12 @@ pub struct CreateArgs {
     /// own root under a copy-on-write layer.
     #[arg(long)]
     pub no_host_root: bool,
-    /// No network interface.
+    /// The network interface's data path: `tap` (the VMM moves the frames),
+    /// `vhost` (the kernel's vhost-net does; the tap path, with a warning,
+    /// where /dev/vhost-net cannot be used), or `none`.
+    #[arg(long, value_enum, value_name = "tap|vhost|none", default_value = "tap")]
+    pub net: crate::net::NetMode,
+    /// No network interface (same as --net none).
     #[arg(long)]
     pub no_net: bool,
     /// Let this VM talk to other VMs (they are isolated from each other by default).
@@ -196,7 +201,8 @@ pub fn validate(args: &CreateArgs, dir: &VmDir) -> anyhow::Result<VmSpec> {
         memory_mib: args.memory,
         persistent: args.persistent,
         host_root: !args.no_host_root,
-        network: !args.no_net,
+        network: !args.no_net && args.net != crate::net::NetMode::None,
+        net_backend: args.net.backend().unwrap_or_default(),
         allow_vm_to_vm: args.allow_vm_to_vm,
         kernel: args
             .kernel
