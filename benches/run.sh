@@ -9,13 +9,20 @@
 #                                 kernel and initramfs
 #   nested/                       the whole run-l2.sh output folder (job.log,
 #                                 console/ of every boot, L2 console, attempts)
-#   summary.txt                   both tables
+#   nested-net.txt, nested-net.json
+#                                 nested network: TCP throughput and latency,
+#                                 L2 host <-> guest on the tap and vhost-net
+#                                 paths vs L2 loopback; port-forward readiness
+#   net/                          its run-l2.sh output folder
+#   summary.txt                   the tables
 #
 # Usage: benches/run.sh [options]
 #   --runs N        native runs of each measurement (default 20)
 #   --boots N       nested boots of each VMM (default 20)
 #   --memory MIB    guest memory of the native benchmark (default 128)
-#   --only WHICH    startup | nested (default: both)
+#   --only WHICH    startup | nested | net (default: all three)
+#   --secs N        seconds of each iperf3 run of the network bench (default 5)
+#   --reps N        rounds of the network bench over its three paths (default 3)
 #   --l2-timeout S  limit for the L2 run (default 3600)
 #   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
 #                   instead of building one from this checkout
@@ -33,24 +40,26 @@ TARGET_DIR="${MVM_BENCH_TARGET_DIR:-$ROOT/target/bench-static}"
 TRIPLE=x86_64-unknown-linux-gnu
 BIN="$TARGET_DIR/$TRIPLE/release"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM=''
+RUNS=20 BOOTS=20 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM='' SECS=5 REPS=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
         --boots) BOOTS="${2:?}"; shift 2 ;;
         --memory) MEMORY="${2:?}"; shift 2 ;;
         --only) ONLY="${2:?}"; shift 2 ;;
+        --secs) SECS="${2:?}"; shift 2 ;;
+        --reps) REPS="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
         --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-case "$ONLY" in ''|startup|nested) ;; *) log "--only takes startup or nested, not '$ONLY'"; exit 2 ;; esac
-for n in "$RUNS" "$BOOTS" "$MEMORY" "$L2_TIMEOUT"; do
+case "$ONLY" in ''|startup|nested|net) ;; *) log "--only takes startup, nested or net, not '$ONLY'"; exit 2 ;; esac
+for n in "$RUNS" "$BOOTS" "$MEMORY" "$L2_TIMEOUT" "$SECS" "$REPS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
 done
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -58,15 +67,15 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 mkdir -p "$OUT"
 
 # --- static release builds (mvm as the e2e suite builds it; the benches) ---
-pkgs=(mvm-benches)
-[ -n "$MVM" ] || pkgs=(mvm mvm-benches)
+pkgs=(mvm-benches mvm-init)
+[ -n "$MVM" ] || pkgs=(mvm mvm-benches mvm-init)
 log "building static ${pkgs[*]} in $TARGET_DIR"
 for pkg in "${pkgs[@]}"; do
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
         nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
 done
 MVM="${MVM:-$BIN/mvm}"
-for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop"; do
+for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop" "$BIN/nested-net" "$BIN/mvm-init"; do
     [ -x "$b" ] || { log "missing: $b"; exit 1; }
 done
 log "mvm under test: $MVM"
@@ -118,6 +127,42 @@ if want nested; then
     fi
     if [ "$rc" != 0 ]; then
         log "the nested run failed (run-l2.sh status $rc; see $OUT/nested/)"
+        status=1
+    fi
+fi
+
+# --- 3. nested network -----------------------------------------------------------------
+if want net; then
+    command -v iperf3 >/dev/null || { log "iperf3 is missing: scripts/install-deps.sh installs it"; exit 1; }
+    log "nested network: tap vs vhost-net vs L2 loopback, port forwards, in one L2 run"
+    NET_INITRD="$OUT/artifacts/net-bench-initramfs.cpio.gz"
+    tests/nested/make-guest-initramfs.sh "$NET_INITRD" --init tests/nested/guest-init.sh \
+        --add "$(command -v iperf3):/bin/iperf3" --add "$BIN/nested-net:/nested-net" \
+        --add tests/e2e/guest/net-dhcp.sh:/net-dhcp.sh \
+        --add benches/jobs/net-bench-guest.sh:/net-bench-guest.sh --libs
+    # L2 reads L1's files live: private copies, so a rebuild cannot crash it.
+    SNAP="$OUT/artifacts/net-bin"
+    mkdir -p "$SNAP"
+    cp "$MVM" "$SNAP/mvm" && cp "$BIN/mvm-init" "$BIN/nested-net" "$SNAP/"
+    l1_load before >"$OUT/net.load"
+    rc=0
+    tests/nested/run-l2.sh benches/jobs/nested-net.sh "$OUT/net" --timeout "$L2_TIMEOUT" \
+        --env "BENCH_BIN=$SNAP/nested-net" --env "MVM_BIN=$SNAP/mvm" \
+        --env "MVM_INIT=$SNAP/mvm-init" --env "KERNEL=$KERNEL" --env "INITRD=$NET_INITRD" \
+        --env "NESTED_DIR=$ROOT/tests/nested" --env "SECS=$SECS" --env "REPS=$REPS" || rc=$?
+    l1_load after >>"$OUT/net.load"
+    if [ -f "$OUT/net/nested-net.json" ]; then
+        cp "$OUT/net/nested-net.json" "$OUT/nested-net.json"
+        {
+            sed -n '/^Nested network/,$p' "$OUT/net/job.log" | grep -v '^nested-net:'
+            echo "L2: $(tr '\n' ' ' <"$OUT/net/l2-attempts.txt")"
+            cat "$OUT/net.load"
+        } >"$OUT/nested-net.txt"
+        cat "$OUT/nested-net.txt"
+        { echo; cat "$OUT/nested-net.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the nested network run failed (run-l2.sh status $rc; see $OUT/net/)"
         status=1
     fi
 fi

@@ -10,6 +10,8 @@ PACKAGES=(
     qemu-system-x86 busybox-static cpio kmod binutils
     # host network plane tests
     iproute2 nftables
+    # network benchmarks (benches/jobs/nested-net.sh)
+    iperf3
 )
 
 missing=()

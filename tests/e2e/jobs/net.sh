@@ -25,13 +25,7 @@ rec() {
 m() { timeout 120 "$MVM_BIN" "$@"; }
 bb() { busybox "$@"; }
 
-# L2's kernel cannot autoload modules from inside this chroot (its
-# request_module runs L2's own initramfs modprobe): load what nftables,
-# NAT, bridges, taps and veths need up front, as a normal host would have.
-for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do
-    m=$(basename "$ko"); modprobe "${m%%.ko*}" 2>/dev/null
-done
-for m in bridge veth tun nf_tables; do modprobe "$m" 2>/dev/null; done
+sh "$E2E_JOBS/../../nested/load-net-modules.sh"
 lsmod | awk '{print $1}' | sort >"$OUT/modules"
 
 # The internet: a namespace with a web server, reached via the default route.

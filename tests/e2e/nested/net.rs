@@ -123,7 +123,10 @@ fn raw_run_networked(step: &str) -> String {
             .to_string()
     };
     assert!(guest("lease").starts_with("10.77.0."), "{console}");
-    assert!(err.contains(&format!("DHCP address {} ", guest("lease"))), "{err}");
+    assert!(
+        err.contains(&format!("DHCP address {} ", guest("lease"))),
+        "{err}"
+    );
     assert_eq!(guest("router"), "10.77.0.1", "{console}");
     assert_eq!(guest("dns"), "10.77.0.1", "{console}");
     assert_eq!(guest("ping"), "ok", "{console}");
@@ -146,7 +149,10 @@ fn kernel_initramfs_run_with_net_gets_a_lease_and_cleans_up() {
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
 fn vhost_net_carries_a_guest_that_gets_a_lease() {
     let dev = result_file("net", "vhost-dev");
-    assert!(dev.contains("/dev/vhost-net"), "modprobe vhost_net in L2: {dev}");
+    assert!(
+        dev.contains("/dev/vhost-net"),
+        "modprobe vhost_net in L2: {dev}"
+    );
     let err = raw_run_networked("raw-vhost");
     assert!(err.contains("using vhost-net"), "{err}");
     assert!(!err.contains("unavailable"), "{err}");
