@@ -84,6 +84,31 @@ status=0
 : >"$OUT/summary.txt"
 l1_load() { echo "L1 load average ($1): $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"; }
 
+# l2_bench NAME JOB DIR RANGE [run-l2.sh options]: runs an L2 bench job into
+# $OUT/DIR; keeps its NAME.json and, as NAME.txt, the table (the job.log
+# lines sed selects with RANGE, without the program's progress lines).
+l2_bench() {
+    local name=$1 job=$2 dir=$3 range=$4 rc=0
+    shift 4
+    l1_load before >"$OUT/$name.load"
+    tests/nested/run-l2.sh "$job" "$OUT/$dir" --timeout "$L2_TIMEOUT" "$@" || rc=$?
+    l1_load after >>"$OUT/$name.load"
+    if [ -f "$OUT/$dir/$name.json" ]; then
+        cp "$OUT/$dir/$name.json" "$OUT/$name.json"
+        {
+            sed -n "$range" "$OUT/$dir/job.log" | grep -v "^$name: "
+            echo "L2: $(tr '\n' ' ' <"$OUT/$dir/l2-attempts.txt")"
+            cat "$OUT/$name.load"
+        } >"$OUT/$name.txt"
+        cat "$OUT/$name.txt"
+        { echo; cat "$OUT/$name.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the $name run failed (run-l2.sh status $rc; see $OUT/$dir/)"
+        status=1
+    fi
+}
+
 # --- the real guest: our kernel and the busybox test initramfs ---------------------------
 log "guest kernel (guest-kernel/build.sh; cached) and initramfs"
 KERNEL="$(guest-kernel/build.sh --print-path)"
@@ -108,27 +133,9 @@ fi
 # --- 2. nested boot -------------------------------------------------------------------
 if want nested; then
     log "nested boot: $BOOTS boots of mvm and of QEMU microvm in one L2 run"
-    l1_load before >"$OUT/nested.load"
-    rc=0
-    tests/nested/run-l2.sh benches/jobs/nested-boot.sh "$OUT/nested" --timeout "$L2_TIMEOUT" \
+    l2_bench nested-boot benches/jobs/nested-boot.sh nested '/^Nested boot/,/^exec floors/p' \
         --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$MVM" \
-        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" || rc=$?
-    l1_load after >>"$OUT/nested.load"
-    if [ -f "$OUT/nested/nested-boot.json" ]; then
-        cp "$OUT/nested/nested-boot.json" "$OUT/nested-boot.json"
-        {
-            # The table the program printed (job.log also has its progress).
-            sed -n '/^Nested boot/,/^exec floors/p' "$OUT/nested/job.log"
-            echo "L2: $(tr '\n' ' ' <"$OUT/nested/l2-attempts.txt")"
-            cat "$OUT/nested.load"
-        } >"$OUT/nested-boot.txt"
-        cat "$OUT/nested-boot.txt"
-        { echo; cat "$OUT/nested-boot.txt"; } >>"$OUT/summary.txt"
-    fi
-    if [ "$rc" != 0 ]; then
-        log "the nested run failed (run-l2.sh status $rc; see $OUT/nested/)"
-        status=1
-    fi
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS"
 fi
 
 # --- 3. nested network -----------------------------------------------------------------
@@ -144,27 +151,10 @@ if want net; then
     SNAP="$OUT/artifacts/net-bin"
     mkdir -p "$SNAP"
     cp "$MVM" "$SNAP/mvm" && cp "$BIN/mvm-init" "$BIN/nested-net" "$SNAP/"
-    l1_load before >"$OUT/net.load"
-    rc=0
-    tests/nested/run-l2.sh benches/jobs/nested-net.sh "$OUT/net" --timeout "$L2_TIMEOUT" \
+    l2_bench nested-net benches/jobs/nested-net.sh net '/^Nested network/,$p' \
         --env "BENCH_BIN=$SNAP/nested-net" --env "MVM_BIN=$SNAP/mvm" \
         --env "MVM_INIT=$SNAP/mvm-init" --env "KERNEL=$KERNEL" --env "INITRD=$NET_INITRD" \
-        --env "NESTED_DIR=$ROOT/tests/nested" --env "SECS=$SECS" --env "REPS=$REPS" || rc=$?
-    l1_load after >>"$OUT/net.load"
-    if [ -f "$OUT/net/nested-net.json" ]; then
-        cp "$OUT/net/nested-net.json" "$OUT/nested-net.json"
-        {
-            sed -n '/^Nested network/,$p' "$OUT/net/job.log" | grep -v '^nested-net:'
-            echo "L2: $(tr '\n' ' ' <"$OUT/net/l2-attempts.txt")"
-            cat "$OUT/net.load"
-        } >"$OUT/nested-net.txt"
-        cat "$OUT/nested-net.txt"
-        { echo; cat "$OUT/nested-net.txt"; } >>"$OUT/summary.txt"
-    fi
-    if [ "$rc" != 0 ]; then
-        log "the nested network run failed (run-l2.sh status $rc; see $OUT/net/)"
-        status=1
-    fi
+        --env "NESTED_DIR=$ROOT/tests/nested" --env "SECS=$SECS" --env "REPS=$REPS"
 fi
 
 log "results in $OUT (summary.txt, *.json)"

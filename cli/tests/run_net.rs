@@ -39,6 +39,21 @@ impl Ns {
         c
     }
 
+    /// `mvm run --net` of `kernel` in the background, once its tap and
+    /// lease exist.
+    fn spawn_attached(&self, kernel: &str) -> std::process::Child {
+        let child = self
+            .mvm(&run_args(kernel))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the tap and lease", || {
+            self.taps().len() == 1 && self.leases().len() == 1
+        });
+        child
+    }
+
     fn sh(&self, cmd: &str) -> String {
         let o = sh(&format!("ip netns exec {} sh -c '{cmd}'", self.name));
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -187,28 +202,14 @@ fn raw_run_network_is_taken_down_however_the_vm_ends() {
     ns.assert_clean("after a panic", &rules);
 
     // Ctrl-C while the guest runs: exit 130, after the tap is gone.
-    let mut child = ns
-        .mvm(&run_args(&spin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the tap and lease", || {
-        ns.taps().len() == 1 && ns.leases().len() == 1
-    });
+    let mut child = ns.spawn_attached(&spin);
     // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs mvm).
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(child.wait().unwrap().code(), Some(130));
     ns.assert_clean("after Ctrl-C", &rules);
 
     // SIGKILL leaves the tap and lease; the next run reconciles them away.
-    let mut child = ns
-        .mvm(&run_args(&spin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the tap", || ns.taps().len() == 1);
+    let mut child = ns.spawn_attached(&spin);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(ns.taps().len(), 1, "a killed run cannot clean up itself");
