@@ -25,10 +25,12 @@ file), and exit when the guest reboots (`reboot -f`): mvm then exits 0.",
 1  mvm could not start the VM (the message says why)\n  \
 2  bad command-line usage\n  \
 3  the guest kernel panicked\n  \
-4  a vCPU failed (triple fault, KVM internal error, failed entry)\n\n\
+4  a vCPU failed (triple fault, KVM internal error, failed entry)\n  \
+130  stopped by Ctrl-C (128 + the signal: SIGTERM 143, SIGHUP 129), after releasing the network\n\n\
 Examples:\n  \
 mvm run --initrd rootfs.cpio.gz\n  \
-mvm run --kernel ./vmlinux --initrd ./initrd --cpus 2 --memory 1G --cmdline 'init=/bin/sh'"
+mvm run --kernel ./vmlinux --initrd ./initrd --cpus 2 --memory 1G --cmdline 'init=/bin/sh'\n  \
+mvm run --initrd rootfs.cpio.gz --net vhost"
 )]
 pub struct RunArgs {
     /// Guest kernel: an uncompressed vmlinux (ELF) or a bzImage.
