@@ -9,18 +9,25 @@
 #                                 kernel and initramfs
 #   nested/                       the whole run-l2.sh output folder (job.log,
 #                                 console/ of every boot, L2 console, attempts)
+#   nested-net.txt, nested-net.json
+#                                 nested network: TCP throughput and latency,
+#                                 L2 host <-> guest on the tap and vhost-net
+#                                 paths vs L2 loopback; port-forward readiness
+#   net/                          its run-l2.sh output folder
 #   nested-lifecycle.txt, nested-lifecycle.json
 #                                 in L2: `mvm run -- true`, `mvm start` -> first
 #                                 exec, idle VMM RSS; reference: the bare boot
 #   nested-lifecycle/             its run-l2.sh output folder
-#   summary.txt                   all tables
+#   summary.txt                   the tables
 #
 # Usage: benches/run.sh [options]
 #   --runs N        native runs of each measurement (default 20)
 #   --boots N       nested boots of each VMM (default 20)
 #   --memory MIB    guest memory of the native benchmark (default 128)
+#   --only WHICH    startup | nested | net | lifecycle (default: all)
 #   --rounds N      rounds of the lifecycle benchmark (default 10)
-#   --only WHICH    startup | nested | lifecycle (default: all)
+#   --secs N        seconds of each iperf3 run of the network bench (default 5)
+#   --reps N        rounds of the network bench over its three paths (default 3)
 #   --l2-timeout S  limit for the L2 run (default 3600)
 #   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
 #                   instead of building one from this checkout
@@ -38,10 +45,10 @@ TARGET_DIR="${MVM_BENCH_TARGET_DIR:-$ROOT/target/bench-static}"
 TRIPLE=x86_64-unknown-linux-gnu
 BIN="$TARGET_DIR/$TRIPLE/release"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 ROUNDS=10 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM=''
+RUNS=20 BOOTS=20 ROUNDS=10 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM='' SECS=5 REPS=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
@@ -49,14 +56,16 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS="${2:?}"; shift 2 ;;
         --memory) MEMORY="${2:?}"; shift 2 ;;
         --only) ONLY="${2:?}"; shift 2 ;;
+        --secs) SECS="${2:?}"; shift 2 ;;
+        --reps) REPS="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
         --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-case "$ONLY" in ''|startup|nested|lifecycle) ;; *) log "--only takes startup, nested or lifecycle, not '$ONLY'"; exit 2 ;; esac
-for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT"; do
+case "$ONLY" in ''|startup|nested|net|lifecycle) ;; *) log "--only takes startup, nested, net or lifecycle, not '$ONLY'"; exit 2 ;; esac
+for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT" "$SECS" "$REPS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
 done
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -72,7 +81,7 @@ for pkg in "${pkgs[@]}"; do
         nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
 done
 MVM="${MVM:-$BIN/mvm}"
-for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/nested-lifecycle" "$BIN/noop" "$BIN/mvm-init"; do
+for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop" "$BIN/nested-net" "$BIN/nested-lifecycle" "$BIN/mvm-init"; do
     [ -x "$b" ] || { log "missing: $b"; exit 1; }
 done
 log "mvm under test: $MVM"
@@ -80,6 +89,31 @@ log "mvm under test: $MVM"
 status=0
 : >"$OUT/summary.txt"
 l1_load() { echo "L1 load average ($1): $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"; }
+
+# l2_bench NAME JOB DIR RANGE [run-l2.sh options]: runs an L2 bench job into
+# $OUT/DIR; keeps its NAME.json and, as NAME.txt, the table (the job.log
+# lines sed selects with RANGE, without the program's progress lines).
+l2_bench() {
+    local name=$1 job=$2 dir=$3 range=$4 rc=0
+    shift 4
+    l1_load before >"$OUT/$name.load"
+    tests/nested/run-l2.sh "$job" "$OUT/$dir" --timeout "$L2_TIMEOUT" "$@" || rc=$?
+    l1_load after >>"$OUT/$name.load"
+    if [ -f "$OUT/$dir/$name.json" ]; then
+        cp "$OUT/$dir/$name.json" "$OUT/$name.json"
+        {
+            sed -n "$range" "$OUT/$dir/job.log" | grep -v "^$name: "
+            echo "L2: $(tr '\n' ' ' <"$OUT/$dir/l2-attempts.txt")"
+            cat "$OUT/$name.load"
+        } >"$OUT/$name.txt"
+        cat "$OUT/$name.txt"
+        { echo; cat "$OUT/$name.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the $name run failed (run-l2.sh status $rc; see $OUT/$dir/)"
+        status=1
+    fi
+}
 
 # --- the real guest: our kernel and the busybox test initramfs ---------------------------
 log "guest kernel (guest-kernel/build.sh; cached) and initramfs"
@@ -105,52 +139,36 @@ fi
 # --- 2. nested boot -------------------------------------------------------------------
 if want nested; then
     log "nested boot: $BOOTS boots of mvm and of QEMU microvm in one L2 run"
-    l1_load before >"$OUT/nested.load"
-    rc=0
-    tests/nested/run-l2.sh benches/jobs/nested-boot.sh "$OUT/nested" --timeout "$L2_TIMEOUT" \
+    l2_bench nested-boot benches/jobs/nested-boot.sh nested '/^Nested boot/,/^exec floors/p' \
         --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$MVM" \
-        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" || rc=$?
-    l1_load after >>"$OUT/nested.load"
-    if [ -f "$OUT/nested/nested-boot.json" ]; then
-        cp "$OUT/nested/nested-boot.json" "$OUT/nested-boot.json"
-        {
-            # The table the program printed (job.log also has its progress).
-            sed -n '/^Nested boot/,/^exec floors/p' "$OUT/nested/job.log"
-            echo "L2: $(tr '\n' ' ' <"$OUT/nested/l2-attempts.txt")"
-            cat "$OUT/nested.load"
-        } >"$OUT/nested-boot.txt"
-        cat "$OUT/nested-boot.txt"
-        { echo; cat "$OUT/nested-boot.txt"; } >>"$OUT/summary.txt"
-    fi
-    if [ "$rc" != 0 ]; then
-        log "the nested run failed (run-l2.sh status $rc; see $OUT/nested/)"
-        status=1
-    fi
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS"
 fi
 
-# --- 3. nested lifecycle -------------------------------------------------------------
+# --- 3. nested network -----------------------------------------------------------------
+if want net; then
+    command -v iperf3 >/dev/null || { log "iperf3 is missing: scripts/install-deps.sh installs it"; exit 1; }
+    log "nested network: tap vs vhost-net vs L2 loopback, port forwards, in one L2 run"
+    NET_INITRD="$OUT/artifacts/net-bench-initramfs.cpio.gz"
+    tests/nested/make-guest-initramfs.sh "$NET_INITRD" --init tests/nested/guest-init.sh \
+        --add "$(command -v iperf3):/bin/iperf3" --add "$BIN/nested-net:/nested-net" \
+        --add tests/e2e/guest/net-dhcp.sh:/net-dhcp.sh \
+        --add benches/jobs/net-bench-guest.sh:/net-bench-guest.sh --libs
+    # L2 reads L1's files live: private copies, so a rebuild cannot crash it.
+    SNAP="$OUT/artifacts/net-bin"
+    mkdir -p "$SNAP"
+    cp "$MVM" "$SNAP/mvm" && cp "$BIN/mvm-init" "$BIN/nested-net" "$SNAP/"
+    l2_bench nested-net benches/jobs/nested-net.sh net '/^Nested network/,$p' \
+        --env "BENCH_BIN=$SNAP/nested-net" --env "MVM_BIN=$SNAP/mvm" \
+        --env "MVM_INIT=$SNAP/mvm-init" --env "KERNEL=$KERNEL" --env "INITRD=$NET_INITRD" \
+        --env "NESTED_DIR=$ROOT/tests/nested" --env "SECS=$SECS" --env "REPS=$REPS"
+fi
+
+# --- 4. nested lifecycle ---------------------------------------------------------------
 if want lifecycle; then
     log "nested lifecycle: $ROUNDS rounds in one L2 run"
-    l1_load before >"$OUT/lifecycle.load"
-    rc=0
-    tests/nested/run-l2.sh benches/jobs/nested-lifecycle.sh "$OUT/nested-lifecycle" --timeout "$L2_TIMEOUT" \
+    l2_bench nested-lifecycle benches/jobs/nested-lifecycle.sh nested-lifecycle '/^Nested lifecycle/,/^failed steps/p' \
         --env "BENCH_BIN=$BIN/nested-lifecycle" --env "MVM_BIN=$MVM" --env "MVM_INIT=$BIN/mvm-init" \
-        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "ROUNDS=$ROUNDS" || rc=$?
-    l1_load after >>"$OUT/lifecycle.load"
-    if [ -f "$OUT/nested-lifecycle/nested-lifecycle.json" ]; then
-        cp "$OUT/nested-lifecycle/nested-lifecycle.json" "$OUT/nested-lifecycle.json"
-        {
-            sed -n '/^Nested lifecycle/,/^failed steps/p' "$OUT/nested-lifecycle/job.log"
-            echo "L2: $(tr '\n' ' ' <"$OUT/nested-lifecycle/l2-attempts.txt")"
-            cat "$OUT/lifecycle.load"
-        } >"$OUT/nested-lifecycle.txt"
-        cat "$OUT/nested-lifecycle.txt"
-        { echo; cat "$OUT/nested-lifecycle.txt"; } >>"$OUT/summary.txt"
-    fi
-    if [ "$rc" != 0 ]; then
-        log "the nested lifecycle run failed (run-l2.sh status $rc; see $OUT/nested-lifecycle/)"
-        status=1
-    fi
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "ROUNDS=$ROUNDS"
 fi
 
 log "results in $OUT (summary.txt, *.json)"

@@ -15,6 +15,8 @@ PACKAGES=(
     nodejs python3-django python3-psycopg2 python3-redis postgresql redis-server direnv curl
     # the Nix files' checks (cli/tests/nix.rs: nix-instantiate --parse/--eval)
     nix-bin
+    # network benchmarks (benches/jobs/nested-net.sh)
+    iperf3
 )
 
 # Debian's nodejs has no npm; NodeSource's (which conflicts with Debian's

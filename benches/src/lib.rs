@@ -8,6 +8,7 @@
 pub mod args;
 pub mod child;
 pub mod clock;
+pub mod netperf;
 pub mod procfs;
 pub mod stats;
 pub mod tiny;

@@ -230,10 +230,7 @@ pub fn vm_config(
     config.initrd = Some(initrd);
     config.cmdline = cmdline(spec);
     if let Some(n) = net {
-        config.net = Some(vmm::NetConfig {
-            tap: n.tap.clone(),
-            mac: n.mac.0,
-        });
+        config.net = Some(crate::net::vmm_net(n, spec.net_backend));
         config.cmdline.push_str(" mvm.net=dhcp");
     }
     config.cpus = spec.cpus;

@@ -136,6 +136,43 @@ pub struct NetConfig {
     pub tap: String,
     /// The guest's MAC address.
     pub mac: [u8; 6],
+    /// Who moves the frames between the tap and the guest's rings.
+    #[serde(default)]
+    pub backend: NetBackend,
+}
+
+/// The data path of a virtio-net device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetBackend {
+    /// The VMM's own event loop reads and writes the tap.
+    #[default]
+    Tap,
+    /// The kernel's vhost-net worker does; the VMM only sets it up. When
+    /// /dev/vhost-net cannot be used the device falls back to [`Tap`]
+    /// (see [`vhost_net_usable`]).
+    ///
+    /// [`Tap`]: NetBackend::Tap
+    Vhost,
+}
+
+impl std::str::FromStr for NetBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tap" => Ok(NetBackend::Tap),
+            "vhost" => Ok(NetBackend::Vhost),
+            _ => Err(format!(
+                "unknown network backend '{s}': expected tap or vhost"
+            )),
+        }
+    }
+}
+
+/// Whether this process can use vhost-net (/dev/vhost-net opens and has
+/// what the device needs); the reason when it cannot.
+pub fn vhost_net_usable() -> Result<(), String> {
+    devices::virtio::net::vhost_usable()
 }
 
 fn default_cpus() -> u8 {

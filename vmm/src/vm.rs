@@ -164,8 +164,11 @@ impl Vm {
             virtio.attach(vsock)?;
         }
         if let Some(n) = &config.net {
-            let net = devices::virtio::Net::new(&n.tap, n.mac)
-                .map_err(|e| Error::Device(format!("network on tap {}: {e}", n.tap)))?;
+            let net = match n.backend {
+                crate::config::NetBackend::Tap => devices::virtio::Net::new(&n.tap, n.mac),
+                crate::config::NetBackend::Vhost => devices::virtio::Net::new_vhost(&n.tap, n.mac),
+            }
+            .map_err(|e| Error::Device(format!("network on tap {}: {e}", n.tap)))?;
             virtio.attach(net)?;
         }
 

@@ -46,7 +46,12 @@ pub struct CreateArgs {
     /// own root under a copy-on-write layer.
     #[arg(long)]
     pub no_host_root: bool,
-    /// No network interface.
+    /// The network interface's data path: `tap` (the VMM moves the frames),
+    /// `vhost` (the kernel's vhost-net does; the tap path, with a warning,
+    /// where /dev/vhost-net cannot be used), or `none`.
+    #[arg(long, value_enum, value_name = "tap|vhost|none", default_value = "tap")]
+    pub net: crate::net::NetMode,
+    /// No network interface (same as --net none).
     #[arg(long)]
     pub no_net: bool,
     /// Let this VM talk to other VMs (they are isolated from each other by default).
@@ -73,6 +78,7 @@ impl CreateArgs {
             persistent: false,
             no_host_root: false,
             no_net: false,
+            net: crate::net::NetMode::Tap,
             allow_vm_to_vm: false,
             kernel: None,
         }
@@ -270,7 +276,10 @@ pub fn spec_for(
         memory_mib: memory,
         persistent: args.persistent || base.persistent,
         host_root: !args.no_host_root && base.root != Some(GuestRoot::Minimal),
-        network: !args.no_net && base.network != Some(false),
+        network: !args.no_net
+            && args.net != crate::net::NetMode::None
+            && base.network != Some(false),
+        net_backend: args.net.backend().unwrap_or_default(),
         allow_vm_to_vm: args.allow_vm_to_vm,
         kernel: args
             .kernel

@@ -71,5 +71,12 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<bool> {
         Ok(m) => r.ok(&format!("{m} MiB of RAM")),
         Err(e) => r.warn(&e.to_string()),
     }
+    // Optional: `--net vhost` falls back to the tap path without it.
+    match vmm::vhost_net_usable() {
+        Ok(()) => r.ok("vhost-net: usable (`--net vhost`)"),
+        Err(e) => r.warn(&format!(
+            "vhost-net unusable ({e}): `--net vhost` takes the tap path; `modprobe vhost_net` and access to /dev/vhost-net enable it"
+        )),
+    }
     Ok(!r.failed)
 }

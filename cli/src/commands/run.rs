@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -24,10 +25,12 @@ file), and exit when the guest reboots (`reboot -f`): mvm then exits 0.",
 1  mvm could not start the VM (the message says why)\n  \
 2  bad command-line usage\n  \
 3  the guest kernel panicked\n  \
-4  a vCPU failed (triple fault, KVM internal error, failed entry)\n\n\
+4  a vCPU failed (triple fault, KVM internal error, failed entry)\n  \
+130  stopped by Ctrl-C (128 + the signal: SIGTERM 143, SIGHUP 129), after releasing the network\n\n\
 Examples:\n  \
 mvm run --initrd rootfs.cpio.gz\n  \
-mvm run --kernel ./vmlinux --initrd ./initrd --cpus 2 --memory 1G --cmdline 'init=/bin/sh'"
+mvm run --kernel ./vmlinux --initrd ./initrd --cpus 2 --memory 1G --cmdline 'init=/bin/sh'\n  \
+mvm run --initrd rootfs.cpio.gz --net vhost"
 )]
 pub struct RunArgs {
     /// Guest kernel: an uncompressed vmlinux (ELF) or a bzImage.
@@ -74,8 +77,19 @@ pub struct RunArgs {
     #[arg(long)]
     no_rng: bool,
 
-    /// No network interface (project VMs).
-    #[arg(long)]
+    /// A network interface on the mvm bridge (tap, MAC, a lease from mvm's
+    /// DHCP server): `tap` (the VMM moves the frames; the default value),
+    /// `vhost` (the kernel's vhost-net does, where /dev/vhost-net can be
+    /// used), `none`. Project VMs have one by default when the host allows
+    /// it; kernel+initramfs runs only with --net (their init must run a
+    /// DHCP client, e.g. `udhcpc -i eth0`; `mvm.net=dhcp` is on the command
+    /// line). Taken down when the VM ends, Ctrl-C included.
+    #[arg(long, value_enum, value_name = "tap|vhost|none", num_args = 0..=1,
+          default_missing_value = "tap", require_equals = false)]
+    net: Option<crate::net::NetMode>,
+
+    /// No network interface (same as --net none).
+    #[arg(long, conflicts_with = "net")]
     no_net: bool,
 
     /// The command to run in a project VM (default: an interactive shell).
@@ -265,13 +279,81 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
     config.shares = shares;
     config.cmdline.push_str(&share_cmdline);
+    // Ctrl-C, SIGTERM, SIGHUP: stop the VM so what it holds is released
+    // (tap, lease, upper layers) before mvm exits.
+    let stop = Arc::new(EarlyStop::default());
+    let on_signal = stop.clone();
+    crate::terminal::forward_signals(move |sig| on_signal.signal(sig));
+    let net =
+        match args.net.and_then(crate::net::NetMode::backend) {
+            Some(backend) if !args.no_net => {
+                let n = crate::net::RawRunNet::attach()?;
+                config.net = Some(crate::net::vmm_net(&n.net, backend));
+                config.cmdline.push_str(" mvm.net=dhcp");
+                eprintln!(
+                "mvm: network: tap {}, MAC {}, DHCP address {} (gateway and DNS {}), name {}.mvm",
+                n.net.tap, n.net.mac, n.net.ip, n.net.gateway(), n.net.name
+            );
+                Some(n)
+            }
+            _ => None,
+        };
 
     let mut vm = Vm::new(&config)?;
     if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {
         vm.on_first_run(move || crate::startup::write_report(path.as_ref()));
     }
+    stop.arm(vm.stop_handle());
     let reason = vm.run().context("the VM failed")?;
+    drop(net);
+    if let Some(sig) = stop.received() {
+        eprintln!("mvm: stopped by signal {sig}");
+        return Ok(ExitCode::from(128 + sig as u8));
+    }
     Ok(exit_code(&reason))
+}
+
+/// A stop request that may arrive before the VM exists: kept until it does.
+#[derive(Default)]
+struct EarlyStop {
+    handle: std::sync::Mutex<Option<vmm::StopHandle>>,
+    signal: std::sync::atomic::AtomicI32,
+}
+
+impl EarlyStop {
+    /// Records `sig` and stops the VM (now, or as soon as it is armed).
+    /// A second signal while the first is handled exits at once: the next
+    /// `mvm` reconciles what is left.
+    fn signal(&self, sig: i32) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.signal.swap(sig, Ordering::SeqCst) != 0 {
+            std::process::exit(128 + sig);
+        }
+        if let Some(h) = self
+            .handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            h.stop();
+        }
+        true
+    }
+
+    fn arm(&self, handle: vmm::StopHandle) {
+        let mut slot = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        if self.received().is_some() {
+            handle.stop();
+        }
+        *slot = Some(handle);
+    }
+
+    fn received(&self) -> Option<i32> {
+        match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
 }
 
 pub fn exit_code(reason: &ExitReason) -> ExitCode {
@@ -314,6 +396,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let create = super::create::CreateArgs {
         cpus: Some(args.cpus),
         memory: Some(args.memory),
+        net: args.net.unwrap_or(crate::net::NetMode::Tap),
         no_net: args.no_net,
         kernel: args.kernel,
         ..super::create::CreateArgs::for_project(format!("run-{id}"), project)

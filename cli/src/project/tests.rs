@@ -322,6 +322,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         persistent: false,
         host_root: true,
         network: true,
+        net_backend: Default::default(),
         allow_vm_to_vm: false,
         kernel: None,
         ports: Vec::new(),

@@ -45,6 +45,9 @@ pub struct VmSpec {
     /// A network interface on the mvm bridge (when the host allows).
     #[serde(default = "yes")]
     pub network: bool,
+    /// Who moves its frames: the VMM (tap) or the kernel (vhost).
+    #[serde(default, skip_serializing_if = "is_tap")]
+    pub net_backend: vmm::NetBackend,
     /// May talk to other VMs (isolated from them by default).
     #[serde(default)]
     pub allow_vm_to_vm: bool,
@@ -111,6 +114,10 @@ impl VmSpec {
     }
 }
 
+fn is_tap(b: &vmm::NetBackend) -> bool {
+    *b == vmm::NetBackend::Tap
+}
+
 fn yes() -> bool {
     true
 }
@@ -166,6 +173,7 @@ mod tests {
             persistent: true,
             host_root: true,
             network: true,
+            net_backend: vmm::NetBackend::Vhost,
             allow_vm_to_vm: false,
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],

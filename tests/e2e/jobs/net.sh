@@ -3,9 +3,14 @@
 # internet" (192.0.2.2, behind the host's default route); the VMs get
 # leases from our DHCP server, resolve each other through our DNS, reach
 # the internet through NAT, cannot reach each other, and serve a port
-# forwarded while running. Steps leave $MVM_OUT/net/<step>.{out,err,status}.
+# forwarded while running. The host's resolver is a stub in that namespace:
+# the VMs resolve an upstream name through our DNS forwarder. Then
+# kernel+initramfs runs with --net (tap, then vhost-net): busybox udhcpc in
+# the guest gets a lease, pings the gateway, resolves the upstream name, and
+# the run leaves nothing behind. Steps leave
+# $MVM_OUT/net/<step>.{out,err,status}.
 set -u
-: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}"
+: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${INITRD:?}" "${E2E_JOBS:?}"
 OUT="$MVM_OUT/net"
 mkdir -p "$OUT"
 export MVM_HOME=/tmp/mvm-net-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
@@ -20,13 +25,7 @@ rec() {
 m() { timeout 120 "$MVM_BIN" "$@"; }
 bb() { busybox "$@"; }
 
-# L2's kernel cannot autoload modules from inside this chroot (its
-# request_module runs L2's own initramfs modprobe): load what nftables,
-# NAT, bridges, taps and veths need up front, as a normal host would have.
-for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do
-    m=$(basename "$ko"); modprobe "${m%%.ko*}" 2>/dev/null
-done
-for m in bridge veth tun nf_tables; do modprobe "$m" 2>/dev/null; done
+sh "$E2E_JOBS/../../nested/load-net-modules.sh"
 lsmod | awk '{print $1}' | sort >"$OUT/modules"
 
 # The internet: a namespace with a web server, reached via the default route.
@@ -41,6 +40,12 @@ ip netns exec inet ip link set lo up
 ip route add default via 192.0.2.2
 mkdir -p /tmp/www && echo "hello from the internet" >/tmp/www/index.html
 ip netns exec inet busybox httpd -p 80 -h /tmp/www
+# The host's resolver: a stub DNS server in the internet namespace that
+# knows one name (read by our DNS forwarder when the network daemon starts).
+echo "nameserver 192.0.2.2" >/etc/resolv.conf
+ip netns exec inet python3 "$E2E_JOBS/dns-stub.py" 192.0.2.2 upstream.example 198.51.100.7 \
+    "$OUT/dns-stub.log" >"$OUT/dns-stub.out" 2>&1 &
+for _ in $(seq 100); do grep -q ready "$OUT/dns-stub.out" 2>/dev/null && break; sleep 0.2; done
 ip -o link show | sed 's/^[0-9]*: //' | cut -d: -f1 | sort >"$OUT/links-before"
 
 rec create-a m create a --memory 384M
@@ -52,6 +57,7 @@ rec addr-a m exec a -- sh -c "ip -4 -o addr show | grep -v ' lo '"
 rec resolv-a m exec a -- cat /etc/resolv.conf
 rec ping-gw m exec a -- busybox ping -c 1 -W 5 10.77.0.1
 rec dns-b m exec a -- busybox nslookup b.mvm 10.77.0.1
+rec dns-upstream m exec a -- busybox nslookup upstream.example
 rec nat m exec a -- curl -s --max-time 15 http://192.0.2.2/index.html
 m exec b -- busybox httpd -p 8080 -h /etc
 B_IP=$(m exec b -- sh -c "ip -4 -o addr show | grep -v ' lo ' | awk '{print \$4}' | cut -d/ -f1")
@@ -76,6 +82,22 @@ rec rm-a m rm --force a
 rec rm-b m rm --force b
 ip -o link show | sed 's/^[0-9]*: //' | cut -d: -f1 | sort >"$OUT/links-after"
 nft list ruleset >"$OUT/ruleset-after" 2>&1
+
+# Kernel+initramfs runs with --net: the tap path, then vhost-net.
+raw() {
+    step=$1
+    shift
+    rec "$step" timeout 300 "$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256M \
+        --console "$OUT/$step.console" --cmdline "mvmtest.run=/net-dhcp.sh" "$@"
+    ip -o link show | sed 's/^[0-9]*: //' | cut -d: -f1 | sort >"$OUT/$step.links-after"
+    ls "$MVM_HOME/net/leases" >"$OUT/$step.leases-after" 2>&1
+}
+raw raw-tap --net
+modprobe vhost_net
+ls -l /dev/vhost-net >"$OUT/vhost-dev" 2>&1
+export MVM_LOG=devices::virtio::net=debug # says which data path it took
+raw raw-vhost --net vhost
+unset MVM_LOG
 kill "$(cat "$MVM_HOME/net/netd.pid" 2>/dev/null)" 2>/dev/null
 cp "$MVM_HOME/net/netd.log" "$OUT/netd.log" 2>/dev/null
 exit 0

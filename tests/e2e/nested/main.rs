@@ -32,7 +32,10 @@ fn suite() -> &'static PathBuf {
         let kernel = guest_kernel()?;
         let initrd = guest_initramfs_with(
             &artifacts.join("guest-initramfs.cpio.gz"),
-            &[(root.join("tests/e2e/guest/fs-workout.sh"), "/fs-workout.sh")],
+            &[
+                (root.join("tests/e2e/guest/fs-workout.sh"), "/fs-workout.sh"),
+                (root.join("tests/e2e/guest/net-dhcp.sh"), "/net-dhcp.sh"),
+            ],
         )?;
         // Debian's kernel that L2 runs is also the bzImage scenario's guest.
         let bzimage = l2_bzimage()?;

@@ -186,7 +186,7 @@ impl Net<Tap> {
                 net.vhost = Some(v);
                 debug!(tap = net.backend.name(), "virtio-net: using vhost-net");
             }
-            Err(reason) => tracing::info!(
+            Err(reason) => tracing::warn!(
                 tap = net.backend.name(),
                 %reason,
                 "virtio-net: vhost-net unavailable, frames go through the VMM"

@@ -80,6 +80,12 @@ pub enum NetError {
     InvalidMac(String),
 }
 
+/// Whether /dev/vhost-net can be used by this process (opens, and has
+/// VIRTIO_F_VERSION_1); the reason when it cannot.
+pub fn vhost_usable() -> Result<(), String> {
+    vhost::Vhost::probe().map(|_| ())
+}
+
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()

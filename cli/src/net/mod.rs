@@ -11,6 +11,49 @@ use netstack::{NetConfig, PortForward, VmNet};
 
 use crate::state::{self, VmDir, VmSpec};
 
+mod raw;
+pub use raw::RawRunNet;
+
+/// `--net` of `mvm create` and `mvm run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    Tap,
+    Vhost,
+    None,
+}
+
+impl NetMode {
+    /// The data path, or `None` for no network.
+    pub fn backend(self) -> Option<vmm::NetBackend> {
+        match self {
+            NetMode::Tap => Some(vmm::NetBackend::Tap),
+            NetMode::Vhost => Some(vmm::NetBackend::Vhost),
+            NetMode::None => None,
+        }
+    }
+}
+
+/// The VMM's view of an attached VM's interface. vhost-net only where this
+/// process can use it; otherwise one line says why and the tap path is
+/// taken (the VMM runs as this user on this host, so it could not either).
+pub fn vmm_net(n: &VmNet, backend: vmm::NetBackend) -> vmm::NetConfig {
+    let backend = match backend {
+        vmm::NetBackend::Vhost => match vmm::vhost_net_usable() {
+            Ok(()) => backend,
+            Err(why) => {
+                eprintln!("mvm: warning: vhost-net unavailable ({why}); using the tap path");
+                vmm::NetBackend::Tap
+            }
+        },
+        vmm::NetBackend::Tap => backend,
+    };
+    vmm::NetConfig {
+        tap: n.tap.clone(),
+        mac: n.mac.0,
+        backend,
+    }
+}
+
 /// The network plane's state (config, leases, netd): `$MVM_NET_DIR`, else
 /// `$MVM_HOME/net`. A host where several users share one bridge (the NixOS
 /// module) points every user's mvm at one folder, so there is one DHCP
@@ -36,14 +79,7 @@ fn uid() -> u32 {
 /// Attaches the VM: `None` (after saying why) when this host does not let
 /// this user create VM networks.
 pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
-    let cfg = config()?;
-    let vm = netstack::VmSpec {
-        id: spec.id.clone(),
-        name: spec.name.clone(),
-        allow_vm_to_vm: spec.allow_vm_to_vm,
-        owner_uid: uid(),
-    };
-    match netstack::attach_vm(&cfg, &vm) {
+    match attach_id(&spec.id, &spec.name, spec.allow_vm_to_vm)? {
         Ok(n) => Ok(Some(n)),
         Err(e @ (netstack::Error::MissingPrivilege { .. } | netstack::Error::NoBridge(_))) => {
             eprintln!("mvm: VM '{}' starts without a network: {e}", spec.name);
@@ -54,6 +90,22 @@ pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
             spec.name
         )),
     }
+}
+
+/// Attaches VM `id` for this user.
+fn attach_id(
+    id: &str,
+    name: &str,
+    allow_vm_to_vm: bool,
+) -> anyhow::Result<netstack::Result<VmNet>> {
+    let cfg = config()?;
+    let vm = netstack::VmSpec {
+        id: id.into(),
+        name: name.into(),
+        allow_vm_to_vm,
+        owner_uid: uid(),
+    };
+    Ok(netstack::attach_vm(&cfg, &vm))
 }
 
 /// The port forwards of `spec` that the host plane does not have yet.
@@ -86,8 +138,12 @@ pub fn forget(spec: &VmSpec) {
 }
 
 pub fn set_owner(spec: &VmSpec, pid: u32) {
+    set_owner_pid(&spec.id, pid);
+}
+
+fn set_owner_pid(id: &str, pid: u32) {
     if let Ok(cfg) = config() {
-        let _ = netstack::set_owner_pid(&cfg, &spec.id, pid);
+        let _ = netstack::set_owner_pid(&cfg, id, pid);
     }
 }
 
@@ -99,13 +155,15 @@ pub fn ip(spec: &VmSpec) -> Option<String> {
         .map(|n| n.ip.to_string())
 }
 
-/// Removes taps and rules left by VMs whose VMM died.
+/// Removes taps and rules left by VMs whose VMM died, and the leases of
+/// killed `mvm run --initrd` VMs.
 pub fn reconcile() {
     if let Ok(dir) = state_dir() {
         if dir.join("network.json").exists() || dir.join("leases").exists() {
             if let Err(e) = netstack::reconcile(&dir) {
                 tracing::debug!("network reconcile: {e}");
             }
+            raw::forget_stale();
         }
     }
 }
