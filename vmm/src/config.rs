@@ -258,6 +258,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn net_backend_defaults_to_tap_and_parses() {
+        // A config written before the backend existed still reads.
+        let n: NetConfig = serde_json::from_str(r#"{"tap":"mvm-1","mac":[2,0,0,0,0,1]}"#).unwrap();
+        assert_eq!(n.backend, NetBackend::Tap);
+        let n: NetConfig =
+            serde_json::from_str(r#"{"tap":"mvm-1","mac":[2,0,0,0,0,1],"backend":"vhost"}"#)
+                .unwrap();
+        assert_eq!(n.backend, NetBackend::Vhost);
+        assert_eq!("vhost".parse::<NetBackend>(), Ok(NetBackend::Vhost));
+        let e = "fast".parse::<NetBackend>().unwrap_err();
+        assert!(e.contains("'fast'") && e.contains("tap or vhost"), "{e}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_memory_mib("256"), Ok(256));
         assert_eq!(parse_memory_mib("256M"), Ok(256));
