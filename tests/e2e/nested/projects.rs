@@ -5,14 +5,7 @@
 use super::result_file;
 
 fn step(name: &str) -> (Option<i32>, String, String) {
-    (
-        result_file("proj", &format!("{name}.status"))
-            .trim()
-            .parse()
-            .ok(),
-        result_file("proj", &format!("{name}.out")),
-        result_file("proj", &format!("{name}.err")),
-    )
+    super::recorded_step("proj", name)
 }
 
 fn ok(name: &str) -> String {
