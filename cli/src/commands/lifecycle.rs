@@ -93,9 +93,6 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
         if net.is_some() {
             crate::net::set_owner(&spec, pid);
         }
-        if !spec.services.is_empty() {
-            declare_services(dir, &spec)?;
-        }
         Ok::<(), anyhow::Error>(())
     })();
     if result.is_err() {
@@ -105,6 +102,16 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
         }
     }
     result?;
+    // The VM runs from here on: a service that cannot start leaves it
+    // running, so that its logs can be read.
+    if !spec.services.is_empty() {
+        declare_services(dir, &spec).with_context(|| {
+            format!(
+                "VM '{0}' runs, but not all its services started (`mvm service {0}`, `mvm logs {0} --service NAME`)",
+                dir.name
+            )
+        })?;
+    }
     Ok(true)
 }
 

@@ -110,7 +110,6 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
 /// Takes the VM's lock, waiting while another mvm holds it (two shells
 /// entering the folder at once).
 fn lock(dir: &VmDir) -> anyhow::Result<VmLock> {
-    std::fs::create_dir_all(&dir.path).ok();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match VmLock::acquire(&dir.path, &dir.name) {
@@ -161,8 +160,12 @@ pub fn bring_up(
     let create = super::create::CreateArgs::for_project(name.clone(), folder.clone());
     if !dir.spec_path().exists() {
         let spec = super::create::validate(&create, &dir, &detected.config)?;
-        super::create::write_vm(&dir, &spec)?;
-        eprintln!("mvm: created VM '{name}' for {}", folder.display());
+        match super::create::write_vm(&dir, &spec) {
+            Ok(()) => eprintln!("mvm: created VM '{name}' for {}", folder.display()),
+            // Another `mvm up` (a second shell entering) created it first.
+            Err(_) if dir.spec_path().exists() => {}
+            Err(e) => return Err(e),
+        }
     }
     let _lock = lock(&dir)?;
     let old = dir.spec()?;

@@ -60,7 +60,10 @@ for mod in bridge tun nf_tables; do modprobe "$mod" 2>/dev/null; done
 cd "$EX/node-web"
 rec node-dry m up --dry-run
 t0=$(now_ms)
-rec node-up m up
+# A host variable passed through by pattern: it must reach the service and
+# execs, and never the console log.
+export MVM_DEMO_TOKEN=s3cret-from-l2
+rec node-up m up --env-host 'MVM_DEMO_*'
 rec node-http poll http://127.0.0.1:3000/ "hello from node-web"
 echo $(($(now_ms) - t0)) >"$OUT/node-up-http-1.ms"
 rss_kib "$(cat "$MVM_HOME/vms/node-web/pid")" >"$OUT/node-vmm-1.kib"
@@ -70,6 +73,8 @@ rec node-guest-write m exec node-web -- sh -c 'echo guest >/project/guest-wrote.
 ls -A >"$OUT/node-host-ls"
 cp page.txt "$OUT/node-host-page"
 rec node-list m list --json
+rec node-env m exec node-web -- sh -c 'echo "exec:$MVM_DEMO_TOKEN"; tr "\0" "\n" </proc/$(pgrep -f "node server.js" | head -1)/environ | grep MVM_DEMO_TOKEN'
+grep -c "s3cret-from-l2" "$MVM_HOME/vms/node-web/console.log" "$MVM_HOME/vms/node-web/vm.toml" >"$OUT/node-secret-count"
 diag node-web
 rec node-down m down
 vmms node-web >"$OUT/node-vmms-left"

@@ -76,6 +76,18 @@ fn result_file(area: &str, file: &str) -> String {
     std::fs::read_to_string(suite().join(area).join(file)).unwrap_or_default()
 }
 
+/// One step a job recorded as `<area>/<name>.{status,out,err}`.
+fn recorded_step(area: &str, name: &str) -> (Option<i32>, String, String) {
+    (
+        result_file(area, &format!("{name}.status"))
+            .trim()
+            .parse()
+            .ok(),
+        result_file(area, &format!("{name}.out")),
+        result_file(area, &format!("{name}.err")),
+    )
+}
+
 /// One `mvm run` the jobs recorded under `<area>/<name>`.
 fn scenario(name: &str) -> Scenario {
     Scenario::load(suite(), name)

@@ -5,14 +5,7 @@
 use super::result_file;
 
 fn step(name: &str) -> (Option<i32>, String, String) {
-    (
-        result_file("proj", &format!("{name}.status"))
-            .trim()
-            .parse()
-            .ok(),
-        result_file("proj", &format!("{name}.out")),
-        result_file("proj", &format!("{name}.err")),
-    )
+    super::recorded_step("proj", name)
 }
 
 fn ok(name: &str) -> String {
@@ -43,6 +36,15 @@ fn node_web_detected_served_edited_and_isolated() {
     assert!(up.contains("http://localhost:3000"), "{up}");
     assert!(ok("node-http").starts_with("hello from node-web (node v"));
     assert!(ok("node-edit").starts_with("changed on the host"));
+    // A host variable passed by pattern reaches execs and the service, and
+    // neither the console log nor vm.toml.
+    assert_eq!(
+        ok("node-env"),
+        "exec:s3cret-from-l2\nMVM_DEMO_TOKEN=s3cret-from-l2\n"
+    );
+    let counts = result_file("proj", "node-secret-count");
+    assert_eq!(counts.lines().count(), 2, "{counts}");
+    assert!(counts.lines().all(|l| l.ends_with(":0")), "{counts}");
     // The guest wrote to the project; the host folder did not change.
     assert!(ok("node-guest-write").contains("guest"));
     let ls = result_file("proj", "node-host-ls");
