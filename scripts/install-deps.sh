@@ -10,6 +10,8 @@ PACKAGES=(
     qemu-system-x86 busybox-static cpio kmod binutils
     # host network plane tests
     iproute2 nftables
+    # virtiofsd, the reference vhost-user-fs backend (scripts/install-virtiofsd.sh)
+    libcap-ng-dev libseccomp-dev
 )
 
 missing=()

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 echo "== native tests (cargo test --workspace)" >&2
+echo "== virtiofsd (the reference vhost-user-fs backend; cached)" >&2
+scripts/install-virtiofsd.sh >/dev/null
+
 cargo test --workspace --locked
 
 echo "== guest kernel (cached by config hash)" >&2

@@ -25,8 +25,8 @@ pub mod vcpu;
 mod vm;
 
 pub use config::{
-    parse_memory_mib, Console, NetConfig, ShareConfig, ShareMode, VmConfig, VsockConfig,
-    DEFAULT_CMDLINE,
+    parse_memory_mib, Console, NetConfig, ShareConfig, ShareMode, VhostUserFsConfig, VmConfig,
+    VsockConfig, DEFAULT_CMDLINE,
 };
 pub use vcpu::ExitReason;
 pub use vm::{StopHandle, Vm};

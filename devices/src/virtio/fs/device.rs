@@ -5,7 +5,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{FsError, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, NUM_REQUEST_QUEUES, QUEUE_SIZE, TAG_LEN};
+use super::{FsError, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
 
@@ -43,13 +43,7 @@ impl Fs {
         share: cowfs::ShareConfig,
         limits: cowfs::Limits,
     ) -> Result<Self, FsError> {
-        let bytes = tag.as_bytes();
-        if bytes.is_empty() || bytes.len() > TAG_LEN || bytes.contains(&0) {
-            return Err(FsError::Tag(tag.to_string()));
-        }
-        let mut config = [0u8; TAG_LEN + 4];
-        config[..bytes.len()].copy_from_slice(bytes);
-        config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+        let config = super::config_space(tag).ok_or_else(|| FsError::Tag(tag.to_string()))?;
         let fs = cowfs::Filesystem::with_limits(&share, limits)?;
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(FsError::EventFd);
         Ok(Self {

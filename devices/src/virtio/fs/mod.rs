@@ -60,6 +60,20 @@ pub const MAX_REQUEST: usize = cowfs::Server::max_request_len();
 /// Reply bytes written into one chain at most.
 pub const MAX_REPLY: usize = cowfs::Server::max_request_len();
 
+/// The virtio-fs config space for `tag` (the tag, NUL-padded, then the
+/// number of request queues), or None for a tag that is empty, longer
+/// than [`TAG_LEN`] or holds a NUL.
+pub fn config_space(tag: &str) -> Option<[u8; TAG_LEN + 4]> {
+    let bytes = tag.as_bytes();
+    if bytes.is_empty() || bytes.len() > TAG_LEN || bytes.contains(&0) {
+        return None;
+    }
+    let mut config = [0u8; TAG_LEN + 4];
+    config[..bytes.len()].copy_from_slice(bytes);
+    config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+    Some(config)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("virtio-fs tag {0:?} must be 1 to 36 bytes without NUL")]
