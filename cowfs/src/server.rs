@@ -494,8 +494,15 @@ impl Server {
     fn readdir(&mut self, fh: u64, offset: u64, limit: usize, plus: bool) -> Result<(), Errno> {
         let (dir, entries) = self.fs.dir_entries(fh)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let batch: Vec<_> = entries.iter().skip(start).cloned().collect();
+        // No more than fit in `limit` (a record is at least DIRENT_SIZE).
+        let batch: Vec<_> = entries
+            .iter()
+            .skip(start)
+            .take(limit / abi::DIRENT_SIZE + 1)
+            .cloned()
+            .collect();
         let base = self.buf.len();
+        let mut dirs = None;
         for (i, e) in batch.into_iter().enumerate() {
             let header = if plus {
                 abi::ENTRY_OUT_SIZE + abi::DIRENT_SIZE
@@ -512,7 +519,7 @@ impl Server {
                 let out = if special {
                     EntryOut::default()
                 } else {
-                    match self.fs.lookup(dir, &e.name) {
+                    match self.fs.lookup_in(dir, &e.name, &mut dirs) {
                         Ok(ent) => {
                             typ = Filesystem::to_dt(ent.attr.mode);
                             entry_out(&ent)

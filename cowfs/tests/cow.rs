@@ -661,3 +661,57 @@ fn setattr_through_a_handle_works_after_unlink() {
     assert_eq!(c.truncate(e.nodeid, 0).unwrap_err(), ENOENT);
     c.release(fh).unwrap();
 }
+
+/// READDIRPLUS answers each entry from the parent's directories opened
+/// once; what it reports must be exactly what a LOOKUP of that name says,
+/// across every kind of layering (lower only, copied up, whited out,
+/// opaque, new in the upper).
+#[test]
+fn readdirplus_entries_match_lookups() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    c.write_file("dir/b.txt", 0, b"B", false).unwrap(); // copy-up
+    let (p, n) = c.parent_of("dir/sub/c.txt").unwrap();
+    c.unlink(p, n).unwrap(); // whiteout
+    let (p, n) = c.parent_of("dir/sub").unwrap();
+    c.rmdir(p, n).unwrap(); // whiteout of a directory
+    let sub = c.mkdir(p, b"sub", 0o750).unwrap().nodeid; // ... recreated: opaque
+    let (_, fh) = c.create(sub, b"new.txt", 1, 0o644).unwrap();
+    c.release(fh).unwrap();
+    let made = c.mkdir(ROOT_ID, b"made", 0o755).unwrap().nodeid; // upper only
+    let (_, fh) = c.create(made, b"x", 1, 0o600).unwrap();
+    c.write(fh, 0, b"x").unwrap();
+    c.release(fh).unwrap();
+    let (p, n) = c.parent_of("a.txt").unwrap();
+    c.unlink(p, n).unwrap();
+    for dir in ["", "dir", "dir/sub", "made", "empty"] {
+        let node = if dir.is_empty() {
+            ROOT_ID
+        } else {
+            c.resolve(dir).unwrap().nodeid
+        };
+        for item in c.list(node).unwrap() {
+            let name = String::from_utf8(item.name.clone()).unwrap();
+            let path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            let plus = item.entry.unwrap().attr;
+            let looked = c.resolve(&path).unwrap().attr;
+            assert_eq!(
+                (plus.ino, plus.mode, plus.size, plus.nlink),
+                (looked.ino, looked.mode, looked.size, looked.nlink),
+                "{path}"
+            );
+        }
+    }
+    let names = |c: &mut Client, d: &str| {
+        let node = c.resolve(d).unwrap().nodeid;
+        let mut v: Vec<_> = c.list(node).unwrap().into_iter().map(|i| i.name).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&mut c, "dir/sub"), [b"new.txt".to_vec()]);
+    assert!(!names(&mut c, "").contains(&b"a.txt".to_vec()));
+}

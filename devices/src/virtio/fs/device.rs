@@ -110,7 +110,10 @@ fn serve_chain(
     reply: &mut Vec<u8>,
     writable: &mut Vec<(GuestAddress, usize)>,
 ) -> u32 {
-    request.clear();
+    // `request` only grows (to MAX_REQUEST at most) and is not cleared:
+    // zero-filling up to 1 MiB per WRITE before overwriting it cost a
+    // whole extra pass over the data.
+    let mut req_len = 0usize;
     writable.clear();
     let mut capacity = 0usize;
     for desc in chain {
@@ -139,20 +142,23 @@ fn serve_chain(
             }
             // Past the cap the request is cut: its header's length then
             // disagrees and the server answers EINVAL.
-            let take = len.min(MAX_REQUEST - request.len());
+            let take = len.min(MAX_REQUEST - req_len);
             if take == 0 {
                 continue;
             }
-            let start = request.len();
-            request.resize(start + take, 0);
-            if let Err(e) = mem.read_slice(&mut request[start..], desc.addr()) {
+            let start = req_len;
+            req_len += take;
+            if request.len() < req_len {
+                request.resize(req_len, 0);
+            }
+            if let Err(e) = mem.read_slice(&mut request[start..req_len], desc.addr()) {
                 warn_limited!(addr = desc.addr().0, error = %e, "virtio-fs: cannot read request");
                 return 0;
             }
         }
     }
     reply.clear();
-    let n = match server.handle(request, capacity, reply) {
+    let n = match server.handle(&request[..req_len], capacity, reply) {
         Ok(n) => n,
         Err(e) => {
             warn_limited!(error = %e, "virtio-fs: cannot build reply");
