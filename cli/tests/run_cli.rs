@@ -146,18 +146,11 @@ fn guest_reset_exits_zero_with_console_on_stdout() {
 /// (The hand-made guest does not mount it; tests/e2e does, nested.)
 #[test]
 fn vhost_user_fs_backend_is_connected() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-virtiofsd.sh");
-    let out = Command::new(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "virtiofsd is needed: {}",
-        stderr(&out)
-    );
-    let virtiofsd = String::from_utf8(out.stdout).unwrap();
+    let virtiofsd = mvm_e2e::virtiofsd().expect("virtiofsd is needed");
     let dir = tempdir("vhost-user-fs");
     let (sock, share) = (dir.join("vfs.sock"), dir.join("share"));
     std::fs::create_dir(&share).unwrap();
-    let mut backend = Command::new(virtiofsd.trim())
+    let mut backend = Command::new(&virtiofsd)
         .arg("--socket-path")
         .arg(&sock)
         .arg("--shared-dir")
@@ -165,7 +158,7 @@ fn vhost_user_fs_backend_is_connected() {
         .args(["--sandbox", "none"])
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", virtiofsd.display()));
     for _ in 0..1000 {
         if sock.exists() {
             break;
