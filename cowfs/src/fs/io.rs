@@ -250,23 +250,6 @@ impl Filesystem {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_flags_are_filtered() {
-        let f =
-            open_flags((OFlags::WRONLY | OFlags::CREATE | OFlags::PATH | OFlags::APPEND).bits());
-        assert_eq!(f, OFlags::WRONLY | OFlags::APPEND);
-        assert_eq!(open_flags(3), OFlags::RDWR);
-        assert_eq!(
-            open_flags(OFlags::DIRECT.bits() | OFlags::NOFOLLOW.bits()),
-            OFlags::RDONLY
-        );
-    }
-}
-
 /// What the kernel itself does when a writer lacks CAP_FSETID: drop the
 /// set-user-ID bit, the set-group-ID bit where group execute is set, and
 /// file capabilities. Regular files only.
@@ -289,5 +272,22 @@ fn kill_privs(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), Errno> {
     match rfs::removexattr(path.as_str(), "security.capability") {
         Ok(()) | Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_are_filtered() {
+        let f =
+            open_flags((OFlags::WRONLY | OFlags::CREATE | OFlags::PATH | OFlags::APPEND).bits());
+        assert_eq!(f, OFlags::WRONLY | OFlags::APPEND);
+        assert_eq!(open_flags(3), OFlags::RDWR);
+        assert_eq!(
+            open_flags(OFlags::DIRECT.bits() | OFlags::NOFOLLOW.bits()),
+            OFlags::RDONLY
+        );
     }
 }
