@@ -212,20 +212,7 @@ impl VirtioDevice for Fs {
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got: queues.len(),
-            });
-        }
-        // The request queue is required; the high-priority one may be
-        // left unused.
-        if !queues[1].ready() {
-            return Err(ActivateError::QueueNotReady(1));
-        }
+        super::check_activation(self.active.is_some(), &queues)?;
         self.active = Some(Active {
             mem,
             interrupt,

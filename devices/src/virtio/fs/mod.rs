@@ -74,6 +74,30 @@ pub fn config_space(tag: &str) -> Option<[u8; TAG_LEN + 4]> {
     Some(config)
 }
 
+/// What any virtio-fs device needs before it starts: not started yet,
+/// the high-priority queue and one request queue, the latter ready (the
+/// high-priority one may be left unused).
+pub(crate) fn check_activation(
+    active: bool,
+    queues: &[virtio_queue::Queue],
+) -> Result<(), crate::virtio::ActivateError> {
+    use crate::virtio::ActivateError;
+    use virtio_queue::QueueT;
+    if active {
+        return Err(ActivateError::AlreadyActive);
+    }
+    if queues.len() != NUM_QUEUES {
+        return Err(ActivateError::QueueCount {
+            expected: NUM_QUEUES,
+            got: queues.len(),
+        });
+    }
+    if !queues[1].ready() {
+        return Err(ActivateError::QueueNotReady(1));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("virtio-fs tag {0:?} must be 1 to 36 bytes without NUL")]

@@ -231,18 +231,7 @@ impl VirtioDevice for VhostUserFs {
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got: queues.len(),
-            });
-        }
-        if !queues[1].ready() {
-            return Err(ActivateError::QueueNotReady(1));
-        }
+        crate::virtio::fs::check_activation(self.active.is_some(), &queues)?;
         // Interrupts may come as soon as the first ring runs.
         self.interrupt = Some(interrupt);
         let started = match self.start(&mem, &queues) {
