@@ -74,8 +74,8 @@ pub mod init {
     pub const CACHE_SYMLINKS: u64 = 1 << 23;
     /// The server drops set-user/group-ID bits and file capabilities when
     /// asked (flags below); in exchange the kernel marks the mount
-    /// SB_NOSEC and stops sending GETXATTR("security.capability") before
-    /// every write.
+    /// SB_NOSEC and sends GETXATTR("security.capability") only before the
+    /// first write to each inode instead of before every write.
     pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
     pub const INIT_EXT: u64 = 1 << 30;
 }
