@@ -14,20 +14,24 @@
 #                                 L2 host <-> guest on the tap and vhost-net
 #                                 paths vs L2 loopback; port-forward readiness
 #   net/                          its run-l2.sh output folder
+#   nested-fs.txt, nested-fs.json file systems in L2: our cow and rw shares,
+#                                 virtiofsd (vhost-user-fs), native L2
+#   fs/                           that run's run-l2.sh folder
 #   nested-lifecycle.txt, nested-lifecycle.json
 #                                 in L2: `mvm run -- true`, `mvm start` -> first
 #                                 exec, idle VMM RSS; reference: the bare boot
 #   nested-lifecycle/             its run-l2.sh output folder
-#   summary.txt                   the tables
+#   summary.txt                   all tables
 #
 # Usage: benches/run.sh [options]
 #   --runs N        native runs of each measurement (default 20)
 #   --boots N       nested boots of each VMM (default 20)
 #   --memory MIB    guest memory of the native benchmark (default 128)
-#   --only WHICH    startup | nested | net | lifecycle (default: all)
+#   --only WHICH    startup | nested | net | fs | lifecycle (default: all)
 #   --rounds N      rounds of the lifecycle benchmark (default 10)
 #   --secs N        seconds of each iperf3 run of the network bench (default 5)
 #   --reps N        rounds of the network bench over its three paths (default 3)
+#   --fs-rounds N   rounds of the file-system workload per share (default 1)
 #   --l2-timeout S  limit for the L2 run (default 3600)
 #   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
 #                   instead of building one from this checkout
@@ -48,7 +52,7 @@ BIN="$TARGET_DIR/$TRIPLE/release"
 usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' >&2; exit 2; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-RUNS=20 BOOTS=20 ROUNDS=10 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM='' SECS=5 REPS=3
+RUNS=20 BOOTS=20 ROUNDS=10 MEMORY=128 ONLY='' L2_TIMEOUT=3600 MVM='' SECS=5 REPS=3 FS_ROUNDS=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?}"; shift 2 ;;
@@ -58,14 +62,15 @@ while [ $# -gt 0 ]; do
         --only) ONLY="${2:?}"; shift 2 ;;
         --secs) SECS="${2:?}"; shift 2 ;;
         --reps) REPS="${2:?}"; shift 2 ;;
+        --fs-rounds) FS_ROUNDS="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
         --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-case "$ONLY" in ''|startup|nested|net|lifecycle) ;; *) log "--only takes startup, nested, net or lifecycle, not '$ONLY'"; exit 2 ;; esac
-for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT" "$SECS" "$REPS"; do
+case "$ONLY" in ''|startup|nested|net|fs|lifecycle) ;; *) log "--only takes startup, nested, net, fs or lifecycle, not '$ONLY'"; exit 2 ;; esac
+for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT" "$SECS" "$REPS" "$FS_ROUNDS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
 done
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -73,15 +78,19 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 mkdir -p "$OUT"
 
 # --- static release builds (mvm as the e2e suite builds it; the benches) ---
-pkgs=(mvm-benches mvm-init)
-[ -n "$MVM" ] || pkgs=(mvm mvm-benches mvm-init)
-log "building static ${pkgs[*]} in $TARGET_DIR"
+pkgs=()
+# The file-system benchmark is shell and Python; the others are programs.
+[ "$ONLY" = fs ] || pkgs=(mvm-benches mvm-init)
+[ -n "$MVM" ] || pkgs+=(mvm)
+[ ${#pkgs[@]} -eq 0 ] || log "building static ${pkgs[*]} in $TARGET_DIR"
 for pkg in "${pkgs[@]}"; do
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
         nice cargo build --release --locked -q -p "$pkg" --target "$TRIPLE"
 done
 MVM="${MVM:-$BIN/mvm}"
-for b in "$MVM" "$BIN/startup" "$BIN/nested-boot" "$BIN/noop" "$BIN/nested-net" "$BIN/nested-lifecycle" "$BIN/mvm-init"; do
+bins=("$MVM")
+[ "$ONLY" = fs ] || bins+=("$BIN/startup" "$BIN/nested-boot" "$BIN/noop" "$BIN/nested-net" "$BIN/nested-lifecycle" "$BIN/mvm-init")
+for b in "${bins[@]}"; do
     [ -x "$b" ] || { log "missing: $b"; exit 1; }
 done
 log "mvm under test: $MVM"
@@ -169,6 +178,39 @@ if want lifecycle; then
     l2_bench nested-lifecycle benches/jobs/nested-lifecycle.sh nested-lifecycle '/^Nested lifecycle/,/^failed steps/p' \
         --env "BENCH_BIN=$BIN/nested-lifecycle" --env "MVM_BIN=$MVM" --env "MVM_INIT=$BIN/mvm-init" \
         --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "ROUNDS=$ROUNDS"
+fi
+
+# --- 5. file systems: cow, rw, virtiofsd and native L2 in one L2 run ------------------
+if want fs; then
+    log "file systems: $FS_ROUNDS round(s) of the workload on each share, one L2 run"
+    VIRTIOFSD="$(scripts/install-virtiofsd.sh)"
+    cp "$VIRTIOFSD" "$OUT/artifacts/virtiofsd"
+    FS_INITRD="$OUT/artifacts/fs-bench-initramfs.cpio.gz"
+    tests/nested/make-guest-initramfs.sh "$FS_INITRD" --init tests/nested/guest-init.sh \
+        --add benches/fs/guest.sh:/fs-bench-guest.sh --add benches/fs/workload.sh:/fs-workload.sh
+    l1_load before >"$OUT/fs.load"
+    rc=0
+    # L2's tmpfs holds the trees (about 0.6 GiB) and the guest's memfd RAM.
+    tests/nested/run-l2.sh benches/jobs/nested-fs.sh "$OUT/fs" --timeout "$L2_TIMEOUT" --mem 6144 \
+        --env "MVM_BIN=$MVM" --env "KERNEL=$KERNEL" --env "INITRD=$FS_INITRD" \
+        --env "VIRTIOFSD=$OUT/artifacts/virtiofsd" --env "WORKLOAD=$ROOT/benches/fs/workload.sh" \
+        --env "ROUNDS=$FS_ROUNDS" || rc=$?
+    l1_load after >>"$OUT/fs.load"
+    if python3 benches/fs/report.py "$OUT/fs" --json "$OUT/nested-fs.json" >"$OUT/nested-fs.txt"; then
+        {
+            echo "File systems in L2 (median seconds; one guest, three shares; native L2 as the ceiling)"
+            cat "$OUT/nested-fs.txt"
+            cat "$OUT/fs/fs-bench-env.txt" 2>/dev/null
+            echo "L2: $(tr '\n' ' ' <"$OUT/fs/l2-attempts.txt")"
+            cat "$OUT/fs.load"
+        } >"$OUT/nested-fs.tmp" && mv "$OUT/nested-fs.tmp" "$OUT/nested-fs.txt"
+        cat "$OUT/nested-fs.txt"
+        { echo; cat "$OUT/nested-fs.txt"; } >>"$OUT/summary.txt"
+    fi
+    if [ "$rc" != 0 ]; then
+        log "the file-system run failed (run-l2.sh status $rc; see $OUT/fs/)"
+        status=1
+    fi
 fi
 
 log "results in $OUT (summary.txt, *.json)"

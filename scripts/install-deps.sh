@@ -17,6 +17,8 @@ PACKAGES=(
     nix-bin
     # network benchmarks (benches/jobs/nested-net.sh)
     iperf3
+    # virtiofsd, the reference vhost-user-fs backend (scripts/install-virtiofsd.sh)
+    libcap-ng-dev libseccomp-dev
 )
 
 # Debian's nodejs has no npm; NodeSource's (which conflicts with Debian's

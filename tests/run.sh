@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+echo "== virtiofsd (the reference vhost-user-fs backend; cached)" >&2
+scripts/install-virtiofsd.sh >/dev/null
+
 echo "== native tests (cargo test --workspace)" >&2
 cargo test --workspace --locked
 

@@ -80,8 +80,32 @@ fn bad_input_gets_one_line_errors() {
         ]),
         "more than this host has",
     );
+    let base = [
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+    ];
+    assert_one_line_error(
+        &mvm(&[&base[..], &["--vhost-user-fs", "/nonexistent/vfs.sock:vfs"]].concat()),
+        "/nonexistent/vfs.sock is not a socket",
+    );
+    let d = dir.to_string_lossy().into_owned();
+    assert_one_line_error(
+        &mvm(&[
+            &base[..],
+            &["--share", &format!("{d}:t"), "--vhost-user-fs", "/x.sock:t"],
+        ]
+        .concat()),
+        "share tag 't' is used twice",
+    );
     // Usage errors come from clap: status 2, naming the value.
     for (args, needle) in [
+        (vec!["run", "--vhost-user-fs", "nocolon"], "'nocolon'"),
+        (vec!["run", "--vhost-user-fs", "/s:t:100"], "'/s:t:100'"),
+        (vec!["run", "--vhost-user-fs", ":t"], "':t'"),
         (vec!["run", "--cpus", "0"], "'0'"),
         (vec!["run", "--cpus", "300"], "'300'"),
         (vec!["run", "--memory", "lots"], "'lots'"),
@@ -114,6 +138,63 @@ fn guest_reset_exits_zero_with_console_on_stdout() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A VM with a vhost-user-fs device on a real virtiofsd: guest RAM becomes
+/// a memfd, the front end negotiates with the backend, the guest runs.
+/// (The hand-made guest does not mount it; tests/e2e does, nested.)
+#[test]
+fn vhost_user_fs_backend_is_connected() {
+    let virtiofsd = mvm_e2e::virtiofsd().expect("virtiofsd is needed");
+    let dir = tempdir("vhost-user-fs");
+    let (sock, share) = (dir.join("vfs.sock"), dir.join("share"));
+    std::fs::create_dir(&share).unwrap();
+    let mut backend = Command::new(&virtiofsd)
+        .arg("--socket-path")
+        .arg(&sock)
+        .arg("--shared-dir")
+        .arg(&share)
+        .args(["--sandbox", "none"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", virtiofsd.display()));
+    for _ in 0..1000 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let k = write_kernel(
+        &dir,
+        &program(&[&print("booted\n"), code::RESET, code::HLT]),
+    );
+    let o = mvm(&[
+        "run",
+        "--kernel",
+        &k,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+        "--memory",
+        "32M",
+        "--vhost-user-fs",
+        &format!("{}:vfs:256", sock.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
+    // The backend saw its front end come and go: it ends by itself.
+    let mut exited = false;
+    for _ in 0..500 {
+        if backend.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = backend.kill();
+    let _ = backend.wait();
+    assert!(exited, "virtiofsd still waiting: mvm never connected");
     let _ = std::fs::remove_dir_all(dir);
 }
 

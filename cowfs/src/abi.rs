@@ -72,6 +72,11 @@ pub mod init {
     pub const PARALLEL_DIROPS: u64 = 1 << 18;
     pub const MAX_PAGES: u64 = 1 << 22;
     pub const CACHE_SYMLINKS: u64 = 1 << 23;
+    /// The server drops set-user/group-ID bits and file capabilities when
+    /// asked (flags below); in exchange the kernel marks the mount
+    /// SB_NOSEC and sends GETXATTR("security.capability") only before the
+    /// first write to each inode instead of before every write.
+    pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
     pub const INIT_EXT: u64 = 1 << 30;
 }
 
@@ -87,6 +92,9 @@ pub mod fattr {
     pub const ATIME_NOW: u32 = 1 << 7;
     pub const MTIME_NOW: u32 = 1 << 8;
     pub const CTIME: u32 = 1 << 10;
+    /// HANDLE_KILLPRIV_V2: drop set-ID bits (a truncate by a writer
+    /// without CAP_FSETID).
+    pub const KILL_SUIDGID: u32 = 1 << 11;
 }
 
 pub const GETATTR_FH: u32 = 1 << 0;
@@ -95,6 +103,9 @@ pub const RENAME_EXCHANGE: u32 = 1 << 1;
 pub const RENAME_WHITEOUT: u32 = 1 << 2;
 pub const FSYNC_FDATASYNC: u32 = 1 << 0;
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+/// WRITE `write_flags` / OPEN `open_flags` under HANDLE_KILLPRIV_V2.
+pub const WRITE_KILL_SUIDGID: u32 = 1 << 2;
+pub const OPEN_KILL_SUIDGID: u32 = 1 << 0;
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -212,6 +212,22 @@ impl Layer {
         }
     }
 
+    /// `lstat` of `name` in `dir`, an open directory of this layer at
+    /// the parent of `path` (`path` is that parent joined with `name`):
+    /// [`stat`](Self::stat) without the walk from the root. `name` is one
+    /// checked component, so nothing is resolved beyond `dir`.
+    pub fn stat_child(
+        &self,
+        dir: BorrowedFd<'_>,
+        path: &[u8],
+        name: &[u8],
+    ) -> Result<Option<St>, Errno> {
+        if self.is_below_mask(path) {
+            return Ok(None);
+        }
+        Self::stat_in(dir, name)
+    }
+
     /// `lstat` of `name` in the already-open directory `dir`.
     pub fn stat_in(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<St>, Errno> {
         match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {

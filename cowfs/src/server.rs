@@ -256,7 +256,11 @@ impl Server {
             }
             op::SETATTR => {
                 let s: abi::SetattrIn = a.obj()?;
-                let attr = fs.setattr(id, &s)?;
+                let mut attr = fs.setattr(id, &s)?;
+                if s.valid & abi::fattr::KILL_SUIDGID != 0 && attr.mode & 0o6000 != 0 {
+                    fs.kill_suidgid_node(id)?;
+                    attr = fs.getattr(id, None)?;
+                }
                 self.push(&attr_out(attr));
             }
             op::READLINK => {
@@ -302,6 +306,12 @@ impl Server {
             op::OPEN => {
                 let o: abi::OpenIn = a.obj()?;
                 let fh = fs.open(id, o.flags)?;
+                if o.open_flags & abi::OPEN_KILL_SUIDGID != 0 {
+                    if let Err(e) = fs.kill_suidgid(fh) {
+                        let _ = fs.release(fh);
+                        return Err(e);
+                    }
+                }
                 self.push(&abi::OpenOut {
                     fh,
                     open_flags: 0,
@@ -311,6 +321,15 @@ impl Server {
             op::CREATE => {
                 let c: abi::CreateIn = a.obj()?;
                 let (e, fh) = fs.create(id, a.name()?, c.flags, c.mode, owner)?;
+                // An existing file opened with O_TRUNC by a writer without
+                // CAP_FSETID (HANDLE_KILLPRIV_V2).
+                if c.open_flags & abi::OPEN_KILL_SUIDGID != 0 {
+                    if let Err(err) = fs.kill_suidgid(fh) {
+                        let _ = fs.release(fh);
+                        fs.forget(e.nodeid, 1);
+                        return Err(err);
+                    }
+                }
                 self.push(&entry_out(&e));
                 self.push(&abi::OpenOut {
                     fh,
@@ -333,6 +352,9 @@ impl Server {
                 }
                 let data = a.bytes(w.size as usize)?;
                 let n = fs.write(w.fh, w.offset, data)?;
+                if w.write_flags & abi::WRITE_KILL_SUIDGID != 0 {
+                    fs.kill_suidgid(w.fh)?;
+                }
                 self.push(&abi::WriteOut {
                     size: n as u32,
                     padding: 0,
@@ -460,7 +482,8 @@ impl Server {
             | abi::init::DO_READDIRPLUS
             | abi::init::READDIRPLUS_AUTO
             | abi::init::PARALLEL_DIROPS
-            | abi::init::MAX_PAGES;
+            | abi::init::MAX_PAGES
+            | abi::init::HANDLE_KILLPRIV_V2;
         let agreed = flags & offered;
         if self.initialized {
             self.fs.reset();
@@ -494,8 +517,15 @@ impl Server {
     fn readdir(&mut self, fh: u64, offset: u64, limit: usize, plus: bool) -> Result<(), Errno> {
         let (dir, entries) = self.fs.dir_entries(fh)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let batch: Vec<_> = entries.iter().skip(start).cloned().collect();
+        // No more than fit in `limit` (a record is at least DIRENT_SIZE).
+        let batch: Vec<_> = entries
+            .iter()
+            .skip(start)
+            .take(limit / abi::DIRENT_SIZE + 1)
+            .cloned()
+            .collect();
         let base = self.buf.len();
+        let mut dirs = None;
         for (i, e) in batch.into_iter().enumerate() {
             let header = if plus {
                 abi::ENTRY_OUT_SIZE + abi::DIRENT_SIZE
@@ -512,7 +542,7 @@ impl Server {
                 let out = if special {
                     EntryOut::default()
                 } else {
-                    match self.fs.lookup(dir, &e.name) {
+                    match self.fs.lookup_in(dir, &e.name, &mut dirs) {
                         Ok(ent) => {
                             typ = Filesystem::to_dt(ent.attr.mode);
                             entry_out(&ent)

@@ -661,3 +661,124 @@ fn setattr_through_a_handle_works_after_unlink() {
     assert_eq!(c.truncate(e.nodeid, 0).unwrap_err(), ENOENT);
     c.release(fh).unwrap();
 }
+
+/// READDIRPLUS answers each entry from the parent's directories opened
+/// once; what it reports must be exactly what a LOOKUP of that name says,
+/// across every kind of layering (lower only, copied up, whited out,
+/// opaque, new in the upper).
+#[test]
+fn readdirplus_entries_match_lookups() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    c.write_file("dir/b.txt", 0, b"B", false).unwrap(); // copy-up
+    let (p, n) = c.parent_of("dir/sub/c.txt").unwrap();
+    c.unlink(p, n).unwrap(); // whiteout
+    let (p, n) = c.parent_of("dir/sub").unwrap();
+    c.rmdir(p, n).unwrap(); // whiteout of a directory
+    let sub = c.mkdir(p, b"sub", 0o750).unwrap().nodeid; // ... recreated: opaque
+    let (_, fh) = c.create(sub, b"new.txt", 1, 0o644).unwrap();
+    c.release(fh).unwrap();
+    let made = c.mkdir(ROOT_ID, b"made", 0o755).unwrap().nodeid; // upper only
+    let (_, fh) = c.create(made, b"x", 1, 0o600).unwrap();
+    c.write(fh, 0, b"x").unwrap();
+    c.release(fh).unwrap();
+    let (p, n) = c.parent_of("a.txt").unwrap();
+    c.unlink(p, n).unwrap();
+    for dir in ["", "dir", "dir/sub", "made", "empty"] {
+        let node = if dir.is_empty() {
+            ROOT_ID
+        } else {
+            c.resolve(dir).unwrap().nodeid
+        };
+        for item in c.list(node).unwrap() {
+            let name = String::from_utf8(item.name.clone()).unwrap();
+            let path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
+            let plus = item.entry.unwrap().attr;
+            let looked = c.resolve(&path).unwrap().attr;
+            assert_eq!(
+                (plus.ino, plus.mode, plus.size, plus.nlink),
+                (looked.ino, looked.mode, looked.size, looked.nlink),
+                "{path}"
+            );
+        }
+    }
+    let names = |c: &mut Client, d: &str| {
+        let node = c.resolve(d).unwrap().nodeid;
+        let mut v: Vec<_> = c.list(node).unwrap().into_iter().map(|i| i.name).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&mut c, "dir/sub"), [b"new.txt".to_vec()]);
+    assert!(!names(&mut c, "").contains(&b"a.txt".to_vec()));
+}
+
+/// HANDLE_KILLPRIV_V2: offered at INIT (so the guest kernel stops asking
+/// GETXATTR before every write); the server then drops set-ID bits when
+/// a writer without CAP_FSETID writes or truncates, and only then.
+#[test]
+fn killpriv_v2_drops_set_id_bits_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    use zerocopy::IntoBytes;
+    let l = layers();
+    for f in ["suid1", "suid2", "suid3"] {
+        fs::write(l.lower.join(f), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(l.lower.join(f), fs::Permissions::from_mode(0o6755)).unwrap();
+    }
+    let mut c = cow_client(&l);
+    let i = abi::InitInCompat {
+        major: 7,
+        minor: 41,
+        max_readahead: 1 << 17,
+        flags: abi::init::HANDLE_KILLPRIV_V2 as u32,
+    };
+    let ext = abi::InitInExt::default();
+    let b = c
+        .call(op::INIT, 0, &[i.as_bytes(), ext.as_bytes()])
+        .unwrap();
+    let out: abi::InitOut = zerocopy::FromBytes::read_from_prefix(&b[..]).unwrap().0;
+    assert_ne!(u64::from(out.flags) & abi::init::HANDLE_KILLPRIV_V2, 0);
+
+    let write = |c: &mut Client, path: &str, kill: bool| {
+        let e = c.resolve(path).unwrap();
+        let fh = c.open(e.nodeid, 1).unwrap();
+        let w = abi::WriteIn {
+            fh,
+            offset: 0,
+            size: 1,
+            write_flags: if kill { abi::WRITE_KILL_SUIDGID } else { 0 },
+            ..Default::default()
+        };
+        c.call(op::WRITE, e.nodeid, &[w.as_bytes(), b"#"]).unwrap();
+        c.release(fh).unwrap();
+        c.resolve(path).unwrap().attr.mode & 0o7777
+    };
+    // A writer with CAP_FSETID (no flag): bits stay.
+    assert_eq!(write(&mut c, "suid1", false), 0o6755);
+    // Without: set-user-ID and (group-executable) set-group-ID go.
+    assert_eq!(write(&mut c, "suid2", true), 0o755);
+    assert_eq!(
+        fs::metadata(l.upper.join("suid2"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    // A truncate asking for it.
+    let e = c.resolve("suid3").unwrap();
+    let s = abi::SetattrIn {
+        valid: abi::fattr::SIZE | abi::fattr::KILL_SUIDGID,
+        size: 0,
+        ..Default::default()
+    };
+    assert_eq!(c.setattr(e.nodeid, &s).unwrap().mode & 0o7777, 0o755);
+    // The host's files are untouched.
+    for f in ["suid1", "suid2", "suid3"] {
+        let m = fs::metadata(l.lower.join(f)).unwrap().permissions().mode();
+        assert_eq!(m & 0o7777, 0o6755, "{f}");
+    }
+}

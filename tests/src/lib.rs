@@ -73,6 +73,16 @@ pub fn private_copy(bin: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(dest)
 }
 
+/// virtiofsd, the reference vhost-user-fs backend, installed (or found in
+/// the cache) by scripts/install-virtiofsd.sh.
+pub fn virtiofsd() -> Result<PathBuf, String> {
+    run(
+        &mut Command::new(workspace_root().join("scripts/install-virtiofsd.sh")),
+        "scripts/install-virtiofsd.sh",
+    )
+    .map(PathBuf::from)
+}
+
 /// The guest kernel, built (or found in the cache) by guest-kernel/build.sh.
 pub fn guest_kernel() -> Result<PathBuf, String> {
     if let Some(k) = std::env::var_os("MVM_E2E_KERNEL") {

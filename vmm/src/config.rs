@@ -59,6 +59,10 @@ pub struct VmConfig {
     /// Host directories the guest mounts with `mount -t virtiofs TAG DIR`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
+    /// virtio-fs devices served by external vhost-user backends (e.g.
+    /// virtiofsd); guest RAM is then a memfd the backends map.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost_user_fs: Vec<VhostUserFsConfig>,
     /// A virtio-vsock device whose host side is this Unix socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
@@ -117,6 +121,29 @@ pub struct ShareConfig {
     /// host's /proc when `path` is `/`); the upper may live in one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked: Vec<PathBuf>,
+}
+
+/// A virtio-fs share served by a vhost-user backend listening on `socket`
+/// (started before the VM, e.g. `virtiofsd --socket-path SOCKET
+/// --shared-dir DIR`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostUserFsConfig {
+    pub socket: PathBuf,
+    /// The mount tag (at most 36 bytes).
+    pub tag: String,
+    /// Entries per queue: a power of two, 2 to 32768 (virtiofsd takes at
+    /// most 1024).
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u16,
+}
+
+/// The default [`VhostUserFsConfig::queue_size`].
+pub const DEFAULT_VHOST_USER_FS_QUEUE_SIZE: u16 =
+    devices::virtio::vhost_user_fs::DEFAULT_QUEUE_SIZE;
+
+fn default_queue_size() -> u16 {
+    DEFAULT_VHOST_USER_FS_QUEUE_SIZE
 }
 
 /// virtio-vsock: the guest's context id and the host-side Unix socket
@@ -197,6 +224,7 @@ impl VmConfig {
             console: Console::default(),
             rng: true,
             shares: Vec::new(),
+            vhost_user_fs: Vec::new(),
             vsock: None,
             net: None,
             api_socket: None,

@@ -26,7 +26,7 @@ mod vm;
 
 pub use config::{
     parse_memory_mib, vhost_net_usable, Console, NetBackend, NetConfig, ShareConfig, ShareMode,
-    VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    VhostUserFsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
 pub use vcpu::ExitReason;
 pub use vm::{StopHandle, Vm};

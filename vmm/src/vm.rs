@@ -91,7 +91,7 @@ impl Vm {
         }
         let vm_fd = kvm.create_vm().map_err(kvm::KvmError::CreateVm)?;
 
-        let mem = memory::create_guest_memory(config.memory_mib)?;
+        let mem = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
         register_memory(&vm_fd, &mem)?;
         setup_irqchip(&vm_fd)?;
 
@@ -156,6 +156,11 @@ impl Vm {
                     share.path.display()
                 ))
             })?;
+            virtio.attach(fs)?;
+        }
+        for v in &config.vhost_user_fs {
+            let fs = devices::virtio::VhostUserFs::new(&v.socket, &v.tag, v.queue_size)
+                .map_err(|e| Error::Device(format!("vhost-user-fs '{}': {e}", v.tag)))?;
             virtio.attach(fs)?;
         }
         if let Some(v) = &config.vsock {
@@ -348,19 +353,36 @@ fn preflight(config: &VmConfig) -> Result<(), Error> {
     }
     loader::build_cmdline(&config.full_cmdline())?;
     let mut tags = std::collections::HashSet::new();
+    let all_tags = config.shares.iter().map(|s| s.tag.as_str());
+    for tag in all_tags.chain(config.vhost_user_fs.iter().map(|v| v.tag.as_str())) {
+        if tag.is_empty() || tag.len() > 36 || tag.contains(['\0', ' ', ',']) {
+            return Err(Error::Share(format!(
+                "invalid share tag '{tag}': use 1 to 36 characters without spaces or commas"
+            )));
+        }
+        if !tags.insert(tag) {
+            return Err(Error::Share(format!("share tag '{tag}' is used twice")));
+        }
+    }
+    for v in &config.vhost_user_fs {
+        let q = v.queue_size;
+        if !q.is_power_of_two() || q < 2 {
+            return Err(Error::Share(format!(
+                "vhost-user-fs '{}': queue size {q} must be a power of two from 2 to 32768",
+                v.tag
+            )));
+        }
+        use std::os::unix::fs::FileTypeExt;
+        if !std::fs::metadata(&v.socket).is_ok_and(|m| m.file_type().is_socket()) {
+            return Err(Error::Share(format!(
+                "vhost-user-fs '{}': {} is not a socket (start the backend first, e.g. virtiofsd --socket-path {} --shared-dir DIR)",
+                v.tag,
+                v.socket.display(),
+                v.socket.display()
+            )));
+        }
+    }
     for share in &config.shares {
-        if share.tag.is_empty() || share.tag.len() > 36 || share.tag.contains(['\0', ' ', ',']) {
-            return Err(Error::Share(format!(
-                "invalid share tag '{}': use 1 to 36 characters without spaces or commas",
-                share.tag
-            )));
-        }
-        if !tags.insert(share.tag.as_str()) {
-            return Err(Error::Share(format!(
-                "share tag '{}' is used twice",
-                share.tag
-            )));
-        }
         if !share.path.is_dir() {
             return Err(Error::Share(format!(
                 "share '{}': {} is not a directory",

@@ -67,6 +67,13 @@ pub struct RunArgs {
     #[arg(long = "share", value_name = "HOST_DIR:TAG[:MODE]", value_parser = parse_share)]
     shares: Vec<ShareArg>,
 
+    /// A virtio-fs share served by a vhost-user backend already listening
+    /// on SOCKET (e.g. `virtiofsd --socket-path SOCKET --shared-dir DIR`):
+    /// SOCKET:TAG[:QUEUE_SIZE]. Guest RAM is then a memfd the backend maps.
+    /// Repeatable.
+    #[arg(long = "vhost-user-fs", value_name = "SOCKET:TAG[:QUEUE_SIZE]", value_parser = parse_vhost_user_fs)]
+    vhost_user_fs: Vec<vmm::VhostUserFsConfig>,
+
     /// Share this project folder as tag `project` (copy-on-write), to be
     /// mounted at /project (mvm-init does; `mvm.share=project:/project` is
     /// on the command line for other inits).
@@ -128,6 +135,37 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
         path: path.into(),
         tag: tag.into(),
         mode,
+    })
+}
+
+pub fn parse_vhost_user_fs(s: &str) -> Result<vmm::VhostUserFsConfig, String> {
+    let bad = || {
+        format!("invalid vhost-user-fs '{s}': expected SOCKET:TAG[:QUEUE_SIZE] (queue size a power of two, 2 to 32768)")
+    };
+    let mut parts: Vec<&str> = s.rsplitn(3, ':').collect();
+    parts.reverse();
+    // A trailing number is the queue size; otherwise the last part is the tag.
+    let (socket, tag, queue_size) = match parts.as_slice() {
+        [p, t, q] if q.chars().all(|c| c.is_ascii_digit()) => {
+            let q: u16 = q.parse().map_err(|_| bad())?;
+            (p.to_string(), *t, q)
+        }
+        _ => {
+            let (p, t) = s.rsplit_once(':').ok_or_else(bad)?;
+            (
+                p.to_string(),
+                t,
+                vmm::config::DEFAULT_VHOST_USER_FS_QUEUE_SIZE,
+            )
+        }
+    };
+    if socket.is_empty() || tag.is_empty() || !queue_size.is_power_of_two() || queue_size < 2 {
+        return Err(bad());
+    }
+    Ok(vmm::VhostUserFsConfig {
+        socket: socket.into(),
+        tag: tag.into(),
+        queue_size,
     })
 }
 
@@ -278,6 +316,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
     config.shares = shares;
+    config.vhost_user_fs = args.vhost_user_fs;
     config.cmdline.push_str(&share_cmdline);
     // Ctrl-C, SIGTERM, SIGHUP: stop the VM so what it holds is released
     // (tap, lease, upper layers) before mvm exits.
@@ -383,9 +422,13 @@ impl Drop for Teardown {
 /// `mvm run [-- COMMAND]` without --initrd: a throw-away managed VM for the
 /// project.
 fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.shares.is_empty() || args.cmdline.is_some() || args.console != "stdout" {
+    if !args.shares.is_empty()
+        || !args.vhost_user_fs.is_empty()
+        || args.cmdline.is_some()
+        || args.console != "stdout"
+    {
         anyhow::bail!(
-            "--share, --cmdline and --console apply to kernel+initramfs runs (with --initrd)"
+            "--share, --vhost-user-fs, --cmdline and --console apply to kernel+initramfs runs (with --initrd)"
         );
     }
     let project = match args.project {

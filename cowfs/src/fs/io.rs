@@ -94,6 +94,24 @@ impl Filesystem {
         Ok(())
     }
 
+    /// HANDLE_KILLPRIV_V2: a writer without CAP_FSETID wrote or
+    /// truncated the file open as `fh`.
+    pub fn kill_suidgid(&mut self, fh: u64) -> Result<(), Errno> {
+        let (fd, _) = self.file(fh)?;
+        kill_privs(fd.as_fd())
+    }
+
+    /// [`kill_suidgid`](Self::kill_suidgid) by node (SETATTR without a
+    /// handle); only an upper (writable) object is touched.
+    pub fn kill_suidgid_node(&mut self, id: u64) -> Result<(), Errno> {
+        let (path, p) = self.inodes.linked(id)?;
+        if !p.upper || p.is_dir {
+            return Ok(());
+        }
+        let fd = self.upper()?.path_fd(&path)?;
+        kill_privs(fd.as_fd())
+    }
+
     /// Reads up to `buf.len()` bytes at `offset`; short only at end of file.
     pub fn read(&mut self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         self.follow_copy_up(fh)?;
@@ -229,6 +247,31 @@ impl Filesystem {
             ),
             None => rfs::removexattr(target.as_str(), xname),
         }
+    }
+}
+
+/// What the kernel itself does when a writer lacks CAP_FSETID: drop the
+/// set-user-ID bit, the set-group-ID bit where group execute is set, and
+/// file capabilities. Regular files only.
+fn kill_privs(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), Errno> {
+    let st = fstat(fd)?;
+    if !st.is_reg() {
+        return Ok(());
+    }
+    let mut kill = 0o4000;
+    if st.mode & 0o010 != 0 {
+        kill |= 0o2000;
+    }
+    let path = proc_fd_path(fd);
+    if st.mode & kill != 0 {
+        rfs::chmod(
+            path.as_str(),
+            rfs::Mode::from_raw_mode(st.mode & 0o7777 & !kill),
+        )?;
+    }
+    match rfs::removexattr(path.as_str(), "security.capability") {
+        Ok(()) | Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -31,6 +31,13 @@ pub struct Entry {
     pub attr: Attr,
 }
 
+/// A directory's upper and lower halves, opened once (see
+/// [`Filesystem::parent_dirs`]); `None` where that half is absent.
+pub(crate) struct ParentDirs {
+    upper: Option<OwnedFd>,
+    lower: Option<OwnedFd>,
+}
+
 /// The layers of one share plus the guest-visible state over them.
 #[derive(Debug)]
 pub struct Filesystem {
@@ -202,18 +209,29 @@ impl Filesystem {
         self.lower()?.stat(path)
     }
 
-    fn whiteout_exists(&self, parent: &[u8], name: &[u8]) -> Result<bool, Errno> {
-        let Ok(wh) = name::whiteout(name) else {
-            return Ok(false);
-        };
-        Ok(self.upper()?.stat(&join(parent, &wh))?.is_some())
-    }
-
     pub(crate) fn is_opaque(&self, dir: &[u8]) -> Result<bool, Errno> {
         Ok(self
             .upper()?
             .stat(&join(dir, name::OPAQUE_MARKER))?
             .is_some())
+    }
+
+    /// The parent directory's halves, opened once for a batch of probes
+    /// (READDIRPLUS): each entry then costs one `statat` per layer instead
+    /// of path walks from the layer roots.
+    pub(crate) fn parent_dirs(&self, ppath: &[u8], pp: Presence) -> Result<ParentDirs, Errno> {
+        let open = |layer: &Option<Layer>, visible: bool| match layer {
+            Some(l) if visible => match l.dir(ppath) {
+                Ok(fd) => Ok(Some(fd)),
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
+                Err(e) => Err(e),
+            },
+            _ => Ok(None),
+        };
+        Ok(ParentDirs {
+            upper: open(&self.upper, pp.upper)?,
+            lower: open(&self.lower, pp.lower)?,
+        })
     }
 
     /// Finds `name` in the directory at `ppath`: where it lives and the
@@ -225,9 +243,27 @@ impl Filesystem {
         pp: Presence,
         name: &[u8],
     ) -> Result<Option<(Presence, St)>, Errno> {
+        self.probe_with(ppath, pp, name, None)
+    }
+
+    /// [`probe`](Self::probe), in `dirs` (from
+    /// [`parent_dirs`](Self::parent_dirs) for the same parent) when given.
+    pub(crate) fn probe_with(
+        &self,
+        ppath: &[u8],
+        pp: Presence,
+        name: &[u8],
+        dirs: Option<&ParentDirs>,
+    ) -> Result<Option<(Presence, St)>, Errno> {
         let path = join(ppath, name);
+        // `n` in the parent, in one layer.
+        let stat = |layer: &Layer, dir: Option<&Option<OwnedFd>>, n: &[u8]| match dir {
+            None => layer.stat(&join(ppath, n)),
+            Some(None) => Ok(None),
+            Some(Some(fd)) => layer.stat_child(fd.as_fd(), &join(ppath, n), n),
+        };
         let up = match (&self.upper, pp.upper) {
-            (Some(u), true) => u.stat(&path)?,
+            (Some(u), true) => stat(u, dirs.map(|d| &d.upper), name)?,
             _ => None,
         };
         let want_lower = pp.lower && up.is_none_or(|u| u.is_dir());
@@ -235,9 +271,12 @@ impl Filesystem {
             && up.is_none()
             && self.cow()
             && pp.upper
-            && self.whiteout_exists(ppath, name)?;
+            && match name::whiteout(name) {
+                Ok(wh) => stat(self.upper()?, dirs.map(|d| &d.upper), &wh)?.is_some(),
+                Err(_) => false,
+            };
         let lo = if want_lower && !whited_out {
-            self.lower()?.stat(&path)?
+            stat(self.lower()?, dirs.map(|d| &d.lower), name)?
         } else {
             None
         };

@@ -106,6 +106,30 @@ impl Filesystem {
         Ok(self.entry(&join(&ppath, name), p, &st))
     }
 
+    /// [`lookup`](Self::lookup) for a batch of names in one directory
+    /// (READDIRPLUS): `dirs` starts as `None` and keeps the parent's
+    /// directories open between the calls of one batch.
+    pub(crate) fn lookup_in(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        dirs: &mut Option<super::ParentDirs>,
+    ) -> Result<Entry, Errno> {
+        name::check(name)?;
+        if self.cow() && name::is_reserved(name) {
+            return Err(Errno::NOENT);
+        }
+        let (ppath, pp) = self.dir_inode(parent)?;
+        let d = match dirs {
+            Some(d) => d,
+            None => dirs.insert(self.parent_dirs(&ppath, pp)?),
+        };
+        let (p, st) = self
+            .probe_with(&ppath, pp, name, Some(d))?
+            .ok_or(Errno::NOENT)?;
+        Ok(self.entry(&join(&ppath, name), p, &st))
+    }
+
     pub fn forget(&mut self, id: u64, n: u64) {
         self.inodes.forget(id, n);
     }

@@ -1,7 +1,7 @@
 //! Virtio devices and the virtio-mmio transport (virtio 1.x, MMIO version 2).
 //!
 //! The shape every device follows:
-//! - a folder per device (`rng/`, later `net/`, `fs/`, `vsock/`, `blk/`) with
+//! - a folder per device (`rng/`, `net/`, `fs/`, `vhost_user_fs/`, `vsock/`) with
 //!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
 //!   [`VirtioDevice`] impl) and `event_handler.rs` (its
 //!   `event_manager::MutEventSubscriber` impl);
@@ -79,6 +79,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 mod serve;
+pub mod vhost_user_fs;
 pub mod vsock;
 
 #[cfg(test)]
@@ -89,6 +90,7 @@ pub use interrupt::Interrupt;
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
 pub use net::Net;
 pub use rng::Rng;
+pub use vhost_user_fs::VhostUserFs;
 pub use vsock::Vsock;
 
 /// Device IDs (virtio 1.2, section 5).

@@ -1,9 +1,12 @@
 #!/bin/sh
 # L2 job: the guest works on a copy-on-write project share, a read-only
 # share and a read-write share (tests/e2e/guest/fs-workout.sh); the host
-# side checks the project folder is byte-for-byte unchanged.
+# side checks the project folder is byte-for-byte unchanged. Then a
+# managed VM on the host's root runs git and a C build in its project
+# (tests/e2e/guest/dev-workout.sh), and a guest mounts a share served by
+# virtiofsd through the vhost-user-fs front end (guest/vfs-workout.sh).
 set -u
-: "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}"
+: "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
 OUT="$MVM_OUT/fs"
 mkdir -p "$OUT"
 P=/tmp/fs-project RO=/tmp/fs-ro RW=/tmp/fs-rw
@@ -48,4 +51,51 @@ fi
 cat "$RW/from-guest.txt" >"$OUT/rw-content" 2>&1
 # Nothing of the run's scratch upper layers may remain.
 ls -A "$SCRATCH" >"$OUT/scratch-left" 2>&1
+
+# --- git and a build in a managed VM (the host's tools are the guest's).
+D=/tmp/fs-dev
+rm -rf "$D" && mkdir -p "$D"
+printf '#include <stdio.h>\nint main(void) { puts("hello from a build"); return 0; }\n' >"$D/hello.c"
+printf 'hello: hello.o\n\tcc -o hello hello.o\nhello.o: hello.c\n\tcc -c -o hello.o hello.c\n' >"$D/Makefile"
+printf 'hello\n*.o\n' >"$D/.gitignore"
+echo "first line" >"$D/notes.txt"
+snapshot "$D" >"$OUT/dev-before"
+(
+    export MVM_HOME=/tmp/fs-mvm-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
+    rm -rf "$MVM_HOME"
+    m() { timeout 300 "$MVM_BIN" "$@"; }
+    m create dev --project "$D" --memory 1G --no-net >"$OUT/dev-create.log" 2>&1
+    m start dev >"$OUT/dev-start.log" 2>&1
+    m exec dev -- sh "$E2E_DIR/guest/dev-workout.sh" >"$OUT/dev-workout.out" 2>"$OUT/dev-workout.err"
+    echo $? >"$OUT/dev-workout.status"
+    m diff dev >"$OUT/dev-diff" 2>&1
+    m stop dev >"$OUT/dev-stop.log" 2>&1
+    m rm dev >>"$OUT/dev-stop.log" 2>&1
+)
+snapshot "$D" >"$OUT/dev-after"
+cmp -s "$OUT/dev-before" "$OUT/dev-after" && echo yes >"$OUT/dev-lower-unchanged" || echo no >"$OUT/dev-lower-unchanged"
+
+# --- virtiofsd (the reference backend) through the vhost-user-fs front end.
+V=/tmp/fs-vfs
+rm -rf "$V" "$V.sock" && mkdir -p "$V"
+echo "served by virtiofsd" >"$V/from-host.txt"
+echo "delete me" >"$V/delete-me.txt"
+cp "$P/big.bin" "$V/big.bin"
+if [ -x "${VIRTIOFSD:-}" ]; then
+    "$VIRTIOFSD" --socket-path "$V.sock" --shared-dir "$V" --sandbox none >"$OUT/virtiofsd.log" 2>&1 &
+    vpid=$!
+    i=0; while [ ! -S "$V.sock" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+    timeout 180 "$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory 256 \
+        --vhost-user-fs "$V.sock:vfs" --cmdline "mvmtest.run=/vfs-workout.sh" \
+        --console "$OUT/vfs-console.log" >"$OUT/vfs-stdout" 2>"$OUT/vfs-stderr"
+    echo $? >"$OUT/vfs-status"
+    kill "$vpid" 2>/dev/null
+    wait "$vpid" 2>/dev/null
+else
+    echo "virtiofsd missing: VIRTIOFSD='${VIRTIOFSD:-}'" >"$OUT/vfs-stderr"
+    echo 127 >"$OUT/vfs-status"
+fi
+cat "$V/from-guest.txt" >"$OUT/vfs-from-guest" 2>&1
+cat "$V/renamed/leaf.txt" >"$OUT/vfs-leaf" 2>&1
+ls -A "$V" >"$OUT/vfs-host-ls" 2>&1
 exit 0

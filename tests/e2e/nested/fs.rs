@@ -113,3 +113,105 @@ fn host_folders_are_unchanged_and_share_modes_hold() {
         file("scratch-left")
     );
 }
+
+/// `dev_*` lines of the managed VM's git/build workout.
+fn dev() -> std::collections::HashMap<String, String> {
+    mvm_e2e::guest_lines(&file("dev-workout.out"))
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("dev_").map(|k| (k.to_string(), v)))
+        .collect()
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn git_and_a_build_in_a_copy_on_write_project() {
+    let g = dev();
+    let why = || {
+        format!(
+            "status {}\n--- out ---\n{}\n--- err ---\n{}\n--- create/start ---\n{}{}",
+            file("dev-workout.status"),
+            file("dev-workout.out"),
+            file("dev-workout.err"),
+            file("dev-create.log"),
+            file("dev-start.log")
+        )
+    };
+    assert_eq!(file("dev-workout.status").trim(), "0", "{}", why());
+    for (k, want) in [
+        ("git", "present"),
+        ("init", "ok"),
+        ("tracked", ".gitignore Makefile hello.c notes.txt "),
+        ("status", " M notes.txt|"),
+        ("branch", "ok"),
+        ("feature_notes", "edited in the guest"),
+        ("checkout", "ok"),
+        ("main_notes", "first line|"),
+        ("clean", "0"),
+        ("log", "2"),
+        ("fsck", "0"),
+        ("make", "ok"),
+        ("run", "hello from a build"),
+        ("ignored", "!! hello|!! hello.o|"),
+    ] {
+        assert_eq!(
+            g.get(k).map(String::as_str),
+            Some(want),
+            "dev_{k}\n{}",
+            why()
+        );
+    }
+    // The host's folder is untouched; the upper layer holds exactly the
+    // repository and the build's outputs (notes.txt was edited and checked
+    // out again: same content, so no change).
+    assert_eq!(file("dev-lower-unchanged").trim(), "yes");
+    let diff = file("dev-diff");
+    let lines: Vec<&str> = diff.lines().collect();
+    let outside_git: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| *l != "A .git" && !l.starts_with("A .git/"))
+        .collect();
+    assert_eq!(outside_git, ["A hello", "A hello.o"], "{diff}");
+    for want in ["A .git", "A .git/HEAD", "A .git/refs/heads/feature"] {
+        assert!(lines.contains(&want), "{want} not in the diff:\n{diff}");
+    }
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn virtiofsd_serves_a_share_through_the_vhost_user_front_end() {
+    let console = file("vfs-console.log");
+    let why = || {
+        format!(
+            "status {}\n--- stderr ---\n{}\n--- virtiofsd ---\n{}\n--- console ---\n{console}",
+            file("vfs-status"),
+            file("vfs-stderr"),
+            file("virtiofsd.log")
+        )
+    };
+    assert_eq!(file("vfs-status").trim(), "0", "{}", why());
+    let g = mvm_e2e::guest_lines(&console);
+    let big = file("big.md5");
+    for (k, want) in [
+        ("mount", "ok"),
+        ("read", "served by virtiofsd"),
+        ("big_md5", big.trim()),
+        ("write", "ok"),
+        ("tree", "ok"),
+        ("delete", "ok"),
+        ("umount", "ok"),
+    ] {
+        assert_eq!(
+            g.get(&format!("vfs_{k}")).map(String::as_str),
+            Some(want),
+            "vfs_{k}\n{}",
+            why()
+        );
+    }
+    // The guest's writes reached the host directory virtiofsd serves.
+    assert_eq!(file("vfs-from-guest").trim(), "written through virtiofsd");
+    assert_eq!(file("vfs-leaf").trim(), "leaf");
+    let ls = file("vfs-host-ls");
+    assert!(ls.lines().any(|l| l == "renamed"), "{ls}");
+    assert!(!ls.lines().any(|l| l == "delete-me.txt"), "{ls}");
+}

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use mvm_e2e::{
     guest_initramfs_with, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_binaries,
-    workspace_root, Scenario,
+    virtiofsd, workspace_root, Scenario,
 };
 
 fn out_dir() -> PathBuf {
@@ -29,12 +29,17 @@ fn suite() -> &'static PathBuf {
         let (mvm, mvm_init) = static_binaries()?;
         let mvm = private_copy(&mvm, &artifacts)?;
         let mvm_init = private_copy(&mvm_init, &artifacts)?;
+        let virtiofsd = private_copy(&virtiofsd()?, &artifacts)?;
         let kernel = guest_kernel()?;
         let initrd = guest_initramfs_with(
             &artifacts.join("guest-initramfs.cpio.gz"),
             &[
                 (root.join("tests/e2e/guest/fs-workout.sh"), "/fs-workout.sh"),
                 (root.join("tests/e2e/guest/net-dhcp.sh"), "/net-dhcp.sh"),
+                (
+                    root.join("tests/e2e/guest/vfs-workout.sh"),
+                    "/vfs-workout.sh",
+                ),
             ],
         )?;
         // Debian's kernel that L2 runs is also the bzImage scenario's guest.
@@ -48,6 +53,7 @@ fn suite() -> &'static PathBuf {
                 ("INITRD", &initrd),
                 ("BZIMAGE", &bzimage),
                 ("MVM_INIT", &mvm_init),
+                ("VIRTIOFSD", &virtiofsd),
                 ("E2E_DIR", &root.join("tests/e2e")),
                 ("E2E_JOBS", &root.join("tests/e2e/jobs")),
             ],

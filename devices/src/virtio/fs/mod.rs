@@ -60,6 +60,44 @@ pub const MAX_REQUEST: usize = cowfs::Server::max_request_len();
 /// Reply bytes written into one chain at most.
 pub const MAX_REPLY: usize = cowfs::Server::max_request_len();
 
+/// The virtio-fs config space for `tag` (the tag, NUL-padded, then the
+/// number of request queues), or None for a tag that is empty, longer
+/// than [`TAG_LEN`] or holds a NUL.
+pub fn config_space(tag: &str) -> Option<[u8; TAG_LEN + 4]> {
+    let bytes = tag.as_bytes();
+    if bytes.is_empty() || bytes.len() > TAG_LEN || bytes.contains(&0) {
+        return None;
+    }
+    let mut config = [0u8; TAG_LEN + 4];
+    config[..bytes.len()].copy_from_slice(bytes);
+    config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+    Some(config)
+}
+
+/// What any virtio-fs device needs before it starts: not started yet,
+/// the high-priority queue and one request queue, the latter ready (the
+/// high-priority one may be left unused).
+pub(crate) fn check_activation(
+    active: bool,
+    queues: &[virtio_queue::Queue],
+) -> Result<(), crate::virtio::ActivateError> {
+    use crate::virtio::ActivateError;
+    use virtio_queue::QueueT;
+    if active {
+        return Err(ActivateError::AlreadyActive);
+    }
+    if queues.len() != NUM_QUEUES {
+        return Err(ActivateError::QueueCount {
+            expected: NUM_QUEUES,
+            got: queues.len(),
+        });
+    }
+    if !queues[1].ready() {
+        return Err(ActivateError::QueueNotReady(1));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error("virtio-fs tag {0:?} must be 1 to 36 bytes without NUL")]

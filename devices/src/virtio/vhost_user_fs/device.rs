@@ -1,0 +1,264 @@
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::debug;
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::VhostUserFsError as Error;
+use crate::virtio::features::{
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+use crate::virtio::fs::{config_space, NUM_QUEUES, TAG_LEN};
+use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
+
+/// VHOST_USER_F_PROTOCOL_FEATURES: a vhost-user bit, never offered to the
+/// guest.
+const PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// Ring features we can pass through (our transport has split rings only;
+/// virtio-fs's own NOTIFICATION feature needs a notification queue we do
+/// not wire).
+const RING_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX) | (1 << VIRTIO_RING_F_INDIRECT_DESC);
+
+/// The protocol features we use when the backend has them.
+fn wanted_protocol() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+}
+
+/// What the device holds between DRIVER_OK and reset.
+struct Active {
+    /// Queues handed to the backend, to stop them at reset.
+    started: Vec<usize>,
+}
+
+/// A virtio-fs device served by a vhost-user backend.
+pub struct VhostUserFs {
+    frontend: Frontend,
+    config: [u8; TAG_LEN + 4],
+    /// Features the backend offers, restricted to [`RING_FEATURES`].
+    avail_features: u64,
+    acked_features: u64,
+    /// Whether VHOST_USER_F_PROTOCOL_FEATURES was negotiated (then rings
+    /// are enabled explicitly).
+    protocol: bool,
+    queue_sizes: [u16; NUM_QUEUES],
+    /// Kick eventfds (KVM ioeventfds), read by the backend.
+    kick_evts: [EventFd; NUM_QUEUES],
+    /// Signalled by the backend when the guest should be interrupted.
+    pub(super) call_evts: [EventFd; NUM_QUEUES],
+    pub(super) interrupt: Option<Arc<Interrupt>>,
+    active: Option<Active>,
+}
+
+impl VhostUserFs {
+    /// Connects to the backend listening on `socket` and negotiates what
+    /// does not depend on the guest. The backend must be running.
+    pub fn new(socket: &Path, tag: &str, queue_size: u16) -> Result<Self, Error> {
+        let config = config_space(tag).ok_or_else(|| Error::Tag(tag.to_string()))?;
+        if !queue_size.is_power_of_two() || queue_size < 2 {
+            return Err(Error::QueueSize(queue_size));
+        }
+        let mut frontend = Frontend::connect(socket, NUM_QUEUES as u64)
+            .map_err(|e| Error::Connect(socket.to_path_buf(), e))?;
+        frontend
+            .set_owner()
+            .map_err(|e| Error::Protocol("SET_OWNER", e))?;
+        let features = frontend
+            .get_features()
+            .map_err(|e| Error::Protocol("GET_FEATURES", e))?;
+        if features & (1 << VIRTIO_F_VERSION_1) == 0 {
+            return Err(Error::Missing("VIRTIO_F_VERSION_1"));
+        }
+        let protocol = features & PROTOCOL_FEATURES != 0;
+        if protocol {
+            let offered = frontend
+                .get_protocol_features()
+                .map_err(|e| Error::Protocol("GET_PROTOCOL_FEATURES", e))?;
+            let use_ = offered & wanted_protocol();
+            frontend
+                .set_protocol_features(use_)
+                .map_err(|e| Error::Protocol("SET_PROTOCOL_FEATURES", e))?;
+            if use_.contains(VhostUserProtocolFeatures::MQ) {
+                let n = frontend
+                    .get_queue_num()
+                    .map_err(|e| Error::Protocol("GET_QUEUE_NUM", e))?;
+                if n < NUM_QUEUES as u64 {
+                    return Err(Error::Queues(n));
+                }
+            }
+        }
+        let evt = || EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd);
+        debug!(socket = %socket.display(), features, protocol, "vhost-user-fs connected");
+        Ok(Self {
+            frontend,
+            config,
+            avail_features: features & RING_FEATURES,
+            acked_features: 0,
+            protocol,
+            queue_sizes: [queue_size; NUM_QUEUES],
+            kick_evts: [evt()?, evt()?],
+            call_evts: [evt()?, evt()?],
+            interrupt: None,
+            active: None,
+        })
+    }
+
+    /// Hands guest memory and the ready queues to the backend.
+    fn start(&mut self, mem: &GuestMemoryMmap, queues: &[Queue]) -> Result<Vec<usize>, Error> {
+        let p = |what| move |e| Error::Protocol(what, e);
+        let extra = if self.protocol { PROTOCOL_FEATURES } else { 0 };
+        self.frontend
+            .set_features(self.acked_features | extra)
+            .map_err(p("SET_FEATURES"))?;
+        let regions = memory_regions(mem).ok_or(Error::Missing(
+            "file-backed guest memory (the VMM must map guest RAM from a memfd)",
+        ))?;
+        self.frontend
+            .set_mem_table(&regions)
+            .map_err(p("SET_MEM_TABLE"))?;
+        let mut started = Vec::new();
+        for (i, q) in queues.iter().enumerate() {
+            if !q.ready() {
+                continue;
+            }
+            self.frontend
+                .set_vring_num(i, q.size())
+                .map_err(p("SET_VRING_NUM"))?;
+            // vhost-user wants the rings at our (the frontend's) virtual
+            // addresses; the backend maps them through the memory table.
+            let host = |gpa| {
+                mem.get_host_address(GuestAddress(gpa))
+                    .map(|p| p as u64)
+                    .map_err(|_| Error::Missing("the queue's rings in guest memory"))
+            };
+            let config = VringConfigData {
+                queue_max_size: q.max_size(),
+                queue_size: q.size(),
+                flags: 0,
+                desc_table_addr: host(q.desc_table())?,
+                used_ring_addr: host(q.used_ring())?,
+                avail_ring_addr: host(q.avail_ring())?,
+                log_addr: None,
+            };
+            self.frontend
+                .set_vring_addr(i, &config)
+                .map_err(p("SET_VRING_ADDR"))?;
+            self.frontend
+                .set_vring_base(i, q.next_avail())
+                .map_err(p("SET_VRING_BASE"))?;
+            self.frontend
+                .set_vring_call(i, &self.call_evts[i])
+                .map_err(p("SET_VRING_CALL"))?;
+            self.frontend
+                .set_vring_kick(i, &self.kick_evts[i])
+                .map_err(p("SET_VRING_KICK"))?;
+            if self.protocol {
+                self.frontend
+                    .set_vring_enable(i, true)
+                    .map_err(p("SET_VRING_ENABLE"))?;
+            }
+            started.push(i);
+        }
+        Ok(started)
+    }
+
+    /// Stops the backend's rings (GET_VRING_BASE stops a ring).
+    fn stop(&mut self, started: &[usize]) {
+        for &i in started {
+            if self.protocol {
+                if let Err(e) = self.frontend.set_vring_enable(i, false) {
+                    tracing::warn!(queue = i, error = %e, "vhost-user-fs: cannot disable a ring");
+                }
+            }
+            if let Err(e) = self.frontend.get_vring_base(i) {
+                tracing::warn!(queue = i, error = %e, "vhost-user-fs: cannot stop a ring");
+            }
+        }
+    }
+}
+
+/// Guest RAM as the backend must map it: each region's fd and offset.
+/// None when a region is anonymous memory (nothing to pass).
+pub(crate) fn memory_regions(mem: &GuestMemoryMmap) -> Option<Vec<VhostUserMemoryRegionInfo>> {
+    mem.iter()
+        .map(|r| {
+            let file = r.file_offset()?;
+            Some(VhostUserMemoryRegionInfo {
+                guest_phys_addr: r.start_addr().raw_value(),
+                memory_size: r.len(),
+                userspace_addr: r.as_ptr() as u64,
+                mmap_offset: file.start(),
+                mmap_handle: file.file().as_raw_fd(),
+            })
+        })
+        .collect()
+}
+
+impl VirtioDevice for VhostUserFs {
+    fn device_type(&self) -> u32 {
+        TYPE_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_from_slice(&self.config, offset, data);
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.kick_evts
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        interrupt: Arc<Interrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        crate::virtio::fs::check_activation(self.active.is_some(), &queues)?;
+        // Interrupts may come as soon as the first ring runs.
+        self.interrupt = Some(interrupt);
+        let started = match self.start(&mem, &queues) {
+            Ok(s) => s,
+            Err(e) => {
+                self.interrupt = None;
+                return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
+            }
+        };
+        self.active = Some(Active { started });
+        debug!(
+            acked_features = self.acked_features,
+            "vhost-user-fs activated"
+        );
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        if let Some(active) = self.active.take() {
+            self.stop(&active.started);
+        }
+        self.interrupt = None;
+        self.acked_features = 0;
+        true
+    }
+
+    fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+}
