@@ -21,13 +21,16 @@
 #                                 in L2: `mvm run -- true`, `mvm start` -> first
 #                                 exec, idle VMM RSS; reference: the bare boot
 #   nested-lifecycle/             its run-l2.sh output folder
+#   project-up.txt, project-up/   in L2: `mvm up` of examples/node-web to its
+#                                 first HTTP 200 and VMM RSS; reference: the
+#                                 same node server started directly on L2
 #   summary.txt                   all tables
 #
 # Usage: benches/run.sh [options]
 #   --runs N        native runs of each measurement (default 20)
 #   --boots N       nested boots of each VMM (default 20)
 #   --memory MIB    guest memory of the native benchmark (default 128)
-#   --only WHICH    startup | nested | net | fs | lifecycle (default: all)
+#   --only WHICH    startup | nested | net | fs | lifecycle | projects (default: all)
 #   --rounds N      rounds of the lifecycle benchmark (default 10)
 #   --secs N        seconds of each iperf3 run of the network bench (default 5)
 #   --reps N        rounds of the network bench over its three paths (default 3)
@@ -69,7 +72,7 @@ while [ $# -gt 0 ]; do
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-case "$ONLY" in ''|startup|nested|net|fs|lifecycle) ;; *) log "--only takes startup, nested, net, fs or lifecycle, not '$ONLY'"; exit 2 ;; esac
+case "$ONLY" in ''|startup|nested|net|fs|lifecycle|projects) ;; *) log "--only takes startup, nested, net, fs, lifecycle or projects, not '$ONLY'"; exit 2 ;; esac
 for n in "$RUNS" "$BOOTS" "$ROUNDS" "$MEMORY" "$L2_TIMEOUT" "$SECS" "$REPS" "$FS_ROUNDS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { log "not a positive number: '$n'"; exit 2; }
 done
@@ -211,6 +214,25 @@ if want fs; then
         log "the file-system run failed (run-l2.sh status $rc; see $OUT/fs/)"
         status=1
     fi
+fi
+
+# --- 6. project up --------------------------------------------------------------------
+if want projects; then
+    log "project up: examples/node-web, $ROUNDS rounds against node on L2, one L2 run"
+    rc=0
+    tests/nested/run-l2.sh benches/jobs/nested-project-up.sh "$OUT/project-up" --timeout "$L2_TIMEOUT" \
+        --env "MVM_BIN=$MVM" --env "MVM_INIT=$BIN/mvm-init" --env "KERNEL=$KERNEL" \
+        --env "EXAMPLES=$ROOT/examples" --env "RUNS=$ROUNDS" || rc=$?
+    if [ -f "$OUT/project-up/project-up.txt" ]; then
+        {
+            echo "Project up (examples/node-web; samples: name value)"
+            cat "$OUT/project-up/project-up.txt"
+            echo "L2: $(tr '\n' ' ' <"$OUT/project-up/l2-attempts.txt")"
+        } >"$OUT/project-up.txt"
+        cat "$OUT/project-up.txt"
+        { echo; cat "$OUT/project-up.txt"; } >>"$OUT/summary.txt"
+    fi
+    [ "$rc" = 0 ] || { log "the project-up run failed (see $OUT/project-up/)"; status=1; }
 fi
 
 log "results in $OUT (summary.txt, *.json)"

@@ -9,6 +9,9 @@ set -eu
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
 : "${BENCH_BIN:?}" "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}" "${MVM_INIT:?}"
 [ -c /dev/kvm ] || { echo "nested-lifecycle job: no /dev/kvm in L2"; exit 1; }
+# L2's chroot cannot autoload modules: the bridge, taps and nftables need these.
+sh "$(dirname "$0")/../../tests/nested/load-net-modules.sh"
+echo "nested-lifecycle job: no /dev/kvm in L2"; exit 1; }
 # L2's chroot cannot autoload modules (see tests/e2e/jobs/net.sh): load what
 # the bridge, taps and nftables need, as a normal host has them.
 for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do

@@ -141,9 +141,10 @@ pub fn run_l2_job(job: &Path, out: &Path, env: &[(&str, &Path)]) -> Result<L2Run
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut cmd = Command::new(workspace_root().join("tests/nested/run-l2.sh"));
-    // The whole suite takes 3 to 6 minutes in L2; a frozen L2 is retried
-    // once, so this bounds the worst case at twice the timeout.
-    let timeout = std::env::var("MVM_E2E_L2_TIMEOUT").unwrap_or_else(|_| "600".into());
+    // The whole suite (with the four example projects) takes 10 to 15
+    // minutes in L2; a frozen L2 is retried once, so this bounds the worst
+    // case at twice the timeout.
+    let timeout = std::env::var("MVM_E2E_L2_TIMEOUT").unwrap_or_else(|_| "1500".into());
     cmd.arg(job).arg(out).arg("--timeout").arg(timeout);
     for (k, v) in env {
         cmd.arg("--env").arg(format!("{k}={}", v.display()));

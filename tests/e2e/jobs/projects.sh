@@ -3,8 +3,9 @@
 # command (`mvm up` in its folder): the service answers through its
 # forwarded port, host edits reach the dev server, guest writes stay in the
 # VM, the DB example's tests pass in the VM, `mvm down` leaves nothing
-# running. Also times `mvm up` -> first HTTP answer of the Node.js example
-# (and its VMM's memory) against node started directly on this host.
+# running. Also records `mvm up` -> first HTTP answer of the Node.js example
+# and its VMM's memory (benches/jobs/nested-project-up.sh measures them
+# against node started directly on the host).
 # Steps leave $MVM_OUT/proj/<step>.{out,err,status}; numbers in *.ms/*.kib.
 set -u
 : "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
@@ -51,10 +52,7 @@ diag() {
 }
 
 # Port forwards and the bridge need these (L2 cannot autoload modules).
-for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do
-    mod=$(basename "$ko"); modprobe "${mod%%.ko*}" 2>/dev/null
-done
-for mod in bridge tun nf_tables; do modprobe "$mod" 2>/dev/null; done
+sh "$E2E_DIR/../nested/load-net-modules.sh"
 
 # --- node-web: detected from package.json (no mvm.toml) -----------------
 cd "$EX/node-web"
@@ -79,25 +77,7 @@ diag node-web
 rec node-down m down
 vmms node-web >"$OUT/node-vmms-left"
 rec node-after-down curl -s --max-time 5 http://127.0.0.1:3000/
-# Two more up -> first answer runs for the medians (the VM exists now).
-for i in 2 3; do
-    t0=$(now_ms)
-    m up >/dev/null 2>&1
-    poll http://127.0.0.1:3000/ "node" >/dev/null && echo $(($(now_ms) - t0)) >"$OUT/node-up-http-$i.ms"
-    rss_kib "$(cat "$MVM_HOME/vms/node-web/pid")" >"$OUT/node-vmm-$i.kib"
-    m down >/dev/null 2>&1
-done
 rec node-rm m down --rm
-# The reference: the same server started directly on this host.
-for i in 1 2 3; do
-    t0=$(now_ms)
-    PORT=3999 node server.js >/dev/null 2>&1 &
-    npid=$!
-    poll http://127.0.0.1:3999/ "node" >/dev/null && echo $(($(now_ms) - t0)) >"$OUT/node-native-http-$i.ms"
-    rss_kib "$npid" >"$OUT/node-native-$i.kib"
-    kill "$npid"
-    wait "$npid" 2>/dev/null
-done
 
 # --- django-app: the dev server reloads on a host edit --------------------
 cd "$EX/django-app"
