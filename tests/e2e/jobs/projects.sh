@@ -83,6 +83,11 @@ rec node-rm m down --rm
 cd "$EX/django-app"
 rec dj-up m up
 rec dj-http poll http://127.0.0.1:8000/ "hello from django" 300
+# Django's StatReloader notices a change only against its own first
+# snapshot of the files' times, taken some seconds after the server starts
+# answering (much later under emulation): an edit before that is its
+# baseline, on any host. Give it time, then edit as a user would.
+sleep 30
 sed -i 's/hello from django/hello edited on the host/' webapp/views.py
 rec dj-edit poll http://127.0.0.1:8000/ "hello edited on the host" 300
 rec dj-guest-write m exec django-app -- sh -c 'echo guest >/project/guest-wrote.txt && python3 -c "import webapp.views" && ls /project'
