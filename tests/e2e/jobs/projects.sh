@@ -101,6 +101,24 @@ m down --rm >/dev/null 2>&1
 cd "$EX/db-testing"
 rec db-up m up
 rec db-tests m exec db-testing -- python3 -m unittest -v
+# A test added on the host runs in the VM; a file the guest writes stays there.
+cat >tests/test_host_added.py <<'PY'
+import os
+import unittest
+
+import psycopg2
+
+
+class HostAddedTest(unittest.TestCase):
+    def test_added_on_the_host(self):
+        conn = psycopg2.connect(os.environ["DATABASE_URL"])
+        cur = conn.cursor()
+        cur.execute("SELECT 40 + 2")
+        self.assertEqual(cur.fetchone()[0], 42)
+        conn.close()
+PY
+rec db-tests2 m exec db-testing -- python3 -m unittest -v
+rec db-guest-write m exec db-testing -- sh -c 'echo guest >/project/guest-wrote.txt && ls /project'
 diag db-testing
 rec db-down m down
 vmms db-testing >"$OUT/db-vmms-left"
@@ -114,6 +132,14 @@ rec ms-status m service multi-service
 rec ms-web poll http://127.0.0.1:8080/ "worker=ready" 300
 rec ms-enqueue curl -sf --max-time 10 "http://127.0.0.1:8080/enqueue?n=7"
 rec ms-result poll "http://127.0.0.1:8080/result?n=7" "49" 60
+# The worker's code edited on the host: the restarted service runs it; the
+# guest's own write stays in the VM.
+sed -i 's/f"{n}^2=/f"{n} squared is /' worker.py
+rec ms-restart m service multi-service restart worker
+rec ms-enqueue2 curl -sf --max-time 10 "http://127.0.0.1:8080/enqueue?n=8"
+rec ms-result2 poll "http://127.0.0.1:8080/result?n=8" "8 squared is 64" 120
+rec ms-guest-write m exec multi-service -- sh -c 'echo guest >/project/guest-wrote.txt'
+ls -A >"$OUT/ms-host-ls"
 diag multi-service
 rec ms-down m down
 vmms multi-service >"$OUT/ms-vmms-left"

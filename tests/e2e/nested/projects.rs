@@ -82,6 +82,17 @@ fn db_tests_pass_against_postgres_in_the_vm() {
     let (status, _, err) = step("db-tests");
     assert_eq!(status, Some(0), "{err}");
     assert!(err.contains("Ran 5 tests") && err.contains("OK"), "{err}");
+    // A test added on the host runs in the VM.
+    let (status, _, err) = step("db-tests2");
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        err.contains("Ran 6 tests") && err.contains("test_added_on_the_host"),
+        "{err}"
+    );
+    // The guest's write stays in the VM.
+    assert!(ok("db-guest-write").contains("guest-wrote.txt"));
+    let host = result_file("proj", "db-host-ls");
+    assert!(!host.contains("guest-wrote.txt"), "{host}");
     down_clean("db");
 }
 
@@ -95,6 +106,13 @@ fn multi_service_parts_find_each_other() {
     assert!(ok("ms-web").contains("worker=ready"));
     assert_eq!(ok("ms-enqueue"), "queued 7\n");
     assert!(ok("ms-result").starts_with("7^2=49 (db rows: 1)"));
+    // The worker's code edited on the host runs after a service restart.
+    ok("ms-restart");
+    assert_eq!(ok("ms-enqueue2"), "queued 8\n");
+    assert!(ok("ms-result2").starts_with("8 squared is 64"));
+    ok("ms-guest-write");
+    let host = result_file("proj", "ms-host-ls");
+    assert!(!host.contains("guest-wrote.txt"), "{host}");
     down_clean("ms");
     assert_eq!(result_file("proj", "vmms-left").trim(), "0");
     assert_eq!(result_file("proj", "vms-left").trim(), "");
