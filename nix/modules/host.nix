@@ -175,7 +175,7 @@ in
             ExecStart = command units.vm.start {
               inherit name;
               project = vm.project;
-              config = vmConfigFile name vm;
+              config = toString (vmConfigFile name vm);
             };
             ExecStop = command units.vm.stop { inherit name; };
             Restart = "on-failure";
