@@ -38,6 +38,22 @@ fn write_kernel(dir: &Path, code: &[u8]) -> String {
 }
 
 /// Runtime errors are exactly one line on stderr, status 1.
+/// A raw run (kernel + empty initramfs) of a hand-made kernel on this
+/// host's KVM, with `extra` arguments after the common ones.
+fn run_tiny(kernel: &str, memory: &str, extra: &[&str]) -> Output {
+    let common = [
+        "run",
+        "--kernel",
+        kernel,
+        "--initrd",
+        "/dev/null",
+        "--allow-pvm-host",
+        "--memory",
+        memory,
+    ];
+    mvm(&[&common[..], extra].concat())
+}
+
 fn assert_one_line_error(o: &Output, needle: &str) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(1), "{e}");
@@ -67,38 +83,18 @@ fn bad_input_gets_one_line_errors() {
         ]),
         "initrd /nonexistent/i does not exist",
     );
+    assert_one_line_error(&run_tiny(&k, "64T", &[]), "more than this host has");
     assert_one_line_error(
-        &mvm(&[
-            "run",
-            "--kernel",
-            &k,
-            "--initrd",
-            "/dev/null",
-            "--allow-pvm-host",
-            "--memory",
-            "64T",
-        ]),
-        "more than this host has",
-    );
-    let base = [
-        "run",
-        "--kernel",
-        &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-    ];
-    assert_one_line_error(
-        &mvm(&[&base[..], &["--vhost-user-fs", "/nonexistent/vfs.sock:vfs"]].concat()),
+        &run_tiny(&k, "32", &["--vhost-user-fs", "/nonexistent/vfs.sock:vfs"]),
         "/nonexistent/vfs.sock is not a socket",
     );
     let d = dir.to_string_lossy().into_owned();
     assert_one_line_error(
-        &mvm(&[
-            &base[..],
+        &run_tiny(
+            &k,
+            "32",
             &["--share", &format!("{d}:t"), "--vhost-user-fs", "/x.sock:t"],
-        ]
-        .concat()),
+        ),
         "share tag 't' is used twice",
     );
     // Usage errors come from clap: status 2, naming the value.
@@ -126,16 +122,7 @@ fn guest_reset_exits_zero_with_console_on_stdout() {
         &dir,
         &program(&[&print("booted\n"), code::RESET, code::HLT]),
     );
-    let o = mvm(&[
-        "run",
-        "--kernel",
-        &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-        "--memory",
-        "32M",
-    ]);
+    let o = run_tiny(&k, "32M", &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
     let _ = std::fs::remove_dir_all(dir);
@@ -169,18 +156,11 @@ fn vhost_user_fs_backend_is_connected() {
         &dir,
         &program(&[&print("booted\n"), code::RESET, code::HLT]),
     );
-    let o = mvm(&[
-        "run",
-        "--kernel",
+    let o = run_tiny(
         &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-        "--memory",
         "32M",
-        "--vhost-user-fs",
-        &format!("{}:vfs:256", sock.display()),
-    ]);
+        &["--vhost-user-fs", &format!("{}:vfs:256", sock.display())],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "booted\n");
     // The backend saw its front end come and go: it ends by itself.
@@ -206,18 +186,7 @@ fn console_can_go_to_a_file() {
         &program(&[&print("to a file\n"), code::RESET, code::HLT]),
     );
     let log = dir.join("console.log");
-    let o = mvm(&[
-        "run",
-        "--kernel",
-        &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-        "--memory",
-        "32",
-        "--console",
-        log.to_str().unwrap(),
-    ]);
+    let o = run_tiny(&k, "32", &["--console", log.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "to a file\n");
@@ -228,30 +197,12 @@ fn console_can_go_to_a_file() {
 fn guest_panic_and_fault_exit_non_zero() {
     let dir = tempdir("panic");
     let k = write_kernel(&dir, &program(&[code::WARM_FLAG, code::RESET, code::HLT]));
-    let o = mvm(&[
-        "run",
-        "--kernel",
-        &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-        "--memory",
-        "32",
-    ]);
+    let o = run_tiny(&k, "32", &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("panicked"));
 
     let k = write_kernel(&dir, &program(&[code::INT3, code::SPIN]));
-    let o = mvm(&[
-        "run",
-        "--kernel",
-        &k,
-        "--initrd",
-        "/dev/null",
-        "--allow-pvm-host",
-        "--memory",
-        "32",
-    ]);
+    let o = run_tiny(&k, "32", &[]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("RIP 0x10000"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(dir);
