@@ -74,8 +74,7 @@ pub fn net(args: NetArgs) -> anyhow::Result<()> {
             }
             let uid = uid
                 .or_else(|| std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()))
-                // SAFETY: getuid cannot fail.
-                .unwrap_or_else(|| unsafe { libc::getuid() });
+                .unwrap_or_else(crate::net::uid);
             let setup =
                 netstack::setup_host(&cfg, uid, pool).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(

@@ -71,7 +71,7 @@ pub fn config() -> anyhow::Result<NetConfig> {
     NetConfig::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn uid() -> u32 {
+pub fn uid() -> u32 {
     // SAFETY: getuid cannot fail.
     unsafe { libc::getuid() }
 }
