@@ -35,6 +35,10 @@
 #   --secs N        seconds of each iperf3 run of the network bench (default 5)
 #   --reps N        rounds of the network bench over its three paths (default 3)
 #   --fs-rounds N   rounds of the file-system workload per share (default 1)
+#   --fs-phases P   only these workload phases (comma-separated: stat, find, du,
+#                   seq_read, seq_write, create, delete, write_existing)
+#   (env) MVM_LOG=cowfs::stats=debug logs our server's per-opcode counts and
+#   times into fs/mvm.stderr; VIRTIOFSD_LOG=debug makes virtiofsd log requests
 #   --l2-timeout S  limit for the L2 run (default 3600)
 #   --mvm PATH      benchmark this mvm binary (static, or L2 cannot run it)
 #                   instead of building one from this checkout
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS="${2:?}"; shift 2 ;;
         --reps) REPS="${2:?}"; shift 2 ;;
         --fs-rounds) FS_ROUNDS="${2:?}"; shift 2 ;;
+        --fs-phases) FS_PHASES="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
         --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
@@ -197,7 +202,8 @@ if want fs; then
     tests/nested/run-l2.sh benches/jobs/nested-fs.sh "$OUT/fs" --timeout "$L2_TIMEOUT" --mem 6144 \
         --env "MVM_BIN=$MVM" --env "KERNEL=$KERNEL" --env "INITRD=$FS_INITRD" \
         --env "VIRTIOFSD=$OUT/artifacts/virtiofsd" --env "WORKLOAD=$ROOT/benches/fs/workload.sh" \
-        --env "ROUNDS=$FS_ROUNDS" || rc=$?
+        --env "ROUNDS=$FS_ROUNDS" --env "PHASES=${FS_PHASES:-all}" \
+        --env "MVM_LOG=${MVM_LOG:-warn}" --env "VIRTIOFSD_LOG=${VIRTIOFSD_LOG:-info}" || rc=$?
     l1_load after >>"$OUT/fs.load"
     if python3 benches/fs/report.py "$OUT/fs" --json "$OUT/nested-fs.json" >"$OUT/nested-fs.txt"; then
         {

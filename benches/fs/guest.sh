@@ -14,12 +14,13 @@ kb=$(awk '/MemTotal/ {print int($2 * 0.7 / 1024)}' /proc/meminfo)
 dd if=/dev/zero of=/warm bs=1M count="$kb" 2>/dev/null
 rm -f /warm
 rounds=$(sed -n 's/.*fsbench\.rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
+phases=$(sed -n 's/.*fsbench\.phases=\([a-z_,]*\).*/\1/p' /proc/cmdline)
 r=1
 order="cow rw vfs"
 while [ "$r" -le "${rounds:-1}" ]; do
     for t in $order; do
         echo "MVM-GUEST: bench_round=$r $t"
-        sh /fs-workload.sh run "/mnt/$t" "$t" "$r"
+        sh /fs-workload.sh run "/mnt/$t" "$t" "$r" "${phases:-all}"
     done
     set -- $order
     order="$2 $3 $1"

@@ -4,8 +4,9 @@
 # L2 (with busybox's applets first in PATH), so only the file system
 # differs.
 #   workload.sh prepare DIR ROUNDS   make the tree (in L2, before the VM)
-#   workload.sh run DIR LABEL ROUND  time each phase on DIR; prints
-#       MVM-GUEST: bench_<LABEL>_<phase>=<seconds>
+#   workload.sh run DIR LABEL ROUND [PHASES]  time each phase on DIR (or
+#       only those in PHASES, comma-separated; create always runs before
+#       delete); prints MVM-GUEST: bench_<LABEL>_<phase>=<seconds>
 # Every phase starts with cold caches (sync; drop_caches): with a FUSE
 # share that means real LOOKUPs, READDIRs and READs reach the server.
 set -u
@@ -36,6 +37,7 @@ cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # phase NAME CMD...: runs CMD with cold caches and prints its time.
 phase() {
     name=$1; shift
+    case ",$PHASES," in *",$name,"*|,all,) ;; *) return 0 ;; esac
     cold
     t0=$(now)
     "$@"
@@ -63,7 +65,7 @@ write_existing() {
 }
 
 run() {
-    D=$1 LABEL=$2 ROUND=$3
+    D=$1 LABEL=$2 ROUND=$3 PHASES=${4:-all}
     LIST=/tmp/bench-list-$LABEL
     i=0
     : >"$LIST"
@@ -79,6 +81,7 @@ run() {
     phase seq_write seq_write
     rm -f "$D/out.bin"
     phase create create_small
+    [ -d "$D/many" ] || create_small
     phase delete delete_small
     phase write_existing write_existing
     rm -f "$LIST"
@@ -86,6 +89,6 @@ run() {
 
 case "${1:-}" in
 prepare) prepare "$2" "$3" ;;
-run) run "$2" "$3" "$4" ;;
-*) echo "usage: workload.sh prepare DIR ROUNDS | run DIR LABEL ROUND" >&2; exit 2 ;;
+run) run "$2" "$3" "$4" "${5:-all}" ;;
+*) echo "usage: workload.sh prepare DIR ROUNDS | run DIR LABEL ROUND [PHASES]" >&2; exit 2 ;;
 esac

@@ -7,13 +7,15 @@
 # workload runs natively in L2 on the same tree, as the ceiling.
 # Environment (L1 paths): MVM_BIN, KERNEL, INITRD (with /fs-bench-guest.sh
 # and /fs-workload.sh), VIRTIOFSD, WORKLOAD; optional ROUNDS (default 1),
-# GUEST_MEM (MiB, default 1024).
+# GUEST_MEM (MiB, default 1024), PHASES (comma-separated workload phases,
+# default all), MVM_LOG (e.g. cowfs::stats=debug: per-opcode counts and
+# server time in mvm.stderr), VIRTIOFSD_LOG (virtiofsd's --log-level).
 # Writes $MVM_OUT/fs-bench-console.log (guest), fs-bench-native.log,
 # virtiofsd.log, fs-bench-env.txt.
 set -u
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
 : "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}" "${VIRTIOFSD:?}" "${WORKLOAD:?}"
-ROUNDS=${ROUNDS:-1} GUEST_MEM=${GUEST_MEM:-1024}
+ROUNDS=${ROUNDS:-1} GUEST_MEM=${GUEST_MEM:-1024} PHASES=${PHASES:-all}
 [ -c /dev/kvm ] || { echo "nested-fs job: no /dev/kvm in L2"; exit 1; }
 B=/tmp/fsb
 rm -rf "$B" && mkdir -p "$B/bb"
@@ -38,6 +40,7 @@ done
 
 say "starting virtiofsd"
 "$VIRTIOFSD" --socket-path "$B/vfs.sock" --shared-dir "$B/vfs" --sandbox none \
+    --log-level "${VIRTIOFSD_LOG:-info}" \
     >"$MVM_OUT/virtiofsd.log" 2>&1 &
 vpid=$!
 i=0
@@ -46,7 +49,7 @@ while [ ! -S "$B/vfs.sock" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 say "guest: cow, rw, virtiofsd"
 "$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory "$GUEST_MEM" \
     --share "$B/lower:cow:cow" --share "$B/rw:rw:rw" --vhost-user-fs "$B/vfs.sock:vfs" \
-    --cmdline "mvmtest.run=/fs-bench-guest.sh fsbench.rounds=$ROUNDS" \
+    --cmdline "mvmtest.run=/fs-bench-guest.sh fsbench.rounds=$ROUNDS fsbench.phases=$PHASES" \
     --console "$MVM_OUT/fs-bench-console.log" >"$MVM_OUT/mvm.stdout" 2>"$MVM_OUT/mvm.stderr"
 status=$?
 echo "$status" >"$MVM_OUT/mvm.status"
@@ -56,7 +59,7 @@ wait "$vpid" 2>/dev/null
 say "native in L2 (the ceiling)"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-    PATH="$B/bb:$PATH" sh "$WORKLOAD" run "$B/lower" native "$r"
+    PATH="$B/bb:$PATH" sh "$WORKLOAD" run "$B/lower" native "$r" "$PHASES"
     r=$((r + 1))
 done >"$MVM_OUT/fs-bench-native.log" 2>&1
 say "done (mvm status $status)"

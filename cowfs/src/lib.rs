@@ -50,6 +50,7 @@ pub mod layer;
 pub mod name;
 pub mod origin;
 mod server;
+pub mod stats;
 
 use std::path::PathBuf;
 

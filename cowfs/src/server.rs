@@ -101,6 +101,7 @@ pub struct Server {
     proto_minor: u32,
     /// Reply under construction: header + payload.
     buf: Vec<u8>,
+    stats: crate::stats::OpStats,
 }
 
 impl Server {
@@ -110,11 +111,17 @@ impl Server {
             initialized: false,
             proto_minor: 0,
             buf: Vec::with_capacity(64 * 1024),
+            stats: Default::default(),
         }
     }
 
     pub fn filesystem(&self) -> &Filesystem {
         &self.fs
+    }
+
+    /// Requests served so far, per opcode, and the time spent on them.
+    pub fn stats(&self) -> &crate::stats::OpStats {
+        &self.stats
     }
 
     /// Back to the state before INIT (device reset): every inode and handle
@@ -135,6 +142,20 @@ impl Server {
     /// length: 0 for requests that get none (FORGET, BATCH_FORGET,
     /// INTERRUPT, or a buffer too short to hold even a header).
     pub fn handle<W: Write + ?Sized>(
+        &mut self,
+        request: &[u8],
+        capacity: usize,
+        out: &mut W,
+    ) -> std::io::Result<usize> {
+        let started = std::time::Instant::now();
+        let result = self.handle_timed(request, capacity, out);
+        if let Ok((h, _)) = InHeader::read_from_prefix(request) {
+            self.stats.record(h.opcode, started.elapsed());
+        }
+        result
+    }
+
+    fn handle_timed<W: Write + ?Sized>(
         &mut self,
         request: &[u8],
         capacity: usize,

@@ -181,6 +181,21 @@ fn serve_chain(
     u32::try_from(done).unwrap_or(u32::MAX)
 }
 
+impl Drop for Fs {
+    fn drop(&mut self) {
+        let stats = self.server.stats();
+        if stats.total() > 0 {
+            debug!(target: "cowfs::stats", tag = %tag_of(&self.config), "requests (opcode:count/ms): {stats}");
+        }
+    }
+}
+
+fn tag_of(config: &[u8]) -> String {
+    let tag = &config[..TAG_LEN];
+    let end = tag.iter().position(|&b| b == 0).unwrap_or(TAG_LEN);
+    String::from_utf8_lossy(&tag[..end]).into_owned()
+}
+
 impl VirtioDevice for Fs {
     fn device_type(&self) -> u32 {
         TYPE_FS
