@@ -37,6 +37,8 @@
 #   --fs-rounds N   rounds of the file-system workload per share (default 1)
 #   --fs-phases P   only these workload phases (comma-separated: stat, find, du,
 #                   seq_read, seq_write, create, delete, write_existing)
+#   --fs-shares S   shares to measure (default cow,rw,vfs; also cowel: cow served
+#                   on the event loop instead of the vCPU thread)
 #   (env) MVM_LOG=cowfs::stats=debug logs our server's per-opcode counts and
 #   times into fs/mvm.stderr; VIRTIOFSD_LOG=debug makes virtiofsd log requests
 #   --l2-timeout S  limit for the L2 run (default 3600)
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
         --reps) REPS="${2:?}"; shift 2 ;;
         --fs-rounds) FS_ROUNDS="${2:?}"; shift 2 ;;
         --fs-phases) FS_PHASES="${2:?}"; shift 2 ;;
+        --fs-shares) FS_SHARES="${2:?}"; shift 2 ;;
         --l2-timeout) L2_TIMEOUT="${2:?}"; shift 2 ;;
         --mvm) MVM="$(realpath "${2:?}")"; shift 2 ;;
         -h|--help) usage ;;
@@ -202,7 +205,7 @@ if want fs; then
     tests/nested/run-l2.sh benches/jobs/nested-fs.sh "$OUT/fs" --timeout "$L2_TIMEOUT" --mem 6144 \
         --env "MVM_BIN=$MVM" --env "KERNEL=$KERNEL" --env "INITRD=$FS_INITRD" \
         --env "VIRTIOFSD=$OUT/artifacts/virtiofsd" --env "WORKLOAD=$ROOT/benches/fs/workload.sh" \
-        --env "ROUNDS=$FS_ROUNDS" --env "PHASES=${FS_PHASES:-all}" \
+        --env "ROUNDS=$FS_ROUNDS" --env "PHASES=${FS_PHASES:-all}" --env "SHARES=${FS_SHARES:-cow,rw,vfs}" \
         --env "MVM_LOG=${MVM_LOG:-warn}" --env "VIRTIOFSD_LOG=${VIRTIOFSD_LOG:-info}" || rc=$?
     l1_load after >>"$OUT/fs.load"
     if python3 benches/fs/report.py "$OUT/fs" --json "$OUT/nested-fs.json" >"$OUT/nested-fs.txt"; then

@@ -2,8 +2,10 @@
 # The L3 guest's side of the file-system benchmark (mvmtest.run=): mounts
 # the three shares and runs /fs-workload.sh on each (fsbench.rounds=N on
 # the command line; default 1), the order rotating every round.
-mkdir -p /mnt/cow /mnt/rw /mnt/vfs
-for t in cow rw vfs; do
+shares=$(sed -n 's/.*fsbench\.shares=\([a-z,]*\).*/\1/p' /proc/cmdline | tr , ' ')
+shares=${shares:-cow rw vfs}
+for t in $shares; do
+    mkdir -p "/mnt/$t"
     mount -t virtiofs "$t" "/mnt/$t" || echo "MVM-GUEST: bench_mount_$t=failed"
 done
 # Touch 70% of guest RAM once (then free it): the host backs guest pages
@@ -16,14 +18,16 @@ rm -f /warm
 rounds=$(sed -n 's/.*fsbench\.rounds=\([0-9]*\).*/\1/p' /proc/cmdline)
 phases=$(sed -n 's/.*fsbench\.phases=\([a-z_,]*\).*/\1/p' /proc/cmdline)
 r=1
-order="cow rw vfs"
+order=$shares
 while [ "$r" -le "${rounds:-1}" ]; do
     for t in $order; do
         echo "MVM-GUEST: bench_round=$r $t"
         sh /fs-workload.sh run "/mnt/$t" "$t" "$r" "${phases:-all}"
     done
     set -- $order
-    order="$2 $3 $1"
+    first=$1
+    shift
+    order="$* $first"
     r=$((r + 1))
 done
-umount /mnt/cow /mnt/rw /mnt/vfs
+for t in $shares; do umount "/mnt/$t"; done

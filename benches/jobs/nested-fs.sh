@@ -9,13 +9,16 @@
 # and /fs-workload.sh), VIRTIOFSD, WORKLOAD; optional ROUNDS (default 1),
 # GUEST_MEM (MiB, default 1024), PHASES (comma-separated workload phases,
 # default all), MVM_LOG (e.g. cowfs::stats=debug: per-opcode counts and
-# server time in mvm.stderr), VIRTIOFSD_LOG (virtiofsd's --log-level).
+# server time in mvm.stderr), VIRTIOFSD_LOG (virtiofsd's --log-level),
+# SHARES (comma-separated, default cow,rw,vfs; also cowel: a second cow
+# share of the same tree served on the VMM's event loop thread instead of
+# the notifying vCPU's).
 # Writes $MVM_OUT/fs-bench-console.log (guest), fs-bench-native.log,
 # virtiofsd.log, fs-bench-env.txt.
 set -u
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
 : "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}" "${VIRTIOFSD:?}" "${WORKLOAD:?}"
-ROUNDS=${ROUNDS:-1} GUEST_MEM=${GUEST_MEM:-1024} PHASES=${PHASES:-all}
+ROUNDS=${ROUNDS:-1} GUEST_MEM=${GUEST_MEM:-1024} PHASES=${PHASES:-all} SHARES=${SHARES:-cow,rw,vfs}
 [ -c /dev/kvm ] || { echo "nested-fs job: no /dev/kvm in L2"; exit 1; }
 B=/tmp/fsb
 rm -rf "$B" && mkdir -p "$B/bb"
@@ -46,10 +49,19 @@ vpid=$!
 i=0
 while [ ! -S "$B/vfs.sock" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 
-say "guest: cow, rw, virtiofsd"
-"$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory "$GUEST_MEM" \
-    --share "$B/lower:cow:cow" --share "$B/rw:rw:rw" --vhost-user-fs "$B/vfs.sock:vfs" \
-    --cmdline "mvmtest.run=/fs-bench-guest.sh fsbench.rounds=$ROUNDS fsbench.phases=$PHASES" \
+say "guest: $SHARES"
+set --
+for t in $(echo "$SHARES" | tr , ' '); do
+    case $t in
+    cow) set -- "$@" --share "$B/lower:cow:cow" ;;
+    cowel) set -- "$@" --share "$B/lower:cowel:cow" --fs-event-loop cowel ;;
+    rw) set -- "$@" --share "$B/rw:rw:rw" ;;
+    vfs) set -- "$@" --vhost-user-fs "$B/vfs.sock:vfs" ;;
+    *) echo "nested-fs job: unknown share '$t' in SHARES" >&2; exit 2 ;;
+    esac
+done
+"$MVM_BIN" run --kernel "$KERNEL" --initrd "$INITRD" --memory "$GUEST_MEM" "$@" \
+    --cmdline "mvmtest.run=/fs-bench-guest.sh fsbench.rounds=$ROUNDS fsbench.phases=$PHASES fsbench.shares=$SHARES" \
     --console "$MVM_OUT/fs-bench-console.log" >"$MVM_OUT/mvm.stdout" 2>"$MVM_OUT/mvm.stderr"
 status=$?
 echo "$status" >"$MVM_OUT/mvm.status"

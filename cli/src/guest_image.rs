@@ -155,19 +155,22 @@ fn extra_tag(i: usize) -> String {
 /// The host's root and the project, each under its own upper layer.
 pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
     let mut shares = Vec::new();
-    let mut add = |tag: &str, path: &Path, masked: Vec<PathBuf>| -> anyhow::Result<()> {
-        let upper = dir.upper_dir(spec, tag);
-        std::fs::create_dir_all(&upper)
-            .with_context(|| format!("cannot create {}", upper.display()))?;
-        shares.push(vmm::ShareConfig {
-            tag: tag.into(),
-            path: path.to_path_buf(),
-            mode: vmm::ShareMode::Cow,
-            upper: Some(upper),
-            masked,
-        });
-        Ok(())
-    };
+    let mut add =
+        |tag: &str, path: &Path, masked: Vec<PathBuf>, xattr: bool| -> anyhow::Result<()> {
+            let upper = dir.upper_dir(spec, tag);
+            std::fs::create_dir_all(&upper)
+                .with_context(|| format!("cannot create {}", upper.display()))?;
+            shares.push(vmm::ShareConfig {
+                tag: tag.into(),
+                path: path.to_path_buf(),
+                mode: vmm::ShareMode::Cow,
+                upper: Some(upper),
+                masked,
+                serve_on_event_loop: false,
+                xattr,
+            });
+            Ok(())
+        };
     if spec.host_root {
         // The guest mounts its own /proc, /sys, /dev, /run and /tmp; the
         // host's must not show through, nor mvm's state (other VMs'
@@ -179,7 +182,8 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
             .collect();
         masked.push(crate::state::home()?);
         masked.extend(spec.project.iter().cloned());
-        add(ROOT_TAG, Path::new("/"), masked)?;
+        // The system's files keep their capabilities and labels.
+        add(ROOT_TAG, Path::new("/"), masked, true)?;
     }
     if let Some(p) = &spec.project {
         if !p.is_dir() {
@@ -189,7 +193,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 spec.name
             );
         }
-        add(PROJECT_TAG, p, Vec::new())?;
+        add(PROJECT_TAG, p, Vec::new(), false)?;
     }
     let mut read_only = Vec::new();
     for (i, s) in spec.shares.iter().enumerate() {
@@ -207,9 +211,11 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 mode: vmm::ShareMode::Ro,
                 upper: None,
                 masked: Vec::new(),
+                serve_on_event_loop: false,
+                xattr: s.xattr,
             });
         } else {
-            add(&extra_tag(i), &s.host, Vec::new())?;
+            add(&extra_tag(i), &s.host, Vec::new(), s.xattr)?;
         }
     }
     shares.extend(read_only);

@@ -102,6 +102,11 @@ pub struct Server {
     /// Reply under construction: header + payload.
     buf: Vec<u8>,
     stats: crate::stats::OpStats,
+    /// Extended attributes are served; without, the xattr requests get
+    /// ENOSYS, which the Linux client remembers: it then never asks again,
+    /// in particular not for `security.capability` before the first write
+    /// to every file (one round trip per new file saved).
+    xattr: bool,
 }
 
 impl Server {
@@ -112,11 +117,19 @@ impl Server {
             proto_minor: 0,
             buf: Vec::with_capacity(64 * 1024),
             stats: Default::default(),
+            xattr: true,
         }
     }
 
     pub fn filesystem(&self) -> &Filesystem {
         &self.fs
+    }
+
+    /// Serve extended attributes (the default) or answer every xattr
+    /// request ENOSYS, as virtiofsd does without `--xattr`. Copy-up
+    /// preserves the host files' xattrs either way.
+    pub fn set_xattr(&mut self, enabled: bool) {
+        self.xattr = enabled;
     }
 
     /// Requests served so far, per opcode, and the time spent on them.
@@ -244,6 +257,14 @@ impl Server {
                 op::FORGET | op::BATCH_FORGET | op::INTERRUPT => Ok(Reply::None),
                 _ => Err(Errno::IO),
             };
+        }
+        if !self.xattr
+            && matches!(
+                h.opcode,
+                op::GETXATTR | op::LISTXATTR | op::SETXATTR | op::REMOVEXATTR
+            )
+        {
+            return Err(Errno::NOSYS);
         }
         let owner = (h.uid, h.gid);
         let fs = &mut self.fs;

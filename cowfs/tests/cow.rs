@@ -577,6 +577,30 @@ fn xattrs() {
 }
 
 #[test]
+fn xattrs_switched_off_are_enosys() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    let a = c.resolve("a.txt").unwrap().nodeid;
+    c.server.set_xattr(false);
+    let mut set = 4u32.to_le_bytes().to_vec();
+    set.extend_from_slice(&0u32.to_le_bytes());
+    set.extend_from_slice(b"user.test\0abcd");
+    let mut get = 64u32.to_le_bytes().to_vec();
+    get.extend_from_slice(&[0; 4]);
+    get.extend_from_slice(b"security.capability\0");
+    // ENOSYS (38): the Linux client then stops sending these.
+    assert_eq!(c.call(op::GETXATTR, a, &[&get]).unwrap_err(), 38);
+    let list = [0, 1, 0, 0, 0, 0, 0, 0];
+    assert_eq!(c.call(op::LISTXATTR, a, &[&list]).unwrap_err(), 38);
+    assert_eq!(c.call(op::SETXATTR, a, &[&set]).unwrap_err(), 38);
+    let remove = b"user.test\0";
+    assert_eq!(c.call(op::REMOVEXATTR, a, &[remove]).unwrap_err(), 38);
+    assert!(!l.upper.join("a.txt").exists(), "nothing was copied up");
+    c.server.set_xattr(true);
+    assert_eq!(c.call(op::GETXATTR, a, &[&get]).unwrap_err(), 61);
+}
+
+#[test]
 fn handle_and_inode_tables_are_bounded() {
     let l = layers();
     let mut c = client_with(

@@ -121,6 +121,16 @@ pub struct ShareConfig {
     /// host's /proc when `path` is `/`); the upper may live in one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked: Vec<PathBuf>,
+    /// Serve the guest's requests on the VMM's event loop thread instead of
+    /// the notifying vCPU's (the default; see `Fs::set_serve_on_vcpu`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serve_on_event_loop: bool,
+    /// Serve extended attributes. Off (the default, as in virtiofsd), the
+    /// guest's xattr requests get ENOSYS and its kernel stops asking, which
+    /// saves a `security.capability` round trip before the first write to
+    /// every file. Copy-up keeps host xattrs either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattr: bool,
 }
 
 /// A virtio-fs share served by a vhost-user backend listening on `socket`

@@ -136,7 +136,7 @@ impl Vm {
             virtio.attach(rng)?;
         }
         for share in &config.shares {
-            let fs = devices::virtio::Fs::new(
+            let mut fs = devices::virtio::Fs::new(
                 &share.tag,
                 cowfs::ShareConfig {
                     lower: share.path.clone(),
@@ -156,6 +156,8 @@ impl Vm {
                     share.path.display()
                 ))
             })?;
+            fs.set_serve_on_vcpu(!share.serve_on_event_loop);
+            fs.set_xattr(share.xattr);
             virtio.attach(fs)?;
         }
         for v in &config.vhost_user_fs {
@@ -513,7 +515,13 @@ impl VirtioSlots<'_> {
         let interrupt = Arc::new(Interrupt::new(irq_evt));
         let transport = MmioTransport::new(self.mem.clone(), interrupt, device.clone())
             .map_err(Error::Transport)?;
-        for (i, evt) in transport.queue_events().iter().enumerate() {
+        // A device serving on the vCPU wants its notifications to exit.
+        let notify_evts = if transport.serves_on_vcpu() {
+            &[][..]
+        } else {
+            transport.queue_events()
+        };
+        for (i, evt) in notify_evts.iter().enumerate() {
             self.vm_fd
                 .register_ioevent(evt, &IoEventAddress::Mmio(base + 0x50), i as u32)
                 .map_err(|e| Error::Kvm("KVM_IOEVENTFD for a virtio queue", e))?;

@@ -62,9 +62,10 @@ pub struct RunArgs {
 
     /// Share a host directory with the guest: HOST_DIR:TAG[:cow|:ro|:rw]
     /// (default cow: the guest's writes go to a throw-away upper layer and
-    /// the host directory is never written). The guest mounts it with
-    /// `mount -t virtiofs TAG DIR`. Repeatable.
-    #[arg(long = "share", value_name = "HOST_DIR:TAG[:MODE]", value_parser = parse_share)]
+    /// the host directory is never written), with `,xattr` after the mode
+    /// to serve extended attributes (off by default, as in virtiofsd). The
+    /// guest mounts it with `mount -t virtiofs TAG DIR`. Repeatable.
+    #[arg(long = "share", value_name = "HOST_DIR:TAG[:MODE[,xattr]]", value_parser = parse_share)]
     shares: Vec<ShareArg>,
 
     /// A virtio-fs share served by a vhost-user backend already listening
@@ -103,6 +104,11 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 
+    /// Serve share TAG on the VMM's event loop thread rather than on the
+    /// notifying vCPU's (for comparing the two). Repeatable.
+    #[arg(long = "fs-event-loop", value_name = "TAG", hide = true)]
+    fs_event_loop: Vec<String>,
+
     /// Boot even on a PVM-backed KVM host (for PVM-enabled guest kernels).
     #[arg(long, hide = true)]
     allow_pvm_host: bool,
@@ -113,18 +119,28 @@ pub struct ShareArg {
     pub path: PathBuf,
     pub tag: String,
     pub mode: vmm::ShareMode,
+    pub xattr: bool,
+}
+
+/// A share's mode with an optional `,xattr`: `cow`, `ro,xattr`...
+fn parse_mode(m: &str) -> Option<(vmm::ShareMode, bool)> {
+    match m.split_once(',') {
+        Some((mode, "xattr")) => Some((mode.parse().ok()?, true)),
+        Some(_) => None,
+        None => Some((m.parse().ok()?, false)),
+    }
 }
 
 pub fn parse_share(s: &str) -> Result<ShareArg, String> {
-    let bad = || format!("invalid share '{s}': expected HOST_DIR:TAG[:cow|:ro|:rw]");
+    let bad = || format!("invalid share '{s}': expected HOST_DIR:TAG[:cow|:ro|:rw][,xattr]");
     let mut parts = s.rsplitn(3, ':').collect::<Vec<_>>();
     parts.reverse();
-    let (path, tag, mode) = match parts.as_slice() {
-        [p, t] => (*p, *t, vmm::ShareMode::Cow),
-        [p, t, m] => match m.parse() {
-            Ok(mode) => (*p, *t, mode),
+    let (path, tag, (mode, xattr)) = match parts.as_slice() {
+        [p, t] => (*p, *t, (vmm::ShareMode::Cow, false)),
+        [p, t, m] => match parse_mode(m) {
+            Some(mode) => (*p, *t, mode),
             // A ':' in the path: the last part is the tag.
-            Err(_) => return parse_share_two(s).ok_or_else(bad),
+            None => return parse_share_two(s).ok_or_else(bad),
         },
         _ => return Err(bad()),
     };
@@ -135,6 +151,7 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
         path: path.into(),
         tag: tag.into(),
         mode,
+        xattr,
     })
 }
 
@@ -171,10 +188,12 @@ pub fn parse_vhost_user_fs(s: &str) -> Result<vmm::VhostUserFsConfig, String> {
 
 fn parse_share_two(s: &str) -> Option<ShareArg> {
     let (p, t) = s.rsplit_once(':')?;
-    (!p.is_empty() && !t.is_empty()).then(|| ShareArg {
+    // A ',' belongs to a mode's options (`cow,xattr`), never to a tag.
+    (!p.is_empty() && !t.is_empty() && !t.contains(',')).then(|| ShareArg {
         path: p.into(),
         tag: t.into(),
         mode: vmm::ShareMode::Cow,
+        xattr: false,
     })
 }
 
@@ -235,6 +254,7 @@ pub fn share_configs(
             path: p.clone(),
             tag: "project".into(),
             mode: vmm::ShareMode::Cow,
+            xattr: false,
         });
         cmdline.push_str(" mvm.share=project:/project");
     }
@@ -257,6 +277,8 @@ pub fn share_configs(
             mode: s.mode,
             upper,
             masked: Vec::new(),
+            serve_on_event_loop: false,
+            xattr: s.xattr,
         });
     }
     Ok((out, cmdline))
@@ -316,6 +338,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
     config.shares = shares;
+    for tag in &args.fs_event_loop {
+        let share = config.shares.iter_mut().find(|s| &s.tag == tag);
+        let Some(share) = share else {
+            bail!("--fs-event-loop {tag}: no share has that tag (give it with --share)");
+        };
+        share.serve_on_event_loop = true;
+    }
     config.vhost_user_fs = args.vhost_user_fs;
     config.cmdline.push_str(&share_cmdline);
     // Ctrl-C, SIGTERM, SIGHUP: stop the VM so what it holds is released
@@ -458,4 +487,30 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         (args.command, tty)
     };
     super::exec::run(&dir.name, argv, Vec::new(), Vec::new(), None, tty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_specs() {
+        let s = parse_share("/src/web:web").unwrap();
+        assert_eq!(
+            (s.tag.as_str(), s.mode, s.xattr),
+            ("web", vmm::ShareMode::Cow, false)
+        );
+        let s = parse_share("/data:d:rw,xattr").unwrap();
+        assert_eq!(
+            (s.path, s.mode, s.xattr),
+            ("/data".into(), vmm::ShareMode::Rw, true)
+        );
+        // A ':' in the path: the last part is the tag.
+        let s = parse_share("/a:b:tag").unwrap();
+        assert_eq!((s.path, s.tag.as_str()), ("/a:b".into(), "tag"));
+        for bad in ["/x", ":t", "/x:", "/x:t:cow,acl", "/x:t:cow,"] {
+            let e = parse_share(bad).map(|_| ()).unwrap_err();
+            assert!(e.contains(bad) && e.contains("[,xattr]"), "{bad}: {e}");
+        }
+    }
 }

@@ -375,6 +375,10 @@ pub struct Share {
     /// "cow" (default: guest writes stay in the VM) or "ro".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ShareMode>,
+    /// Serve extended attributes (default false, as virtiofsd: the
+    /// guest's xattr calls fail with EOPNOTSUPP, and writes are faster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattr: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -114,6 +114,7 @@ fn apply_devenv(d: &mut Detected, kind: Devenv, nix: bool) {
         host: "/nix/store".into(),
         guest: "/nix/store".into(),
         mode: Some(ShareMode::Ro),
+        xattr: None,
     });
     d.config.services.insert("devenv".into(), service(argv(up)));
 }

@@ -149,6 +149,7 @@ pub fn shares(dir: &Path, config: &ProjectConfig) -> anyhow::Result<Vec<crate::s
                 host: abs,
                 guest: s.guest.clone(),
                 ro: s.mode == Some(ShareMode::Ro),
+                xattr: s.xattr.unwrap_or(false),
             })
         })
         .collect()

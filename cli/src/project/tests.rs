@@ -334,6 +334,7 @@ fn env_values_stay_off_the_kernel_command_line() {
             host: "/nix/store".into(),
             guest: "/nix/store".into(),
             ro: true,
+            xattr: false,
         }],
         shell: None,
         created: 0,

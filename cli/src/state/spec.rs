@@ -89,6 +89,9 @@ pub struct ExtraShare {
     /// Read-only; otherwise copy-on-write.
     #[serde(default)]
     pub ro: bool,
+    /// Extended attributes served (mvm.toml `xattr = true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattr: bool,
 }
 
 impl VmSpec {

@@ -116,6 +116,7 @@ pub struct MmioTransport {
     // Constant per device, cached so most register reads need no device lock.
     device_type: u32,
     avail_features: u64,
+    serves_on_vcpu: bool,
     queue_evts: Vec<EventFd>,
 
     queues: Vec<QueueSlot>,
@@ -132,7 +133,7 @@ impl MmioTransport {
         interrupt: Arc<Interrupt>,
         device: Arc<Mutex<dyn VirtioDevice>>,
     ) -> Result<Self, MmioError> {
-        let (device_type, avail_features, queues, queue_evts) = {
+        let (device_type, avail_features, serves_on_vcpu, queues, queue_evts) = {
             let dev = lock(&device);
             let avail_features = dev.avail_features();
             if avail_features & (1 << VIRTIO_F_VERSION_1) == 0 {
@@ -163,7 +164,14 @@ impl MmioTransport {
                 .map(EventFd::try_clone)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(MmioError::CloneQueueEvent)?;
-            (dev.device_type(), avail_features, queues, queue_evts)
+            let on_vcpu = dev.serves_on_vcpu();
+            (
+                dev.device_type(),
+                avail_features,
+                on_vcpu,
+                queues,
+                queue_evts,
+            )
         };
         Ok(Self {
             device,
@@ -171,6 +179,7 @@ impl MmioTransport {
             mem,
             device_type,
             avail_features,
+            serves_on_vcpu,
             queue_evts,
             queues,
             device_features_sel: 0,
@@ -182,9 +191,16 @@ impl MmioTransport {
     }
 
     /// One eventfd per queue: register each as a KVM ioeventfd at
-    /// `base + REG_QUEUE_NOTIFY`, 4 bytes, datamatch = its index.
+    /// `base + REG_QUEUE_NOTIFY`, 4 bytes, datamatch = its index, unless
+    /// the device [serves on the vCPU](Self::serves_on_vcpu).
     pub fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+
+    /// The device serves notifications on the notifying vCPU's thread:
+    /// register no ioeventfds for it, so they reach [`BusDevice::write`].
+    pub fn serves_on_vcpu(&self) -> bool {
+        self.serves_on_vcpu
     }
 
     pub fn interrupt(&self) -> &Arc<Interrupt> {
@@ -387,13 +403,19 @@ impl MmioTransport {
     }
 
     /// QueueNotify reached us because no ioeventfd matched (none registered,
-    /// or a bogus index): forward it to the queue's eventfd ourselves.
+    /// or a bogus index). A device that serves on the vCPU does so now,
+    /// unless another thread is serving it (then, and for every other
+    /// device, the queue's eventfd hands the work to the event loop).
     fn notify(&self, index: u32) {
-        match usize::try_from(index)
-            .ok()
-            .and_then(|i| self.queue_evts.get(i))
-        {
-            Some(evt) => {
+        let queue = usize::try_from(index).ok();
+        match queue.and_then(|i| self.queue_evts.get(i).map(|evt| (i, evt))) {
+            Some((i, evt)) => {
+                if self.serves_on_vcpu {
+                    if let Ok(mut device) = self.device.try_lock() {
+                        device.serve_notification(i);
+                        return;
+                    }
+                }
                 if let Err(e) = evt.write(1) {
                     warn_limited!(queue = index, error = %e, "failed to signal queue eventfd");
                 }
@@ -1043,6 +1065,32 @@ mod tests {
         assert_eq!(rd(&mut t, REG_INTERRUPT_STATUS), INT_CONFIG);
         wr(&mut t, REG_INTERRUPT_ACK, u32::MAX);
         assert_eq!(rd(&mut t, REG_INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn queue_notify_is_served_on_the_vcpu_when_the_device_asks() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let irq = Arc::new(Interrupt::new(
+            EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+        ));
+        let mut d = DummyDevice::new(&[16, 8]);
+        d.on_vcpu = true;
+        let dev = Arc::new(Mutex::new(d));
+        let mut t = MmioTransport::new(mem, irq, dev.clone()).unwrap();
+        assert!(t.serves_on_vcpu());
+        wr(&mut t, REG_QUEUE_NOTIFY, 1);
+        assert_eq!(lock(&dev).served, [1]);
+        assert!(lock(&dev).queue_evts[1].read().is_err());
+        // Busy elsewhere (here: locked by this thread): the event loop
+        // gets the notification instead of the vCPU waiting.
+        {
+            let held = lock(&dev);
+            wr(&mut t, REG_QUEUE_NOTIFY, 0);
+            assert_eq!(held.queue_evts[0].read().unwrap(), 1);
+        }
+        assert_eq!(lock(&dev).served, [1]);
+        wr(&mut t, REG_QUEUE_NOTIFY, 2);
+        assert_eq!(lock(&dev).served, [1]);
     }
 
     #[test]

@@ -175,6 +175,26 @@ pub trait VirtioDevice: Send {
     /// a KVM ioeventfd) signals when the driver notifies that queue.
     fn queue_events(&self) -> &[EventFd];
 
+    /// Whether the driver's queue notifications are served right away on
+    /// the notifying vCPU's thread ([`serve_notification`]) instead of
+    /// through the queue eventfds and the event loop. The VMM registers no
+    /// ioeventfd for such a device, so a notification exits to the vCPU
+    /// thread, which serves the queue before it re-enters the guest: no
+    /// wake-up of another thread and, for a guest waiting on the reply, no
+    /// idle round trip. For devices whose requests are short and the
+    /// driver waits on (virtio-fs).
+    ///
+    /// [`serve_notification`]: Self::serve_notification
+    fn serves_on_vcpu(&self) -> bool {
+        false
+    }
+
+    /// Serves queue `index` now, on the notifying vCPU's thread (only
+    /// called when [`serves_on_vcpu`](Self::serves_on_vcpu) is true).
+    fn serve_notification(&mut self, index: usize) {
+        let _ = index;
+    }
+
     /// Starts the device. `queues` has one entry per
     /// [`queue_max_sizes`](Self::queue_max_sizes) entry, in order; every
     /// ready queue has been checked against `mem`.

@@ -47,6 +47,9 @@ pub(crate) struct DummyDevice {
     pub fail_activate: bool,
     pub supports_reset: bool,
     pub queues: Vec<Queue>,
+    /// Serve notifications on the vCPU thread (recorded in `served`).
+    pub on_vcpu: bool,
+    pub served: Vec<usize>,
 }
 
 impl DummyDevice {
@@ -65,6 +68,8 @@ impl DummyDevice {
             fail_activate: false,
             supports_reset: true,
             queues: Vec::new(),
+            on_vcpu: false,
+            served: Vec::new(),
         }
     }
 }
@@ -98,6 +103,12 @@ impl VirtioDevice for DummyDevice {
     }
     fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+    fn serves_on_vcpu(&self) -> bool {
+        self.on_vcpu
+    }
+    fn serve_notification(&mut self, index: usize) {
+        self.served.push(index);
     }
     fn activate(
         &mut self,

@@ -24,6 +24,8 @@ pub struct Fs {
     queue_evts: [EventFd; NUM_QUEUES],
     server: cowfs::Server,
     active: Option<Active>,
+    /// Serve the guest's notifications on its vCPU thread (the default).
+    on_vcpu: bool,
     /// Reused for every request so a busy guest costs no allocations.
     request: Vec<u8>,
     reply: Vec<u8>,
@@ -52,11 +54,26 @@ impl Fs {
             queue_sizes: [QUEUE_SIZE; NUM_QUEUES],
             queue_evts: [evt()?, evt()?],
             server: cowfs::Server::new(fs),
+            on_vcpu: true,
             active: None,
             request: Vec::new(),
             reply: Vec::new(),
             writable: Vec::new(),
         })
+    }
+
+    /// Where the guest's requests are served: on the vCPU thread that
+    /// notified (true, the default: a FUSE request is a short job the
+    /// guest waits on, and handing it to the event loop's thread costs two
+    /// thread switches and the guest an idle exit per request), or on the
+    /// VMM's event loop (false: a long copy-up then stalls no vCPU).
+    pub fn set_serve_on_vcpu(&mut self, on_vcpu: bool) {
+        self.on_vcpu = on_vcpu;
+    }
+
+    /// Serve extended attributes or answer ENOSYS ([`cowfs::Server::set_xattr`]).
+    pub fn set_xattr(&mut self, enabled: bool) {
+        self.server.set_xattr(enabled);
     }
 
     /// The FUSE server (for inspection; the device owns it).
@@ -219,6 +236,14 @@ impl VirtioDevice for Fs {
 
     fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+
+    fn serves_on_vcpu(&self) -> bool {
+        self.on_vcpu
+    }
+
+    fn serve_notification(&mut self, index: usize) {
+        self.process_queue(index);
     }
 
     fn activate(
