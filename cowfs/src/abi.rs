@@ -103,6 +103,8 @@ pub const RENAME_EXCHANGE: u32 = 1 << 1;
 pub const RENAME_WHITEOUT: u32 = 1 << 2;
 pub const FSYNC_FDATASYNC: u32 = 1 << 0;
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+/// The kernel sends no FLUSH on close (Linux 5.16+; older ones ignore it).
+pub const FOPEN_NOFLUSH: u32 = 1 << 5;
 /// WRITE `write_flags` / OPEN `open_flags` under HANDLE_KILLPRIV_V2.
 pub const WRITE_KILL_SUIDGID: u32 = 1 << 2;
 pub const OPEN_KILL_SUIDGID: u32 = 1 << 0;

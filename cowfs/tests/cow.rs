@@ -577,6 +577,33 @@ fn xattrs() {
 }
 
 #[test]
+fn opened_files_ask_for_no_flush() {
+    use zerocopy::{FromBytes, IntoBytes};
+    let l = layers();
+    let mut c = cow_client(&l);
+    let root = ROOT_ID;
+    let create = abi::CreateIn {
+        flags: 0o101,
+        mode: 0o644,
+        umask: 0,
+        open_flags: 0,
+    };
+    let mut args = create.as_bytes().to_vec();
+    args.extend_from_slice(b"new.txt\0");
+    let reply = c.call(op::CREATE, root, &[&args]).unwrap();
+    let out = abi::OpenOut::read_from_bytes(&reply[abi::ENTRY_OUT_SIZE..]).unwrap();
+    assert_ne!(out.open_flags & abi::FOPEN_NOFLUSH, 0);
+    let a = c.resolve("a.txt").unwrap().nodeid;
+    let open = abi::OpenIn {
+        flags: 0,
+        open_flags: 0,
+    };
+    let reply = c.call(op::OPEN, a, &[open.as_bytes()]).unwrap();
+    let out = abi::OpenOut::read_from_bytes(&reply).unwrap();
+    assert_ne!(out.open_flags & abi::FOPEN_NOFLUSH, 0);
+}
+
+#[test]
 fn xattrs_switched_off_are_enosys() {
     let l = layers();
     let mut c = cow_client(&l);
