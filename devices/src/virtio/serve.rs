@@ -13,7 +13,8 @@ use super::Interrupt;
 /// number of bytes written into the chain), at most one queue's worth per
 /// call so a guest that keeps refilling cannot monopolise the event loop:
 /// beyond that, `rearm` is written to come back after everyone else had a
-/// turn. Interrupts the guest if it asked to be told.
+/// turn. Interrupts the guest if it asked to be told; returns whether it
+/// did.
 pub(crate) fn serve_queue<F>(
     device: &'static str,
     queue: &mut Queue,
@@ -21,7 +22,8 @@ pub(crate) fn serve_queue<F>(
     interrupt: &Interrupt,
     rearm: &EventFd,
     mut serve: F,
-) where
+) -> bool
+where
     F: FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
 {
     let mut budget = queue.size();
@@ -71,7 +73,9 @@ pub(crate) fn serve_queue<F>(
     }
     // On error, interrupt anyway: a spurious interrupt is cheaper than a
     // guest waiting forever.
-    if used_any && queue.needs_notification(mem).unwrap_or(true) {
+    let notify = used_any && queue.needs_notification(mem).unwrap_or(true);
+    if notify {
         interrupt.signal_used_queue();
     }
+    notify
 }

@@ -1,3 +1,4 @@
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use tracing::debug;
@@ -5,7 +6,9 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{FsError, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN};
+use super::{
+    FsError, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN,
+};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
 
@@ -81,36 +84,135 @@ impl Fs {
         &self.server
     }
 
-    /// Serves every request in queue `index` (up to one queue's worth per
-    /// call, so a guest that keeps refilling cannot monopolise the event
-    /// loop) and interrupts the guest if it asked to be told. No-op before
+    /// Serves queue `index` (up to one queue's worth per call, so a guest
+    /// that keeps refilling cannot monopolise the thread) and interrupts
+    /// the guest if it asked to be told. A request-queue call first drains
+    /// the high-priority queue (see [`drain_hiprio`]). No-op before
     /// activation or for an unknown index.
     pub fn process_queue(&mut self, index: usize) {
+        let hiprio_used = self.drain_hiprio();
         let Some(active) = &mut self.active else {
             return;
         };
-        let Some(queue) = active.queues.get_mut(index) else {
-            return;
+        let (mem, interrupt) = (&active.mem, &active.interrupt);
+        let signalled = match active.queues.get_mut(index) {
+            Some(queue) if index != HIPRIO && queue.ready() => {
+                let (server, request, reply, writable) = (
+                    &mut self.server,
+                    &mut self.request,
+                    &mut self.reply,
+                    &mut self.writable,
+                );
+                crate::virtio::serve::serve_queue(
+                    "virtio-fs",
+                    queue,
+                    mem,
+                    interrupt,
+                    &self.queue_evts[index],
+                    |chain| serve_chain(mem, chain, server, request, reply, writable),
+                )
+            }
+            _ => false,
+        };
+        // One interrupt line for both queues: the request queue's interrupt
+        // (if any) already makes the driver look at the high-priority one.
+        if hiprio_used && !signalled {
+            let hiprio = &mut active.queues[HIPRIO];
+            if hiprio.needs_notification(mem).unwrap_or(true) {
+                interrupt.signal_used_queue();
+            }
+        }
+    }
+
+    /// Serves what waits in the high-priority queue (FORGET and
+    /// BATCH_FORGET: no replies, nothing the driver waits on) and returns
+    /// whether any chain was used.
+    ///
+    /// Forgets are lazy by nature, so the device does not want a
+    /// notification for each (every one would cost the guest an exit and
+    /// an interrupt: a third of the requests of an `rm -r`). It drains the
+    /// queue whenever the driver notifies the request queue, and with
+    /// EVENT_IDX sets `avail_event` so the driver notifies the
+    /// high-priority queue itself only once [`HIPRIO_BATCH`] entries wait
+    /// (or half the ring, so it cannot fill the ring unnoticed). Without EVENT_IDX
+    /// every notification is served as it comes.
+    fn drain_hiprio(&mut self) -> bool {
+        let Some(active) = &mut self.active else {
+            return false;
+        };
+        let Some(queue) = active.queues.get_mut(HIPRIO) else {
+            return false;
         };
         if !queue.ready() {
-            return;
+            return false;
         }
-        let (mem, interrupt) = (&active.mem, &active.interrupt);
-        let (server, request, reply, writable) = (
-            &mut self.server,
-            &mut self.request,
-            &mut self.reply,
-            &mut self.writable,
-        );
-        crate::virtio::serve::serve_queue(
-            "virtio-fs",
-            queue,
-            mem,
-            interrupt,
-            &self.queue_evts[index],
-            |chain| serve_chain(mem, chain, server, request, reply, writable),
-        );
+        let mem = &active.mem;
+        let batch = queue.event_idx_enabled();
+        let mut budget = queue.size();
+        let mut used = false;
+        loop {
+            while budget > 0 {
+                let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                    break;
+                };
+                budget -= 1;
+                let head = chain.head_index();
+                let len = serve_chain(
+                    mem,
+                    chain,
+                    &mut self.server,
+                    &mut self.request,
+                    &mut self.reply,
+                    &mut self.writable,
+                );
+                match queue.add_used(mem, head, len) {
+                    Ok(()) => used = true,
+                    Err(e) => warn_limited!(head, error = %e, "virtio-fs: cannot return a chain"),
+                }
+            }
+            if budget == 0 {
+                // Come back after the others had a turn.
+                if let Err(e) = self.queue_evts[HIPRIO].write(1) {
+                    warn_limited!(error = %e, "virtio-fs: cannot re-arm the high-priority queue");
+                }
+                break;
+            }
+            let threshold = if batch {
+                // Half the ring at most: the driver must cross it before
+                // the ring is full.
+                let n = HIPRIO_BATCH.min(queue.size() / 2).max(1);
+                queue.next_avail().wrapping_add(n - 1)
+            } else {
+                queue.next_avail()
+            };
+            if let Err(e) = set_avail_event(queue, mem, threshold) {
+                warn_limited!(error = %e, "virtio-fs: cannot set avail_event");
+                break;
+            }
+            // The driver may have added entries before it could see the
+            // new threshold: look once more (as enable_notification does).
+            fence(Ordering::SeqCst);
+            match queue.avail_idx(mem, Ordering::Acquire) {
+                Ok(idx) if idx.0 != queue.next_avail() => continue,
+                _ => break,
+            }
+        }
+        used
     }
+}
+
+/// Writes the `avail_event` field of `queue`'s used ring (EVENT_IDX): the
+/// driver notifies once its available index passes `value`. Without
+/// EVENT_IDX the field is unused by the driver; writing it is harmless.
+fn set_avail_event(queue: &Queue, mem: &GuestMemoryMmap, value: u16) -> Result<(), String> {
+    // flags (2) + idx (2) + one 8-byte element per entry.
+    let offset = 4 + 8 * u64::from(queue.size());
+    let addr = queue
+        .used_ring()
+        .checked_add(offset)
+        .ok_or("used ring address overflows")?;
+    mem.store(value.to_le(), GuestAddress(addr), Ordering::Release)
+        .map_err(|e| e.to_string())
 }
 
 /// Serves one chain: gathers the readable part (at most `MAX_REQUEST`

@@ -50,6 +50,11 @@ pub use device::Fs;
 pub const QUEUE_SIZE: u16 = 256;
 /// High-priority queue + one request queue.
 pub const NUM_QUEUES: usize = 2;
+/// Index of the high-priority queue.
+pub const HIPRIO: usize = 0;
+/// High-priority entries the driver may queue before it notifies (with
+/// EVENT_IDX; they are also served with every request).
+pub const HIPRIO_BATCH: u16 = 64;
 /// Request queues announced in the config space.
 pub const NUM_REQUEST_QUEUES: u32 = 1;
 /// Length of the tag field of the config space.

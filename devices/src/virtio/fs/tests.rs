@@ -11,7 +11,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::{Fs, FsError, ShareConfig, ShareMode, MAX_REQUEST};
 use crate::bus::lock;
-use crate::virtio::features::VIRTIO_F_VERSION_1;
+use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::status::{DEVICE_NEEDS_RESET, DRIVER_OK};
 use crate::virtio::test_utils::*;
 use crate::virtio::{Interrupt, MmioTransport, VirtioDevice, TYPE_FS};
@@ -70,9 +70,13 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn bring_up(&mut self) {
+        self.bring_up_with(1 << VIRTIO_F_VERSION_1);
+    }
+
+    fn bring_up_with(&mut self, features: u64) {
         linux_probe_with(
             &mut self.t,
-            1 << VIRTIO_F_VERSION_1,
+            features,
             &[
                 (u32::from(SIZE), QUEUE_ADDRS[0]),
                 (u32::from(SIZE), QUEUE_ADDRS[1]),
@@ -400,6 +404,40 @@ fn hiprio_queue_takes_forgets() {
     let ring = &f.rings[HIPRIO];
     assert_eq!(ring.used_elem(0), (u32::from(head), 0));
     assert_eq!(lock(&f.fs).server().filesystem().inode_count(), count - 1);
+}
+
+#[test]
+fn forgets_wait_for_the_next_request_with_event_idx() {
+    use vm_memory::{Bytes, GuestAddress};
+    let mut f = fixture();
+    f.bring_up_with((1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX));
+    f.init();
+    let avail_event = |f: &Fixture| -> u16 {
+        let r = &f.rings[HIPRIO];
+        f.mem
+            .read_obj(GuestAddress(r.used + 4 + 8 * u64::from(SIZE)))
+            .unwrap()
+    };
+    let (_, rep) = f.call(&request(op::LOOKUP, ROOT_ID, 2, &[&cstr(b"dir")]), 4096);
+    let (e, _) = abi::EntryOut::read_from_prefix(&rep[16..]).unwrap();
+    // Every request drained the (empty) high-priority queue and asked the
+    // driver to notify it only after half the ring (16 entries here).
+    assert_eq!(avail_event(&f), 7);
+    let count = lock(&f.fs).server().filesystem().inode_count();
+    // The driver queues a FORGET and, below the threshold, does not notify.
+    let forget = request(op::FORGET, e.nodeid, 3, &[&1u64.to_le_bytes()]);
+    f.mem_write(0x30000, &forget);
+    let head = f.push_chain(HIPRIO, &[(0x30000, forget.len() as u32, false)]);
+    assert_eq!(lock(&f.fs).server().filesystem().inode_count(), count);
+    // The next request serves it, and one interrupt covers both queues.
+    let _ = f.irq.irqfd().read();
+    let getattr = request(op::GETATTR, ROOT_ID, 4, &[&[0u8; 16]]);
+    assert_eq!(header(&f.call(&getattr, 4096).1).error, 0);
+    assert_eq!(lock(&f.fs).server().filesystem().inode_count(), count - 1);
+    assert_eq!(f.rings[HIPRIO].used_idx(), 1);
+    assert_eq!(f.rings[HIPRIO].used_elem(0), (u32::from(head), 0));
+    assert_eq!(avail_event(&f), 8);
+    assert_eq!(f.irq.irqfd().read().unwrap(), 1);
 }
 
 #[test]
