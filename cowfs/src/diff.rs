@@ -456,7 +456,7 @@ fn apply_one(
                 Mode::from_raw_mode(0o600),
             )?;
             let input = crate::layer::reopen(ufd.as_fd(), OFlags::RDONLY | OFlags::NONBLOCK)?;
-            crate::fs::copy_data(&input, &out)?;
+            crate::fs::copy_data(&input, &out, None)?;
             rfs::fchmod(&out, mode)?;
             rfs::futimens(&out, &crate::fs::times_of(&ust))?;
         } else if ust.is_symlink() {

@@ -233,6 +233,21 @@ impl OriginLog {
         self.records.snapshots.insert(path.to_vec(), s);
     }
 
+    /// A copy-up: [`snapshot`](Self::snapshot) of the lower object and
+    /// [`set_identity`](Self::set_identity) of its upper copy, in one write.
+    pub fn copied_up(&mut self, path: &[u8], lower: &St, upper_ino: u64) {
+        let mut text = String::new();
+        if !self.records.snapshots.contains_key(path) {
+            let s = Snapshot::of(lower);
+            text = snapshot_line(path, &s);
+            self.records.snapshots.insert(path.to_vec(), s);
+        }
+        let identity = (lower.dev, lower.ino);
+        text.push_str(&format!("I {upper_ino} {} {}\n", identity.0, identity.1));
+        self.records.identities.insert(upper_ino, identity);
+        self.write(&text);
+    }
+
     pub fn identity(&self, upper_ino: u64) -> Option<(u64, u64)> {
         self.records.identities.get(&upper_ino).copied()
     }
@@ -299,8 +314,17 @@ mod tests {
             log.set_identity(100, (1, 42));
             log.set_identity(101, (1, 43));
             log.drop_identity(101);
+            let g = St {
+                dev: 1,
+                ino: 7,
+                size: 5,
+                ..St::default()
+            };
+            log.copied_up(b"g", &g, 102);
         }
         let log = OriginLog::open(root.as_fd()).unwrap();
+        assert_eq!(log.records.snapshots[&b"g"[..]].ino, 7);
+        assert_eq!(log.identity(102), Some((1, 7)));
         assert_eq!(log.records.snapshots[&b"f"[..]].ino, 42);
         assert_eq!(log.identity(100), Some((1, 42)));
         assert_eq!(log.identity(101), None);

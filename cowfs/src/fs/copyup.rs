@@ -108,7 +108,7 @@ impl Filesystem {
                         if now.ino != st.ino || now.dev != st.dev || !now.is_reg() {
                             return Err(Errno::AGAIN);
                         }
-                        copy_data(&input, &out)?;
+                        copy_data(&input, &out, Some(st.size))?;
                     }
                     copy_xattrs(lfd.as_fd(), out.as_fd());
                     if as_root {
@@ -149,8 +149,7 @@ impl Filesystem {
             }
         };
         if let Some(o) = &mut self.origins {
-            o.snapshot(&path, &st);
-            o.set_identity(new.ino, (st.dev, st.ino));
+            o.copied_up(&path, &st, new.ino);
         }
         Ok(())
     }
@@ -272,11 +271,15 @@ pub(crate) fn times_of(st: &St) -> Timestamps {
 
 /// Copies all of `input` to `output` (both at their current offsets, which
 /// are 0 here): copy_file_range where the host supports it, else read/write.
-pub(crate) fn copy_data(input: &OwnedFd, output: &OwnedFd) -> Result<(), Errno> {
+pub(crate) fn copy_data(input: &OwnedFd, output: &OwnedFd, size: Option<u64>) -> Result<(), Errno> {
+    let mut copied = 0u64;
     loop {
         match rfs::copy_file_range(input, None, output, None, 1 << 30) {
             Ok(0) => return Ok(()),
-            Ok(_) => continue,
+            // The size seen when the copy-up began is the snapshot: no
+            // extra call to find the end.
+            Ok(n) if size.is_some_and(|s| copied + n as u64 >= s) => return Ok(()),
+            Ok(n) => copied += n as u64,
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => break,
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
@@ -306,11 +309,22 @@ pub(crate) fn copy_data(input: &OwnedFd, output: &OwnedFd) -> Result<(), Errno> 
 /// support, `trusted.*`/`security.*` without privileges) are skipped.
 pub(crate) fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     let (src, dst) = (proc_fd_path(from), proc_fd_path(to));
-    let mut list = vec![0u8; 64 * 1024];
-    let Ok(n) = rfs::listxattr(src.as_str(), &mut list[..]) else {
-        return;
+    // Most files have no xattrs: ask with a small buffer first (zeroing
+    // 128 KiB per copy-up is not free), the full size only on ERANGE.
+    let mut list = vec![0u8; 1024];
+    let n = match rfs::listxattr(src.as_str(), &mut list[..]) {
+        Ok(0) => return,
+        Ok(n) => n,
+        Err(Errno::RANGE) => {
+            list.resize(super::io::XATTR_MAX, 0);
+            match rfs::listxattr(src.as_str(), &mut list[..]) {
+                Ok(n) => n,
+                Err(_) => return,
+            }
+        }
+        Err(_) => return,
     };
-    let mut value = vec![0u8; 64 * 1024];
+    let mut value = vec![0u8; super::io::XATTR_MAX];
     for xname in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let Ok(xname) = std::str::from_utf8(xname) else {
             continue;

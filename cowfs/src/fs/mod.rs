@@ -376,7 +376,7 @@ impl Filesystem {
             .unwrap_or(0);
         [
             name::TMP_PREFIX,
-            format!("{}.{}.{nanos}", std::process::id(), self.tmp_counter).as_bytes(),
+            format!("{}.{}.{nanos}", pid(), self.tmp_counter).as_bytes(),
         ]
         .concat()
     }
@@ -487,4 +487,10 @@ impl Filesystem {
             spare: [0; 6],
         })
     }
+}
+
+/// This process's id, asked once (a syscall per copy-up otherwise).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
