@@ -41,6 +41,7 @@
 
 mod device;
 mod event_handler;
+mod guest_io;
 
 pub use cowfs;
 pub use cowfs::{Limits, ShareConfig, ShareMode};
