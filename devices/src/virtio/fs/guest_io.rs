@@ -113,21 +113,34 @@ impl Buffers {
         }
         Ok(n)
     }
-}
 
-fn empty_iovecs() -> [libc::iovec; IOV_BATCH] {
-    [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_BATCH]
+    /// Runs `syscall` (`pwritev` or `preadv`) on the iovecs of bytes
+    /// `[start, start + count)`: one call, on the first [`IOV_BATCH`] of
+    /// them. Returns how many bytes it moved (at most `count`).
+    fn vectored(
+        &self,
+        mem: &GuestMemoryMmap,
+        start: usize,
+        count: usize,
+        syscall: impl FnOnce(*const libc::iovec, libc::c_int) -> isize,
+    ) -> io::Result<usize> {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOV_BATCH];
+        let n = self.iovecs(mem, start, count, &mut iov)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        // n <= IOV_BATCH, which fits a c_int.
+        let ret = syscall(iov.as_ptr(), n as libc::c_int);
+        let moved = usize::try_from(ret).map_err(|_| io::Error::last_os_error())?;
+        Ok(moved.min(count))
+    }
 }
 
 fn file_offset(offset: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn syscall_result(ret: isize) -> io::Result<usize> {
-    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
 /// The readable part of a chain, consumed from the front.
@@ -161,26 +174,15 @@ impl RequestReader for GuestRequest<'_> {
     }
 
     fn write_to(&mut self, fd: BorrowedFd<'_>, count: usize, offset: u64) -> io::Result<usize> {
-        let mut iov = empty_iovecs();
-        let n = self.bufs.iovecs(self.mem, self.pos, count, &mut iov)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        // SAFETY: the first `n` iovecs point into guest memory ranges that
-        // were checked to be mapped (they come from vm-memory slices of
-        // checked descriptors), together at most `count` bytes; the kernel
-        // only reads them. The guest may change them meanwhile, which
-        // changes the data written but cannot make the kernel touch
-        // anything else.
-        let ret = unsafe {
-            libc::pwritev(
-                fd.as_raw_fd(),
-                iov.as_ptr(),
-                n as libc::c_int,
-                file_offset(offset)?,
-            )
-        };
-        let written = syscall_result(ret)?.min(self.remaining());
+        let offset = file_offset(offset)?;
+        let written = self.bufs.vectored(self.mem, self.pos, count, |iov, n| {
+            // SAFETY: `iov` holds `n` iovecs into guest memory ranges
+            // checked to be mapped (vm-memory slices of checked
+            // descriptors); the kernel only reads them. The guest may
+            // change them meanwhile, which changes the data written but
+            // cannot make the kernel touch anything else.
+            unsafe { libc::pwritev(fd.as_raw_fd(), iov, n, offset) }
+        })?;
         self.pos += written;
         Ok(written)
     }
@@ -233,25 +235,15 @@ impl ReplyWriter for GuestReply<'_> {
         offset: u64,
     ) -> io::Result<usize> {
         self.check(at, count)?;
-        let mut iov = empty_iovecs();
-        let n = self.bufs.iovecs(self.mem, at, count, &mut iov)?;
-        if n == 0 {
-            return Ok(0);
-        }
-        // SAFETY: the first `n` iovecs point into guest memory ranges that
-        // were checked to be mapped and writable (vm-memory slices of
-        // checked descriptors), together at most `count` bytes; no Rust
-        // reference to that memory exists while the kernel fills it.
-        // GuestMemoryMmap<()> keeps no dirty bitmap to update.
-        let ret = unsafe {
-            libc::preadv(
-                fd.as_raw_fd(),
-                iov.as_ptr(),
-                n as libc::c_int,
-                file_offset(offset)?,
-            )
-        };
-        Ok(syscall_result(ret)?.min(count))
+        let offset = file_offset(offset)?;
+        self.bufs.vectored(self.mem, at, count, |iov, n| {
+            // SAFETY: `iov` holds `n` iovecs into guest memory ranges
+            // checked to be mapped and writable (vm-memory slices of
+            // checked descriptors); no Rust reference to that memory
+            // exists while the kernel fills it. GuestMemoryMmap<()> keeps
+            // no dirty bitmap to update.
+            unsafe { libc::preadv(fd.as_raw_fd(), iov, n, offset) }
+        })
     }
 }
 
