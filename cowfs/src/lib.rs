@@ -1,8 +1,10 @@
 //! cowfs: a FUSE server core over copy-on-write directory layers.
 //!
 //! The virtio-fs device of mvm hands every FUSE request the guest sends to
-//! [`Server::handle`] and copies the reply back; this crate knows nothing of
-//! virtio. A share is one of:
+//! [`Server::serve`] through the [`transport`] traits (file data moves
+//! between guest memory and host files in one pass); [`Server::handle`]
+//! serves requests held in memory. This crate knows nothing of virtio. A
+//! share is one of:
 //! - [`ShareMode::Cow`]: a lower directory that is never written and a
 //!   per-VM upper directory. Reads fall through to the lower layer; the
 //!   first write, truncate, chmod, chown, utimes, setxattr or link copies
@@ -51,6 +53,7 @@ pub mod name;
 pub mod origin;
 mod server;
 pub mod stats;
+pub mod transport;
 
 use std::path::PathBuf;
 

@@ -15,6 +15,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::abi::{self, op, EntryOut, InHeader, OutHeader};
 use crate::fs::{Entry, Filesystem};
+use crate::transport::{read_full, MemReply, ReplyWriter, RequestReader};
 
 /// Largest WRITE payload the guest is told to send (and largest READ).
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -106,6 +107,10 @@ pub struct Server {
     proto_minor: u32,
     /// Reply under construction: header + payload.
     buf: Vec<u8>,
+    /// Arguments of the request being served (reused).
+    args: Vec<u8>,
+    /// The reply of [`handle`](Self::handle) (reused).
+    scratch: Vec<u8>,
     stats: crate::stats::OpStats,
     /// Extended attributes are served; without, the xattr requests get
     /// ENOSYS, which the Linux client remembers: it then never asks again,
@@ -121,6 +126,8 @@ impl Server {
             initialized: false,
             proto_minor: 0,
             buf: Vec::with_capacity(64 * 1024),
+            args: Vec::new(),
+            scratch: Vec::new(),
             stats: Default::default(),
             xattr: true,
         }
@@ -158,108 +165,168 @@ impl Server {
     /// Serves one request (`fuse_in_header` and its arguments) and writes
     /// the reply, at most `capacity` bytes, to `out`. Returns the reply
     /// length: 0 for requests that get none (FORGET, BATCH_FORGET,
-    /// INTERRUPT, or a buffer too short to hold even a header).
+    /// INTERRUPT, or a buffer too short to hold even a header). The
+    /// in-memory form of [`serve`](Self::serve).
     pub fn handle<W: Write + ?Sized>(
         &mut self,
-        request: &[u8],
+        mut request: &[u8],
         capacity: usize,
         out: &mut W,
     ) -> std::io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let result = self.serve(&mut request, &mut MemReply::new(&mut buf, capacity));
+        let written = result.and_then(|n| out.write_all(&buf[..n]).map(|()| n));
+        self.scratch = buf;
+        written
+    }
+
+    /// Serves the request `req` holds and writes the reply into `reply`;
+    /// returns the reply length as [`handle`](Self::handle) does. Only the
+    /// header and arguments are copied out of `req`: a WRITE's data goes
+    /// from `req` to the file and a READ's from the file into `reply`.
+    pub fn serve<R, W>(&mut self, req: &mut R, reply: &mut W) -> std::io::Result<usize>
+    where
+        R: RequestReader + ?Sized,
+        W: ReplyWriter + ?Sized,
+    {
         let started = std::time::Instant::now();
-        let result = self.handle_timed(request, capacity, out);
-        if let Ok((h, _)) = InHeader::read_from_prefix(request) {
-            self.stats.record(h.opcode, started.elapsed());
-        }
+        let mut head = [0u8; abi::IN_HEADER_SIZE];
+        let got = read_full(req, &mut head)?;
+        let Ok(h) = InHeader::read_from_bytes(&head[..got]) else {
+            crate::warn_limited!(len = got, "cowfs: request shorter than a FUSE header");
+            return Ok(0);
+        };
+        let result = self.serve_timed(&h, req, reply);
+        self.stats.record(h.opcode, started.elapsed());
         result
     }
 
-    fn handle_timed<W: Write + ?Sized>(
+    fn serve_timed<R, W>(
         &mut self,
-        request: &[u8],
-        capacity: usize,
-        out: &mut W,
-    ) -> std::io::Result<usize> {
-        let Ok((h, _)) = InHeader::read_from_prefix(request) else {
-            crate::warn_limited!(
-                len = request.len(),
-                "cowfs: request shorter than a FUSE header"
-            );
-            return Ok(0);
-        };
+        h: &InHeader,
+        req: &mut R,
+        reply: &mut W,
+    ) -> std::io::Result<usize>
+    where
+        R: RequestReader + ?Sized,
+        W: ReplyWriter + ?Sized,
+    {
+        let capacity = reply.capacity();
         self.buf.clear();
         self.buf.extend_from_slice(OutHeader::default().as_bytes());
         let room = capacity.saturating_sub(abi::OUT_HEADER_SIZE);
-        let result = match usize::try_from(h.len) {
-            Ok(len) if len >= abi::IN_HEADER_SIZE && len <= request.len() => {
-                let args = Args(&request[abi::IN_HEADER_SIZE..len]);
-                if room < min_payload(h.opcode) {
-                    Err(if matches!(h.opcode, op::GETXATTR | op::LISTXATTR) {
-                        Errno::RANGE
-                    } else {
-                        Errno::NOMEM
-                    })
+        let args_len = usize::try_from(h.len)
+            .ok()
+            .and_then(|len| len.checked_sub(abi::IN_HEADER_SIZE))
+            .filter(|&n| n <= req.remaining());
+        let result = match args_len {
+            Some(_) if room < min_payload(h.opcode) => {
+                Err(if matches!(h.opcode, op::GETXATTR | op::LISTXATTR) {
+                    Errno::RANGE
                 } else {
-                    self.dispatch(&h, args, room)
-                }
+                    Errno::NOMEM
+                })
             }
-            _ => {
+            Some(len) => self.gather_and_dispatch(h, len, req, reply, room),
+            None => {
                 crate::warn_limited!(
                     header_len = h.len,
-                    len = request.len(),
+                    len = abi::IN_HEADER_SIZE + req.remaining(),
                     opcode = h.opcode,
                     "cowfs: request length mismatch"
                 );
                 Err(Errno::INVAL)
             }
         };
-        let error = match result {
-            Ok(Reply::None) => return Ok(0),
-            Ok(Reply::Data) => 0,
-            Err(e) => {
-                self.buf.truncate(abi::OUT_HEADER_SIZE);
-                -e.raw_os_error()
-            }
+        let (error, len) = match result {
+            Ok(Outcome::None) => return Ok(0),
+            Ok(Outcome::Data) => (0, self.buf.len()),
+            Ok(Outcome::Direct(n)) => (0, abi::OUT_HEADER_SIZE + n),
+            Err(e) => (-e.raw_os_error(), abi::OUT_HEADER_SIZE),
         };
-        if self.buf.len() > capacity {
-            if capacity < abi::OUT_HEADER_SIZE {
-                return Ok(0);
-            }
-            self.buf.truncate(abi::OUT_HEADER_SIZE);
-            return self.finish(&h, -Errno::NOMEM.raw_os_error(), out);
+        if capacity < abi::OUT_HEADER_SIZE {
+            return Ok(0);
         }
-        self.finish(&h, error, out)
-    }
-
-    fn finish<W: Write + ?Sized>(
-        &mut self,
-        h: &InHeader,
-        error: i32,
-        out: &mut W,
-    ) -> std::io::Result<usize> {
-        if self.buf.len() > abi::OUT_HEADER_SIZE && error != 0 {
-            self.buf.truncate(abi::OUT_HEADER_SIZE);
-        }
+        let (error, len) = if len > capacity {
+            (-Errno::NOMEM.raw_os_error(), abi::OUT_HEADER_SIZE)
+        } else {
+            (error, len)
+        };
         let hdr = OutHeader {
-            len: self.buf.len() as u32,
+            len: len as u32,
             error,
             unique: h.unique,
         };
         self.buf[..abi::OUT_HEADER_SIZE].copy_from_slice(hdr.as_bytes());
-        out.write_all(&self.buf)?;
-        Ok(self.buf.len())
+        // A Direct reply's data is already in place after the header.
+        let inline = if len > self.buf.len() {
+            abi::OUT_HEADER_SIZE
+        } else {
+            len
+        };
+        reply.write_at(0, &self.buf[..inline])?;
+        Ok(len)
+    }
+
+    /// Copies the arguments out of `req` (for a WRITE only its `write_in`:
+    /// the data stays in `req`) and dispatches.
+    fn gather_and_dispatch<R, W>(
+        &mut self,
+        h: &InHeader,
+        args_len: usize,
+        req: &mut R,
+        reply: &mut W,
+        room: usize,
+    ) -> Result<Outcome, Errno>
+    where
+        R: RequestReader + ?Sized,
+        W: ReplyWriter + ?Sized,
+    {
+        let gather = if h.opcode == op::WRITE {
+            args_len.min(size_of::<abi::WriteIn>())
+        } else {
+            args_len
+        };
+        let mut args = std::mem::take(&mut self.args);
+        args.resize(gather, 0);
+        let result = match read_full(req, &mut args) {
+            Ok(n) if n == gather => {
+                let io = Io {
+                    payload: args_len - gather,
+                    req,
+                    reply,
+                    room,
+                };
+                self.dispatch(h, Args(&args), io)
+            }
+            Ok(_) => Err(Errno::INVAL),
+            Err(e) => Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        };
+        self.args = args;
+        result
     }
 
     fn push<T: IntoBytes + Immutable>(&mut self, v: &T) {
         self.buf.extend_from_slice(v.as_bytes());
     }
 
-    fn dispatch(&mut self, h: &InHeader, mut a: Args<'_>, room: usize) -> Result<Reply, Errno> {
+    fn dispatch<R, W>(
+        &mut self,
+        h: &InHeader,
+        mut a: Args<'_>,
+        io: Io<'_, R, W>,
+    ) -> Result<Outcome, Errno>
+    where
+        R: RequestReader + ?Sized,
+        W: ReplyWriter + ?Sized,
+    {
+        let room = io.room;
         if h.opcode == op::INIT {
             return self.init(&mut a);
         }
         if !self.initialized {
             return match h.opcode {
-                op::FORGET | op::BATCH_FORGET | op::INTERRUPT => Ok(Reply::None),
+                op::FORGET | op::BATCH_FORGET | op::INTERRUPT => Ok(Outcome::None),
                 _ => Err(Errno::IO),
             };
         }
@@ -282,7 +349,7 @@ impl Server {
             op::FORGET => {
                 let f: abi::ForgetIn = a.obj()?;
                 fs.forget(id, f.nlookup);
-                return Ok(Reply::None);
+                return Ok(Outcome::None);
             }
             op::BATCH_FORGET => {
                 let b: abi::BatchForgetIn = a.obj()?;
@@ -292,9 +359,9 @@ impl Server {
                     };
                     fs.forget(f.nodeid, f.nlookup);
                 }
-                return Ok(Reply::None);
+                return Ok(Outcome::None);
             }
-            op::INTERRUPT | op::NOTIFY_REPLY => return Ok(Reply::None),
+            op::INTERRUPT | op::NOTIFY_REPLY => return Ok(Outcome::None),
             op::GETATTR => {
                 let g: abi::GetattrIn = a.obj().unwrap_or_default();
                 let fh = (g.getattr_flags & abi::GETATTR_FH != 0).then_some(g.fh);
@@ -387,18 +454,17 @@ impl Server {
             op::READ => {
                 let r: abi::ReadIn = a.obj()?;
                 let n = (r.size.min(MAX_WRITE) as usize).min(room);
-                let start = self.buf.len();
-                self.buf.resize(start + n, 0);
-                let got = self.fs.read(r.fh, r.offset, &mut self.buf[start..])?;
-                self.buf.truncate(start + got);
+                let got = fs.read(r.fh, r.offset, io.reply, abi::OUT_HEADER_SIZE, n)?;
+                return Ok(Outcome::Direct(got));
             }
             op::WRITE => {
                 let w: abi::WriteIn = a.obj()?;
-                if w.size > MAX_WRITE {
+                // The data must all be there: no short write of a request
+                // whose size field disagrees with its payload.
+                if w.size > MAX_WRITE || w.size as usize > io.payload {
                     return Err(Errno::INVAL);
                 }
-                let data = a.bytes(w.size as usize)?;
-                let n = fs.write(w.fh, w.offset, data)?;
+                let n = fs.write(w.fh, w.offset, io.req, w.size as usize)?;
                 if w.write_flags & abi::WRITE_KILL_SUIDGID != 0 {
                     fs.kill_suidgid(w.fh)?;
                 }
@@ -503,10 +569,10 @@ impl Server {
                 return Err(Errno::NOSYS);
             }
         }
-        Ok(Reply::Data)
+        Ok(Outcome::Data)
     }
 
-    fn init(&mut self, a: &mut Args<'_>) -> Result<Reply, Errno> {
+    fn init(&mut self, a: &mut Args<'_>) -> Result<Outcome, Errno> {
         let i: abi::InitInCompat = a.obj()?;
         if i.major < abi::KERNEL_VERSION {
             return Err(Errno::PROTO);
@@ -515,7 +581,7 @@ impl Server {
             // Tell the kernel our major; it will send a new INIT.
             self.push(&abi::KERNEL_VERSION);
             self.push(&abi::KERNEL_MINOR_VERSION);
-            return Ok(Reply::Data);
+            return Ok(Outcome::Data);
         }
         let mut flags = u64::from(i.flags);
         if flags & abi::init::INIT_EXT != 0 {
@@ -558,7 +624,7 @@ impl Server {
             _ => size_of::<abi::InitOut>(),
         };
         self.buf.extend_from_slice(&reply.as_bytes()[..size]);
-        Ok(Reply::Data)
+        Ok(Outcome::Data)
     }
 
     fn readdir(&mut self, fh: u64, offset: u64, limit: usize, plus: bool) -> Result<(), Errno> {
@@ -617,9 +683,22 @@ impl Server {
     }
 }
 
-enum Reply {
+enum Outcome {
     /// No reply at all (FORGET and friends).
     None,
     /// The payload in the buffer (possibly empty).
     Data,
+    /// This many payload bytes already in the transport's reply, after
+    /// the header (READ).
+    Direct(usize),
+}
+
+/// What the data opcodes need of the transport.
+struct Io<'a, R: ?Sized, W: ?Sized> {
+    /// Request bytes left in `req` after the gathered arguments.
+    payload: usize,
+    req: &'a mut R,
+    reply: &'a mut W,
+    /// Reply room after the header.
+    room: usize,
 }

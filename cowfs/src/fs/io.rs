@@ -8,6 +8,7 @@ use rustix::io::Errno;
 use super::Filesystem;
 use crate::handle::Handle;
 use crate::layer::{fstat, proc_fd_path, reopen};
+use crate::transport::{ReplyWriter, RequestReader};
 
 /// Largest xattr value or list handled (XATTR_SIZE_MAX).
 pub const XATTR_MAX: usize = 64 * 1024;
@@ -112,38 +113,59 @@ impl Filesystem {
         kill_privs(fd.as_fd())
     }
 
-    /// Reads up to `buf.len()` bytes at `offset`; short only at end of file.
-    pub fn read(&mut self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    /// Reads up to `count` bytes at `offset` into `reply` at `at`, straight
+    /// from the file; short only at end of file (or after an error once
+    /// some bytes were read).
+    pub fn read<W: ReplyWriter + ?Sized>(
+        &mut self,
+        fh: u64,
+        offset: u64,
+        reply: &mut W,
+        at: usize,
+        count: usize,
+    ) -> Result<usize, Errno> {
         self.follow_copy_up(fh)?;
         let (fd, _) = self.file(fh)?;
         let mut done = 0;
-        while done < buf.len() {
+        while done < count {
             let off = offset.checked_add(done as u64).ok_or(Errno::INVAL)?;
-            match rustix::io::pread(fd, &mut buf[done..], off) {
+            match reply.read_from(fd.as_fd(), at + done, count - done, off) {
                 Ok(0) => break,
-                Ok(n) => done += n,
-                Err(Errno::INTR) => {}
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
+                Ok(n) => done += n.min(count - done),
+                Err(e) => match errno(&e) {
+                    Errno::INTR => {}
+                    e if done == 0 => return Err(e),
+                    _ => break,
+                },
             }
         }
         Ok(done)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+    /// Writes the next `count` bytes of `data` at `offset`, straight from
+    /// the request; short only if the file takes no more.
+    pub fn write<R: RequestReader + ?Sized>(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &mut R,
+        count: usize,
+    ) -> Result<usize, Errno> {
         let (fd, writable) = self.file(fh)?;
         if !writable {
             return Err(Errno::BADF);
         }
         let mut done = 0;
-        while done < data.len() {
+        while done < count {
             let off = offset.checked_add(done as u64).ok_or(Errno::FBIG)?;
-            match rustix::io::pwrite(fd, &data[done..], off) {
+            match data.write_to(fd.as_fd(), count - done, off) {
                 Ok(0) => break,
-                Ok(n) => done += n,
-                Err(Errno::INTR) => {}
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
+                Ok(n) => done += n.min(count - done),
+                Err(e) => match errno(&e) {
+                    Errno::INTR => {}
+                    e if done == 0 => return Err(e),
+                    _ => break,
+                },
             }
         }
         Ok(done)
@@ -248,6 +270,11 @@ impl Filesystem {
             None => rfs::removexattr(target.as_str(), xname),
         }
     }
+}
+
+/// The errno of a transport or syscall error (EIO for one without).
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
 }
 
 /// What the kernel itself does when a writer lacks CAP_FSETID: drop the

@@ -6,6 +6,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::guest_io::{Buffers, GuestReply, GuestRequest};
 use super::{
     FsError, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN,
 };
@@ -29,11 +30,9 @@ pub struct Fs {
     active: Option<Active>,
     /// Serve the guest's notifications on its vCPU thread (the default).
     on_vcpu: bool,
-    /// Reused for every request so a busy guest costs no allocations.
-    request: Vec<u8>,
-    reply: Vec<u8>,
-    /// Writable buffers of the chain being served.
-    writable: Vec<(GuestAddress, usize)>,
+    /// Buffers of the chain being served, reused so a busy guest costs
+    /// no allocations.
+    bufs: ChainBuffers,
 }
 
 impl Fs {
@@ -59,9 +58,7 @@ impl Fs {
             server: cowfs::Server::new(fs),
             on_vcpu: true,
             active: None,
-            request: Vec::new(),
-            reply: Vec::new(),
-            writable: Vec::new(),
+            bufs: ChainBuffers::default(),
         })
     }
 
@@ -97,19 +94,14 @@ impl Fs {
         let (mem, interrupt) = (&active.mem, &active.interrupt);
         let signalled = match active.queues.get_mut(index) {
             Some(queue) if index != HIPRIO && queue.ready() => {
-                let (server, request, reply, writable) = (
-                    &mut self.server,
-                    &mut self.request,
-                    &mut self.reply,
-                    &mut self.writable,
-                );
+                let (server, bufs) = (&mut self.server, &mut self.bufs);
                 crate::virtio::serve::serve_queue(
                     "virtio-fs",
                     queue,
                     mem,
                     interrupt,
                     &self.queue_evts[index],
-                    |chain| serve_chain(mem, chain, server, request, reply, writable),
+                    |chain| serve_chain(mem, chain, server, bufs),
                 )
             }
             _ => false,
@@ -157,14 +149,7 @@ impl Fs {
                 };
                 budget -= 1;
                 let head = chain.head_index();
-                let len = serve_chain(
-                    mem,
-                    chain,
-                    &mut self.server,
-                    &mut self.request,
-                    &mut self.reply,
-                    &mut self.writable,
-                );
+                let len = serve_chain(mem, chain, &mut self.server, &mut self.bufs);
                 match queue.add_used(mem, head, len) {
                     Ok(()) => used = true,
                     Err(e) => warn_limited!(head, error = %e, "virtio-fs: cannot return a chain"),
@@ -215,26 +200,30 @@ fn set_avail_event(queue: &Queue, mem: &GuestMemoryMmap, value: u16) -> Result<(
         .map_err(|e| e.to_string())
 }
 
-/// Serves one chain: gathers the readable part (at most `MAX_REQUEST`
-/// bytes), hands it to the server and scatters the reply over the writable
-/// part. Returns the number of reply bytes written. A chain with a buffer
-/// outside guest memory, or a readable buffer after a writable one, is
-/// malformed and gets 0 bytes (no reply). Lengths come from the guest and
-/// are checked, never trusted; loops are cut off by virtio-queue.
+/// The readable and the writable buffers of one chain.
+#[derive(Default)]
+struct ChainBuffers {
+    readable: Buffers,
+    writable: Buffers,
+}
+
+/// Serves one chain: the server copies the headers out of the readable
+/// part (at most `MAX_REQUEST` bytes of it are used) and writes its reply
+/// into the writable part (at most `MAX_REPLY` bytes); file data moves
+/// straight between guest memory and the host file. Returns the number of
+/// reply bytes written. A chain with a buffer outside guest memory, or a
+/// readable buffer after a writable one, is malformed and gets 0 bytes
+/// (no reply). Lengths come from the guest and are checked, never
+/// trusted; loops are cut off by virtio-queue.
 fn serve_chain(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
     server: &mut cowfs::Server,
-    request: &mut Vec<u8>,
-    reply: &mut Vec<u8>,
-    writable: &mut Vec<(GuestAddress, usize)>,
+    bufs: &mut ChainBuffers,
 ) -> u32 {
-    // `request` only grows (to MAX_REQUEST at most) and is not cleared:
-    // zero-filling up to 1 MiB per WRITE before overwriting it cost a
-    // whole extra pass over the data.
-    let mut req_len = 0usize;
-    writable.clear();
-    let mut capacity = 0usize;
+    bufs.readable.clear();
+    bufs.writable.clear();
+    let mut seen_writable = false;
     for desc in chain {
         let len = desc.len() as usize;
         if len == 0 {
@@ -249,55 +238,27 @@ fn serve_chain(
             return 0;
         }
         if desc.is_write_only() {
-            if capacity < MAX_REPLY {
-                let take = len.min(MAX_REPLY - capacity);
-                writable.push((desc.addr(), take));
-                capacity += take;
-            }
+            seen_writable = true;
+            bufs.writable.push(desc.addr(), len, MAX_REPLY);
+        } else if seen_writable {
+            warn_limited!("virtio-fs: readable buffer after a writable one");
+            return 0;
         } else {
-            if !writable.is_empty() {
-                warn_limited!("virtio-fs: readable buffer after a writable one");
-                return 0;
-            }
             // Past the cap the request is cut: its header's length then
             // disagrees and the server answers EINVAL.
-            let take = len.min(MAX_REQUEST - req_len);
-            if take == 0 {
-                continue;
-            }
-            let start = req_len;
-            req_len += take;
-            if request.len() < req_len {
-                request.resize(req_len, 0);
-            }
-            if let Err(e) = mem.read_slice(&mut request[start..req_len], desc.addr()) {
-                warn_limited!(addr = desc.addr().0, error = %e, "virtio-fs: cannot read request");
-                return 0;
-            }
+            bufs.readable.push(desc.addr(), len, MAX_REQUEST);
         }
     }
-    reply.clear();
-    let n = match server.handle(&request[..req_len], capacity, reply) {
-        Ok(n) => n,
+    let mut request = GuestRequest::new(mem, &bufs.readable);
+    let mut reply = GuestReply::new(mem, &bufs.writable);
+    match server.serve(&mut request, &mut reply) {
+        // At most MAX_REPLY (about 1 MiB), so this never truncates.
+        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
         Err(e) => {
-            warn_limited!(error = %e, "virtio-fs: cannot build reply");
-            return 0;
+            warn_limited!(error = %e, "virtio-fs: cannot serve request");
+            0
         }
-    };
-    let mut done = 0usize;
-    for &(addr, len) in writable.iter() {
-        if done >= n {
-            break;
-        }
-        let chunk = len.min(n - done);
-        if let Err(e) = mem.write_slice(&reply[done..done + chunk], addr) {
-            warn_limited!(addr = addr.0, error = %e, "virtio-fs: cannot write reply");
-            return 0;
-        }
-        done += chunk;
     }
-    // At most MAX_REPLY (about 1 MiB), so this never truncates.
-    u32::try_from(done).unwrap_or(u32::MAX)
 }
 
 impl Drop for Fs {

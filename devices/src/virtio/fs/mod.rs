@@ -41,6 +41,7 @@
 
 mod device;
 mod event_handler;
+mod guest_io;
 
 pub use cowfs;
 pub use cowfs::{Limits, ShareConfig, ShareMode};
@@ -59,8 +60,8 @@ pub const HIPRIO_BATCH: u16 = 64;
 pub const NUM_REQUEST_QUEUES: u32 = 1;
 /// Length of the tag field of the config space.
 pub const TAG_LEN: usize = 36;
-/// Bytes gathered from one chain's readable part at most (a maximal WRITE
-/// plus headers); longer requests are cut there and answered with EINVAL.
+/// Bytes of one chain's readable part used at most (a maximal WRITE plus
+/// headers); longer requests are cut there and answered with EINVAL.
 pub const MAX_REQUEST: usize = cowfs::Server::max_request_len();
 /// Reply bytes written into one chain at most.
 pub const MAX_REPLY: usize = cowfs::Server::max_request_len();

@@ -471,3 +471,269 @@ fn activation_needs_the_request_queue() {
     linux_probe(&mut f.t, &[(u32::from(SIZE), QUEUE_ADDRS[0])]);
     assert!(!lock(&f.fs).is_activated());
 }
+
+/// Where the data pages of the chains below live: one page every two, so
+/// no two are adjacent in guest memory.
+const PAGES: u64 = 0x8_0000;
+const REPLY_PAGES: u64 = 0xc_0000;
+
+fn page(base: u64, i: usize) -> u64 {
+    base + 0x2000 * i as u64
+}
+
+impl Fixture {
+    /// LOOKUP + OPEN of `name` in the root with open(2) `flags`: (node, fh).
+    fn open(&mut self, name: &[u8], flags: u32) -> (u64, u64) {
+        let (_, rep) = self.call(&request(op::LOOKUP, ROOT_ID, 50, &[&cstr(name)]), 4096);
+        assert_eq!(header(&rep).error, 0);
+        let (e, _) = abi::EntryOut::read_from_prefix(&rep[16..]).unwrap();
+        let open = abi::OpenIn {
+            flags,
+            ..Default::default()
+        };
+        let (_, rep) = self.call(&request(op::OPEN, e.nodeid, 51, &[open.as_bytes()]), 4096);
+        assert_eq!(header(&rep).error, 0);
+        (
+            e.nodeid,
+            abi::OpenOut::read_from_prefix(&rep[16..]).unwrap().0.fh,
+        )
+    }
+
+    /// A WRITE laid out as Linux's virtio-fs client does: the in-header in
+    /// one buffer, `write_in` in the next, then `data` in buffers of the
+    /// given sizes at scattered addresses; the reply's header and
+    /// `write_out` in two buffers. Returns (used length, reply).
+    fn write_pages(&mut self, w: abi::WriteIn, data: &[u8], sizes: &[usize]) -> (u32, Vec<u8>) {
+        let req = request(op::WRITE, 0, 60, &[w.as_bytes(), data]);
+        self.mem_write(REQ, &req[..80]);
+        let mut bufs = vec![(REQ, 40, false), (REQ + 0x100, 40, false)];
+        self.mem_write(REQ + 0x100, &req[40..80]);
+        let mut at = 0;
+        for (i, &n) in sizes.iter().enumerate() {
+            self.mem_write(page(PAGES, i), &data[at..at + n]);
+            bufs.push((page(PAGES, i), n as u32, false));
+            at += n;
+        }
+        bufs.extend([(REP, 16, true), (REP + 0x100, 8, true)]);
+        let head = self.push_chain(REQUESTS, &bufs);
+        self.serve(REQUESTS);
+        let (len, _) = self.last_used(REQUESTS, head);
+        let mut rep = self.rings[REQUESTS].read(REP, 16);
+        rep.extend(self.rings[REQUESTS].read(REP + 0x100, 8));
+        (len, rep)
+    }
+
+    /// A READ whose reply is a 16-byte header buffer then buffers of the
+    /// given sizes at scattered addresses. Returns (header, data read).
+    fn read_pages(
+        &mut self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        sizes: &[usize],
+    ) -> (abi::OutHeader, Vec<u8>) {
+        let r = abi::ReadIn {
+            fh,
+            offset,
+            size,
+            ..Default::default()
+        };
+        let req = request(op::READ, 0, 61, &[r.as_bytes()]);
+        self.mem_write(REQ, &req);
+        let mut bufs = vec![(REQ, req.len() as u32, false), (REP, 16, true)];
+        for (i, &n) in sizes.iter().enumerate() {
+            bufs.push((page(REPLY_PAGES, i), n as u32, true));
+        }
+        let head = self.push_chain(REQUESTS, &bufs);
+        self.serve(REQUESTS);
+        let (len, rep) = self.last_used(REQUESTS, head);
+        let h = header(&rep[..16]);
+        assert_eq!(h.len, len);
+        let mut data = Vec::new();
+        let mut left = len as usize - 16;
+        for (i, &n) in sizes.iter().enumerate() {
+            let take = n.min(left);
+            data.extend(self.rings[REQUESTS].read(page(REPLY_PAGES, i), take));
+            left -= take;
+        }
+        (h, data)
+    }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
+        .collect()
+}
+
+#[test]
+fn linux_style_data_chains_over_scattered_pages() {
+    let mut f = fixture();
+    f.bring_up();
+    f.init();
+    std::fs::write(f.lower.join("big"), b"").unwrap();
+    let (_, fh) = f.open(b"big", 2);
+    // Nine page buffers, one page split mid-way into two buffers and a
+    // last partial one: with the headers and the reply, all 16 descriptors
+    // of the ring.
+    let sizes = [
+        4096, 4096, 1000, 3096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 123,
+    ];
+    let total: usize = sizes.iter().sum();
+    let data = pattern(total, 2654435761);
+    let w = abi::WriteIn {
+        fh,
+        offset: 5,
+        size: total as u32,
+        ..Default::default()
+    };
+    let (len, rep) = f.write_pages(w, &data, &sizes);
+    assert_eq!((len, header(&rep).error), (24, 0));
+    assert_eq!(
+        u32::from_le_bytes(rep[16..20].try_into().unwrap()),
+        total as u32
+    );
+    let on_disk = std::fs::read(f.upper.join("big")).unwrap();
+    assert_eq!(on_disk.len(), 5 + total);
+    assert_eq!(&on_disk[5..], &data[..]);
+    assert_eq!(std::fs::read(f.lower.join("big")).unwrap(), b"");
+
+    // Back into pages, the reply area split mid-page too.
+    let rsizes = [
+        4096, 4096, 2000, 2096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096,
+    ];
+    let (h, back) = f.read_pages(fh, 5, total as u32, &rsizes);
+    assert_eq!(h.error, 0);
+    assert_eq!(back, data);
+}
+
+#[test]
+fn write_sizes_that_disagree_with_the_payload_are_refused() {
+    let mut f = fixture();
+    f.bring_up();
+    f.init();
+    std::fs::write(f.lower.join("w"), b"").unwrap();
+    let (_, fh) = f.open(b"w", 2);
+    let data = pattern(8192, 7);
+    let w = |size| abi::WriteIn {
+        fh,
+        size,
+        ..Default::default()
+    };
+    // The size field claims more than the chain carries: the header's
+    // length covers it all, the chain only two pages of it.
+    let mut req = request(op::WRITE, 0, 70, &[w(3 * 4096).as_bytes(), &data]);
+    req[0..4].copy_from_slice(&(80u32 + 3 * 4096).to_le_bytes());
+    f.mem_write(REQ, &req);
+    let (len, rep) = f.call(&req, 4096);
+    assert_eq!((len, header(&rep).error), (16, -22));
+    // The header's length covers less than the size field says.
+    let req = request(op::WRITE, 0, 71, &[w(8192).as_bytes(), &data[..4096]]);
+    let (len, rep) = f.call(&req, 4096);
+    assert_eq!((len, header(&rep).error), (16, -22));
+    // No room in the chain for write_in, or only part of it.
+    for cut in [40, 60] {
+        let mut req = request(op::WRITE, 0, 72, &[w(0).as_bytes()]);
+        req.truncate(cut);
+        req[0..4].copy_from_slice(&(cut as u32).to_le_bytes());
+        let (len, rep) = f.call(&req, 4096);
+        assert_eq!((len, header(&rep).error), (16, -22), "{cut}");
+    }
+    // Larger than the negotiated maximum.
+    let req = request(op::WRITE, 0, 73, &[w(cowfs::MAX_WRITE + 1).as_bytes()]);
+    let (len, rep) = f.call(&req, 4096);
+    assert_eq!((len, header(&rep).error), (16, -22));
+    assert_eq!(std::fs::metadata(f.upper.join("w")).unwrap().len(), 0);
+    // More payload than the size field: only `size` bytes are written.
+    let (len, rep) = f.write_pages(w(100), &data[..4096], &[4096]);
+    assert_eq!((len, header(&rep).error), (24, 0));
+    assert_eq!(std::fs::read(f.upper.join("w")).unwrap(), &data[..100]);
+}
+
+#[test]
+fn reads_at_eof_and_into_small_reply_areas() {
+    let mut f = fixture();
+    f.bring_up();
+    f.init();
+    let (_, fh) = f.open(b"a.txt", 0);
+    let text = b"hello from the host";
+    // At and past end of file: an empty successful reply; at an offset
+    // the host cannot take, EINVAL.
+    for off in [19, 1000] {
+        let (h, data) = f.read_pages(fh, off, 4096, &[4096]);
+        assert_eq!((h.error, h.len, data.len()), (0, 16, 0), "{off}");
+    }
+    let (h, _) = f.read_pages(fh, u64::MAX, 4096, &[4096]);
+    assert_eq!((h.error, h.len), (-22, 16));
+    // Short read at end of file, over two buffers.
+    let (h, data) = f.read_pages(fh, 6, 4096, &[3, 4096]);
+    assert_eq!((h.error, &data[..]), (0, &text[6..]));
+    // A reply area smaller than asked: what fits.
+    let (h, data) = f.read_pages(fh, 0, 4096, &[5, 2]);
+    assert_eq!((h.error, &data[..]), (0, &text[..7]));
+    // Room for the header only.
+    let (h, data) = f.read_pages(fh, 0, 4096, &[]);
+    assert_eq!((h.error, h.len, data.len()), (0, 16, 0));
+    // A bad handle: an error reply, no data.
+    let (h, _) = f.read_pages(fh + 1000, 0, 4096, &[4096]);
+    assert_eq!((h.error, h.len), (-9, 16));
+    // A header buffer split in two before the data.
+    let r = abi::ReadIn {
+        fh,
+        size: 4096,
+        ..Default::default()
+    };
+    let req = request(op::READ, 0, 80, &[r.as_bytes()]);
+    f.mem_write(REQ, &req);
+    let head = f.push_chain(
+        REQUESTS,
+        &[
+            (REQ, req.len() as u32, false),
+            (REP, 10, true),
+            (REP + 0x100, 6, true),
+            (REP + 0x200, 100, true),
+        ],
+    );
+    f.serve(REQUESTS);
+    let (len, _) = f.last_used(REQUESTS, head);
+    assert_eq!(len, 16 + 19);
+    let mut hdr = f.rings[REQUESTS].read(REP, 10);
+    hdr.extend(f.rings[REQUESTS].read(REP + 0x100, 6));
+    assert_eq!((header(&hdr).len, header(&hdr).error), (35, 0));
+    assert_eq!(f.rings[REQUESTS].read(REP + 0x200, 19), text);
+}
+
+#[test]
+fn writes_to_lower_files_land_in_the_upper_copy() {
+    let mut f = fixture();
+    f.bring_up();
+    f.init();
+    // A reader opened on the lower file, then a writer (copy-up).
+    let (_, reader) = f.open(b"a.txt", 0);
+    let (_, writer) = f.open(b"a.txt", 2);
+    let w = abi::WriteIn {
+        fh: writer,
+        size: 5,
+        ..Default::default()
+    };
+    let (len, rep) = f.write_pages(w, b"HELLO", &[2, 3]);
+    assert_eq!((len, header(&rep).error), (24, 0));
+    assert_eq!(
+        std::fs::read(f.upper.join("a.txt")).unwrap(),
+        b"HELLO from the host"
+    );
+    assert_eq!(
+        std::fs::read(f.lower.join("a.txt")).unwrap(),
+        b"hello from the host"
+    );
+    // The reader follows the copy-up; a write through it is refused.
+    let (h, data) = f.read_pages(reader, 0, 4096, &[4096]);
+    assert_eq!((h.error, &data[..]), (0, &b"HELLO from the host"[..]));
+    let w = abi::WriteIn {
+        fh: reader,
+        size: 1,
+        ..Default::default()
+    };
+    let (len, rep) = f.write_pages(w, b"x", &[1]);
+    assert_eq!((len, header(&rep).error), (16, -9));
+}
