@@ -47,7 +47,7 @@ type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 /// A VM ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     mem: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
     event_manager: EventManager<Subscriber>,
@@ -89,7 +89,7 @@ impl Vm {
                 max: max_cpus,
             });
         }
-        let vm_fd = kvm.create_vm().map_err(kvm::KvmError::CreateVm)?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(kvm::KvmError::CreateVm)?);
 
         let mem = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
         register_memory(&vm_fd, &mem)?;
@@ -487,7 +487,7 @@ impl<W: Write> Write for Unbuffered<W> {
 /// Hands out MMIO windows and IRQ lines to virtio devices and wires each
 /// to the bus, KVM (irqfd, ioeventfds), the event loop and the command line.
 struct VirtioSlots<'a> {
-    vm_fd: &'a VmFd,
+    vm_fd: &'a Arc<VmFd>,
     mem: &'a GuestMemoryMmap,
     buses: &'a mut Buses,
     cmdline: &'a mut String,
@@ -512,7 +512,11 @@ impl VirtioSlots<'_> {
         self.vm_fd
             .register_irqfd(&irq_evt, irq)
             .map_err(|e| Error::Kvm("KVM_IRQFD for a virtio device", e))?;
-        let interrupt = Arc::new(Interrupt::new(irq_evt));
+        let line = KvmIrqLine {
+            vm_fd: self.vm_fd.clone(),
+            gsi: irq,
+        };
+        let interrupt = Arc::new(Interrupt::with_line(irq_evt, Box::new(line)));
         let transport = MmioTransport::new(self.mem.clone(), interrupt, device.clone())
             .map_err(Error::Transport)?;
         // A device serving on the vCPU wants its notifications to exit.
@@ -537,6 +541,27 @@ impl VirtioSlots<'_> {
         self.cmdline
             .push_str(&cmdline_device(base, MMIO_DEVICE_WINDOW, irq));
         Ok(())
+    }
+}
+
+/// A virtio device's interrupt line raised with KVM_IRQ_LINE on the
+/// signalling thread: a pulse, as an irqfd gives, without the kernel
+/// worker that injects an irqfd routed to an IOAPIC pin. The irqfd stays
+/// registered for backends outside the VMM and as the fallback.
+struct KvmIrqLine {
+    vm_fd: Arc<VmFd>,
+    gsi: u32,
+}
+
+impl devices::virtio::IrqLine for KvmIrqLine {
+    fn pulse(&self) -> std::io::Result<()> {
+        let set = |level| {
+            self.vm_fd
+                .set_irq_line(self.gsi, level)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+        };
+        set(true)?;
+        set(false)
     }
 }
 

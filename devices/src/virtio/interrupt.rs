@@ -6,13 +6,23 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{INT_CONFIG, INT_VRING};
 
+/// Raises the device's interrupt line directly (the VMM: KVM_IRQ_LINE,
+/// high then low). KVM injects an irqfd routed to an IOAPIC pin from a
+/// kernel worker thread, one more thread switch per interrupt; the ioctl
+/// injects on the calling thread.
+pub trait IrqLine: Send + Sync {
+    fn pulse(&self) -> std::io::Result<()>;
+}
+
 /// InterruptStatus bits plus the eventfd that raises the device's GSI (the
-/// VMM registers it as a KVM irqfd). Shared by the transport, which reads and
+/// VMM registers it as a KVM irqfd) and, when the VMM gives one, a direct
+/// [`IrqLine`] used instead of it. Shared by the transport, which reads and
 /// acknowledges the status, and the device, which raises it.
 pub struct Interrupt {
     status: AtomicU32,
     config_generation: AtomicU32,
     event: EventFd,
+    line: Option<Box<dyn IrqLine>>,
 }
 
 impl Interrupt {
@@ -21,6 +31,15 @@ impl Interrupt {
             status: AtomicU32::new(0),
             config_generation: AtomicU32::new(0),
             event,
+            line: None,
+        }
+    }
+
+    /// Raised through `line`; `event` (the irqfd) stays the fallback.
+    pub fn with_line(event: EventFd, line: Box<dyn IrqLine>) -> Self {
+        Self {
+            line: Some(line),
+            ..Self::new(event)
         }
     }
 
@@ -59,6 +78,14 @@ impl Interrupt {
 
     fn signal(&self, bit: u32) {
         self.status.fetch_or(bit, Ordering::AcqRel);
+        if let Some(line) = &self.line {
+            match line.pulse() {
+                Ok(()) => return,
+                Err(e) => {
+                    warn_limited!(error = %e, "cannot raise the interrupt line; using the irqfd")
+                }
+            }
+        }
         // A failure here means a lost interrupt, not a broken VMM: log it and
         // let the driver's next poll or notification recover.
         if let Err(e) = self.event.write(1) {
@@ -79,7 +106,41 @@ impl std::fmt::Debug for Interrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    struct Line {
+        pulses: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl IrqLine for Line {
+        fn pulse(&self) -> std::io::Result<()> {
+            self.pulses.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_direct_line_replaces_the_irqfd_and_falls_back_to_it() {
+        for fail in [false, true] {
+            let pulses = Arc::new(AtomicUsize::new(0));
+            let line = Line {
+                pulses: pulses.clone(),
+                fail,
+            };
+            let irq = Interrupt::with_line(EventFd::new(EFD_NONBLOCK).unwrap(), Box::new(line));
+            irq.signal_used_queue();
+            assert_eq!(irq.status(), INT_VRING);
+            assert_eq!(pulses.load(Ordering::SeqCst), 1);
+            // The irqfd is written only when the line failed.
+            assert_eq!(irq.irqfd().read().is_ok(), fail);
+        }
+    }
 
     #[test]
     fn status_signal_and_ack() {

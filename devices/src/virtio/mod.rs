@@ -86,7 +86,7 @@ pub mod vsock;
 pub(crate) mod test_utils;
 
 pub use fs::Fs;
-pub use interrupt::Interrupt;
+pub use interrupt::{Interrupt, IrqLine};
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
 pub use net::Net;
 pub use rng::Rng;
