@@ -189,6 +189,13 @@ impl InodeTable {
     }
 
     /// Updates the presence of the inode at `path`, if the guest knows it.
+    /// The presence last recorded for the object at `path`, if it has an
+    /// inode.
+    pub fn presence_at(&self, path: &[u8]) -> Option<Presence> {
+        let id = self.by_path.get(path)?;
+        self.nodes.get(id).map(|n| n.presence)
+    }
+
     pub fn set_presence(&mut self, path: &[u8], presence: Presence) {
         if let Some(id) = self.by_path.get(path) {
             if let Some(node) = self.nodes.get_mut(id) {

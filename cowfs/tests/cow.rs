@@ -577,6 +577,35 @@ fn xattrs() {
 }
 
 #[test]
+fn copy_up_on_open_keeps_the_open_flags() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    // O_WRONLY | O_APPEND: the write at offset 0 still appends.
+    let a = c.resolve("a.txt").unwrap().nodeid;
+    let fh = c.open(a, 0o2001).unwrap();
+    c.write(fh, 0, b"more\n").unwrap();
+    c.release(fh).unwrap();
+    assert_eq!(
+        fs::read(l.upper.join("a.txt")).unwrap(),
+        b"hello lower\nmore\n"
+    );
+    // O_RDWR | O_TRUNC: empty, then written.
+    let b = c.resolve("dir/b.txt").unwrap().nodeid;
+    let fh = c.open(b, 0o1002).unwrap();
+    c.write(fh, 0, b"new").unwrap();
+    assert_eq!(c.read(fh, 0, 16).unwrap(), b"new");
+    c.release(fh).unwrap();
+    assert_eq!(fs::read(l.upper.join("dir/b.txt")).unwrap(), b"new");
+    // O_WRONLY | O_DSYNC: opened again with the sync flag, data copied.
+    let s = c.resolve("dir/sub/c.txt").unwrap().nodeid;
+    let fh = c.open(s, 0o10001).unwrap();
+    c.write(fh, 3, b"!").unwrap();
+    c.release(fh).unwrap();
+    assert_eq!(fs::read(l.upper.join("dir/sub/c.txt")).unwrap(), b"sea!");
+    assert_eq!(fs::read(l.lower.join("a.txt")).unwrap(), b"hello lower\n");
+}
+
+#[test]
 fn opened_files_ask_for_no_flush() {
     use zerocopy::{FromBytes, IntoBytes};
     let l = layers();

@@ -29,24 +29,49 @@ impl Filesystem {
         p: Presence,
         data: bool,
     ) -> Result<Presence, Errno> {
+        self.copy_up_file(path, p, data).map(|(p, _)| p)
+    }
+
+    /// [`copy_up`](Self::copy_up), also returning the new upper copy of a
+    /// regular file open read-write when this call made it (the caller
+    /// may keep it instead of opening the file again).
+    pub(crate) fn copy_up_file(
+        &mut self,
+        path: &[u8],
+        p: Presence,
+        data: bool,
+    ) -> Result<(Presence, Option<OwnedFd>), Errno> {
         self.upper()?;
         if p.upper {
-            return Ok(p);
+            return Ok((p, None));
         }
         if p.is_dir {
             self.ensure_upper_dir(path)?;
-            return Ok(Presence {
+            let p = Presence {
                 upper: true,
                 lower: true,
                 is_dir: true,
-            });
+            };
+            return Ok((p, None));
         }
         let (parent, name) = split(path).ok_or(Errno::IO)?;
-        self.ensure_upper_dir(parent)?;
-        self.copy_up_one(parent, name, data)?;
+        // A parent the inode table knows to be in the upper layer needs no
+        // walk to check it (the next copy-up in a directory is the common
+        // case); should it be gone after all, the full check runs.
+        let known = self.inodes.presence_at(parent).is_some_and(|pp| pp.upper);
+        if !known {
+            self.ensure_upper_dir(parent)?;
+        }
+        let fd = match self.copy_up_one(parent, name, data) {
+            Err(Errno::NOENT) if known => {
+                self.ensure_upper_dir(parent)?;
+                self.copy_up_one(parent, name, data)?
+            }
+            r => r?,
+        };
         let np = Presence::upper(false);
         self.inodes.set_presence(path, np);
-        Ok(np)
+        Ok((np, fd))
     }
 
     /// Makes sure the directory at `dir` exists in the upper layer, copying
@@ -81,13 +106,20 @@ impl Filesystem {
     }
 
     /// Copies the lower object `parent/name` into the existing upper
-    /// directory `parent`.
-    fn copy_up_one(&mut self, parent: &[u8], name: &[u8], data: bool) -> Result<(), Errno> {
+    /// directory `parent`; returns the copy of a regular file, open
+    /// read-write.
+    fn copy_up_one(
+        &mut self,
+        parent: &[u8],
+        name: &[u8],
+        data: bool,
+    ) -> Result<Option<OwnedFd>, Errno> {
         let path = join(parent, name);
         let lfd = self.lower()?.path_fd(&path)?;
         let st = fstat(&lfd)?;
         let updir = self.upper()?.dir(parent)?;
         let as_root = self.as_root;
+        let mut copy = None;
         let new = match st.kind() {
             S_IFREG => {
                 let tmp = self.tmp_name();
@@ -122,7 +154,9 @@ impl Filesystem {
                     let _ = rfs::unlinkat(&updir, tmp.as_slice(), AtFlags::empty());
                     return Err(e);
                 }
-                fstat(&out)?
+                let new = fstat(&out)?;
+                copy = Some(out);
+                new
             }
             S_IFDIR => {
                 rfs::mkdirat(&updir, name, Mode::from_raw_mode(0o700))?;
@@ -151,7 +185,7 @@ impl Filesystem {
         if let Some(o) = &mut self.origins {
             o.copied_up(&path, &st, new.ino);
         }
-        Ok(())
+        Ok(copy)
     }
 
     /// Owner, mode and times of `st` onto the new upper object `name` in

@@ -43,19 +43,33 @@ impl Filesystem {
         let oflags = open_flags(flags);
         let write =
             oflags.intersects(OFlags::WRONLY | OFlags::RDWR) || oflags.contains(OFlags::TRUNC);
-        let p = if write {
+        let (p, copy) = if write {
             self.upper()?;
-            self.copy_up(&path, p, !oflags.contains(OFlags::TRUNC))?
+            self.copy_up_file(&path, p, !oflags.contains(OFlags::TRUNC))?
         } else {
-            p
+            (p, None)
         };
-        let pfd = self.primary(p)?.path_fd(&path)?;
-        // Only regular files are opened on the host: opening a FIFO could
-        // block the VMM, opening a device node could have side effects.
-        if !fstat(&pfd)?.is_reg() {
-            return Err(Errno::ACCESS);
-        }
-        let fd = reopen(pfd.as_fd(), oflags)?;
+        // The copy-up's own read-write fd serves a plain write open (its
+        // file is new: empty when O_TRUNC asked for no data); sync flags
+        // cannot be added later, so those opens go the long way.
+        let plain = OFlags::WRONLY | OFlags::RDWR | OFlags::APPEND | OFlags::TRUNC;
+        let fd = match copy {
+            Some(fd) if (oflags & !plain).is_empty() => {
+                if oflags.contains(OFlags::APPEND) {
+                    rfs::fcntl_setfl(&fd, OFlags::APPEND)?;
+                }
+                fd
+            }
+            _ => {
+                let pfd = self.primary(p)?.path_fd(&path)?;
+                // Only regular files are opened on the host: opening a FIFO
+                // could block the VMM, a device node could have side effects.
+                if !fstat(&pfd)?.is_reg() {
+                    return Err(Errno::ACCESS);
+                }
+                reopen(pfd.as_fd(), oflags)?
+            }
+        };
         self.handles.insert(Handle::File {
             fd,
             writable: write,
