@@ -5,9 +5,17 @@
 //! Queue 0 is the high-priority queue (FORGET, BATCH_FORGET, INTERRUPT),
 //! queues 1.. are request queues (one here). Each descriptor chain is a
 //! device-readable part (`fuse_in_header` + arguments), then a
-//! device-writable part for the reply. Requests are served on the event
-//! loop, synchronously (a first write to a large lower file copies it up
-//! before the loop moves on).
+//! device-writable part for the reply.
+//!
+//! Requests are served synchronously on the vCPU thread that notified
+//! (the VMM registers no ioeventfd for the device: the notification exits
+//! to that thread, which serves the queue before re-entering the guest), or
+//! on the event loop when the device is busy elsewhere or configured so
+//! ([`Fs::set_serve_on_vcpu`]). A first write to a large lower file copies
+//! it up before the guest's vCPU runs on. FORGETs on the high-priority
+//! queue are drained with every request (see `Fs::process_queue`). File
+//! data moves between guest memory and the host file in one
+//! `preadv`/`pwritev` (`guest_io`).
 //!
 //! Wiring one share (see [`crate::virtio`] for the transport and irqfd
 //! side); the guest mounts it with `mount -t virtiofs project /project`:
