@@ -41,7 +41,9 @@ pub enum Handle {
         nodeid: u64,
         /// The merged listing taken at OPENDIR ("." and ".." first); the
         /// READDIR offset of entry `i` is `i + 1`.
-        entries: Vec<DirEntry>,
+        /// Shared so READDIR can walk it while the filesystem is borrowed
+        /// mutably for lookups (no copy per call).
+        entries: std::sync::Arc<[DirEntry]>,
     },
 }
 

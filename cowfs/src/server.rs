@@ -631,15 +631,13 @@ impl Server {
         let (dir, entries) = self.fs.dir_entries(fh)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         // No more than fit in `limit` (a record is at least DIRENT_SIZE).
-        let batch: Vec<_> = entries
+        let batch = entries
             .iter()
             .skip(start)
-            .take(limit / abi::DIRENT_SIZE + 1)
-            .cloned()
-            .collect();
+            .take(limit / abi::DIRENT_SIZE + 1);
         let base = self.buf.len();
         let mut dirs = None;
-        for (i, e) in batch.into_iter().enumerate() {
+        for (i, e) in batch.enumerate() {
             let header = if plus {
                 abi::ENTRY_OUT_SIZE + abi::DIRENT_SIZE
             } else {

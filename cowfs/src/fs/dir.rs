@@ -118,14 +118,14 @@ impl Filesystem {
         entries.extend(self.list_merged(&path, p, budget)?);
         self.handles.insert(Handle::Dir {
             nodeid: id,
-            entries,
+            entries: entries.into(),
         })
     }
 
     /// The snapshot of an open directory and its node ID.
-    pub fn dir_entries(&self, fh: u64) -> Result<(u64, &[DirEntry]), Errno> {
+    pub fn dir_entries(&self, fh: u64) -> Result<(u64, std::sync::Arc<[DirEntry]>), Errno> {
         match self.handles.get(fh)? {
-            Handle::Dir { nodeid, entries } => Ok((*nodeid, entries)),
+            Handle::Dir { nodeid, entries } => Ok((*nodeid, entries.clone())),
             Handle::File { .. } => Err(Errno::NOTDIR),
         }
     }

@@ -36,6 +36,10 @@ pub struct Entry {
 pub(crate) struct ParentDirs {
     upper: Option<OwnedFd>,
     lower: Option<OwnedFd>,
+    /// The directory's merged path and presence when the batch began (a
+    /// batch is one request: nothing changes it meanwhile).
+    pub(crate) path: Vec<u8>,
+    pub(crate) presence: Presence,
 }
 
 /// The layers of one share plus the guest-visible state over them.
@@ -231,6 +235,8 @@ impl Filesystem {
         Ok(ParentDirs {
             upper: open(&self.upper, pp.upper)?,
             lower: open(&self.lower, pp.lower)?,
+            path: ppath.to_vec(),
+            presence: pp,
         })
     }
 

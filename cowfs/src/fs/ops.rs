@@ -119,15 +119,17 @@ impl Filesystem {
         if self.cow() && name::is_reserved(name) {
             return Err(Errno::NOENT);
         }
-        let (ppath, pp) = self.dir_inode(parent)?;
         let d = match dirs {
             Some(d) => d,
-            None => dirs.insert(self.parent_dirs(&ppath, pp)?),
+            None => {
+                let (ppath, pp) = self.dir_inode(parent)?;
+                dirs.insert(self.parent_dirs(&ppath, pp)?)
+            }
         };
         let (p, st) = self
-            .probe_with(&ppath, pp, name, Some(d))?
+            .probe_with(&d.path, d.presence, name, Some(d))?
             .ok_or(Errno::NOENT)?;
-        Ok(self.entry(&join(&ppath, name), p, &st))
+        Ok(self.entry(&join(&d.path, name), p, &st))
     }
 
     pub fn forget(&mut self, id: u64, n: u64) {
