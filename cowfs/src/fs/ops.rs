@@ -253,6 +253,17 @@ impl Filesystem {
     /// `name` is there, i.e. the lower layer has it).
     fn prepare_new(&mut self, parent: u64, name: &[u8]) -> Result<(Vec<u8>, bool), Errno> {
         let (ppath, pp) = self.check_new(parent, name)?;
+        self.prepare_new_in(ppath, pp, name)
+    }
+
+    /// [`prepare_new`](Self::prepare_new) once the caller checked `name`
+    /// with [`check_name_new`](Self::check_name_new) and found it absent.
+    fn prepare_new_in(
+        &mut self,
+        ppath: Vec<u8>,
+        pp: Presence,
+        name: &[u8],
+    ) -> Result<(Vec<u8>, bool), Errno> {
         let pp = self.copy_up(&ppath, pp, false)?;
         self.inodes.set_presence(&ppath, pp);
         let whiteout = self.cow() && pp.lower && self.lower()?.stat(&join(&ppath, name))?.is_some();
@@ -262,16 +273,21 @@ impl Filesystem {
     /// The checks of [`prepare_new`](Self::prepare_new) without side
     /// effects, in the VFS's order: name, writable share, parent, EEXIST.
     fn check_new(&mut self, parent: u64, name: &[u8]) -> Result<(Vec<u8>, Presence), Errno> {
+        let (ppath, pp) = self.check_name_new(parent, name)?;
+        if self.probe(&ppath, pp, name)?.is_some() {
+            return Err(Errno::EXIST);
+        }
+        Ok((ppath, pp))
+    }
+
+    /// [`check_new`](Self::check_new) but for whether `name` exists.
+    fn check_name_new(&mut self, parent: u64, name: &[u8]) -> Result<(Vec<u8>, Presence), Errno> {
         name::check(name)?;
         self.upper()?;
         if self.cow() && name::is_reserved(name) {
             return Err(Errno::INVAL);
         }
-        let (ppath, pp) = self.dir_inode(parent)?;
-        if self.probe(&ppath, pp, name)?.is_some() {
-            return Err(Errno::EXIST);
-        }
-        Ok((ppath, pp))
+        self.dir_inode(parent)
     }
 
     /// After a new upper object replaced a whiteout.
@@ -395,7 +411,9 @@ impl Filesystem {
             Err(Errno::NOENT) => {}
             Err(e) => return Err(e),
         }
-        let (ppath, whiteout) = self.prepare_new(parent, name)?;
+        // The lookup just found no `name`: no second probe.
+        let (ppath, pp) = self.check_name_new(parent, name)?;
+        let (ppath, whiteout) = self.prepare_new_in(ppath, pp, name)?;
         let d = self.upper()?.dir(&ppath)?;
         let fd = rfs::openat(
             &d,
@@ -407,7 +425,25 @@ impl Filesystem {
                 | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
-        let st = self.finish_new(&d, name, Some(mode & 0o7777), owner)?;
+        // The new file's own fd takes its owner and mode (no O_PATH
+        // reopen, no /proc path).
+        let finish = || -> Result<St, Errno> {
+            if self.as_root {
+                // All ones means "unchanged", as for chown(2).
+                let uid = (owner.0 != u32::MAX).then(|| rfs::Uid::from_raw(owner.0));
+                let gid = (owner.1 != u32::MAX).then(|| rfs::Gid::from_raw(owner.1));
+                rfs::fchown(&fd, uid, gid)?;
+            }
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
+            fstat(&fd)
+        };
+        let st = match finish() {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = rfs::unlinkat(&d, name, AtFlags::empty());
+                return Err(e);
+            }
+        };
         self.finish_replace(&ppath, name, whiteout)?;
         let writable = oflags.intersects(OFlags::WRONLY | OFlags::RDWR);
         let entry = self.entry(&join(&ppath, name), Presence::upper(false), &st);
