@@ -1,9 +1,8 @@
-use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use tracing::debug;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::guest_io::{Buffers, GuestReply, GuestRequest};
@@ -138,66 +137,16 @@ impl Fs {
         if !queue.ready() {
             return false;
         }
-        let mem = &active.mem;
-        let batch = queue.event_idx_enabled();
-        let mut budget = queue.size();
-        let mut used = false;
-        loop {
-            while budget > 0 {
-                let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    break;
-                };
-                budget -= 1;
-                let head = chain.head_index();
-                let len = serve_chain(mem, chain, &mut self.server, &mut self.bufs);
-                match queue.add_used(mem, head, len) {
-                    Ok(()) => used = true,
-                    Err(e) => warn_limited!(head, error = %e, "virtio-fs: cannot return a chain"),
-                }
-            }
-            if budget == 0 {
-                // Come back after the others had a turn.
-                if let Err(e) = self.queue_evts[HIPRIO].write(1) {
-                    warn_limited!(error = %e, "virtio-fs: cannot re-arm the high-priority queue");
-                }
-                break;
-            }
-            let threshold = if batch {
-                // Half the ring at most: the driver must cross it before
-                // the ring is full.
-                let n = HIPRIO_BATCH.min(queue.size() / 2).max(1);
-                queue.next_avail().wrapping_add(n - 1)
-            } else {
-                queue.next_avail()
-            };
-            if let Err(e) = set_avail_event(queue, mem, threshold) {
-                warn_limited!(error = %e, "virtio-fs: cannot set avail_event");
-                break;
-            }
-            // The driver may have added entries before it could see the
-            // new threshold: look once more (as enable_notification does).
-            fence(Ordering::SeqCst);
-            match queue.avail_idx(mem, Ordering::Acquire) {
-                Ok(idx) if idx.0 != queue.next_avail() => continue,
-                _ => break,
-            }
-        }
-        used
+        let (mem, server, bufs) = (&active.mem, &mut self.server, &mut self.bufs);
+        crate::virtio::serve::drain_queue(
+            "virtio-fs",
+            queue,
+            mem,
+            &self.queue_evts[HIPRIO],
+            HIPRIO_BATCH,
+            |chain| serve_chain(mem, chain, server, bufs),
+        )
     }
-}
-
-/// Writes the `avail_event` field of `queue`'s used ring (EVENT_IDX): the
-/// driver notifies once its available index passes `value`. Without
-/// EVENT_IDX the field is unused by the driver; writing it is harmless.
-fn set_avail_event(queue: &Queue, mem: &GuestMemoryMmap, value: u16) -> Result<(), String> {
-    // flags (2) + idx (2) + one 8-byte element per entry.
-    let offset = 4 + 8 * u64::from(queue.size());
-    let addr = queue
-        .used_ring()
-        .checked_add(offset)
-        .ok_or("used ring address overflows")?;
-    mem.store(value.to_le(), GuestAddress(addr), Ordering::Release)
-        .map_err(|e| e.to_string())
 }
 
 /// The readable and the writable buffers of one chain.

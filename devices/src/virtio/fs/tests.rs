@@ -441,6 +441,22 @@ fn forgets_wait_for_the_next_request_with_event_idx() {
 }
 
 #[test]
+fn a_lying_high_priority_ring_does_not_spin() {
+    let mut f = fixture();
+    f.bring_up_with((1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX));
+    f.init();
+    // avail->idx of the high-priority queue far ahead of anything
+    // published: every request drains that queue, and must not loop.
+    f.rings[HIPRIO].set_avail_idx(1000);
+    let getattr = request(op::GETATTR, ROOT_ID, 2, &[&[0u8; 16]]);
+    assert_eq!(header(&f.call(&getattr, 4096).1).error, 0);
+    f.serve(HIPRIO);
+    assert_eq!(f.rings[HIPRIO].used_idx(), 0);
+    // And no self-kick loop was left behind.
+    assert!(lock(&f.fs).queue_events()[HIPRIO].read().is_err());
+}
+
+#[test]
 fn reset_forgets_the_session() {
     let mut f = fixture();
     f.bring_up();
