@@ -7,6 +7,7 @@
 //! {"op":"pause"}   -> {"ok":true,"state":"paused",...}
 //! {"op":"resume"}  -> {"ok":true,"state":"running",...}
 //! {"op":"stop"}    -> {"ok":true,"state":"stopping",...}
+//! {"op":"debug"}   -> {"ok":true,...,"data":{vcpus, ioapic, devices}}   (a crate::dump::VmDump)
 //! anything else    -> {"ok":false,"error":"..."}
 //! ```
 //!
@@ -30,6 +31,8 @@ use crate::StopHandle;
 
 const MAX_CLIENTS: usize = 16;
 const MAX_LINE: usize = 4096;
+/// Responses can carry a state dump, which grows with vsock connections.
+const MAX_RESPONSE: usize = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -38,6 +41,8 @@ pub enum ApiRequest {
     Pause,
     Resume,
     Stop,
+    /// A state dump ([`crate::dump::VmDump`]) in `data`.
+    Debug,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +123,7 @@ fn read_response(stream: &mut UnixStream) -> Result<ApiResponse, ReadError> {
     let mut chunk = [0u8; 512];
     while !buf.contains(&b'\n') {
         let n = stream.read(&mut chunk).map_err(ReadError::Io)?;
-        if n == 0 || buf.len() > MAX_LINE {
+        if n == 0 || buf.len() > MAX_RESPONSE {
             return Err(ReadError::Bad("no complete response".into()));
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -159,6 +164,7 @@ pub struct ApiServer {
     memory_mib: u64,
     stopping: bool,
     extension: Option<Extension>,
+    dumper: Option<Arc<crate::dump::Dumper>>,
 }
 
 impl ApiServer {
@@ -194,7 +200,13 @@ impl ApiServer {
             memory_mib,
             stopping: false,
             extension: None,
+            dumper: None,
         })
+    }
+
+    /// Serves the `debug` operation with `dumper`.
+    pub fn set_dumper(&mut self, dumper: Arc<crate::dump::Dumper>) {
+        self.dumper = Some(dumper);
     }
 
     /// Routes unknown operations to `extension`.
@@ -243,6 +255,20 @@ impl ApiServer {
             ApiRequest::Stop => {
                 self.stopping = true;
                 self.stop.stop();
+            }
+            ApiRequest::Debug => {
+                let Some(dumper) = &self.dumper else {
+                    return ApiResponse::error("this VMM takes no state dumps");
+                };
+                let dump = dumper.dump();
+                tracing::info!("state dump (API):\n{dump}");
+                return match serde_json::to_value(&dump) {
+                    Ok(data) => ApiResponse {
+                        data: Some(data),
+                        ..self.ok_response()
+                    },
+                    Err(e) => ApiResponse::error(format!("cannot encode the dump: {e}")),
+                };
             }
         }
         self.ok_response()

@@ -3,8 +3,8 @@
 //! an [`ExitReason`]; nothing a guest does can panic this code.
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -133,11 +133,17 @@ pub struct Vcpu {
     fd: VcpuFd,
     index: u8,
     buses: Arc<Buses>,
+    activity: Arc<VcpuActivity>,
 }
 
 impl Vcpu {
     pub fn new(fd: VcpuFd, index: u8, buses: Arc<Buses>) -> Self {
-        Self { fd, index, buses }
+        Self {
+            fd,
+            index,
+            buses,
+            activity: Arc::new(VcpuActivity::default()),
+        }
     }
 
     pub fn fd(&self) -> &VcpuFd {
@@ -151,23 +157,29 @@ impl Vcpu {
     /// Runs the vCPU until its next exit and handles it.
     pub fn run_once(&mut self) -> VcpuEvent {
         let buses = &self.buses;
+        let activity = &self.activity;
+        activity.set(Phase::InGuest, 0);
         let outcome = match self.fd.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
+                    activity.set(Phase::PioRead, u64::from(port));
                     buses.pio.read(u64::from(port), data);
                     Outcome::Handled
                 }
                 VcpuExit::IoOut(port, data) => {
+                    activity.set(Phase::PioWrite, u64::from(port));
                     buses.pio.write(u64::from(port), data);
                     Outcome::Handled
                 }
                 VcpuExit::MmioRead(addr, data) => {
+                    activity.set(Phase::MmioRead, addr);
                     if !buses.mmio.read(addr, data) {
                         tracing::trace!("MMIO read of unclaimed {addr:#x}");
                     }
                     Outcome::Handled
                 }
                 VcpuExit::MmioWrite(addr, data) => {
+                    activity.set(Phase::MmioWrite, addr);
                     if !buses.mmio.write(addr, data) {
                         tracing::trace!("MMIO write to unclaimed {addr:#x}");
                     }
@@ -186,6 +198,7 @@ impl Vcpu {
             Err(e) => Outcome::RunFailed(e.to_string()),
         };
         let vcpu = self.index;
+        activity.set(Phase::OutOfGuest, 0);
         match outcome {
             Outcome::Handled => VcpuEvent::Continue,
             Outcome::Interrupted => {
@@ -232,6 +245,91 @@ impl Vcpu {
     /// The instruction pointer, for error messages (0 if unreadable).
     pub fn rip(&self) -> u64 {
         self.fd.get_regs().map(|r| r.rip).unwrap_or(0)
+    }
+}
+
+/// What a vCPU thread is doing, kept up to date at every exit (two relaxed
+/// stores) so a dump tells a vCPU stuck in an exit handler from one that
+/// runs (or halts) in the guest.
+#[derive(Default)]
+pub struct VcpuActivity {
+    phase: AtomicU8,
+    addr: AtomicU64,
+    since_us: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    Starting,
+    InGuest,
+    PioRead,
+    PioWrite,
+    MmioRead,
+    MmioWrite,
+    OutOfGuest,
+    Parked,
+    Exited,
+}
+
+impl Phase {
+    const ALL: [Phase; 9] = [
+        Phase::Starting,
+        Phase::InGuest,
+        Phase::PioRead,
+        Phase::PioWrite,
+        Phase::MmioRead,
+        Phase::MmioWrite,
+        Phase::OutOfGuest,
+        Phase::Parked,
+        Phase::Exited,
+    ];
+}
+
+/// Microseconds since the first call: a cheap monotonic clock for
+/// [`VcpuActivity`].
+fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+impl VcpuActivity {
+    fn set(&self, phase: Phase, addr: u64) {
+        self.addr.store(addr, Ordering::Relaxed);
+        self.since_us.store(now_us(), Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::ALL
+            .get(usize::from(self.phase.load(Ordering::Acquire)))
+            .copied()
+            .unwrap_or(Phase::OutOfGuest)
+    }
+
+    /// Whether the thread will answer a dump request (parked and exited
+    /// threads do not run their loop).
+    fn answers_dumps(&self) -> bool {
+        !matches!(self.phase(), Phase::Parked | Phase::Exited)
+    }
+
+    /// What the thread is doing, in words, and for how many ms.
+    pub fn describe(&self) -> (String, u64) {
+        let phase = self.phase();
+        let addr = self.addr.load(Ordering::Relaxed);
+        let for_ms = now_us().saturating_sub(self.since_us.load(Ordering::Relaxed)) / 1000;
+        let what = match phase {
+            Phase::Starting => "starting".to_string(),
+            Phase::InGuest => "in KVM_RUN (running or halted in the guest)".to_string(),
+            Phase::PioRead => format!("handling a port read of {addr:#x}"),
+            Phase::PioWrite => format!("handling a port write to {addr:#x}"),
+            Phase::MmioRead => format!("handling an MMIO read of {addr:#x}"),
+            Phase::MmioWrite => format!("handling an MMIO write to {addr:#x}"),
+            Phase::OutOfGuest => "between exits".to_string(),
+            Phase::Parked => "parked (VM paused)".to_string(),
+            Phase::Exited => "exited".to_string(),
+        };
+        (what, for_ms)
     }
 }
 
@@ -300,6 +398,12 @@ pub struct RunControl {
     resumed: Condvar,
     parked: AtomicUsize,
     threads: Mutex<Vec<libc::pthread_t>>,
+    /// Each vCPU's activity, by index.
+    activities: Mutex<Vec<(u8, Arc<VcpuActivity>)>>,
+    /// Bumped to ask every vCPU for its state; each answers once per value.
+    dump_wanted: AtomicU64,
+    dumps: Mutex<Vec<(u8, u64, Result<crate::dump::VcpuState, String>)>>,
+    dump_answered: Condvar,
 }
 
 impl RunControl {
@@ -344,6 +448,82 @@ impl RunControl {
         self.resumed.notify_all();
     }
 
+    /// Asks every vCPU for its state (kicking them out of the guest) and
+    /// waits up to `patience`; a vCPU that does not answer is reported with
+    /// what it was last seen doing.
+    pub(crate) fn collect_dumps(&self, patience: Duration) -> Vec<crate::dump::VcpuDump> {
+        let generation = self.dump_wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        let activities = devices::bus::lock(&self.activities).clone();
+        let deadline = Instant::now() + patience;
+        let mut dumps = devices::bus::lock(&self.dumps);
+        loop {
+            let answered = |i: u8, d: &Vec<(u8, u64, _)>| {
+                d.iter()
+                    .any(|(idx, gen, _)| *idx == i && *gen == generation)
+            };
+            let busy = activities
+                .iter()
+                .any(|(i, a)| a.answers_dumps() && !answered(*i, &dumps));
+            let now = Instant::now();
+            if !busy || now >= deadline {
+                break;
+            }
+            drop(dumps);
+            self.kick_all();
+            dumps = devices::bus::lock(&self.dumps);
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            dumps = self
+                .dump_answered
+                .wait_timeout(dumps, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        let mut out: Vec<_> = activities
+            .iter()
+            .map(|(index, activity)| {
+                let answers = activity.answers_dumps();
+                let (activity, for_ms) = activity.describe();
+                let answer = dumps
+                    .iter()
+                    .find(|(i, gen, _)| i == index && *gen == generation)
+                    .map(|(_, _, r)| r.clone());
+                let (state, note) = match answer {
+                    Some(Ok(state)) => (Some(state), None),
+                    Some(Err(e)) => (None, Some(format!("cannot read its state: {e}"))),
+                    None if !answers => (None, None),
+                    None => (
+                        None,
+                        Some(format!(
+                            "did not answer within {patience:?}: stuck in the activity above"
+                        )),
+                    ),
+                };
+                crate::dump::VcpuDump {
+                    index: *index,
+                    activity,
+                    for_ms,
+                    state,
+                    note,
+                }
+            })
+            .collect();
+        dumps.retain(|(_, gen, _)| *gen == generation);
+        out.sort_by_key(|d| d.index);
+        out
+    }
+
+    /// Answers a pending dump request from the vCPU's own thread.
+    fn answer_dump(&self, vcpu: &Vcpu, seen: &mut u64) {
+        let wanted = self.dump_wanted.load(Ordering::Acquire);
+        if wanted == *seen {
+            return;
+        }
+        *seen = wanted;
+        let state = crate::dump::capture(&vcpu.fd);
+        devices::bus::lock(&self.dumps).push((vcpu.index, wanted, state));
+        self.dump_answered.notify_all();
+    }
+
     /// Parks the calling vCPU thread while paused.
     fn wait_while_paused(&self) {
         let mut paused = devices::bus::lock(&self.paused);
@@ -372,6 +552,7 @@ pub fn spawn(
     before_first_run: Option<FirstRunHook>,
 ) -> std::io::Result<VcpuThread> {
     install_kick_handler();
+    devices::bus::lock(&control.activities).push((vcpu.index(), vcpu.activity.clone()));
     let thread_control = control.clone();
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{}", vcpu.index()))
@@ -380,11 +561,16 @@ pub fn spawn(
             if let Some(hook) = before_first_run {
                 hook();
             }
+            let mut dump_seen = 0;
             while !control.is_stopping() {
-                control.wait_while_paused();
+                if control.is_paused() {
+                    vcpu.activity.set(Phase::Parked, 0);
+                    control.wait_while_paused();
+                }
                 if control.is_stopping() {
                     break;
                 }
+                control.answer_dump(&vcpu, &mut dump_seen);
                 match vcpu.run_once() {
                     VcpuEvent::Continue | VcpuEvent::Interrupted => {}
                     VcpuEvent::Exit(reason) => {
@@ -394,6 +580,7 @@ pub fn spawn(
                     }
                 }
             }
+            vcpu.activity.set(Phase::Exited, 0);
         })?;
     devices::bus::lock(&control.threads).push(handle.as_pthread_t());
     Ok(VcpuThread { handle })

@@ -32,6 +32,7 @@ use crate::arch::mptable::{self, MAX_CPUS};
 use crate::arch::msr;
 use crate::arch::regs::{self, EntryProtocol};
 use crate::config::{Console, VmConfig};
+use crate::dump::{DumpedDevice, Dumper};
 use crate::vcpu::{self, Buses, ExitReason, ExitSlot, Vcpu};
 use crate::{kvm, loader, memory, Error};
 
@@ -57,6 +58,7 @@ pub struct Vm {
     first_run_hook: Option<vcpu::FirstRunHook>,
     control: Arc<vcpu::RunControl>,
     api_server: Option<Arc<Mutex<crate::api::ApiServer>>>,
+    dumper: Arc<Dumper>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -130,10 +132,11 @@ impl Vm {
             cmdline: &mut cmdline,
             event_manager: &mut event_manager,
             count: 0,
+            dumped: Vec::new(),
         };
         if config.rng {
             let rng = devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?;
-            virtio.attach(rng)?;
+            virtio.attach("virtio-rng".into(), rng)?;
         }
         for share in &config.shares {
             let mut fs = devices::virtio::Fs::new(
@@ -158,17 +161,17 @@ impl Vm {
             })?;
             fs.set_serve_on_vcpu(!share.serve_on_event_loop);
             fs.set_xattr(share.xattr);
-            virtio.attach(fs)?;
+            virtio.attach(format!("virtio-fs {}", share.tag), fs)?;
         }
         for v in &config.vhost_user_fs {
             let fs = devices::virtio::VhostUserFs::new(&v.socket, &v.tag, v.queue_size)
                 .map_err(|e| Error::Device(format!("vhost-user-fs '{}': {e}", v.tag)))?;
-            virtio.attach(fs)?;
+            virtio.attach(format!("vhost-user-fs {}", v.tag), fs)?;
         }
         if let Some(v) = &config.vsock {
             let vsock = devices::virtio::Vsock::new(v.cid, v.socket.clone())
                 .map_err(|e| Error::Device(format!("vsock on {}: {e}", v.socket.display())))?;
-            virtio.attach(vsock)?;
+            virtio.attach("virtio-vsock".into(), vsock)?;
         }
         if let Some(n) = &config.net {
             let net = match n.backend {
@@ -176,8 +179,9 @@ impl Vm {
                 crate::config::NetBackend::Vhost => devices::virtio::Net::new_vhost(&n.tap, n.mac),
             }
             .map_err(|e| Error::Device(format!("network on tap {}: {e}", n.tap)))?;
-            virtio.attach(net)?;
+            virtio.attach(format!("virtio-net {}", n.tap), net)?;
         }
+        let dumped_devices = std::mem::take(&mut virtio.dumped);
 
         // The kernel, its initramfs and command line, and the boot tables.
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -237,9 +241,10 @@ impl Vm {
             mem: mem.clone(),
         })));
 
+        let dumper = Arc::new(Dumper::new(vm_fd.clone(), control.clone(), dumped_devices));
         let mut api_server = None;
         if let Some(path) = &config.api_socket {
-            let api = crate::api::ApiServer::bind(
+            let mut api = crate::api::ApiServer::bind(
                 path,
                 control.clone(),
                 StopHandle {
@@ -248,6 +253,7 @@ impl Vm {
                 config.cpus,
                 config.memory_mib,
             )?;
+            api.set_dumper(dumper.clone());
             let api = Arc::new(Mutex::new(api));
             event_manager.add_subscriber(api.clone());
             api_server = Some(api);
@@ -272,7 +278,14 @@ impl Vm {
             first_run_hook: None,
             control,
             api_server,
+            dumper,
         })
+    }
+
+    /// Takes state dumps of this VM (see [`crate::dump`]); hand it to
+    /// [`crate::dump::dump_on_sigusr1`] to have SIGUSR1 log one.
+    pub fn dumper(&self) -> Arc<Dumper> {
+        self.dumper.clone()
     }
 
     /// The kernel command line the guest boots with.
@@ -493,10 +506,12 @@ struct VirtioSlots<'a> {
     cmdline: &'a mut String,
     event_manager: &'a mut EventManager<Subscriber>,
     count: u64,
+    /// Every transport, for the state dump.
+    dumped: Vec<DumpedDevice>,
 }
 
 impl VirtioSlots<'_> {
-    fn attach<D>(&mut self, device: D) -> Result<(), Error>
+    fn attach<D>(&mut self, name: String, device: D) -> Result<(), Error>
     where
         D: VirtioDevice + MutEventSubscriber + Send + 'static,
     {
@@ -530,12 +545,19 @@ impl VirtioSlots<'_> {
                 .register_ioevent(evt, &IoEventAddress::Mmio(base + 0x50), i as u32)
                 .map_err(|e| Error::Kvm("KVM_IOEVENTFD for a virtio queue", e))?;
         }
+        let transport = Arc::new(Mutex::new(transport));
         insert(
             &mut self.buses.mmio,
-            Arc::new(Mutex::new(transport)),
+            transport.clone(),
             base,
             MMIO_DEVICE_WINDOW,
         )?;
+        self.dumped.push(DumpedDevice {
+            name,
+            gsi: irq,
+            mmio_base: base,
+            transport,
+        });
         self.event_manager.add_subscriber(device);
         self.cmdline.push(' ');
         self.cmdline

@@ -352,3 +352,51 @@ fn api_socket_reports_pauses_resumes_and_stops() {
     assert_eq!(stopping.state, Some(VmState::Stopping));
     assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
 }
+
+#[test]
+fn debug_dump_shows_vcpus_and_devices() {
+    use vmm::api::{call, ApiRequest};
+    use vmm::dump::VmDump;
+    let dir = TempDir::new("dump");
+    let kernel = dir.0.join("kernel");
+    let spin = program(&[&print("."), code::SPIN]);
+    std::fs::write(&kernel, elf_kernel(&spin, true)).unwrap();
+    let socket = dir.0.join("api.sock");
+    let mut config = VmConfig::new(&kernel);
+    config.memory_mib = 32;
+    config.cpus = 2;
+    config.console = Console::File(dir.0.join("console"));
+    config.api_socket = Some(socket.clone());
+    config.vsock = Some(vmm::VsockConfig {
+        cid: 3,
+        socket: dir.0.join("vsock.sock"),
+    });
+    config.allow_pvm_host = true;
+    let vm = Vm::new(&config).unwrap();
+    let stop = vm.stop_handle();
+    let t = std::thread::spawn(move || vm.run());
+
+    let reply = call(&socket, &ApiRequest::Debug, Duration::from_secs(30)).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let dump: VmDump = serde_json::from_value(reply.data.expect("a dump")).unwrap();
+    let text = dump.to_string();
+    assert_eq!(dump.vcpus.len(), 2, "{text}");
+    // The boot vCPU spins in the guest: it answers from its own thread with
+    // a RIP inside the program.
+    let boot = dump.vcpus[0].state.as_ref().expect("vCPU 0 answered");
+    let code_end = ENTRY + spin.len() as u64;
+    assert!((ENTRY..code_end).contains(&boot.rip), "{text}");
+    // The vsock device is there, not activated (the guest has no driver).
+    let vsock = dump
+        .devices
+        .iter()
+        .find(|d| d.name == "virtio-vsock")
+        .expect("the vsock device is listed");
+    let snap = vsock.snapshot.as_ref().expect("its transport was free");
+    assert!(!snap.activated, "{text}");
+    assert_eq!(snap.queues.len(), 3, "{text}");
+    assert!(text.contains("muxer: 0 connection(s)"), "{text}");
+
+    stop.stop();
+    assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
+}

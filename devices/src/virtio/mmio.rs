@@ -14,6 +14,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::debug::{try_lock_patiently, DeviceSnapshot, QueueSnapshot, LOCK_PATIENCE};
 use super::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
 use super::{ActivateError, Interrupt, VirtioDevice};
@@ -214,6 +215,42 @@ impl MmioTransport {
     /// The device status register as the driver sees it.
     pub fn device_status(&self) -> u32 {
         self.status
+    }
+
+    /// The device's rings as the driver left them in guest memory, the
+    /// device's own progress (if its lock comes free in time: a serving
+    /// thread may hold it) and the interrupt status, for the state dump.
+    pub fn snapshot(&self) -> DeviceSnapshot {
+        let mut queues: Vec<QueueSnapshot> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| QueueSnapshot::read(i, &slot.queue, &self.mem))
+            .collect();
+        let mut notes = Vec::new();
+        let mut activated = false;
+        match try_lock_patiently(&self.device) {
+            Some(dev) => {
+                activated = dev.is_activated();
+                let own = dev.debug_state();
+                for (q, progress) in queues.iter_mut().zip(own.queues) {
+                    q.device = Some(progress);
+                }
+                notes = own.notes;
+            }
+            None => notes.push(format!(
+                "device lock held by another thread for over {:?} (a vCPU serving a request, or a wedged event loop)",
+                LOCK_PATIENCE
+            )),
+        }
+        DeviceSnapshot {
+            device_type: self.device_type,
+            status: self.status,
+            interrupt_status: self.interrupt.status(),
+            activated,
+            queues,
+            notes,
+        }
     }
 
     fn selected_queue(&self) -> Option<&QueueSlot> {
@@ -1091,6 +1128,42 @@ mod tests {
         assert_eq!(lock(&dev).served, [1]);
         wr(&mut t, REG_QUEUE_NOTIFY, 2);
         assert_eq!(lock(&dev).served, [1]);
+    }
+
+    #[test]
+    fn a_wedged_queue_shows_in_the_snapshot() {
+        let (mut t, dev) = transport(&[16, 8]);
+        linux_probe(&mut t, &[(16, QUEUE_ADDRS[0]), (8, QUEUE_ADDRS[1])]);
+        assert!(lock(&dev).activated);
+        // The driver offers two buffers on queue 0 that the device never
+        // takes, and an interrupt it never acknowledges.
+        let mut ring = GuestRing::new(&t.mem, 16, QUEUE_ADDRS[0]);
+        ring.set_desc(0, 0x8000, 64, F_WRITE, 0);
+        ring.set_desc(1, 0x8100, 64, F_WRITE, 0);
+        ring.push_avail(0);
+        ring.push_avail(1);
+        t.interrupt().signal_used_queue();
+
+        let snap = t.snapshot();
+        assert!(snap.activated);
+        assert_eq!(snap.interrupt_status, crate::virtio::INT_VRING);
+        assert_eq!(snap.notes, ["dummy"]);
+        let q0 = &snap.queues[0];
+        assert_eq!((q0.size, q0.avail_idx, q0.used_idx), (16, Some(2), Some(0)));
+        assert_eq!(q0.device.map(|d| d.next_avail), Some(0));
+        assert!(q0.has_unseen_buffers(), "{q0:?}");
+        assert!(!snap.queues[1].has_unseen_buffers());
+
+        // A device lock held elsewhere is reported, not waited for.
+        let held = lock(&dev);
+        let snap = std::thread::scope(|s| s.spawn(|| t.snapshot()).join().unwrap());
+        drop(held);
+        assert!(snap.queues[0].device.is_none());
+        assert!(
+            snap.notes[0].contains("device lock held"),
+            "{:?}",
+            snap.notes
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ macro_rules! warn_limited {
     }};
 }
 
+pub mod debug;
 pub mod fs;
 pub mod interrupt;
 pub mod mmio;
@@ -213,6 +214,13 @@ pub trait VirtioDevice: Send {
     }
 
     fn is_activated(&self) -> bool;
+
+    /// The device's own queue positions and anything else that tells why
+    /// it might be stuck, for the VMM's state dump. Called with the device
+    /// lock held, from a thread that is not the device's: keep it cheap.
+    fn debug_state(&self) -> debug::DeviceDebug {
+        debug::DeviceDebug::default()
+    }
 }
 
 /// Copies `data.len()` bytes of a device's config space starting at `offset`

@@ -110,6 +110,12 @@ impl VirtioDevice for DummyDevice {
     fn serve_notification(&mut self, index: usize) {
         self.served.push(index);
     }
+    fn debug_state(&self) -> super::debug::DeviceDebug {
+        super::debug::DeviceDebug {
+            queues: super::debug::progress_of(&self.queues),
+            notes: vec!["dummy".into()],
+        }
+    }
     fn activate(
         &mut self,
         _mem: GuestMemoryMmap,

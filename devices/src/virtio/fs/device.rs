@@ -292,4 +292,15 @@ impl VirtioDevice for Fs {
     fn is_activated(&self) -> bool {
         self.active.is_some()
     }
+
+    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
+        crate::virtio::debug::DeviceDebug {
+            queues: self
+                .active
+                .as_ref()
+                .map(|a| crate::virtio::debug::progress_of(&a.queues))
+                .unwrap_or_default(),
+            notes: Vec::new(),
+        }
+    }
 }

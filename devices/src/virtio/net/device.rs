@@ -987,4 +987,15 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     fn is_activated(&self) -> bool {
         self.active.is_some()
     }
+
+    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
+        crate::virtio::debug::DeviceDebug {
+            queues: self
+                .active
+                .as_ref()
+                .map(|a| crate::virtio::debug::progress_of([&a.rx_queue, &a.tx_queue]))
+                .unwrap_or_default(),
+            notes: Vec::new(),
+        }
+    }
 }

@@ -203,6 +203,17 @@ impl VirtioDevice for Rng {
     fn is_activated(&self) -> bool {
         self.active.is_some()
     }
+
+    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
+        crate::virtio::debug::DeviceDebug {
+            queues: self
+                .active
+                .as_ref()
+                .map(|a| crate::virtio::debug::progress_of([&a.queue]))
+                .unwrap_or_default(),
+            notes: Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

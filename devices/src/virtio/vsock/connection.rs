@@ -162,6 +162,32 @@ impl Connection {
         self.tx_buf.len()
     }
 
+    /// One line for the state dump: state, flags and both credit windows.
+    pub fn debug_line(&self, key: &ConnKey) -> String {
+        format!(
+            "conn host:{} <-> guest:{} {:?}{}{} | to guest: sent {} acked {} window {} credit {}{} | from guest: forwarded {} told {} buffered {}{} | eof {} gone {} hup {} shut in {:#x} out {:#x}",
+            key.local_port,
+            key.peer_port,
+            self.state,
+            if self.send_response { " response-owed" } else { "" },
+            if self.in_rxq { " in-rxq" } else { "" },
+            self.rx_cnt,
+            self.peer_fwd_cnt,
+            self.peer_buf_alloc,
+            self.peer_credit(),
+            if self.data_pending { " data-pending" } else { "" },
+            self.fwd_cnt,
+            self.last_fwd_cnt_sent,
+            self.tx_buf.len(),
+            if self.credit_requested { " credit-requested" } else { "" },
+            self.local_eof,
+            self.local_gone,
+            self.hup,
+            self.peer_shut,
+            self.shut_sent,
+        )
+    }
+
     pub fn request_credit_update(&mut self) {
         self.credit_requested = true;
     }

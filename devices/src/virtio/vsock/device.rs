@@ -17,6 +17,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, CTL_QUEUE_STALL};
 use super::packet::{Header, HDR_SIZE};
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
+use crate::virtio::debug::{progress_of, DeviceDebug};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_VSOCK};
 
@@ -629,5 +630,20 @@ impl VirtioDevice for Vsock {
 
     fn is_activated(&self) -> bool {
         self.active.is_some()
+    }
+
+    fn debug_state(&self) -> DeviceDebug {
+        let mut notes = self.muxer.debug_lines();
+        if self.tx_stalled {
+            notes.push("tx stalled: waiting for the guest to take our control packets".into());
+        }
+        DeviceDebug {
+            queues: self
+                .active
+                .as_ref()
+                .map(|a| progress_of(&a.queues))
+                .unwrap_or_default(),
+            notes,
+        }
     }
 }

@@ -85,6 +85,21 @@ impl Muxer {
         self.conns.values().map(Connection::buffered).sum()
     }
 
+    /// The state dump's lines: queue lengths, then one per connection.
+    pub fn debug_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "muxer: {} connection(s), {} handshake(s), {} control packet(s) queued, rx work queue {}",
+            self.conns.len(),
+            self.handshakes.len(),
+            self.ctl_queue.len(),
+            self.rxq.len()
+        )];
+        let mut conns: Vec<_> = self.conns.iter().collect();
+        conns.sort_by_key(|(k, _)| (k.local_port, k.peer_port));
+        lines.extend(conns.into_iter().map(|(k, c)| c.debug_line(k)));
+        lines
+    }
+
     pub fn ctl_queue_len(&self) -> usize {
         self.ctl_queue.len()
     }
