@@ -10,9 +10,34 @@ use anyhow::{bail, Context};
 use crate::guest_image::AGENT_PORT;
 use crate::state::VmDir;
 
+/// How long one request to the agent may wait for its answer: the agent
+/// answers at once, so a silence this long means a stalled guest.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a running exec/shell session checks that the VM still
+/// answers, and how long such a check waits.
+const WATCH_INTERVAL: Duration = Duration::from_secs(30);
+const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Connects and shakes hands with the agent, retrying while the guest is
-/// still booting, for at most `wait`.
+/// still booting, for at most `wait`. Every request on it then waits at
+/// most [`REQUEST_TIMEOUT`] for its answer.
 pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+    connect(dir, wait, Some(REQUEST_TIMEOUT))
+}
+
+/// A client for a session that may be silent for as long as its command
+/// runs (exec, shell, following logs): no read timeout after the handshake.
+/// Pair it with [`watch`].
+pub fn session_client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+    connect(dir, wait, None)
+}
+
+fn connect(
+    dir: &VmDir,
+    wait: Duration,
+    read_timeout: Option<Duration>,
+) -> anyhow::Result<Client<UnixStream>> {
     match dir.run_state() {
         crate::state::RunState::Running => {}
         crate::state::RunState::Paused => bail!("VM '{}' is paused", dir.name),
@@ -39,14 +64,17 @@ pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>>
             let same_socket = stream.try_clone()?;
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
             let client = Client::handshake(stream, "mvm")?;
-            same_socket.set_read_timeout(None)?;
+            same_socket.set_read_timeout(read_timeout)?;
             Ok(client)
         })();
         match attempt {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= deadline => {
                 return Err(e).with_context(|| {
-                    format!("the guest agent of VM '{}' is not reachable", dir.name)
+                    format!(
+                        "the guest agent of VM '{}' did not answer within {wait:?} (`mvm logs {}` shows its console, `mvm debug {}` its vCPUs and devices)",
+                        dir.name, dir.name, dir.name
+                    )
                 })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -62,4 +90,53 @@ pub fn shutdown(dir: &VmDir, _timeout: Duration) -> anyhow::Result<()> {
     let mut c = client(dir, Duration::from_secs(2))?;
     c.shutdown(ShutdownAction::Poweroff)?;
     Ok(())
+}
+
+/// Watches a VM while a long session runs in it: every [`WATCH_INTERVAL`]
+/// a fresh connection pings the agent, and when that fails (a stalled
+/// guest or VMM) one line says so and points at `mvm debug`. The session
+/// itself goes on waiting: a silent command is not a stalled VM.
+pub struct Watch {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+pub fn watch(dir: &VmDir) -> Watch {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let dir = dir.clone();
+    let spawned = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            let mut said = false;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(WATCH_INTERVAL)
+            {
+                let alive = connect(&dir, WATCH_TIMEOUT, Some(WATCH_TIMEOUT))
+                    .and_then(|mut c| c.ping().map_err(anyhow::Error::from));
+                match alive {
+                    Err(e) if !said => {
+                        eprintln!(
+                            "\r\nmvm: VM '{}' stopped answering: {e:#}\r\nmvm: `mvm debug {}` shows what its vCPUs and devices are doing\r",
+                            dir.name, dir.name
+                        );
+                        said = true;
+                    }
+                    Ok(()) if said => {
+                        eprintln!("\r\nmvm: VM '{}' answers again\r", dir.name);
+                        said = false;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    Watch {
+        stop: spawned.ok().map(|_| stop),
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -68,6 +68,9 @@ enum Command {
     Net(commands::net_cmd::NetArgs),
     /// Status, start/stop/restart and logs of a VM's supervised services.
     Service(commands::service::ServiceArgs),
+    /// A running VM's state dump (vCPUs, interrupts, virtio rings): why it stalls.
+    #[command(hide = true)]
+    Debug(commands::debug::DebugArgs),
     /// Show a VM's console output.
     Logs(commands::logs::LogsArgs),
     Run(commands::run::RunArgs),
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => ok(commands::lifecycle::rm(args)),
         Command::List(args) => ok(commands::list::list(args)),
         Command::Logs(args) => ok(commands::logs::logs(args)),
+        Command::Debug(args) => ok(commands::debug::debug(args)),
         Command::Diff(args) => ok(commands::changes::diff(args)),
         Command::Commit(args) => ok(commands::changes::commit(args)),
         Command::Exec(args) => commands::exec::exec(args),

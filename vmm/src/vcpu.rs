@@ -333,6 +333,10 @@ impl VcpuActivity {
     }
 }
 
+/// A vCPU's answer to dump request number `.1`: its index, the request,
+/// its state or why it could not read it.
+type VcpuAnswer = (u8, u64, Result<crate::dump::VcpuState, String>);
+
 /// Shared between the vCPU threads and whoever waits for the VM to end:
 /// the first reason reported wins.
 pub struct ExitSlot {
@@ -402,7 +406,7 @@ pub struct RunControl {
     activities: Mutex<Vec<(u8, Arc<VcpuActivity>)>>,
     /// Bumped to ask every vCPU for its state; each answers once per value.
     dump_wanted: AtomicU64,
-    dumps: Mutex<Vec<(u8, u64, Result<crate::dump::VcpuState, String>)>>,
+    dumps: Mutex<Vec<VcpuAnswer>>,
     dump_answered: Condvar,
 }
 

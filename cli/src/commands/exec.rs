@@ -113,7 +113,8 @@ pub(crate) fn run(
         },
     };
 
-    let client = crate::agent::client(&dir, AGENT_WAIT)?;
+    let client = crate::agent::session_client(&dir, AGENT_WAIT)?;
+    let _watch = crate::agent::watch(&dir);
     let session = client
         .exec_start(&request)
         .with_context(|| format!("cannot run {:?} in VM '{name}'", request.argv))?;

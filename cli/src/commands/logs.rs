@@ -23,7 +23,11 @@ pub struct LogsArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     if let Some(service) = args.service {
-        let mut c = crate::agent::client(&dir, Duration::from_secs(10))?;
+        let mut c = if args.follow {
+            crate::agent::session_client(&dir, Duration::from_secs(10))?
+        } else {
+            crate::agent::client(&dir, Duration::from_secs(10))?
+        };
         return c
             .service_logs(&service, None, args.follow, &mut std::io::stdout())
             .map_err(|e| anyhow::anyhow!("{e}"));

@@ -1,5 +1,6 @@
 pub mod changes;
 pub mod create;
+pub mod debug;
 pub mod direnv;
 pub mod doctor;
 pub mod exec;

@@ -368,6 +368,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
 
     let mut vm = Vm::new(&config)?;
+    if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
+        tracing::warn!("no state dump on SIGUSR1: {e}");
+    }
     if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {
         vm.on_first_run(move || crate::startup::write_report(path.as_ref()));
     }

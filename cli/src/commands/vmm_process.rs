@@ -31,6 +31,9 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     let config: vmm::VmConfig = serde_json::from_slice(&json)
         .with_context(|| format!("{} is not a VM config", dir.vmm_config().display()))?;
     let mut vm = vmm::Vm::new(&config)?;
+    if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
+        tracing::warn!("no state dump on SIGUSR1: {e}");
+    }
     let proxy = std::sync::Arc::new(netstack::PortProxy::new());
     if let Ok(plan) = std::fs::read(crate::net::proxy_plan_path(&dir)) {
         let plan: crate::net::ProxyPlan = serde_json::from_slice(&plan).with_context(|| {
