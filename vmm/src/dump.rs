@@ -394,7 +394,7 @@ impl std::fmt::Display for VmDump {
                     opt(q.used_idx),
                     opt(q.used_flags)
                 );
-                if q.event_idx {
+                if q.event_idx_on() {
                     let _ = write!(
                         line,
                         " used_event {} avail_event {}",
@@ -409,8 +409,9 @@ impl std::fmt::Display for VmDump {
                         dev.next_avail, dev.next_used
                     );
                 }
-                if q.has_unseen_buffers() {
-                    line.push_str(" (BUFFERS NOT TAKEN)");
+                let waiting = q.buffers_not_taken();
+                if waiting != 0 {
+                    let _ = write!(line, " ({waiting} offered, not taken)");
                 }
                 writeln!(f, "{line}")?;
             }

@@ -19,6 +19,10 @@ pub const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 pub struct QueueProgress {
     pub next_avail: u16,
     pub next_used: u16,
+    /// EVENT_IDX as the device runs the queue (the transport's copy of
+    /// the queue does not know).
+    #[serde(default)]
+    pub event_idx: bool,
 }
 
 impl QueueProgress {
@@ -26,6 +30,7 @@ impl QueueProgress {
         Self {
             next_avail: queue.next_avail(),
             next_used: queue.next_used(),
+            event_idx: queue.event_idx_enabled(),
         }
     }
 }
@@ -88,9 +93,20 @@ impl QueueSnapshot {
         }
     }
 
-    /// Whether the driver offered buffers the device has not taken.
-    pub fn has_unseen_buffers(&self) -> bool {
-        matches!((self.avail_idx, self.device), (Some(a), Some(d)) if a != d.next_avail)
+    /// How many buffers the driver offered that the device has not taken.
+    /// On a request or transmit queue those are requests not served yet;
+    /// on a receive queue, buffers waiting for something to deliver (the
+    /// normal state).
+    pub fn buffers_not_taken(&self) -> u16 {
+        match (self.avail_idx, self.device) {
+            (Some(a), Some(d)) => a.wrapping_sub(d.next_avail),
+            _ => 0,
+        }
+    }
+
+    /// Whether EVENT_IDX is on, as far as the snapshot knows.
+    pub fn event_idx_on(&self) -> bool {
+        self.event_idx || self.device.is_some_and(|d| d.event_idx)
     }
 }
 
@@ -154,11 +170,11 @@ mod tests {
         assert_eq!((snap.avail_idx, snap.used_event), (Some(2), Some(7)));
         assert_eq!((snap.used_idx, snap.avail_event), (Some(0), Some(0)));
         snap.device = Some(QueueProgress::of(&queue));
-        assert!(snap.has_unseen_buffers(), "{snap:?}");
+        assert_eq!(snap.buffers_not_taken(), 2, "{snap:?}");
         queue.pop_descriptor_chain(&mem).unwrap();
         queue.pop_descriptor_chain(&mem).unwrap();
         snap.device = Some(QueueProgress::of(&queue));
-        assert!(!snap.has_unseen_buffers());
+        assert_eq!(snap.buffers_not_taken(), 0);
     }
 
     #[test]

@@ -1151,8 +1151,8 @@ mod tests {
         let q0 = &snap.queues[0];
         assert_eq!((q0.size, q0.avail_idx, q0.used_idx), (16, Some(2), Some(0)));
         assert_eq!(q0.device.map(|d| d.next_avail), Some(0));
-        assert!(q0.has_unseen_buffers(), "{q0:?}");
-        assert!(!snap.queues[1].has_unseen_buffers());
+        assert_eq!(q0.buffers_not_taken(), 2, "{q0:?}");
+        assert_eq!(snap.queues[1].buffers_not_taken(), 0);
 
         // A device lock held elsewhere is reported, not waited for.
         let held = lock(&dev);
