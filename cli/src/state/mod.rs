@@ -26,6 +26,19 @@ pub fn home() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Creates `path` (and missing parents) readable by its owner only, and
+/// makes it 0700 if it was already there: upper layers and VM state hold
+/// what the guest wrote, which no other host user should reach.
+pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 pub fn vms_dir() -> anyhow::Result<PathBuf> {
     Ok(home()?.join("vms"))
 }
