@@ -58,7 +58,7 @@ pub struct Records {
     pub identities: HashMap<u64, (u64, u64)>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -69,7 +69,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if s == "-" {
         return Some(Vec::new());
     }
@@ -168,12 +168,13 @@ pub fn read_records(upper_root: BorrowedFd<'_>) -> Result<Records, Errno> {
     Ok(Records::parse(&String::from_utf8_lossy(&text)))
 }
 
-/// Appends lines to the log of an upper directory (creating it).
+/// Appends lines to the log of an upper directory (creating it), durably.
 pub fn append(upper_root: BorrowedFd<'_>, text: &str) -> Result<(), Errno> {
     let fd = open_append(upper_root)?;
-    std::fs::File::from(fd)
-        .write_all(text.as_bytes())
-        .map_err(|e| crate::layer::errno_of(&e))
+    let mut f = std::fs::File::from(fd);
+    f.write_all(text.as_bytes())
+        .map_err(|e| crate::layer::errno_of(&e))?;
+    rfs::fsync(&f)
 }
 
 fn open_append(upper_root: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
