@@ -302,8 +302,9 @@ pub fn diff(lower: &Path, upper: &Path) -> Result<Vec<Change>, CommitError> {
     })
 }
 
-/// The lower object at `path`, resolved component by component without
-/// following symlinks; None if absent (or a parent is not a directory).
+/// The object at `path` under `root`, resolved component by component
+/// without following symlinks; None if absent (or a parent is not a
+/// directory).
 pub(crate) fn resolve(root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
     let path: &[u8] = if path.is_empty() { b"." } else { path };
     match rfs::openat2(
@@ -317,7 +318,8 @@ pub(crate) fn resolve(root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<(Owned
             let st = fstat(&fd)?;
             Ok(Some((fd, st)))
         }
-        Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+        // A parent that is a file or a symlink: no such object here.
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
         Err(e) => Err(e),
     }
 }

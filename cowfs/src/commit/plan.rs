@@ -47,7 +47,9 @@ fn check_tree(
                 path: path_buf(&p),
                 reason: "changed on the host (inside a directory the commit removes or replaces)",
             });
-        } else if st.is_dir() {
+        }
+        // On into a changed directory too, to name what changed in it.
+        if st.is_dir() {
             check_tree(&cfd, &p, recs, out)?;
         }
     }
