@@ -131,11 +131,8 @@ pub fn recover(lower: &Path, upper: &Path) -> Result<Option<Recovery>, CommitErr
 /// Applies the upper layer onto the lower directory (see the module
 /// documentation). With `dry_run`, only checks and reports.
 pub fn commit(lower: &Path, upper: &Path, opts: &CommitOptions) -> Result<Report, CommitError> {
-    let recovered = if opts.dry_run {
-        None
-    } else {
-        recover(lower, upper)?
-    };
+    // Even for a dry run: the plan must start from a whole host folder.
+    let recovered = recover(lower, upper)?;
     let (l, u) = (open_root(lower)?, open_root(upper)?);
     let changes = diff_fds(l.as_fd(), u.as_fd()).map_err(read_err(upper))?;
     let plan = plan::Plan::new(l.as_fd(), u.as_fd(), &changes).map_err(read_err(lower))?;
