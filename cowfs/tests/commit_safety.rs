@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use cowfs::abi::ROOT_ID;
@@ -84,7 +84,7 @@ fn a_folder_replaced_by_a_file_keeps_deep_host_edits() {
             _ => "dir/sub/host.txt",
         };
         assert!(
-            list.iter().any(|c| c.path == PathBuf::from(want)),
+            list.iter().any(|c| c.path == Path::new(want)),
             "{host_edit}: {err}"
         );
         assert_eq!(tree_hash(&l.lower), before, "{host_edit}: nothing applied");

@@ -40,8 +40,12 @@ fn privileged_files(lower: &Path) -> bool {
     .is_ok()
 }
 
-/// Mode, content and every xattr of each file named: what must not change.
-fn host_state(lower: &Path) -> Vec<(String, u32, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+/// (name, value) of every xattr of a file, sorted.
+type Xattrs = Vec<(String, Vec<u8>)>;
+
+/// Name, mode, content and xattrs of each privileged file: what must not
+/// change.
+fn host_state(lower: &Path) -> Vec<(String, u32, Vec<u8>, Xattrs)> {
     ["suid", "sgid", "capbin"]
         .iter()
         .map(|n| {
@@ -56,7 +60,7 @@ fn host_state(lower: &Path) -> Vec<(String, u32, Vec<u8>, Vec<(String, Vec<u8>)>
         .collect()
 }
 
-fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+fn xattrs(p: &Path) -> Xattrs {
     let mut list = vec![0u8; 4096];
     let n = rustix::fs::llistxattr(p, &mut list[..]).unwrap_or(0);
     let mut out = Vec::new();
