@@ -140,13 +140,19 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
         [p, t, m] => match parse_mode(m) {
             Some(mode) => (*p, *t, mode),
             // A ':' in the path: the last part is the tag.
-            None => return parse_share_two(s).ok_or_else(bad),
+            None => {
+                let share = parse_share_two(s).ok_or_else(bad)?;
+                crate::state::validate_share_tag(&share.tag)?;
+                return Ok(share);
+            }
         },
         _ => return Err(bad()),
     };
     if path.is_empty() || tag.is_empty() {
         return Err(bad());
     }
+    // The tag names the share's upper folder on the host.
+    crate::state::validate_share_tag(tag)?;
     Ok(ShareArg {
         path: path.into(),
         tag: tag.into(),
@@ -179,6 +185,7 @@ pub fn parse_vhost_user_fs(s: &str) -> Result<vmm::VhostUserFsConfig, String> {
     if socket.is_empty() || tag.is_empty() || !queue_size.is_power_of_two() || queue_size < 2 {
         return Err(bad());
     }
+    crate::state::validate_share_tag(tag)?;
     Ok(vmm::VhostUserFsConfig {
         socket: socket.into(),
         tag: tag.into(),
@@ -527,6 +534,21 @@ mod tests {
             let e = parse_share(bad).map(|_| ()).unwrap_err();
             assert!(e.contains(bad) && e.contains("[,xattr]"), "{bad}: {e}");
         }
+        // A tag names a host folder (the upper layer): no way out of it.
+        for bad in [
+            "/x:..",
+            "/x:../../etc:cow",
+            "/x:a b",
+            "/x:a\tb:ro",
+            "/x:.hidden",
+        ] {
+            let e = parse_share(bad).map(|_| ()).unwrap_err();
+            assert!(e.starts_with("invalid share tag"), "{bad}: {e}");
+        }
+        let e = parse_vhost_user_fs("/run/s.sock:../x")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.starts_with("invalid share tag"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! its spec (`vm.toml`) and, while it runs, its VMM's pid, sockets and logs.
 
 mod lock;
+mod share_names;
 mod spec;
 
 pub use lock::VmLock;
+pub use share_names::{validate_guest_path, validate_share_tag};
 pub use spec::{new_id as spec_new_id, validate_name, ExtraShare, VmSpec};
 
 use std::path::{Path, PathBuf};
