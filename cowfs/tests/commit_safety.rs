@@ -218,3 +218,23 @@ fn an_interrupted_commit_finishes_whole() {
         point += 1;
     }
 }
+
+/// Killed while writing its first journal (not yet renamed into force): the
+/// commit never started; the half-written journal goes.
+#[test]
+fn a_half_written_journal_is_dropped() {
+    let l = layers();
+    let mut c = cow_client(&l);
+    work(&mut c);
+    let unfinished = l.upper.join(".wh..wh..tmp.commit-journal");
+    fs::write(&unfinished, "mvm-cowfs-commit 1\nphase apply\nremove 61").unwrap();
+    let before = host_tree(&l.lower);
+    assert_eq!(recover(&l.lower, &l.upper).unwrap(), None);
+    assert!(!unfinished.exists());
+    assert_same("untouched", &before, &host_tree(&l.lower));
+    assert!(
+        commit(&l.lower, &l.upper, &opts(Approval::All))
+            .unwrap()
+            .applied
+    );
+}

@@ -129,6 +129,8 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
 pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     let _lock = VmLock::acquire(&dir.path, &dir.name)?;
+    // Said even if this commit is then refused.
+    finish_interrupted_commit(&dir)?;
     let (project, upper) = layers(&dir)?;
     let pause = std::env::var(PAUSE_ENV).ok();
     let hook = |point| {

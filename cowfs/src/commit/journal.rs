@@ -96,6 +96,18 @@ pub(super) struct Journal {
     pub snapshots: Vec<Vec<u8>>,
 }
 
+/// Where a journal is written before it is renamed into force.
+fn unfinished_name() -> Vec<u8> {
+    [TMP_PREFIX, b"commit-journal"].concat()
+}
+
+fn unlink_if_there(dir: BorrowedFd<'_>, n: &[u8]) -> Result<(), Errno> {
+    match rfs::unlinkat(dir, n, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// fsync of the directory pinned by `dir` (an `O_PATH` fd is enough).
 pub(super) fn fsync_dir(dir: BorrowedFd<'_>) -> Result<(), Errno> {
     let fd = rfs::openat(
@@ -226,7 +238,7 @@ impl Journal {
 
     /// Replaces the journal with this one, durably.
     pub fn write(&self, upper: BorrowedFd<'_>) -> Result<(), Errno> {
-        let tmp = [TMP_PREFIX, b"commit-journal"].concat();
+        let tmp = unfinished_name();
         let fd = rfs::openat(
             upper,
             tmp.as_slice(),
@@ -243,14 +255,15 @@ impl Journal {
 
     /// Removes the journal (and a half-written one), durably.
     pub fn remove(upper: BorrowedFd<'_>) -> Result<(), Errno> {
-        let tmp = [TMP_PREFIX, b"commit-journal"].concat();
-        for n in [JOURNAL, tmp.as_slice()] {
-            match rfs::unlinkat(upper, n, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        unlink_if_there(upper, JOURNAL)?;
+        Self::remove_unfinished(upper)?;
         fsync_dir(upper)
+    }
+
+    /// Removes a journal whose writing was interrupted (never renamed
+    /// into place, so never in force).
+    pub fn remove_unfinished(upper: BorrowedFd<'_>) -> Result<(), Errno> {
+        unlink_if_there(upper, &unfinished_name())
     }
 
     /// Removes whatever was staged: the host folder is as before.

@@ -111,6 +111,8 @@ fn write_err(path: &Path) -> impl Fn(Errno) -> CommitError + '_ {
 pub fn recover(lower: &Path, upper: &Path) -> Result<Option<Recovery>, CommitError> {
     let (l, u) = (open_root(lower)?, open_root(upper)?);
     let Some(j) = Journal::read(u.as_fd()).map_err(read_err(upper))? else {
+        // Killed while writing the first journal: only that is left.
+        Journal::remove_unfinished(u.as_fd()).map_err(write_err(upper))?;
         return Ok(None);
     };
     let done = match j.phase {
