@@ -107,21 +107,11 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn put(c: &mut Client, parent: u64, name: &[u8], data: &[u8], mode: u32) {
-    let (_, fh) = c.create(parent, name, 1, mode).unwrap();
-    c.write(fh, 0, data).unwrap();
-    c.release(fh).unwrap();
-}
-
 /// The guest replaces the folder `dir` with a file.
 fn replace_dir_with_file(c: &mut Client) {
-    let dir = c.resolve("dir").unwrap().nodeid;
-    let sub = c.resolve("dir/sub").unwrap().nodeid;
-    c.unlink(sub, b"c.txt").unwrap();
-    c.rmdir(dir, b"sub").unwrap();
-    c.unlink(dir, b"b.txt").unwrap();
-    c.rmdir(ROOT_ID, b"dir").unwrap();
-    put(c, ROOT_ID, b"dir", b"a file now", 0o644);
+    c.remove_tree("dir").unwrap();
+    c.create_file(ROOT_ID, b"dir", 0o644, b"a file now")
+        .unwrap();
 }
 
 /// Edits a file, replaces a folder by a file, adds an executable and a
@@ -130,9 +120,10 @@ fn guest_work(env: &Env) {
     let mut c = env.guest();
     c.write_file("a.txt", 0, b"GUEST", false).unwrap();
     replace_dir_with_file(&mut c);
-    put(&mut c, ROOT_ID, b"new.sh", b"#!/bin/sh\necho new\n", 0o755);
+    c.create_file(ROOT_ID, b"new.sh", 0o755, b"#!/bin/sh\necho new\n")
+        .unwrap();
     let d = c.mkdir(ROOT_ID, b"newdir", 0o755).unwrap();
-    put(&mut c, d.nodeid, b"n.txt", b"n", 0o644);
+    c.create_file(d.nodeid, b"n.txt", 0o644, b"n").unwrap();
 }
 
 /// Kind, mode and content of everything in a folder.

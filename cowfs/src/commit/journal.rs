@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use crate::diff::{child, entries, resolve};
+use crate::diff::{child, entries, open_dir, resolve};
 use crate::layer::{proc_fd_path, split};
 use crate::name::TMP_PREFIX;
 use crate::origin::{self, hex, unhex, Snapshot};
@@ -110,13 +110,7 @@ fn unlink_if_there(dir: BorrowedFd<'_>, n: &[u8]) -> Result<(), Errno> {
 
 /// fsync of the directory pinned by `dir` (an `O_PATH` fd is enough).
 pub(super) fn fsync_dir(dir: BorrowedFd<'_>) -> Result<(), Errno> {
-    let fd = rfs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    rfs::fsync(&fd)
+    rfs::fsync(open_dir(dir)?)
 }
 
 /// Removes `n` in `dir` and, for a directory, everything below it; absent
@@ -220,19 +214,10 @@ impl Journal {
 
     /// The journal of an interrupted commit, if there is one.
     pub fn read(upper: BorrowedFd<'_>) -> Result<Option<Self>, Errno> {
-        let fd = match rfs::openat(
-            upper,
-            JOURNAL,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(bytes) = origin::read_file(upper, JOURNAL)? else {
+            return Ok(None);
         };
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
-            .map_err(|e| crate::layer::errno_of(&e))?;
+        let text = String::from_utf8(bytes).map_err(|_| Errno::INVAL)?;
         Self::parse(&text).map(Some)
     }
 
