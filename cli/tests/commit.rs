@@ -50,6 +50,8 @@ impl Env {
         };
         let p = env.project.to_str().unwrap().to_string();
         env.ok(&["create", "web", "--persistent", "--project", &p]);
+        let mode = std::fs::metadata(env.home.join("vms/web")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700, "the VM folder is its owner's only");
         env
     }
 
