@@ -68,8 +68,8 @@ impl Step {
     /// Names the temporaries of step number `i` of this process's commit.
     pub fn name_temporaries(&mut self, i: usize) {
         let base = [
-            TMP_PREFIX,
-            format!("commit.{}.{i}", std::process::id()).as_bytes(),
+            temporary_prefix().as_slice(),
+            format!("{}.{i}", std::process::id()).as_bytes(),
         ]
         .concat();
         if self.kind == StepKind::Put {
@@ -94,6 +94,11 @@ pub(super) struct Journal {
     pub phase: Phase,
     pub steps: Vec<Step>,
     pub snapshots: Vec<Vec<u8>>,
+}
+
+/// How every staged or set-aside name begins.
+fn temporary_prefix() -> Vec<u8> {
+    [TMP_PREFIX, b"commit."].concat()
 }
 
 /// Where a journal is written before it is renamed into force.
@@ -188,14 +193,22 @@ impl Journal {
         let mut j = Self::new(Vec::new(), Vec::new());
         j.phase = phase;
         let name = |s: &str| unhex(s).filter(|n| !n.is_empty()).ok_or(Errno::INVAL);
+        // Recovery deletes staged and set-aside names: only ever ours.
+        let temporary = |s: &str| {
+            name(s).and_then(|n| {
+                n.starts_with(&temporary_prefix())
+                    .then_some(n)
+                    .ok_or(Errno::INVAL)
+            })
+        };
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
             let step = |kind, target: &str, staged: Option<&str>, aside: Option<&str>| {
                 Ok::<_, Errno>(Step {
                     kind,
                     target: name(target)?,
-                    staged: staged.map(name).transpose()?.unwrap_or_default(),
-                    aside: aside.map(name).transpose()?.unwrap_or_default(),
+                    staged: staged.map(temporary).transpose()?.unwrap_or_default(),
+                    aside: aside.map(temporary).transpose()?.unwrap_or_default(),
                 })
             };
             match f.as_slice() {
@@ -363,6 +376,8 @@ mod tests {
             "",
             "mvm-cowfs-commit 1\nphase later\n",
             "mvm-cowfs-commit 1\nphase apply\nput 61\n",
+            // A host file named as a temporary (recovery would delete it).
+            "mvm-cowfs-commit 1\nphase staging\nput 61 62 2e77682e2e77682e746d702e636f6d6d69742e31\n",
         ] {
             assert_eq!(Journal::parse(bad), Err(Errno::INVAL), "{bad:?}");
         }

@@ -162,6 +162,10 @@ pub fn commit(lower: &Path, upper: &Path, opts: &CommitOptions) -> Result<Report
     if !unapproved.is_empty() {
         return Err(CommitError::NeedsApproval(unapproved));
     }
+    if plan.steps.is_empty() {
+        report.applied = true;
+        return Ok(report);
+    }
     let at = |n| {
         if let Some(f) = opts.at_point {
             f(n)
@@ -171,9 +175,11 @@ pub fn commit(lower: &Path, upper: &Path, opts: &CommitOptions) -> Result<Report
     j.write(u.as_fd()).map_err(write_err(upper))?;
     at(1);
     if let Err(e) = stage::stage_all(l.as_fd(), u.as_fd(), &j.steps) {
-        // Nothing of the host folder changed: undo the staging now.
-        let _ = j.roll_back(l.as_fd());
-        let _ = Journal::remove(u.as_fd());
+        // Nothing of the host folder changed: undo the staging now (or,
+        // if that fails too, leave the journal for the next recover).
+        if j.roll_back(l.as_fd()).is_ok() {
+            let _ = Journal::remove(u.as_fd());
+        }
         return Err(write_err(lower)(e));
     }
     at(2);
