@@ -158,8 +158,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
     let mut add =
         |tag: &str, path: &Path, masked: Vec<PathBuf>, xattr: bool| -> anyhow::Result<()> {
             let upper = dir.upper_dir(spec, tag);
-            std::fs::create_dir_all(&upper)
-                .with_context(|| format!("cannot create {}", upper.display()))?;
+            crate::state::create_private_dir(&upper)?;
             shares.push(vmm::ShareConfig {
                 tag: tag.into(),
                 path: path.to_path_buf(),
@@ -229,7 +228,7 @@ pub fn vm_config(
     net: Option<&netstack::VmNet>,
 ) -> anyhow::Result<vmm::VmConfig> {
     let run = dir.run_dir();
-    std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+    crate::state::create_private_dir(&run)?;
     let initrd = run.join("initramfs.cpio");
     write_initramfs(&initrd)?;
     let mut config = vmm::VmConfig::new(kernel(spec)?);

@@ -399,6 +399,32 @@ impl Client {
         Ok(())
     }
 
+    /// A new file `name` in `parent` with `mode` and `data`, as
+    /// `open(O_CREAT|O_WRONLY)` + write + close would make it.
+    pub fn create_file(&mut self, parent: u64, name: &[u8], mode: u32, data: &[u8]) -> Res<()> {
+        let (_, fh) = self.create(parent, name, 1, mode)?;
+        self.write(fh, 0, data)?;
+        self.release(fh)
+    }
+
+    /// Deletes `path` and everything below it, as `rm -r` does.
+    pub fn remove_tree(&mut self, path: &str) -> Res<()> {
+        let (parent, name) = self.parent_of(path)?;
+        let e = self.lookup(parent, name)?;
+        if e.attr.mode & 0o170000 == 0o040000 {
+            for item in self.list(e.nodeid)? {
+                let child = format!("{path}/{}", String::from_utf8_lossy(&item.name));
+                self.remove_tree(&child)?;
+            }
+        }
+        self.forget(e.nodeid, 1);
+        if e.attr.mode & 0o170000 == 0o040000 {
+            self.rmdir(parent, name)
+        } else {
+            self.unlink(parent, name)
+        }
+    }
+
     /// The parent's node and the last component of `path`.
     pub fn parent_of<'p>(&mut self, path: &'p str) -> Res<(u64, &'p [u8])> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));

@@ -1,32 +1,21 @@
-//! `mvm diff` / `mvm commit`: what an upper layer changes in its lower
-//! directory, and applying it.
+//! `mvm diff`: what an upper layer changes in its lower directory, and
+//! the tree helpers [`crate::commit`] shares.
 //!
-//! Both walk the two trees with dirfds and `*at()` calls, never following
-//! a symlink (the upper layer's content comes from the guest). Meant for a
+//! Walks the two trees with dirfds and `*at()` calls, never following a
+//! symlink (the upper layer's content comes from the guest). Meant for a
 //! stopped VM (or at least a quiet share).
-//!
-//! [`commit`] refuses, before changing anything, when the host's copy of
-//! any path it would touch changed since the guest first shadowed it: the
-//! lower object must match the snapshot in the copy-up log (inode, size,
-//! mtime, mode), a deleted directory's whole lower subtree included, and an
-//! added path must not exist on the host. Applied files are written to a
-//! temporary name and renamed into place; set-user/group-ID bits are
-//! dropped (a guest must not plant setuid files in the project). After a
-//! commit the log gets fresh snapshots, so `diff` is empty and a later
-//! commit of more changes works.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::layer::{fstat, St};
 use crate::name;
-use crate::origin::{self, Records, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ChangeKind {
@@ -67,13 +56,6 @@ impl std::fmt::Display for Conflict {
     }
 }
 
-/// What [`commit`] did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub changes: Vec<Change>,
-    pub applied: bool,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("cannot open {path}: {source}")]
@@ -96,6 +78,19 @@ pub enum CommitError {
     },
     #[error("the host copy changed since the VM first touched it: {}", list(.0))]
     Conflicts(Vec<Conflict>),
+    /// Executable files, git hooks or config, `.envrc`: files that run
+    /// on the host. The commit applies them only once approved.
+    #[error("these would run on the host and need approval: {}", paths(.0))]
+    NeedsApproval(Vec<PathBuf>),
+    #[error("{path} cannot be committed: {reason}")]
+    Unsupported { path: PathBuf, reason: &'static str },
+}
+
+fn paths(p: &[PathBuf]) -> String {
+    p.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(c: &[Conflict]) -> String {
@@ -105,15 +100,15 @@ fn list(c: &[Conflict]) -> String {
         .join("; ")
 }
 
-fn path_buf(p: &[u8]) -> PathBuf {
+pub(crate) fn path_buf(p: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(p))
 }
 
-fn join(parent: &[u8], n: &[u8]) -> Vec<u8> {
+pub(crate) fn join(parent: &[u8], n: &[u8]) -> Vec<u8> {
     crate::layer::join(parent, n)
 }
 
-fn open_root(p: &Path) -> Result<OwnedFd, CommitError> {
+pub(crate) fn open_root(p: &Path) -> Result<OwnedFd, CommitError> {
     rfs::open(
         p,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -126,7 +121,7 @@ fn open_root(p: &Path) -> Result<OwnedFd, CommitError> {
 }
 
 /// An `O_PATH` fd of `name` in `dir`, not following it.
-fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
+pub(crate) fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
     match rfs::openat(
         dir,
         n,
@@ -142,14 +137,20 @@ fn child(dir: BorrowedFd<'_>, n: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> 
     }
 }
 
-/// Names in the directory pinned by `dir` (without `.`/`..`), sorted.
-fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
-    let fd = rfs::openat(
+/// The directory pinned by `dir` (an `O_PATH` fd is enough) opened for
+/// reading: to list or fsync it.
+pub(crate) fn open_dir(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    rfs::openat(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )
+}
+
+/// Names in the directory pinned by `dir` (without `.`/`..`), sorted.
+pub(crate) fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let fd = open_dir(dir)?;
     let mut v = Vec::new();
     for e in rfs::Dir::new(fd)? {
         let e = e?;
@@ -162,7 +163,7 @@ fn entries(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
     Ok(v)
 }
 
-fn read_all(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
+pub(crate) fn read_all(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
     let f = crate::layer::reopen(fd.as_fd(), OFlags::RDONLY | OFlags::NONBLOCK)?;
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut std::fs::File::from(f), &mut out)
@@ -279,7 +280,7 @@ impl Walker {
     }
 }
 
-fn dir_fd(opath: &OwnedFd) -> Result<OwnedFd, Errno> {
+pub(crate) fn dir_fd(opath: &OwnedFd) -> Result<OwnedFd, Errno> {
     rfs::openat(
         opath,
         ".",
@@ -288,7 +289,7 @@ fn dir_fd(opath: &OwnedFd) -> Result<OwnedFd, Errno> {
     )
 }
 
-fn diff_fds(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>) -> Result<Vec<Change>, Errno> {
+pub(crate) fn diff_fds(lower: BorrowedFd<'_>, upper: BorrowedFd<'_>) -> Result<Vec<Change>, Errno> {
     let mut w = Walker { out: Vec::new() };
     w.dir(Some(lower), upper, b"", false)?;
     w.out
@@ -307,9 +308,10 @@ pub fn diff(lower: &Path, upper: &Path) -> Result<Vec<Change>, CommitError> {
     })
 }
 
-/// The lower object at `path`, resolved component by component without
-/// following symlinks; None if absent (or a parent is not a directory).
-fn resolve(root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
+/// The object at `path` under `root`, resolved component by component
+/// without following symlinks; None if absent (or a parent is not a
+/// directory).
+pub(crate) fn resolve(root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<(OwnedFd, St)>, Errno> {
     let path: &[u8] = if path.is_empty() { b"." } else { path };
     match rfs::openat2(
         root,
@@ -322,230 +324,8 @@ fn resolve(root: BorrowedFd<'_>, path: &[u8]) -> Result<Option<(OwnedFd, St)>, E
             let st = fstat(&fd)?;
             Ok(Some((fd, st)))
         }
-        Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+        // A parent that is a file or a symlink: no such object here.
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn matches(s: Option<&Snapshot>, st: &St) -> bool {
-    s.is_some_and(|s| *s == Snapshot::of(st))
-}
-
-/// Checks a lower subtree about to be deleted against the snapshots.
-fn check_tree(
-    fd: &OwnedFd,
-    path: &[u8],
-    recs: &Records,
-    out: &mut Vec<Conflict>,
-) -> Result<(), Errno> {
-    for n in entries(dir_fd(fd)?.as_fd())? {
-        let p = join(path, &n);
-        let Some((cfd, st)) = child(fd.as_fd(), &n)? else {
-            continue;
-        };
-        if !matches(recs.snapshots.get(&p), &st) {
-            out.push(Conflict {
-                path: path_buf(&p),
-                reason: "changed on the host (inside a deleted directory)",
-            });
-        } else if st.is_dir() {
-            check_tree(&cfd, &p, recs, out)?;
-        }
-    }
-    Ok(())
-}
-
-fn conflicts(
-    lower: BorrowedFd<'_>,
-    changes: &[Change],
-    recs: &Records,
-) -> Result<Vec<Conflict>, Errno> {
-    let mut out = Vec::new();
-    for c in changes {
-        let p = c.path.as_os_str().as_bytes();
-        let now = resolve(lower, p)?;
-        let conflict = |reason| Conflict {
-            path: c.path.clone(),
-            reason,
-        };
-        match (c.kind, now) {
-            (ChangeKind::Added, Some(_)) => out.push(conflict("created on the host meanwhile")),
-            (ChangeKind::Added, None) => {}
-            (_, None) => out.push(conflict("deleted on the host meanwhile")),
-            (kind, Some((fd, st))) => {
-                if !matches(recs.snapshots.get(p), &st) {
-                    out.push(conflict(if recs.snapshots.contains_key(p) {
-                        "changed on the host since the VM copied it"
-                    } else {
-                        "created or replaced on the host meanwhile (no record of the host copy)"
-                    }));
-                } else if kind == ChangeKind::Deleted && st.is_dir() {
-                    check_tree(&fd, p, recs, &mut out)?;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Removes `n` in `dir` and, for a directory, everything below it.
-fn remove_tree(dir: BorrowedFd<'_>, n: &[u8]) -> Result<(), Errno> {
-    match rfs::unlinkat(dir, n, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) => {}
-        Err(e) => return Err(e),
-    }
-    let sub = rfs::openat(
-        dir,
-        n,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    for c in entries(sub.as_fd())? {
-        remove_tree(sub.as_fd(), &c)?;
-    }
-    rfs::unlinkat(dir, n, AtFlags::REMOVEDIR)
-}
-
-/// Makes the lower object at `path` a copy of the upper one (not
-/// recursive: added directories' content comes as its own changes).
-fn apply_one(
-    lower: BorrowedFd<'_>,
-    upper: BorrowedFd<'_>,
-    path: &[u8],
-    tmp_n: &mut u64,
-) -> Result<(), Errno> {
-    let (parent, n) = crate::layer::split(path).ok_or(Errno::INVAL)?;
-    let (ud, ln) = (
-        resolve(upper, parent)?.ok_or(Errno::NOENT)?.0,
-        resolve(lower, parent)?.ok_or(Errno::NOENT)?.0,
-    );
-    let (ufd, ust) = child(ud.as_fd(), n)?.ok_or(Errno::NOENT)?;
-    let existing = child(ln.as_fd(), n)?;
-    let mode = Mode::from_raw_mode(ust.mode & 0o1777);
-    if ust.is_dir() {
-        match existing {
-            Some((_, st)) if st.is_dir() => {}
-            Some(_) => {
-                remove_tree(ln.as_fd(), n)?;
-                rfs::mkdirat(&ln, n, Mode::from_raw_mode(0o700))?;
-            }
-            None => rfs::mkdirat(&ln, n, Mode::from_raw_mode(0o700))?,
-        }
-        let d = rfs::openat(
-            &ln,
-            n,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        rfs::chmod(crate::layer::proc_fd_path(d.as_fd()).as_str(), mode)?;
-        return Ok(());
-    }
-    *tmp_n += 1;
-    let tmp = [
-        name::TMP_PREFIX,
-        format!("commit.{}.{}", std::process::id(), tmp_n).as_bytes(),
-    ]
-    .concat();
-    let made = (|| {
-        if ust.is_reg() {
-            let out = rfs::openat(
-                &ln,
-                tmp.as_slice(),
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )?;
-            let input = crate::layer::reopen(ufd.as_fd(), OFlags::RDONLY | OFlags::NONBLOCK)?;
-            crate::fs::copy_data(&input, &out, None)?;
-            rfs::fchmod(&out, mode)?;
-            rfs::futimens(&out, &crate::fs::times_of(&ust))?;
-        } else if ust.is_symlink() {
-            let target = rfs::readlinkat(&ufd, "", Vec::new())?;
-            rfs::symlinkat(target.as_c_str(), &ln, tmp.as_slice())?;
-        } else {
-            rfs::mknodat(
-                &ln,
-                tmp.as_slice(),
-                FileType::from_raw_mode(ust.mode),
-                mode,
-                ust.rdev,
-            )?;
-        }
-        if matches!(&existing, Some((_, st)) if st.is_dir()) {
-            remove_tree(ln.as_fd(), n)?;
-        }
-        rfs::renameat_with(&ln, tmp.as_slice(), &ln, n, RenameFlags::empty())
-    })();
-    if made.is_err() {
-        let _ = rfs::unlinkat(&ln, tmp.as_slice(), AtFlags::empty());
-    }
-    made
-}
-
-/// Applies the upper layer onto the lower directory: deletions first, then
-/// additions and modifications, parents before children. With `dry_run`,
-/// only checks and reports. Refuses with [`CommitError::Conflicts`] (and
-/// changes nothing) if the host copy of any touched path changed.
-pub fn commit(lower: &Path, upper: &Path, dry_run: bool) -> Result<Report, CommitError> {
-    let (l, u) = (open_root(lower)?, open_root(upper)?);
-    let read_err = |source| CommitError::Read {
-        path: upper.to_path_buf(),
-        source,
-    };
-    let changes = diff_fds(l.as_fd(), u.as_fd()).map_err(read_err)?;
-    let recs = origin::read_records(u.as_fd()).map_err(read_err)?;
-    let found = conflicts(l.as_fd(), &changes, &recs).map_err(|source| CommitError::Read {
-        path: lower.to_path_buf(),
-        source,
-    })?;
-    if !found.is_empty() {
-        return Err(CommitError::Conflicts(found));
-    }
-    if dry_run {
-        return Ok(Report {
-            changes,
-            applied: false,
-        });
-    }
-    let mut tmp_n = 0;
-    let mut fresh = BTreeMap::new();
-    for c in changes.iter().filter(|c| c.kind == ChangeKind::Deleted) {
-        let p = c.path.as_os_str().as_bytes();
-        let (parent, n) = crate::layer::split(p)
-            .ok_or(Errno::INVAL)
-            .map_err(read_err)?;
-        let write_err = |source| CommitError::Write {
-            path: lower.join(&c.path),
-            source,
-        };
-        if let Some((d, _)) = resolve(l.as_fd(), parent).map_err(write_err)? {
-            remove_tree(d.as_fd(), n).map_err(write_err)?;
-        }
-    }
-    for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
-        let p = c.path.as_os_str().as_bytes();
-        let write_err = |source| CommitError::Write {
-            path: lower.join(&c.path),
-            source,
-        };
-        apply_one(l.as_fd(), u.as_fd(), p, &mut tmp_n).map_err(write_err)?;
-        if let Some((_, st)) = resolve(l.as_fd(), p).map_err(write_err)? {
-            fresh.insert(p.to_vec(), Snapshot::of(&st));
-        }
-    }
-    // The upper layer now mirrors the host for these paths: record it.
-    let lines: String = fresh
-        .iter()
-        .map(|(p, s)| origin::snapshot_line(p, s))
-        .collect();
-    if !lines.is_empty() {
-        origin::append(u.as_fd(), &lines).map_err(|source| CommitError::Write {
-            path: upper.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(Report {
-        changes,
-        applied: true,
-    })
 }

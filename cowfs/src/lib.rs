@@ -22,7 +22,8 @@
 //! EXDEV and the guest's `mv` falls back to copy and delete, as it does on
 //! overlayfs without `redirect_dir`), makes the moved directory opaque and
 //! whites out the old name: the upper layer stays self-describing, which
-//! [`diff`] and [`commit`] rely on.
+//! [`diff`] and [`commit`] rely on (see [`commit`] for how a commit is staged
+//! and journalled).
 //!
 //! The guest is untrusted: see [`layer`] for how paths are resolved and
 //! [`inode`] / [`handle`] for the bounds on host memory and fds.
@@ -44,6 +45,7 @@ macro_rules! warn_limited {
 
 pub mod abi;
 pub mod client;
+mod commit;
 mod diff;
 mod fs;
 pub mod handle;
@@ -57,7 +59,8 @@ pub mod transport;
 
 use std::path::PathBuf;
 
-pub use diff::{commit, diff, Change, ChangeKind, CommitError, Conflict, Report};
+pub use commit::{commit, recover, Approval, CommitOptions, Recovery, Report};
+pub use diff::{diff, Change, ChangeKind, CommitError, Conflict};
 pub use fs::{Entry, Filesystem};
 pub use rustix::io::Errno;
 pub use server::{Server, MAX_WRITE};

@@ -58,7 +58,7 @@ pub struct Records {
     pub identities: HashMap<u64, (u64, u64)>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -69,7 +69,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if s == "-" {
         return Some(Vec::new());
     }
@@ -147,33 +147,43 @@ impl Records {
     }
 }
 
-/// Reads the log of an upper directory (empty if there is none).
-pub fn read_records(upper_root: BorrowedFd<'_>) -> Result<Records, Errno> {
+/// The content of the regular file `name` in `dir` (never following a
+/// symlink); None if there is none.
+pub(crate) fn read_file(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
     let fd = match rfs::openat(
-        upper_root,
-        ORIGIN_LOG,
+        dir,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(Records::default()),
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
     if !crate::layer::fstat(&fd)?.is_reg() {
         return Err(Errno::INVAL);
     }
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut text)
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut data)
         .map_err(|e| crate::layer::errno_of(&e))?;
-    Ok(Records::parse(&String::from_utf8_lossy(&text)))
+    Ok(Some(data))
 }
 
-/// Appends lines to the log of an upper directory (creating it).
+/// Reads the log of an upper directory (empty if there is none).
+pub fn read_records(upper_root: BorrowedFd<'_>) -> Result<Records, Errno> {
+    Ok(match read_file(upper_root, ORIGIN_LOG)? {
+        Some(text) => Records::parse(&String::from_utf8_lossy(&text)),
+        None => Records::default(),
+    })
+}
+
+/// Appends lines to the log of an upper directory (creating it), durably.
 pub fn append(upper_root: BorrowedFd<'_>, text: &str) -> Result<(), Errno> {
     let fd = open_append(upper_root)?;
-    std::fs::File::from(fd)
-        .write_all(text.as_bytes())
-        .map_err(|e| crate::layer::errno_of(&e))
+    let mut f = std::fs::File::from(fd);
+    f.write_all(text.as_bytes())
+        .map_err(|e| crate::layer::errno_of(&e))?;
+    rfs::fsync(&f)
 }
 
 fn open_append(upper_root: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {

@@ -7,7 +7,17 @@ use std::path::PathBuf;
 
 use common::*;
 use cowfs::abi::ROOT_ID;
-use cowfs::{commit, diff, Change, ChangeKind, CommitError};
+use cowfs::{commit, diff, Approval, Change, ChangeKind, CommitError, CommitOptions, Report};
+
+/// A commit with every file that runs on the host approved (`--yes`).
+fn commit_all(l: &Layers, dry_run: bool) -> Result<Report, CommitError> {
+    let opts = CommitOptions {
+        dry_run,
+        approval: Approval::All,
+        ..Default::default()
+    };
+    commit(&l.lower, &l.upper, &opts)
+}
 
 fn changes(v: &[(ChangeKind, &str)]) -> Vec<Change> {
     v.iter()
@@ -64,13 +74,13 @@ fn diff_lists_changes_and_commit_applies_them() {
     assert_eq!(expected[0].to_string(), "M a.txt");
 
     let before = tree_hash(&l.lower);
-    let r = commit(&l.lower, &l.upper, true).unwrap();
+    let r = commit_all(&l, true).unwrap();
     assert!(!r.applied);
     assert_eq!(r.changes, expected);
     assert_eq!(tree_hash(&l.lower), before, "dry run changes nothing");
 
     let merged = guest_tree(&mut c);
-    let r = commit(&l.lower, &l.upper, false).unwrap();
+    let r = commit_all(&l, false).unwrap();
     assert!(r.applied);
     let mut host = host_tree(&l.lower);
     let mut merged = merged;
@@ -85,7 +95,7 @@ fn diff_lists_changes_and_commit_applies_them() {
 
     // More work after a commit commits too.
     c.write_file("a.txt", 0, b"J", false).unwrap();
-    commit(&l.lower, &l.upper, false).unwrap();
+    commit_all(&l, false).unwrap();
     assert_eq!(fs::read(l.lower.join("a.txt")).unwrap(), b"JELLO lower\n");
 }
 
@@ -102,7 +112,7 @@ fn commit_refuses_when_the_host_changed() {
     fs::write(l.lower.join("dir/sub/c.txt"), b"host sea, longer").unwrap();
     let before = tree_hash(&l.lower);
     for dry_run in [true, false] {
-        let err = commit(&l.lower, &l.upper, dry_run).unwrap_err();
+        let err = commit_all(&l, dry_run).unwrap_err();
         let CommitError::Conflicts(list) = &err else {
             panic!("{err}")
         };
@@ -124,12 +134,7 @@ fn commit_refuses_when_the_host_changed() {
 fn diff_of_an_opaque_directory() {
     let l = layers();
     let mut c = cow_client(&l);
-    let dir = c.resolve("dir").unwrap().nodeid;
-    let sub = c.resolve("dir/sub").unwrap().nodeid;
-    c.unlink(sub, b"c.txt").unwrap();
-    c.rmdir(dir, b"sub").unwrap();
-    c.unlink(dir, b"b.txt").unwrap();
-    c.rmdir(ROOT_ID, b"dir").unwrap();
+    c.remove_tree("dir").unwrap();
     let d = c.mkdir(ROOT_ID, b"dir", 0o755).unwrap();
     c.create(d.nodeid, b"b.txt", 0, 0o644).unwrap();
     let got = diff(&l.lower, &l.upper).unwrap();
@@ -140,7 +145,7 @@ fn diff_of_an_opaque_directory() {
             (ChangeKind::Deleted, "dir/sub")
         ])
     );
-    commit(&l.lower, &l.upper, false).unwrap();
+    commit_all(&l, false).unwrap();
     assert_eq!(fs::read(l.lower.join("dir/b.txt")).unwrap(), b"");
     assert!(!l.lower.join("dir/sub").exists());
 }

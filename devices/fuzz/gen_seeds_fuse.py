@@ -28,8 +28,15 @@ def lookup(n, node=ROOT):
     return rec("LOOKUP", name(n), node)
 
 
-def open_(flags, node):
-    return rec("OPEN", struct.pack("<II", flags, 0), node)
+def open_(flags, node, open_flags=0):
+    return rec("OPEN", struct.pack("<II", flags, open_flags), node)
+
+
+KILL_SUIDGID_OPEN, KILL_SUIDGID_WRITE, FATTR_FH, FATTR_KILL_SUIDGID = 1, 4, 8, 1 << 11
+
+
+def setattr(valid, node, mode=0, patch=0):
+    return rec("SETATTR", struct.pack("<IIQQQQQQIIIIIIII", valid, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, mode, 0, 0, 0, 0), node, patch)
 
 
 def read(node):
@@ -52,6 +59,17 @@ SEEDS = {
     "setattr": lookup(b"a") + rec("SETATTR", struct.pack("<IIQQQQQQIIIIIIII", 1 | 8 | 32, 0, 0, 2, 0, 0, 5, 0, 0, 0, 0, 0o100600, 0, 0, 0, 0), LAST),
     "xattr": lookup(b"a") + rec("SETXATTR", struct.pack("<II", 3, 0) + name(b"user.k") + b"val", LAST)
     + rec("GETXATTR", struct.pack("<II", 64, 0) + name(b"user.k"), LAST) + rec("LISTXATTR", struct.pack("<II", 0, 0), LAST),
+    # Hostile requests on the set-ID and capability files of the lower
+    # tree: each must leave the host file as it is.
+    "kill_suidgid_open_ro": lookup(b"suid") + open_(0, LAST, KILL_SUIDGID_OPEN) + read(LAST),
+    "kill_suidgid_create_existing": rec("CREATE", struct.pack("<IIII", 0, 0o100644, 0, KILL_SUIDGID_OPEN) + name(b"capbin"))
+    + rec("CREATE", struct.pack("<IIII", 0, 0o100644, 0, KILL_SUIDGID_OPEN) + name(b"suid")),
+    "kill_suidgid_setattr": lookup(b"suid") + setattr(FATTR_KILL_SUIDGID, LAST)
+    + open_(0, LAST) + setattr(FATTR_KILL_SUIDGID | FATTR_FH, LAST, patch=2),
+    "kill_suidgid_write_ro": lookup(b"capbin") + open_(0, LAST) + rec("WRITE", struct.pack("<QQIIQII", 0, 0, 1, KILL_SUIDGID_WRITE, 0, 0, 0) + b"#", LAST, patch=2),
+    "strip_caps_xattr": lookup(b"capbin") + rec("REMOVEXATTR", name(b"security.capability"), LAST)
+    + rec("SETXATTR", struct.pack("<II", 4, 0) + name(b"security.capability") + b"\0\0\0\0", LAST),
+    "chmod_suid_copy_up": lookup(b"suid") + setattr(1, LAST, mode=0o106755) + open_(2, LAST, KILL_SUIDGID_OPEN),
 }
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "fuse_requests")

@@ -148,6 +148,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 /// Writes a validated VM's folder atomically.
 pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let vms = state::vms_dir()?;
     std::fs::create_dir_all(&vms).with_context(|| format!("cannot create {}", vms.display()))?;
     // Build the folder under a temporary name and rename it into place, so
@@ -155,7 +156,12 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<()> {
     // loses cleanly.
     let tmp = vms.join(format!(".{}.{}.tmp", spec.name, std::process::id()));
     let result = (|| {
-        std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        // Owner only: the VM's state, logs and upper layers are the
+        // guest's writes.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         spec.save(&tmp.join("vm.toml"))?;
         std::fs::rename(&tmp, &dir.path).map_err(|e| {
             if dir.path.exists() {

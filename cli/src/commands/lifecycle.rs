@@ -58,10 +58,12 @@ pub fn start_locked(dir: &VmDir) -> anyhow::Result<bool> {
                 "mvm: VM '{}' had crashed; cleaning up before starting it again",
                 dir.name
             );
-            dir.clear_runtime()?;
         }
-        RunState::Stopped => dir.clear_runtime()?,
+        RunState::Stopped => {}
     }
+    // Before run/ (a one-off VM's upper layer, with the journal) goes.
+    super::changes::finish_interrupted_commit(dir)?;
+    dir.clear_runtime()?;
     let spec = dir.spec()?;
     // What can fail cheaply fails before any host resource is taken.
     vmm::loader::probe_kernel(&crate::guest_image::kernel(&spec)?)?;
@@ -264,6 +266,7 @@ pub fn stop_locked(dir: &VmDir, timeout: Duration) -> anyhow::Result<RunState> {
             wait_gone(pid, &dir.path, Duration::from_secs(5));
         }
     }
+    super::changes::finish_interrupted_commit(dir)?;
     dir.clear_runtime()?;
     let spec = dir.spec()?;
     if spec.network {

@@ -140,13 +140,19 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
         [p, t, m] => match parse_mode(m) {
             Some(mode) => (*p, *t, mode),
             // A ':' in the path: the last part is the tag.
-            None => return parse_share_two(s).ok_or_else(bad),
+            None => {
+                let share = parse_share_two(s).ok_or_else(bad)?;
+                crate::state::validate_share_tag(&share.tag)?;
+                return Ok(share);
+            }
         },
         _ => return Err(bad()),
     };
     if path.is_empty() || tag.is_empty() {
         return Err(bad());
     }
+    // The tag names the share's upper folder on the host.
+    crate::state::validate_share_tag(tag)?;
     Ok(ShareArg {
         path: path.into(),
         tag: tag.into(),
@@ -179,6 +185,7 @@ pub fn parse_vhost_user_fs(s: &str) -> Result<vmm::VhostUserFsConfig, String> {
     if socket.is_empty() || tag.is_empty() || !queue_size.is_power_of_two() || queue_size < 2 {
         return Err(bad());
     }
+    crate::state::validate_share_tag(tag)?;
     Ok(vmm::VhostUserFsConfig {
         socket: socket.into(),
         tag: tag.into(),
@@ -207,11 +214,26 @@ impl ScratchDir {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         remove_stale(&base);
-        let dir = base.join(format!("mvm-run-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = make_temp_dir(&base.join(format!("mvm-run-{}-", std::process::id())))?;
         Ok(ScratchDir(dir))
     }
+}
+
+/// mkdtemp(3) of `prefix` + six random characters: a fresh folder of mode
+/// 0700 that no other user (nor a name planted in a shared /tmp) owns.
+fn make_temp_dir(prefix: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut template = prefix.as_os_str().as_bytes().to_vec();
+    template.extend_from_slice(b"XXXXXX\0");
+    // SAFETY: `template` is a writable NUL-terminated buffer ending in
+    // "XXXXXX", which mkdtemp rewrites in place and does not keep.
+    let made = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+    if made.is_null() {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot create {}XXXXXX", prefix.display()));
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(template)))
 }
 
 /// Removes scratch folders of `mvm run`s that were killed (their pid is
@@ -225,6 +247,7 @@ fn remove_stale(base: &std::path::Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("mvm-run-"))
+            .and_then(|rest| rest.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -265,8 +288,7 @@ pub fn share_configs(
         })?;
         let upper = if s.mode == vmm::ShareMode::Cow {
             let u = scratch.0.join("upper").join(&s.tag);
-            std::fs::create_dir_all(&u)
-                .with_context(|| format!("cannot create {}", u.display()))?;
+            crate::state::create_private_dir(&u)?;
             Some(u)
         } else {
             None
@@ -515,5 +537,49 @@ mod tests {
             let e = parse_share(bad).map(|_| ()).unwrap_err();
             assert!(e.contains(bad) && e.contains("[,xattr]"), "{bad}: {e}");
         }
+        // A tag names a host folder (the upper layer): no way out of it.
+        for bad in [
+            "/x:..",
+            "/x:../../etc:cow",
+            "/x:a b",
+            "/x:a\tb:ro",
+            "/x:.hidden",
+        ] {
+            let e = parse_share(bad).map(|_| ()).unwrap_err();
+            assert!(e.starts_with("invalid share tag"), "{bad}: {e}");
+        }
+        let e = parse_vhost_user_fs("/run/s.sock:../x")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.starts_with("invalid share tag"), "{e}");
+    }
+
+    #[test]
+    fn scratch_and_upper_folders_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let base = std::env::temp_dir().join(format!("mvm-scratch-test-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let prefix = base.join(format!("mvm-run-{}-", std::process::id()));
+        let (a, b) = (
+            make_temp_dir(&prefix).unwrap(),
+            make_temp_dir(&prefix).unwrap(),
+        );
+        assert_ne!(a, b);
+        assert_eq!((mode(&a), mode(&b)), (0o700, 0o700));
+        // A stale one (no such pid) goes, ours stays.
+        let stale = base.join("mvm-run-999999999-abcdef");
+        std::fs::create_dir(&stale).unwrap();
+        remove_stale(&base);
+        assert!(!stale.exists() && a.exists());
+        // Upper layers: new and existing folders end up 0700.
+        let upper = a.join("upper/project");
+        crate::state::create_private_dir(&upper).unwrap();
+        assert_eq!((mode(&a.join("upper")), mode(&upper)), (0o700, 0o700));
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::state::create_private_dir(&upper).unwrap();
+        assert_eq!(mode(&upper), 0o700);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -473,15 +473,7 @@ fn check(c: &ProjectConfig) -> Result<(), (String, String)> {
         }
     }
     for s in &c.shares {
-        if !s.guest.starts_with('/') || s.guest == "/" || s.guest.starts_with("/project") {
-            return Err((
-                "shares".into(),
-                format!(
-                    "guest path '{}' must be absolute, not / and not under /project",
-                    s.guest
-                ),
-            ));
-        }
+        crate::state::validate_guest_path(&s.guest).map_err(|e| ("shares".into(), e))?;
     }
     for (name, svc) in &c.services {
         let key = format!("services.{name}");

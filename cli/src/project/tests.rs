@@ -123,6 +123,13 @@ fn errors_name_file_line_and_key() {
     assert!(e.contains("forwarded twice"), "{e}");
     let e = err("shares = [{ host = \"x\", guest = \"/project/x\" }]\n");
     assert!(e.contains("under /project"), "{e}");
+    // Nothing reaches the kernel command line but one clean path.
+    for guest in ["/x init=/bin/sh", "/x/../project", "/x:ro", "/x\\n"] {
+        let e = err(&format!(
+            "shares = [{{ host = \"x\", guest = \"{guest}\" }}]\n"
+        ));
+        assert!(e.contains("shares: guest path"), "{guest}: {e}");
+    }
     let e = err("cpus = 2\ncpus = 3\n");
     assert!(e.contains(":2:"), "{e}");
 }

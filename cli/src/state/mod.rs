@@ -2,9 +2,11 @@
 //! its spec (`vm.toml`) and, while it runs, its VMM's pid, sockets and logs.
 
 mod lock;
+mod share_names;
 mod spec;
 
 pub use lock::VmLock;
+pub use share_names::{validate_guest_path, validate_share_tag};
 pub use spec::{new_id as spec_new_id, validate_name, ExtraShare, VmSpec};
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,19 @@ pub fn home() -> anyhow::Result<PathBuf> {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/mvm")),
         None => bail!("cannot find the state directory: set MVM_HOME or HOME"),
     }
+}
+
+/// Creates `path` (and missing parents) readable by its owner only, and
+/// makes it 0700 if it was already there: upper layers and VM state hold
+/// what the guest wrote, which no other host user should reach.
+pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 pub fn vms_dir() -> anyhow::Result<PathBuf> {

@@ -98,9 +98,16 @@ impl VmSpec {
     pub fn load(path: &Path) -> anyhow::Result<VmSpec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        let spec: VmSpec = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{} is not a valid VM spec: {}", path.display(), e.message())
-        })
+        })?;
+        // Guest paths go onto the kernel command line: a hand-edited spec
+        // must not smuggle arguments in.
+        for s in &spec.shares {
+            super::validate_guest_path(&s.guest)
+                .map_err(|e| anyhow::anyhow!("{} is not a valid VM spec: {e}", path.display()))?;
+        }
+        Ok(spec)
     }
 
     /// Writes the spec atomically (temp file + rename).
@@ -199,6 +206,17 @@ mod tests {
         )
         .unwrap();
         assert!(VmSpec::load(&p).unwrap_err().to_string().contains("bogus"));
+        // A hand-edited guest path cannot put words on the kernel command line.
+        let mut evil = spec.clone();
+        evil.shares = vec![ExtraShare {
+            host: "/data".into(),
+            guest: "/data init=/bin/sh".into(),
+            ro: false,
+            xattr: false,
+        }];
+        evil.save(&p).unwrap();
+        let e = VmSpec::load(&p).unwrap_err().to_string();
+        assert!(e.contains("guest path '/data init=/bin/sh'"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
         assert!(spec.cid() >= 3);
     }

@@ -17,7 +17,9 @@ use rustix::io::Errno;
 
 use super::Filesystem;
 use crate::inode::Presence;
-use crate::layer::{fstat, join, proc_fd_path, reopen, split, St, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::layer::{
+    fstat, join, proc_fd_path, reopen, split, St, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG,
+};
 use crate::name;
 
 impl Filesystem {
@@ -119,6 +121,7 @@ impl Filesystem {
         let st = fstat(&lfd)?;
         let updir = self.upper()?.dir(parent)?;
         let as_root = self.as_root;
+        let mode = self.host_mode(st.mode, st.is_dir());
         let mut copy = None;
         let new = match st.kind() {
             S_IFREG => {
@@ -146,7 +149,7 @@ impl Filesystem {
                     if as_root {
                         rfs::fchown(&out, Some(uid(st.uid)?), Some(gid(st.gid)?))?;
                     }
-                    rfs::fchmod(&out, Mode::from_raw_mode(st.mode & 0o7777))?;
+                    rfs::fchmod(&out, Mode::from_raw_mode(mode))?;
                     rfs::futimens(&out, &times_of(&st))?;
                     rfs::renameat_with(&updir, tmp.as_slice(), &updir, name, RenameFlags::NOREPLACE)
                 })();
@@ -170,12 +173,14 @@ impl Filesystem {
                 let fd = self.upper()?.path_fd(&path)?;
                 self.copy_meta(&updir, name, &fd, &st)?
             }
+            // Never a host device node made for the guest (see mknod).
+            S_IFCHR | S_IFBLK => return Err(Errno::PERM),
             _ => {
                 rfs::mknodat(
                     &updir,
                     name,
                     FileType::from_raw_mode(st.mode),
-                    Mode::from_raw_mode(st.mode & 0o7777),
+                    Mode::from_raw_mode(mode),
                     st.rdev,
                 )?;
                 let fd = self.upper()?.path_fd(&path)?;
@@ -195,7 +200,7 @@ impl Filesystem {
             super::ops::chown_fd(fd, Some(st.uid), Some(st.gid))?;
         }
         if !st.is_symlink() {
-            super::ops::chmod_fd(fd, st.mode & 0o7777)?;
+            super::ops::chmod_fd(fd, self.host_mode(st.mode, st.is_dir()))?;
         }
         rfs::utimensat(dir, name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)?;
         fstat(fd)
@@ -220,6 +225,10 @@ impl Filesystem {
             if pres.is_dir {
                 for e in self.list_merged(&path, pres, usize::MAX)? {
                     if let Some((cp, st)) = self.probe(&path, pres, &e.name)? {
+                        // Refused before anything is copied (see mknod).
+                        if !cp.upper && matches!(st.kind(), S_IFCHR | S_IFBLK) {
+                            return Err(Errno::PERM);
+                        }
                         if !cp.upper && st.is_reg() {
                             bytes = bytes.saturating_add(st.size);
                             if bytes > max_bytes {
@@ -339,8 +348,14 @@ pub(crate) fn copy_data(input: &OwnedFd, output: &OwnedFd, size: Option<u64>) ->
     }
 }
 
-/// Copies the xattrs the host lets us read and write; failures (no xattr
-/// support, `trusted.*`/`security.*` without privileges) are skipped.
+/// An xattr a copy-up never carries: file capabilities on a root VMM's
+/// upper copy, whose content the guest then chooses, would be a host
+/// privilege as a set-user-ID bit would (see `host_mode`).
+const FILE_CAPS: &str = "security.capability";
+
+/// Copies the xattrs the host lets us read and write but file
+/// capabilities; failures (no xattr support, `trusted.*`/`security.*`
+/// without privileges) are skipped.
 pub(crate) fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     let (src, dst) = (proc_fd_path(from), proc_fd_path(to));
     // Most files have no xattrs: ask with a small buffer first (zeroing
@@ -363,6 +378,9 @@ pub(crate) fn copy_xattrs(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
         let Ok(xname) = std::str::from_utf8(xname) else {
             continue;
         };
+        if xname == FILE_CAPS {
+            continue;
+        }
         if let Ok(len) = rfs::getxattr(src.as_str(), xname, &mut value[..]) {
             let _ = rfs::setxattr(dst.as_str(), xname, &value[..len], rfs::XattrFlags::empty());
         }

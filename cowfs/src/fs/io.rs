@@ -110,10 +110,22 @@ impl Filesystem {
     }
 
     /// HANDLE_KILLPRIV_V2: a writer without CAP_FSETID wrote or
-    /// truncated the file open as `fh`.
+    /// truncated the file open as `fh`. Only a writable upper handle is
+    /// touched: the kernel asks this only after a write or an O_TRUNC
+    /// open, which copy up, so a request naming a read-only handle (a
+    /// lower file of a cow or ro share) is a hostile one and changes
+    /// nothing.
     pub fn kill_suidgid(&mut self, fh: u64) -> Result<(), Errno> {
-        let (fd, _) = self.file(fh)?;
-        kill_privs(fd.as_fd())
+        match self.handles.get(fh)? {
+            Handle::File {
+                fd,
+                writable: true,
+                upper: true,
+                ..
+            } => kill_privs(fd.as_fd()),
+            Handle::File { .. } => Ok(()),
+            Handle::Dir { .. } => Err(Errno::BADF),
+        }
     }
 
     /// [`kill_suidgid`](Self::kill_suidgid) by node (SETATTR without a

@@ -62,6 +62,9 @@ pub struct Filesystem {
     limits: Limits,
 }
 
+/// The set-user-ID and set-group-ID bits.
+const SET_ID: u32 = 0o6000;
+
 /// The masked directories as paths relative to the lower root (those not
 /// inside it are ignored).
 fn masked_paths(config: &ShareConfig) -> Vec<Vec<u8>> {
@@ -458,6 +461,22 @@ impl Filesystem {
             ops::chmod_fd(&fd, mode)?;
         }
         fstat(&fd)
+    }
+
+    /// The permission bits a guest-made or copied-up object gets on the
+    /// host. Running as root, a non-directory never keeps its set-user-ID
+    /// or set-group-ID bit: the upper layer (and a rw share) is a host
+    /// folder, and a root-owned set-ID file there with guest-chosen
+    /// content would be a privilege on the host. A directory's
+    /// set-group-ID bit only steers group inheritance and is kept.
+    /// Unprivileged, the files belong to the user running the VMM and
+    /// their bits grant no one more than that user has.
+    pub(crate) fn host_mode(&self, mode: u32, is_dir: bool) -> u32 {
+        if self.as_root && !is_dir {
+            mode & 0o7777 & !SET_ID
+        } else {
+            mode & 0o7777
+        }
     }
 
     pub(crate) fn to_dt(mode: u32) -> u32 {

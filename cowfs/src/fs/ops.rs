@@ -187,7 +187,7 @@ impl Filesystem {
             )?;
         }
         if a.valid & fattr::MODE != 0 {
-            chmod_fd(&fd, a.mode)?;
+            chmod_fd(&fd, self.host_mode(a.mode, p.is_dir))?;
         }
         if a.valid & fattr::SIZE != 0 {
             if !fstat(&fd)?.is_reg() {
@@ -227,7 +227,7 @@ impl Filesystem {
             rfs::fchown(fd, uid, gid)?;
         }
         if a.valid & fattr::MODE != 0 {
-            rfs::fchmod(fd, Mode::from_raw_mode(a.mode & 0o7777))?;
+            rfs::fchmod(fd, Mode::from_raw_mode(self.host_mode(a.mode, false)))?;
         }
         if a.valid & fattr::SIZE != 0 {
             rfs::ftruncate(fd, a.size)?;
@@ -309,7 +309,7 @@ impl Filesystem {
         let d = self.upper()?.dir(&ppath)?;
         rfs::mkdirat(&d, name, Mode::from_raw_mode(0o700))?;
         let path = join(&ppath, name);
-        let st = match self.finish_new(&d, name, Some(mode & 0o7777), owner) {
+        let st = match self.finish_new(&d, name, Some(self.host_mode(mode, true)), owner) {
             Ok(st) => st,
             Err(e) => {
                 let _ = rfs::unlinkat(&d, name, AtFlags::REMOVEDIR);
@@ -334,7 +334,12 @@ impl Filesystem {
         let kind = mode & S_IFMT;
         match kind {
             S_IFREG | S_IFIFO | S_IFSOCK => {}
-            // Device nodes on the host are never made for the guest.
+            // Device nodes on the host are never made for the guest: run
+            // as root, one would give whoever reaches the upper layer (or a
+            // commit, the project) the host device. EPERM is what an
+            // unprivileged container answers, and tools cope with it;
+            // storing an inert stand-in would show the guest a device
+            // that does not work.
             S_IFCHR | S_IFBLK => return Err(Errno::PERM),
             _ => return Err(Errno::INVAL),
         }
@@ -356,7 +361,7 @@ impl Filesystem {
                 0,
             )?;
         }
-        let st = self.finish_new(&d, name, Some(mode & 0o7777), owner)?;
+        let st = self.finish_new(&d, name, Some(self.host_mode(mode, false)), owner)?;
         self.finish_replace(&ppath, name, whiteout)?;
         Ok(self.entry(&join(&ppath, name), Presence::upper(false), &st))
     }
@@ -434,7 +439,7 @@ impl Filesystem {
                 let gid = (owner.1 != u32::MAX).then(|| rfs::Gid::from_raw(owner.1));
                 rfs::fchown(&fd, uid, gid)?;
             }
-            rfs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
+            rfs::fchmod(&fd, Mode::from_raw_mode(self.host_mode(mode, false)))?;
             fstat(&fd)
         };
         let st = match finish() {

@@ -2,7 +2,9 @@
 //! real temporary directories) arbitrary request sequences, and checks that
 //! it never panics, keeps its tables within their limits, answers with
 //! well-formed replies that fit the buffer, and never changes the lower
-//! directory.
+//! directory (names, modes, sizes, times, content and xattrs: the lower
+//! tree holds a set-user-ID file and one with a file capability, which a
+//! hostile KILL_SUIDGID, SETATTR or xattr request must not strip).
 //!
 //! Input: a sequence of requests, each
 //! `[op u8][node u8][patch u8][cap u8][len u8][len argument bytes]`:
@@ -79,21 +81,63 @@ const LIMITS: Limits = Limits {
     max_tree_copy_bytes: 1 << 16,
 };
 
+/// `security.capability` of `cap_net_bind_service=ep` (revision 2).
+const FILE_CAP: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// What must not change of one lower object.
+#[derive(Debug, PartialEq)]
+struct Object {
+    size: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    ino: u64,
+    /// A regular file's content.
+    data: Vec<u8>,
+    /// (name, value) of every xattr, sorted.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 struct Fixture {
     base: PathBuf,
     lower: PathBuf,
-    lower_state: BTreeMap<PathBuf, (u64, u32, i64, i64)>,
+    lower_state: BTreeMap<PathBuf, Object>,
 }
 
-/// (size, mode, mtime, ino) of everything under `root`.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, i64)> {
+fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut list = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(p, &mut list[..]).unwrap_or(0);
+    let mut out: Vec<_> = list[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            let mut v = vec![0u8; 4096];
+            let len = rustix::fs::lgetxattr(p, name, &mut v[..]).unwrap_or(0);
+            v.truncate(len);
+            (name.to_vec(), v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every object under `root`.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Object> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();
-            out.insert(p.clone(), (m.size(), m.mode(), m.mtime(), m.ino() as i64));
+            let data = if m.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() };
+            let obj = Object {
+                size: m.size(),
+                mode: m.mode(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ino: m.ino(),
+                data,
+                xattrs: xattrs(&p),
+            };
+            out.insert(p.clone(), obj);
             if m.is_dir() {
                 stack.push(p);
             }
@@ -126,6 +170,19 @@ fn fixture() -> &'static Fixture {
         std::os::unix::fs::symlink("/etc", lower.join("etc-link")).unwrap();
         std::os::unix::fs::symlink("dir", lower.join("dir-link")).unwrap();
         std::fs::hard_link(lower.join("a"), lower.join("a-hard")).unwrap();
+        // Privileged files (the capability only where the host lets us
+        // set one: as root).
+        use std::os::unix::fs::PermissionsExt;
+        for (name, mode) in [("suid", 0o4755), ("capbin", 0o755)] {
+            std::fs::write(lower.join(name), b"#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(lower.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let _ = rustix::fs::setxattr(
+            lower.join("capbin").as_path(),
+            "security.capability",
+            &FILE_CAP,
+            rustix::fs::XattrFlags::empty(),
+        );
         let lower_state = snapshot(&lower);
         Fixture {
             base,
