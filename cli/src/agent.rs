@@ -14,6 +14,9 @@ use crate::state::VmDir;
 /// answers at once, so a silence this long means a stalled guest.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the agent's hello may take once connected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a running exec/shell session checks that the VM still
 /// answers, and how long such a check waits.
 const WATCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -49,24 +52,37 @@ fn connect(
     }
     let deadline = Instant::now() + wait;
     loop {
-        let attempt = (|| -> anyhow::Result<Client<UnixStream>> {
-            if !dir.vsock_socket().exists() {
-                bail!("VM '{}' is not running", dir.name);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
+        if !dir.vsock_socket().exists() {
+            bail!("VM '{}' is not running", dir.name);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let socket = dir.vsock_socket();
+        // A blocking connect waits without a bound once the VMM stops
+        // accepting (its listen backlog fills): each attempt runs on a
+        // thread of its own and is abandoned when it overstays.
+        let attempt = match bounded(left + HANDSHAKE_TIMEOUT, move || {
             let stream = connect_unix_timeout(
-                &dir.vsock_socket(),
+                &socket,
                 Some(AGENT_PORT),
                 Some(left.max(Duration::from_millis(200))),
             )?;
             // The timeout is a property of the socket, shared by clones:
-            // bound the handshake, then lift it for long-running sessions.
+            // bound the handshake, then set the client's own.
             let same_socket = stream.try_clone()?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
             let client = Client::handshake(stream, "mvm")?;
             same_socket.set_read_timeout(read_timeout)?;
             Ok(client)
-        })();
+        }) {
+            Ok(attempt) => attempt,
+            Err(Overstayed) => bail!(
+                "the VMM of VM '{}' did not take a connection on {} within {:?}: it may be stalled; `mvm debug {}` shows its state",
+                dir.name,
+                dir.vsock_socket().display(),
+                left + HANDSHAKE_TIMEOUT,
+                dir.name
+            ),
+        };
         match attempt {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() >= deadline => {
@@ -139,4 +155,25 @@ impl Drop for Watch {
             let _ = stop.send(());
         }
     }
+}
+
+/// A bounded call that did not return in time (its thread is left behind).
+struct Overstayed;
+
+/// Runs `f` on a thread of its own and waits at most `limit` for it (a
+/// thread that cannot be started runs nothing and reports why).
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<anyhow::Result<T>, Overstayed> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Err(e) = std::thread::Builder::new()
+        .name("agent-connect".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+    {
+        return Ok(Err(anyhow::anyhow!("cannot start a thread: {e}")));
+    }
+    rx.recv_timeout(limit).map_err(|_| Overstayed)
 }
