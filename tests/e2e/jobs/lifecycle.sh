@@ -83,6 +83,17 @@ rec stop-b m stop b
 wait
 ps -eo args | grep -c "[_]vmm $MVM_HOME/vms/b\$" >"$OUT/race-vmms"
 
+# A running VM's state dump, over the API and by SIGUSR1 into its log.
+rec debug-a m debug a
+rec debug-a-json m debug a --json
+kill -USR1 "$(cat "$MVM_HOME/vms/a/pid")"
+for _ in $(seq 100); do
+    grep -q "state dump (SIGUSR1)" "$MVM_HOME/vms/a/vmm.log" && break
+    sleep 0.2
+done
+cp "$MVM_HOME/vms/a/vmm.log" "$OUT/a-vmm.log"
+rec debug-stopped m debug b-missing
+
 rec stop-a m stop a
 rec restart-b m restart b
 rec exec-b3 m exec b -- echo restarted

@@ -192,3 +192,40 @@ fn declared_service_runs_and_is_restarted_after_being_killed() {
     );
     assert!(ok("svc-logs").contains("tick"));
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn debug_dumps_a_running_vm_over_the_api_and_on_sigusr1() {
+    // VM a: 2 vCPUs, the host root and a project over virtio-fs, vsock.
+    let text = ok("debug-a");
+    for want in [
+        "vcpu0:",
+        "vcpu1:",
+        "IO-APIC:",
+        "virtio-fs root",
+        "virtio-fs project",
+        "virtio-vsock",
+        "muxer:",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    let dump: serde_json::Value = serde_json::from_str(&ok("debug-a-json")).unwrap();
+    let vcpus = dump["vcpus"].as_array().expect("vcpus");
+    assert_eq!(vcpus.len(), 2, "{dump}");
+    // A healthy VM: every vCPU answered with its registers.
+    for v in vcpus {
+        assert!(v["state"]["rip"].as_u64().is_some(), "{v}");
+    }
+    let vsock = dump["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "virtio-vsock"))
+        .expect("the vsock device");
+    assert_eq!(vsock["snapshot"]["activated"], true, "{vsock}");
+    assert!(
+        result_file("life", "a-vmm.log").contains("state dump (SIGUSR1)"),
+        "SIGUSR1 wrote no dump to the VMM log"
+    );
+    let (status, _, err) = step("debug-stopped");
+    assert_ne!(status, Some(0));
+    assert!(err.contains("b-missing"), "{err}");
+}
