@@ -109,7 +109,9 @@ fn network_units_run_with_this_mvm() {
     let mut child = ns.mvm_command(&args, Some(&net_dir)).spawn().unwrap();
     let pid_file = net_dir.join("netd.pid");
     let mut recorded = None;
-    for _ in 0..100 {
+    // A bound for a daemon that never writes its pid, generous under load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         recorded = std::fs::read_to_string(&pid_file).ok();
         if recorded.is_some() {
             break;
