@@ -112,7 +112,10 @@ fn network_units_run_with_this_mvm() {
     // A bound for a daemon that never writes its pid, generous under load.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        recorded = std::fs::read_to_string(&pid_file).ok();
+        // Non-empty: the file can be seen created before it is written.
+        recorded = std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|p| !p.trim().is_empty());
         if recorded.is_some() {
             break;
         }
