@@ -17,6 +17,8 @@ PACKAGES=(
     nix-bin
     # network benchmarks (benches/jobs/nested-net.sh)
     iperf3
+    # the native suite under load (tests/stress.sh)
+    stress-ng
     # virtiofsd, the reference vhost-user-fs backend (scripts/install-virtiofsd.sh)
     libcap-ng-dev libseccomp-dev
 )

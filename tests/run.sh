@@ -11,7 +11,8 @@ echo "== virtiofsd (the reference vhost-user-fs backend; cached)" >&2
 scripts/install-virtiofsd.sh >/dev/null
 
 echo "== native tests (cargo test --workspace)" >&2
-cargo test --workspace --locked
+# --no-fail-fast: a failing crate must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast
 
 echo "== guest kernel (cached by config hash)" >&2
 guest-kernel/build.sh --print-path >/dev/null

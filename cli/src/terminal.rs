@@ -54,49 +54,92 @@ impl Drop for RawMode {
     }
 }
 
-/// Calls `send(rows, cols)` whenever the terminal's size changes (polled:
-/// no signal handler needed), until `send` returns false.
-pub fn watch_resizes(mut send: impl FnMut(u16, u16) -> bool + Send + 'static) {
-    std::thread::spawn(move || {
-        let mut last = size();
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let now = size();
-            if now != last {
-                if let Some((rows, cols)) = now {
-                    if !send(rows, cols) {
-                        return;
-                    }
+/// Calls `send(rows, cols)` whenever the terminal's size differs from
+/// `last` (polled: no signal handler needed), until `send` returns false.
+/// `last` is the size the session started with, so a change made before
+/// this thread runs is sent too.
+pub fn watch_resizes(
+    mut last: Option<(u16, u16)>,
+    mut send: impl FnMut(u16, u16) -> bool + Send + 'static,
+) {
+    std::thread::spawn(move || loop {
+        let now = size();
+        if now != last {
+            if let Some((rows, cols)) = now {
+                if !send(rows, cols) {
+                    return;
                 }
-                last = now;
             }
+            last = now;
         }
+        std::thread::sleep(Duration::from_millis(200));
     });
 }
 
-/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to `send` instead of
-/// letting them kill this process (the guest process decides).
-pub fn forward_signals(mut send: impl FnMut(i32) -> bool + Send + 'static) {
-    // SAFETY: sigset operations on a local set; pthread_sigmask blocks the
-    // signals in this thread, and threads spawned later inherit the mask,
-    // so only sigwait below receives them.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut set, s);
+/// The signals forwarded to a guest command instead of ending this process
+/// (the guest process decides).
+const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT held back from the moment of
+/// [`hold`](Self::hold): one that arrives stays pending in the kernel until
+/// [`forward`](Self::forward) hands it on, so a Ctrl-C pressed while the
+/// guest command is starting reaches it once it runs. Dropped without
+/// forwarding, the signals are let through again (a pending one then acts
+/// as usual).
+pub struct HeldSignals {
+    set: libc::sigset_t,
+    forwarding: bool,
+}
+
+impl HeldSignals {
+    /// Blocks the signals in this thread and in every thread it spawns
+    /// later, so only the forwarding thread's sigwait receives them.
+    pub fn hold() -> HeldSignals {
+        // SAFETY: sigset operations on a local, initialised set;
+        // pthread_sigmask only changes this thread's mask.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in FORWARDED {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        HeldSignals {
+            set,
+            forwarding: false,
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    std::thread::spawn(move || loop {
-        let mut sig = 0;
-        // SAFETY: `set` is a valid, initialised sigset; sig is written.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            return;
+    }
+
+    /// Passes each signal, the pending ones first, to `send` until it
+    /// returns false.
+    pub fn forward(mut self, mut send: impl FnMut(i32) -> bool + Send + 'static) {
+        self.forwarding = true;
+        let set = self.set;
+        std::thread::spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid, initialised sigset; sig is written.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if !send(sig) {
+                return;
+            }
+        });
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        if !self.forwarding {
+            // SAFETY: unblocks the set this thread blocked in `hold`.
+            unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
         }
-        if !send(sig) {
-            return;
-        }
-    });
+    }
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to `send` from now on.
+pub fn forward_signals(send: impl FnMut(i32) -> bool + Send + 'static) {
+    HeldSignals::hold().forward(send);
 }

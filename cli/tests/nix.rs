@@ -109,8 +109,13 @@ fn network_units_run_with_this_mvm() {
     let mut child = ns.mvm_command(&args, Some(&net_dir)).spawn().unwrap();
     let pid_file = net_dir.join("netd.pid");
     let mut recorded = None;
-    for _ in 0..100 {
-        recorded = std::fs::read_to_string(&pid_file).ok();
+    // A bound for a daemon that never writes its pid, generous under load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        // Non-empty: the file can be seen created before it is written.
+        recorded = std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|p| !p.trim().is_empty());
         if recorded.is_some() {
             break;
         }

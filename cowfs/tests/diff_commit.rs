@@ -106,7 +106,7 @@ fn commit_refuses_when_the_host_changed() {
     work(&mut c);
     // The host edits a file the guest modified, creates one the guest
     // added, and changes a file inside a directory the guest deleted.
-    std::thread::sleep(std::time::Duration::from_millis(10));
+    next_mtime_tick(l.dir.path());
     fs::write(l.lower.join("a.txt"), b"host edit").unwrap();
     fs::write(l.lower.join("new.txt"), b"host new").unwrap();
     fs::write(l.lower.join("dir/sub/c.txt"), b"host sea, longer").unwrap();

@@ -14,7 +14,7 @@ fn a_file_replaced_on_the_host_shows_its_new_times_and_content() {
     let before = c.resolve("a.txt").unwrap();
     assert_eq!(c.read_file("a.txt").unwrap(), b"hello lower\n");
     // What `sed -i` does: write a new file, rename it over the old one.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    next_mtime_tick(l.dir.path());
     fs::write(l.lower.join(".a.txt.tmp"), b"edited on the host\n").unwrap();
     fs::rename(l.lower.join(".a.txt.tmp"), l.lower.join("a.txt")).unwrap();
     // The guest's kernel looks the name up again once its entry expires.
@@ -37,7 +37,7 @@ fn a_file_edited_in_place_on_the_host_shows_its_new_times() {
     let l = layers();
     let mut c = cow_client(&l);
     let before = c.resolve("a.txt").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    next_mtime_tick(l.dir.path());
     fs::write(l.lower.join("a.txt"), b"rewritten\n").unwrap();
     let a = c.getattr(before.nodeid).unwrap();
     assert!(

@@ -158,16 +158,24 @@ fn virtio_mmio_window_answers_with_its_magic() {
 fn stop_handle_stops_a_spinning_guest() {
     let dir = TempDir::new("stop");
     let kernel = dir.0.join("kernel");
-    std::fs::write(&kernel, elf_kernel(&program(&[code::SPIN]), true)).unwrap();
+    std::fs::write(
+        &kernel,
+        elf_kernel(&program(&[&print("up"), code::SPIN]), true),
+    )
+    .unwrap();
+    let console = dir.0.join("console");
     let mut config = VmConfig::new(&kernel);
     config.memory_mib = 32;
     config.cpus = 2;
-    config.console = Console::Null;
+    config.console = Console::File(console.clone());
     config.allow_pvm_host = true;
     let vm = Vm::new(&config).unwrap();
     let stop = vm.stop_handle();
     let t = std::thread::spawn(move || vm.run());
-    std::thread::sleep(Duration::from_millis(200));
+    // Stop once the guest runs (it said so), not after a guessed delay.
+    wait_until("the guest to run", || {
+        std::fs::read_to_string(&console).is_ok_and(|c| c == "up")
+    });
     stop.stop();
     assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
 }
@@ -314,7 +322,8 @@ fn api_socket_reports_pauses_resumes_and_stops() {
     config.allow_pvm_host = true;
     let vm = Vm::new(&config).unwrap();
     let t = std::thread::spawn(move || vm.run());
-    let timeout = Duration::from_secs(5);
+    // A bound for a hung VMM, generous for a loaded machine.
+    let timeout = Duration::from_secs(30);
 
     let status = call(&socket, &ApiRequest::Status, timeout).unwrap();
     assert!(status.ok);
@@ -334,11 +343,9 @@ fn api_socket_reports_pauses_resumes_and_stops() {
 
     let resumed = call(&socket, &ApiRequest::Resume, timeout).unwrap();
     assert_eq!(resumed.state, Some(VmState::Running));
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        std::fs::metadata(&console).unwrap().len() > len,
-        "the guest did not resume"
-    );
+    wait_until("the guest to resume printing", || {
+        std::fs::metadata(&console).unwrap().len() > len
+    });
 
     // Garbage gets an error response, not a dropped VM.
     let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
@@ -399,4 +406,16 @@ fn debug_dump_shows_vcpus_and_devices() {
 
     stop.stop();
     assert_eq!(t.join().unwrap().unwrap(), ExitReason::Stopped);
+}
+
+/// Polls `f` until true; fails after a deadline meant for hangs only.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -115,26 +115,34 @@ pub(crate) fn run(
 
     let client = crate::agent::session_client(&dir, AGENT_WAIT)?;
     let _watch = crate::agent::watch(&dir);
-    let session = client
-        .exec_start(&request)
-        .with_context(|| format!("cannot run {:?} in VM '{name}'", request.argv))?;
-    let control = session.control();
-
-    let _raw = if tty && std::io::stdin().is_terminal() {
+    // From the request on, input belongs to the command: a Ctrl-C pressed
+    // while it starts must reach it, not end mvm (which would only hang
+    // the session up). With a terminal, raw mode makes it a ^C byte that
+    // waits in the local input for the stdin pump; without, the signal is
+    // held pending until it can be forwarded.
+    let raw = if tty && std::io::stdin().is_terminal() {
         Some(RawMode::enable().context("cannot put the terminal in raw mode")?)
     } else {
         None
     };
-    if tty {
-        terminal::watch_resizes(move |rows, cols| control.resize(rows, cols).is_ok());
+    let held = (!tty).then(terminal::HeldSignals::hold);
+    let session = client
+        .exec_start(&request)
+        .with_context(|| format!("cannot run {:?} in VM '{name}'", request.argv))?;
+    let control = session.control();
+    if let Some(held) = held {
+        held.forward(move |sig| control.signal(sig).is_ok());
     } else {
-        terminal::forward_signals(move |sig| control.signal(sig).is_ok());
+        let started = request.winsize.map(|w| (w.rows, w.cols));
+        terminal::watch_resizes(started, move |rows, cols| {
+            control.resize(rows, cols).is_ok()
+        });
     }
     session.pump_stdin(std::io::stdin());
     let status = session
         .wait(&mut std::io::stdout(), &mut std::io::stderr())
         .with_context(|| format!("lost the connection to VM '{name}'"))?;
-    drop(_raw);
+    drop(raw);
     Ok(match status {
         ExitStatus::Code { code } => ExitCode::from(code.clamp(0, 255) as u8),
         ExitStatus::Signal { signal, .. } => ExitCode::from((128 + signal).clamp(0, 255) as u8),

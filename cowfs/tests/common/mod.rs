@@ -35,6 +35,33 @@ pub fn layers() -> Layers {
     Layers { dir, lower, upper }
 }
 
+/// Returns once a file written now gets a later mtime than any file in
+/// `dir` written before the call: file times come from a coarse clock, so
+/// two writes close together can share one. Waits for the clock to move
+/// (seen on a probe file) instead of guessing its granularity.
+pub fn next_mtime_tick(dir: &Path) {
+    let probe = dir.join(".mtime-probe");
+    let mtime = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    fs::write(&probe, b"").unwrap();
+    let first = mtime(&probe);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        fs::write(&probe, b"").unwrap();
+        if mtime(&probe) > first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file clock never moved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    fs::remove_file(&probe).unwrap();
+}
+
 pub fn client_with(config: ShareConfig, limits: Limits) -> Client {
     let fs = Filesystem::with_limits(&config, limits).unwrap();
     let mut c = Client::new(Server::new(fs));

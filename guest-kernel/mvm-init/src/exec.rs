@@ -100,6 +100,7 @@ pub fn command(root: &Path, spec: &Spec<'_>) -> Result<Command, Refusal> {
     // makes async-signal-safe system calls (no allocation, no locks).
     unsafe {
         cmd.pre_exec(move || {
+            sys::default_signal_dispositions();
             // Own session and process group: signals go to the whole job,
             // and the PTY can become its controlling terminal.
             sys::cvt(libc::setsid())?;

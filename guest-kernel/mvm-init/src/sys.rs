@@ -149,6 +149,37 @@ pub fn kill_group(pgid: u32, sig: i32) {
     }
 }
 
+/// Sets every signal the process ignores back to its default action. Run
+/// in a child before exec: an ignored signal stays ignored across exec, so
+/// an agent started with SIGINT ignored (e.g. `cmd &` from a script) would
+/// otherwise give every session a SIGINT that does nothing. (std already
+/// clears the signal mask and SIGPIPE.) Handlers end at exec anyway, so
+/// every signal is simply set to SIG_DFL. The raw system call, because
+/// glibc refuses its internal signals 32 and 33, which can arrive ignored
+/// too. Only async-signal-safe calls.
+pub fn default_signal_dispositions() {
+    // The kernel's struct sigaction: all zero is SIG_DFL, no flags, empty
+    // mask, on every architecture (at most 4 words).
+    let dfl = [0u64; 4];
+    // Linux numbers its signals 1..=64; the mask argument is 64 bits.
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction from a valid
+        // pointer and writes nothing (null old action).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+}
+
 pub fn is_pid1() -> bool {
     std::process::id() == 1
 }

@@ -207,10 +207,27 @@ fn pid1_boots_serves_reaps_and_shuts_down() {
         assert!(out.contains(d), "{d} missing: {out}");
     }
 
-    // An orphan: its parent exits at once, PID 1 must reap it.
-    let (st, _) = run(&sock, "(sleep 0.2; exit 3) & exit 0");
+    // An orphan: it waits until its parent is gone (it is then PID 1's
+    // child) and exits; PID 1 must reap it. It records its pid, so the
+    // test waits for that process to leave /proc (a zombie stays there
+    // until reaped) instead of guessing a delay.
+    let (st, _) = run(
+        &sock,
+        "sh -c 'echo $$ > /tmp/orphan.pid; until grep -q \"^PPid:.1$\" /proc/$$/status; do sleep 0.01; done; exit 3' >/dev/null 2>&1 & exit 0",
+    );
     assert!(st.success());
-    std::thread::sleep(Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, _) = run(
+            &sock,
+            "test -s /tmp/orphan.pid && test ! -e /proc/$(cat /tmp/orphan.pid)",
+        );
+        if st.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphan was never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (_, states) = run(
         &sock,
         "for f in /proc/[0-9]*/stat; do read pid comm state rest < $f && echo \"$pid $comm $state\"; done",

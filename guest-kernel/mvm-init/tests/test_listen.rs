@@ -2,33 +2,33 @@
 //! path the CLI developer uses without a VM.
 
 use std::io::Cursor;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_proto::client::{self, Client};
 use agent_proto::{ExecRequest, ExitStatus, ServiceSpec, ShutdownAction};
 
-fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mvm-init-listen-{}", std::process::id()));
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mvm-init-listen-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-#[test]
-fn serves_exec_services_and_shutdown_on_a_unix_socket() {
-    let dir = tempdir();
+/// Starts the agent on `dir/agent.sock` and waits until it accepts.
+fn start_agent(dir: &Path, cmd: &mut Command) -> (Child, UnixStream) {
     let sock = dir.join("agent.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mvm-init"))
+    let child = cmd
         .arg("--test-listen-unix")
         .arg(&sock)
         .arg("--state-dir")
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-
     let deadline = Instant::now() + Duration::from_secs(20);
     let stream = loop {
         match client::connect_unix(&sock, None) {
@@ -39,6 +39,14 @@ fn serves_exec_services_and_shutdown_on_a_unix_socket() {
             }
         }
     };
+    (child, stream)
+}
+
+#[test]
+fn serves_exec_services_and_shutdown_on_a_unix_socket() {
+    let dir = tempdir("serve");
+    let sock = dir.join("agent.sock");
+    let (mut child, stream) = start_agent(&dir, &mut Command::new(env!("CARGO_BIN_EXE_mvm-init")));
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let req = ExecRequest {
         argv: vec!["sh".into(), "-c".into(), "tr a-z A-Z; exit 7".into()],
@@ -95,6 +103,55 @@ fn serves_exec_services_and_shutdown_on_a_unix_socket() {
         0,
         "service left running"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent started with SIGINT ignored, as `cmd &` in a script starts
+/// it (and so every test binary under `tests/run.sh &`): the ignored
+/// disposition survives exec, so without a reset no session could be
+/// interrupted, which made the pty signal test hang on `sleep 100`.
+#[test]
+fn sessions_start_with_default_signal_actions() {
+    let dir = tempdir("sigign");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mvm-init"));
+    // SAFETY: signal() is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let (mut child, stream) = start_agent(&dir, &mut cmd);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let req = ExecRequest {
+        argv: vec!["grep".into(), "SigIgn".into(), "/proc/self/status".into()],
+        ..Default::default()
+    };
+    let st = client::exec(stream, &req, None::<Cursor<Vec<u8>>>, &mut out, &mut err).unwrap();
+    assert!(st.success(), "{}", String::from_utf8_lossy(&err));
+    assert_eq!(String::from_utf8_lossy(&out), "SigIgn:\t0000000000000000\n");
+
+    let sock = dir.join("agent.sock");
+    let connect = || Client::handshake(client::connect_unix(&sock, None).unwrap(), "t").unwrap();
+    let session = connect()
+        .exec_start(&ExecRequest {
+            argv: vec!["sleep".into(), "100".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    session.control().signal(libc::SIGINT).unwrap();
+    let st = session.wait(&mut Vec::new(), &mut Vec::new()).unwrap();
+    assert_eq!(
+        st,
+        ExitStatus::Signal {
+            signal: libc::SIGINT,
+            core_dumped: false
+        }
+    );
+
+    connect().shutdown(ShutdownAction::Poweroff).unwrap();
+    assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

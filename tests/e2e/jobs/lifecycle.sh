@@ -22,6 +22,20 @@ rec() {
     echo $? >"$OUT/$step.status"
 }
 m() { timeout 120 "$MVM_BIN" "$@"; }
+# Polls a command until it succeeds, for at most $1 seconds: waits for the
+# event itself, not a guessed delay (emulated L2 hosts are slow).
+until_ok() {
+    secs=$1
+    shift
+    end=$(($(date +%s) + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+gone() { ! kill -0 "$1" 2>/dev/null; }
+# The service's line in `mvm service b`: name, state, pid, restarts.
+ticker_running() { m service b | awk -v not="${1:--}" '$1 == "ticker" && $2 == "running" && $3 != "-" && $3 != not {f = 1} END {exit !f}'; }
 
 rec create-a m create a --project "$P" --cpus 2 --memory 512M --no-net
 rec create-b m create b --memory 256M --no-host-root --no-net \
@@ -36,12 +50,12 @@ rec exec-root m exec a -- sh -c 'test -x /usr/bin/python3 && echo host-root'
 rec exec-env m exec a --env FOO=bar -- sh -c 'echo "$FOO"'
 rec exec-cwd m exec a -- pwd
 # The declared service runs, is restarted after being killed, and logs.
-sleep 3
+until_ok 120 ticker_running
 rec svc-status m service b
 pid=$(m service b | awk '$1 == "ticker" {print $3}')
 echo "$pid" >"$OUT/svc-pid"
 rec svc-kill m exec b -- kill -9 "$pid"
-sleep 4
+until_ok 120 ticker_running "$pid"
 rec svc-status2 m service b
 rec svc-logs m logs b --service ticker
 rec pipeline sh -c "echo hello pipeline | timeout 60 $MVM_BIN exec b -- tr a-z A-Z"
@@ -71,7 +85,7 @@ rec commit-conflict m commit a
 # A VMM killed with SIGKILL shows as crashed; start recovers it.
 pid=$(cat "$MVM_HOME/vms/b/pid")
 kill -9 "$pid"
-sleep 1
+until_ok 60 gone "$pid"
 rec list-crashed m list --json
 rec start-b2 m start b
 rec exec-b2 m exec b -- echo back

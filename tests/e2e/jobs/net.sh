@@ -24,6 +24,18 @@ rec() {
 }
 m() { timeout 120 "$MVM_BIN" "$@"; }
 bb() { busybox "$@"; }
+# Polls a command until it succeeds, for at most $1 seconds: waits for the
+# event itself, not a guessed delay (emulated L2 hosts are slow).
+until_ok() {
+    secs=$1
+    shift
+    end=$(($(date +%s) + secs))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+gone() { ! kill -0 "$1" 2>/dev/null; }
 
 sh "$E2E_JOBS/../../nested/load-net-modules.sh"
 lsmod | awk '{print $1}' | sort >"$OUT/modules"
@@ -74,8 +86,9 @@ rec port-rm m port b --rm 18080:8080
 rec fwd-after-rm curl -s --max-time 5 http://127.0.0.1:18080/hostname
 
 rec stop-a m stop a
-kill -9 "$(cat "$MVM_HOME/vms/b/pid")"
-sleep 1
+pid=$(cat "$MVM_HOME/vms/b/pid")
+kill -9 "$pid"
+until_ok 60 gone "$pid"
 rec start-a2 m start a
 rec stop-a2 m stop a
 rec rm-a m rm --force a

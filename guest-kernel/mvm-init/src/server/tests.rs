@@ -26,12 +26,17 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_in(PathBuf::from("/"))
+}
+
+/// A harness whose agent reads users from `root/etc/passwd`.
+fn harness_in(root: PathBuf) -> Harness {
     let dir = TempDir::new("agent");
     let reaper = Reaper::global();
     let shutdowns = Arc::new(AtomicUsize::new(0));
     let s2 = Arc::clone(&shutdowns);
     let agent = Arc::new(Agent {
-        root: PathBuf::from("/"),
+        root,
         reaper: Arc::clone(&reaper),
         services: Supervisor::new(
             PathBuf::from("/"),
@@ -84,6 +89,54 @@ fn sh(script: &str) -> ExecRequest {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         ..Default::default()
     }
+}
+
+/// An output sink that runs `then` once the output so far contains
+/// `needle`: the test acts when the process says it is ready, not after a
+/// guessed delay.
+struct OnOutput<F: FnOnce()> {
+    buf: Vec<u8>,
+    needle: &'static str,
+    then: Option<F>,
+}
+
+impl<F: FnOnce()> OnOutput<F> {
+    fn new(needle: &'static str, then: F) -> Self {
+        OnOutput {
+            buf: Vec::new(),
+            needle,
+            then: Some(then),
+        }
+    }
+}
+
+impl<F: FnOnce()> Write for OnOutput<F> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.then.is_some() && String::from_utf8_lossy(&self.buf).contains(self.needle) {
+            if let Some(then) = self.then.take() {
+                then();
+            }
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits until a child of `pid` has exec'd `comm`: a process the test
+/// signals must be running, not just about to be.
+fn wait_for_child(pid: u32, comm: &str) {
+    wait_for(30, &format!("{comm} running under pid {pid}"), || {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        kids.split_whitespace()
+            .any(|k| {
+                std::fs::read_to_string(format!("/proc/{k}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .then_some(())
+    });
 }
 
 fn is_root() -> bool {
@@ -216,29 +269,11 @@ fn pty_session_sees_resize() {
     let session = h.client().exec_start(&req).unwrap();
     // Resize once the first size is printed; the line that lets the script
     // go on follows the resize, and frames are handled in order.
-    struct ResizeOnFirstSize {
-        buf: Vec<u8>,
-        ctl: Option<agent_proto::client::ExecControl<UnixStream>>,
-    }
-    impl Write for ResizeOnFirstSize {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.buf.extend_from_slice(b);
-            if String::from_utf8_lossy(&self.buf).contains("24 80") {
-                if let Some(ctl) = self.ctl.take() {
-                    ctl.resize(40, 100).unwrap();
-                    ctl.stdin(b"go\n").unwrap();
-                }
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut w = ResizeOnFirstSize {
-        buf: Vec::new(),
-        ctl: Some(session.control()),
-    };
+    let ctl = session.control();
+    let mut w = OnOutput::new("24 80", move || {
+        ctl.resize(40, 100).unwrap();
+        ctl.stdin(b"go\n").unwrap();
+    });
     let mut err = Vec::new();
     let st = session.wait(&mut w, &mut err).unwrap();
     let out = w.buf;
@@ -286,13 +321,16 @@ fn pty_eof_and_signals_to_foreground_group() {
         ..Default::default()
     };
     let session = h.client().exec_start(&req).unwrap();
-    let ctl = session.control();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        ctl.signal(libc::SIGINT).unwrap();
-    });
-    let st = session.wait(&mut Vec::new(), &mut Vec::new()).unwrap();
-    t.join().unwrap();
+    // Signal once `sleep` runs. "go" is not enough: dash catches SIGINT and
+    // holds it while it forks the job, so a SIGINT between `echo go` and
+    // the fork would never reach `sleep` (the shell acts on it only after
+    // the 100 s).
+    wait_for_child(session.pid(), "sleep");
+    session.control().signal(libc::SIGINT).unwrap();
+    let mut out = Vec::new();
+    let st = session.wait(&mut out, &mut Vec::new()).unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("go") && !out.contains("after"), "{out}");
     assert_eq!(
         st,
         ExitStatus::Signal {
@@ -317,6 +355,149 @@ fn signal_with_pipes_hits_the_process_group() {
         }
     );
     assert!(out.is_empty());
+}
+
+/// An agent whose next session start is held until [`HeldStart::release`]:
+/// its root's `/etc/passwd` is a FIFO, which the agent reads (to resolve
+/// the user) before it spawns the process, and opening a FIFO blocks until
+/// a writer comes. A slow start without a guessed delay.
+struct HeldStart {
+    h: Harness,
+    passwd: PathBuf,
+    _root: TempDir,
+}
+
+impl HeldStart {
+    fn new() -> Self {
+        let root = TempDir::new("held-root");
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        let passwd = root.path().join("etc/passwd");
+        let c = std::ffi::CString::new(passwd.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        HeldStart {
+            h: harness_in(root.path().to_path_buf()),
+            passwd,
+            _root: root,
+        }
+    }
+
+    /// A connection past the handshake that sends `req` and then `early`
+    /// at once, without waiting for `ExecStarted`.
+    fn send(&self, mut req: ExecRequest, early: &[HostMsg]) -> UnixStream {
+        // SAFETY: geteuid has no preconditions.
+        req.user = Some(User::Id(unsafe { libc::geteuid() }));
+        let mut s = self.h.client().into_stream();
+        write_frame(&mut s, &HostMsg::Exec(req)).unwrap();
+        for m in early {
+            write_frame(&mut s, m).unwrap();
+        }
+        s
+    }
+
+    /// Lets the held start go on. Opening the FIFO returns only once the
+    /// agent opened it, so everything sent before was there before the
+    /// process existed.
+    fn release(&self) {
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.passwd)
+            .unwrap();
+        writeln!(f, "me:x:{uid}:{gid}:me:/:/bin/sh").unwrap();
+    }
+}
+
+/// Reads a session to its end: (status, stdout and stderr).
+fn finish(s: &mut UnixStream) -> (ExitStatus, String) {
+    let mut out = Vec::new();
+    loop {
+        match read_frame(s).unwrap() {
+            GuestMsg::ExecStarted { .. } => {}
+            GuestMsg::Stdout { data } | GuestMsg::Stderr { data } => out.extend(data),
+            GuestMsg::Exited { status } => {
+                return (status, String::from_utf8_lossy(&out).into_owned())
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+}
+
+#[test]
+fn signal_sent_before_the_process_starts_is_delivered() {
+    let held = HeldStart::new();
+    for tty in [true, false] {
+        // No shell: dash would hold a SIGINT that comes before it forks
+        // its job (see pty_eof_and_signals_to_foreground_group).
+        let req = ExecRequest {
+            argv: vec!["sleep".into(), "100".into()],
+            tty,
+            ..Default::default()
+        };
+        let mut s = held.send(
+            req,
+            &[HostMsg::Signal {
+                signal: libc::SIGINT,
+            }],
+        );
+        held.release();
+        let (st, out) = finish(&mut s);
+        assert_eq!(
+            st,
+            ExitStatus::Signal {
+                signal: libc::SIGINT,
+                core_dumped: false
+            },
+            "tty={tty}: {out}"
+        );
+    }
+}
+
+#[test]
+fn resize_stdin_and_eof_sent_before_the_process_starts_are_applied() {
+    let held = HeldStart::new();
+    // In order: the resize is applied before the line that `read` waits
+    // for, and the EOF (^D on a terminal) ends `cat`.
+    let req = ExecRequest {
+        tty: true,
+        winsize: Some(WinSize { rows: 24, cols: 80 }),
+        ..sh("read x; stty size; echo \"got $x\"; cat; exit 3")
+    };
+    let mut s = held.send(
+        req,
+        &[
+            HostMsg::Resize(WinSize {
+                rows: 40,
+                cols: 100,
+            }),
+            HostMsg::Stdin {
+                data: b"hi\n".to_vec(),
+            },
+            HostMsg::StdinEof,
+        ],
+    );
+    held.release();
+    let (st, out) = finish(&mut s);
+    assert_eq!(st, ExitStatus::Code { code: 3 }, "{out}");
+    assert!(out.contains("40 100"), "{out}");
+    assert!(out.contains("got hi"), "{out}");
+
+    // With pipes: the EOF closes stdin once the data is through.
+    let mut s = held.send(
+        sh("read x; echo \"got $x\"; cat; exit 4"),
+        &[
+            HostMsg::Stdin {
+                data: b"hi\nrest".to_vec(),
+            },
+            HostMsg::StdinEof,
+        ],
+    );
+    held.release();
+    assert_eq!(
+        finish(&mut s),
+        (ExitStatus::Code { code: 4 }, "got hi\nrest".into())
+    );
 }
 
 #[test]
@@ -541,14 +722,16 @@ fn services_over_the_protocol() {
 
     // Follow on another connection, ended by removing the service.
     let mut follower = h.client();
+    let (following, followed) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
-        let mut buf = Vec::new();
+        let mut out = OnOutput::new("tick", move || following.send(()).unwrap());
         follower
-            .service_logs("ticker", Some(0), true, &mut buf)
+            .service_logs("ticker", Some(0), true, &mut out)
             .unwrap();
-        buf
+        out.buf
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop once the follower has seen a tick, so it was following first.
+    followed.recv_timeout(Duration::from_secs(30)).unwrap();
     c.service_stop("ticker").unwrap();
     assert_eq!(
         c.service_status(Some("ticker")).unwrap()[0].state,

@@ -201,10 +201,16 @@ fn restart_request_replaces_the_process() {
 fn readiness_by_command_and_by_tcp() {
     let d = TempDir::new("svc-ready");
     let s = sup(&d);
-    let flag = d.path().join("flag");
+    let (gate, flag) = (d.path().join("gate"), d.path().join("flag"));
+    // The service becomes ready when the test opens the gate, not after a
+    // delay: until then it cannot be ready.
     let mut spec = sh(
         "cmd",
-        &format!("sleep 0.3; touch {}; exec sleep 100", flag.display()),
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; touch {}; exec sleep 100",
+            gate.display(),
+            flag.display()
+        ),
         RestartPolicy::Never,
     );
     spec.readiness = Some(Readiness::Command {
@@ -212,6 +218,8 @@ fn readiness_by_command_and_by_tcp() {
     });
     s.declare(spec, true).unwrap();
     wait_for(10, "start", || info(&s, "cmd").pid);
+    assert!(!info(&s, "cmd").ready);
+    std::fs::write(&gate, "").unwrap();
     wait_for(10, "ready by command", || {
         info(&s, "cmd").ready.then_some(())
     });
