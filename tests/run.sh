@@ -62,15 +62,16 @@ else
     CHECKOUT="$BASE/mvm"
     mkdir "$CHECKOUT"
     copy_checkout "$CHECKOUT"
+    PASSED=0
     on_exit() {
-        local rc=$?
-        if [ "$rc" = 0 ]; then
+        if [ "$PASSED" = 1 ]; then
             rm -rf "$BASE"
         else
             echo "== the copy is kept for its results: $CHECKOUT/target/{e2e/nested,quickstart}" >&2
         fi
     }
     trap on_exit EXIT
+    trap 'exit 130' INT TERM
 fi
 cd "$CHECKOUT"
 echo "== from $CHECKOUT (cargo target dir $CARGO_TARGET_DIR)" >&2
@@ -92,3 +93,4 @@ cargo test --locked -p mvm-e2e -- --ignored --test-threads 4
     echo "tests/run.sh: no $CHECKOUT/target/e2e/nested/l2-result: the nested suite did not run from $CHECKOUT" >&2
     exit 1
 }
+PASSED=1
