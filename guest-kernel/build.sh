@@ -241,7 +241,10 @@ run_logged() { # description, command...
 
 log "configuring: tinyconfig + $(basename "$fragment")"
 run_logged "make tinyconfig" "${kmake[@]}" tinyconfig
-run_logged "merge fragment" env -C "$obj" "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$fragment"
+# merge_config.sh splits its file list on spaces: give it a copy of the
+# fragment in the work folder, whatever path this checkout has.
+cp "$fragment" "$work/kernel.fragment"
+run_logged "merge fragment" env -C "$obj" "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$work/kernel.fragment"
 run_logged "make olddefconfig" "${kmake[@]}" olddefconfig
 
 # Every line of the fragment must hold in the final .config, and every symbol

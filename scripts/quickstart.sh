@@ -12,6 +12,11 @@
 # (PVM-backed KVM, as on the project's build machines), mvm says so and the
 # same `mvm run` runs nested: inside a QEMU-emulated L2 host with a real KVM
 # (tests/nested), which sees this host's files.
+#
+# The checkout may live anywhere (/tmp, ~/src, a path with spaces): the
+# guest sees only the project (at /project) and the host's system view,
+# never this folder. Binaries: ${CARGO_TARGET_DIR:-target}/static/ (shared
+# with the nested e2e suite).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -28,8 +33,12 @@ scripts/install-deps.sh
 
 step "building mvm and its guest agent (static release binaries)"
 TARGET=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --locked -p mvm -p mvm-init --target "$TARGET"
-MVM="$ROOT/target/$TARGET/release/mvm"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+TARGET_DIR="$TARGET_DIR/static"
+RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
+    cargo build -q --release --locked -p mvm -p mvm-init --target "$TARGET"
+MVM="$TARGET_DIR/$TARGET/release/mvm"
 
 step "building the guest kernel (cached by config hash)"
 KERNEL="$(guest-kernel/build.sh --print-path)"
@@ -47,12 +56,13 @@ set -e
 if [ $rc -ne 0 ] && grep -q "PVM-backed" "$WORK/stderr"; then
     cat "$WORK/stderr" >&2
     step "this host's /dev/kvm cannot boot a Linux guest: using the nested route (QEMU L2 host with real KVM; a few minutes)"
+    # Every path quoted for the job's shell (bash: printf %q's quoting).
     {
-        echo '#!/bin/sh'
+        echo '#!/bin/bash'
         echo '# L2 cannot autoload modules: the bridge, taps and nftables need these.'
-        echo "sh '$ROOT/tests/nested/load-net-modules.sh'"
-        echo "export MVM_HOME=/tmp/mvm-quickstart MVM_KERNEL='$KERNEL'"
-        printf "cd '%s' && " "$PROJECT"
+        printf 'sh %q\n' "$ROOT/tests/nested/load-net-modules.sh"
+        printf 'export MVM_HOME=/tmp/mvm-quickstart MVM_KERNEL=%q\n' "$KERNEL"
+        printf 'cd %q && ' "$PROJECT"
         printf '%q ' "${RUN[@]}"
         echo
     } >"$WORK/job.sh"

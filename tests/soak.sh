@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 ITERS="${1:-50}"
 ROOT="$(pwd)"
 TARGET="x86_64-unknown-linux-gnu"
-STATIC="$ROOT/target/e2e-static"
+# The static build the quickstart and the nested suite share.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+STATIC="$TARGET_DIR/static"
 
 echo "== static mvm and mvm-init" >&2
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$STATIC" \

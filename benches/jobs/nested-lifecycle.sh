@@ -11,13 +11,6 @@ set -eu
 [ -c /dev/kvm ] || { echo "nested-lifecycle job: no /dev/kvm in L2"; exit 1; }
 # L2's chroot cannot autoload modules: the bridge, taps and nftables need these.
 sh "$(dirname "$0")/../../tests/nested/load-net-modules.sh"
-echo "nested-lifecycle job: no /dev/kvm in L2"; exit 1; }
-# L2's chroot cannot autoload modules (see tests/e2e/jobs/net.sh): load what
-# the bridge, taps and nftables need, as a normal host has them.
-for ko in $(find "/lib/modules/$(uname -r)/kernel/net" -name 'nft_*.ko*' -o -name 'nf_nat*.ko*' -o -name 'nf_conntrack*.ko*' -o -name 'nf_reject*.ko*' -o -name 'nf_tables*.ko*' -o -name 'nf_defrag*.ko*'); do
-    m=$(basename "$ko"); modprobe "${m%%.ko*}" 2>/dev/null || true
-done
-for m in bridge tun nf_tables; do modprobe "$m" 2>/dev/null || true; done
 echo "nested-lifecycle job: L2 $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, $(nproc) CPU(s)"
 exec "$BENCH_BIN" --mvm "$MVM_BIN" --kernel "$KERNEL" --initrd "$INITRD" --mvm-init "$MVM_INIT" \
     --rounds "${ROUNDS:-10}" --net "${NET:-on}" --out "$MVM_OUT"

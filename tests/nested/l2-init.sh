@@ -4,15 +4,17 @@
 # Loads the modules listed in /etc/mvm-l2/modules (kvm, kvm-amd, 9p, ...),
 # mounts L1's root read-only over virtio 9p (tag l1root) under a tmpfs overlay,
 # mounts the results folder (tag out) at /out inside it, chroots in and runs the
-# job named by mvm.job= on the kernel command line, then powers off.
+# job named by job= in /out/l2-job.conf, then powers off.
 #
-# Kernel command line read here:
-#   mvm.job=/abs/path      job script (an L1 path; required)
-#   mvm.path=/a:/b         directories put in front of the job's PATH
-#   mvm.cwd=/abs/path      job's working directory (default /)
-#   mvm.kmods=/abs/path    L1 path of the L2 kernel's module tree; bind-mounted
+# /out/l2-job.conf (written by run-l2.sh; key=value lines, so that paths
+# may hold spaces, which the kernel command line would split):
+#   job=/abs/path          job script (an L1 path; required)
+#   path=/a:/b             directories put in front of the job's PATH
+#   cwd=/abs/path          job's working directory (default /)
+#   kmods=/abs/path        L1 path of the L2 kernel's module tree; bind-mounted
 #                          at /lib/modules/$(uname -r) in the chroot so that
 #                          `modprobe` works for the job
+# Kernel command line read here:
 #   mvm.rootcache=MODE     9p cache mode for L1's root (default none: L1 may change
 #                          files while L2 runs; loose was only ~10% faster)
 #   mvm.debug=shell        on a setup failure, start a shell instead of powering off
@@ -62,10 +64,6 @@ mount -t tmpfs -o mode=1777 tmpfs /tmp
 JOB='' XPATH='' CWD=/ KMODS='' ROOTCACHE=none DEBUG=''
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
-        mvm.job=*) JOB="${arg#mvm.job=}" ;;
-        mvm.path=*) XPATH="${arg#mvm.path=}" ;;
-        mvm.cwd=*) CWD="${arg#mvm.cwd=}" ;;
-        mvm.kmods=*) KMODS="${arg#mvm.kmods=}" ;;
         mvm.rootcache=*) ROOTCACHE="${arg#mvm.rootcache=}" ;;
         mvm.debug=*) DEBUG="${arg#mvm.debug=}" ;;
     esac
@@ -86,8 +84,6 @@ if [ -e /dev/kvm ]; then
 else
     say "warning: /dev/kvm is missing after loading kvm_amd"
 fi
-
-[ -n "$JOB" ] || fatal "no mvm.job= on the kernel command line"
 
 mkdir -p /l1 /rw /newroot
 mount -t 9p -o "trans=virtio,version=9p2000.L,msize=512000,ro,cache=$ROOTCACHE" l1root /l1 \
@@ -110,13 +106,24 @@ mkdir -p /newroot/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/out \
     || fatal "mounting the results folder (9p tag out) failed"
 : >/newroot/out/job.log || fatal "/out is not writable"
+[ -f /newroot/out/l2-job.conf ] || fatal "no l2-job.conf in the results folder"
+while IFS= read -r line; do
+    case "$line" in
+        job=*) JOB="${line#job=}" ;;
+        path=*) XPATH="${line#path=}" ;;
+        cwd=*) CWD="${line#cwd=}" ;;
+        kmods=*) KMODS="${line#kmods=}" ;;
+    esac
+done </newroot/out/l2-job.conf
+[ -n "$JOB" ] || fatal "no job= in l2-job.conf"
+[ -n "$CWD" ] || CWD=/
 
 if [ -n "$KMODS" ]; then
     if [ -d "/newroot$KMODS" ]; then
         moddir="$(chroot /newroot sh -c "mkdir -p /lib/modules/$KVER && readlink -f /lib/modules/$KVER")"
         mount -o bind "/newroot$KMODS" "/newroot$moddir" || say "warning: could not bind the module tree"
     else
-        say "warning: mvm.kmods=$KMODS not found in L1's root"
+        say "warning: kmods=$KMODS not found in L1's root"
     fi
 fi
 

@@ -34,10 +34,10 @@ done
 [ -f "$INIT" ] || die "init file not found: $INIT"
 for a in ${ADDS[@]+"${ADDS[@]}"}; do
     case "$a" in
-        *:/*) ;;
+        *:/*) case "${a##*:}" in /*) ;; *) die "--add wants SRC:DEST with an absolute DEST (no ':' in it), not '$a'" ;; esac ;;
         *) die "--add wants SRC:DEST with an absolute DEST, not '$a'" ;;
     esac
-    [ -e "${a%%:*}" ] || die "--add source not found: ${a%%:*}"
+    [ -e "${a%:*}" ] || die "--add source not found: ${a%:*}"
 done
 
 apt_install cpio
@@ -60,7 +60,9 @@ copy_libs() {   # copy_libs ELF: its shared libraries and loader, at their paths
 }
 
 for a in ${ADDS[@]+"${ADDS[@]}"}; do
-    src="${a%%:*}" dest="${a#*:}"
+    # DEST has no ':' (checked above: it is absolute and ends the argument),
+    # so split at the last one: SRC may hold ':' and spaces.
+    src="${a%:*}" dest="${a##*:}"
     case "$dest" in */) dest="$dest$(basename "$src")" ;; esac
     mkdir -p "$work$(dirname "$dest")"
     if [ -d "$src" ]; then

@@ -62,17 +62,19 @@ done
 [[ "$MEM" =~ ^[1-9][0-9]*$ ]] || bad "--mem must be a number of MB, not '$MEM'"
 [[ "$SMP" =~ ^[1-9][0-9]*$ ]] || bad "--smp must be a positive number, not '$SMP'"
 
-no_space() { case "$2" in *[[:space:]]*) bad "$1 must not contain whitespace (it goes on a kernel command line): '$2'" ;; esac; }
+# Paths reach L2 through a file in OUT_DIR (l2-job.conf), not the kernel
+# command line: spaces are fine, line breaks are not.
+one_line() { case "$2" in *$'\n'*) bad "$1 must be one line: '$2'" ;; esac; }
 
 [ -f "$JOB" ] || bad "job script not found: $JOB"
 JOB="$(realpath "$JOB")"
-no_space "the job path" "$JOB"
+one_line "the job path" "$JOB"
 case "$CWD" in /*) ;; *) bad "--cwd must be absolute: $CWD" ;; esac
-no_space "--cwd" "$CWD"
+one_line "--cwd" "$CWD"
 XPATH=
 for p in ${XPATHS[@]+"${XPATHS[@]}"}; do
     case "$p" in /*) ;; *) p="$(realpath -m "$p")" ;; esac
-    no_space "--path" "$p"
+    one_line "--path" "$p"
     case "$p" in *:*) bad "--path must not contain ':': $p" ;; esac
     XPATH="${XPATH:+$XPATH:}$p"
 done
@@ -113,14 +115,18 @@ write_job_env() {
         printf "%s='%s'\n" "$name" "${val//\'/\'\\\'\'}" >>"$OUT/l2-job.env"
     done
 }
+# What L2's init reads from /out before it starts the job: key=value lines.
+write_job_conf() {
+    printf 'job=%s\ncwd=%s\npath=%s\nkmods=%s\n' "$JOB" "$CWD" "$XPATH" "$MVM_L2_KMODS" >"$OUT/l2-job.conf"
+}
 wipe_out
 touch "$OUT/.mvm-l2-out"
 write_job_env
+write_job_conf
 : >"$OUT/l2-attempts.txt"
 
 # --- one QEMU run -------------------------------------------------------------------
-CMDLINE="console=ttyS0 quiet panic=-1 mvm.job=$JOB mvm.kmods=$MVM_L2_KMODS mvm.cwd=$CWD"
-[ -n "$XPATH" ] && CMDLINE+=" mvm.path=$XPATH"
+CMDLINE="console=ttyS0 quiet panic=-1"
 [ -n "$APPEND" ] && CMDLINE+=" $APPEND"
 [ "${#CMDLINE}" -lt 2000 ] || bad "the L2 kernel command line is too long (${#CMDLINE} bytes, max ~2000)"
 
@@ -253,7 +259,7 @@ while :; do
     echo "$(explain "$OUTCOME") on attempt $attempt, retried" >>"$OUT/l2-attempts.txt"
     mv "$OUT/l2-console.log" "$OUT/l2-console.attempt$attempt.log"
     mv "$OUT/l2-qemu.log" "$OUT/l2-qemu.attempt$attempt.log"
-    keep=(.mvm-l2-out l2-job.env l2-attempts.txt)
+    keep=(.mvm-l2-out l2-job.env l2-job.conf l2-attempts.txt)
     for ((i = 1; i <= attempt; i++)); do keep+=("l2-console.attempt$i.log" "l2-qemu.attempt$i.log"); done
     wipe_out "${keep[@]}"
     attempt=$((attempt + 1))

@@ -11,11 +11,29 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The checkout the tests run from. Read at run time (`cargo test` sets
+/// CARGO_MANIFEST_DIR for the test process) rather than baked in with
+/// `env!`: a copy of the checkout that shares the cargo target dir (as
+/// tests/run.sh makes) reuses this binary, and must not be sent back to
+/// the original folder.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
+}
+
+/// Where cargo builds for this checkout: $CARGO_TARGET_DIR (relative to
+/// the workspace root when relative), else `target/`.
+pub fn cargo_target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
@@ -33,11 +51,12 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
 }
 
 /// Builds `mvm` and the guest agent `mvm-init` as static release binaries
-/// in their own target directory (so this works while `cargo test` holds
-/// the workspace's build lock); returns their paths.
+/// in their own target directory, `static/` in the cargo target dir (so
+/// this works while `cargo test` holds the workspace's build lock;
+/// scripts/quickstart.sh builds the same there); returns their paths.
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
     let root = workspace_root();
-    let target_dir = root.join("target/e2e-static");
+    let target_dir = cargo_target_dir().join("static");
     let target = "x86_64-unknown-linux-gnu";
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -3,7 +3,8 @@
 # the host's own), in its copy-on-write /project: a git repository and a
 # small C build, as a developer would. Every check prints
 #   MVM-GUEST: dev_<check>=<value>
-# for the host-side test (tests/e2e/nested/fs.rs).
+# for the host-side test (tests/e2e/nested/fs.rs). tests/e2e/jobs/fs.sh
+# copies it into the project folder: the guest never sees the checkout.
 say() { echo "MVM-GUEST: dev_$1=$2"; }
 cd /project || exit 1
 export GIT_AUTHOR_NAME=mvm GIT_AUTHOR_EMAIL=mvm@example.invalid

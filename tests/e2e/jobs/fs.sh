@@ -53,8 +53,11 @@ cat "$RW/from-guest.txt" >"$OUT/rw-content" 2>&1
 ls -A "$SCRATCH" >"$OUT/scratch-left" 2>&1
 
 # --- git and a build in a managed VM (the host's tools are the guest's).
+# The workout script travels in the project: the guest's root is the
+# host's system view, never the checkout (it may live under /tmp, /home...).
 D=/tmp/fs-dev
 rm -rf "$D" && mkdir -p "$D"
+cp "$E2E_DIR/guest/dev-workout.sh" "$D/dev-workout.sh"
 printf '#include <stdio.h>\nint main(void) { puts("hello from a build"); return 0; }\n' >"$D/hello.c"
 printf 'hello: hello.o\n\tcc -o hello hello.o\nhello.o: hello.c\n\tcc -c -o hello.o hello.c\n' >"$D/Makefile"
 printf 'hello\n*.o\n' >"$D/.gitignore"
@@ -66,7 +69,7 @@ snapshot "$D" >"$OUT/dev-before"
     m() { timeout 300 "$MVM_BIN" "$@"; }
     m create dev --project "$D" --memory 1G --no-net >"$OUT/dev-create.log" 2>&1
     m start dev >"$OUT/dev-start.log" 2>&1
-    m exec dev -- sh "$E2E_DIR/guest/dev-workout.sh" >"$OUT/dev-workout.out" 2>"$OUT/dev-workout.err"
+    m exec dev -- sh /project/dev-workout.sh >"$OUT/dev-workout.out" 2>"$OUT/dev-workout.err"
     echo $? >"$OUT/dev-workout.status"
     m diff dev >"$OUT/dev-diff" 2>&1
     m stop dev >"$OUT/dev-stop.log" 2>&1

@@ -58,11 +58,11 @@ rec svc-kill m exec b -- kill -9 "$pid"
 until_ok 120 ticker_running "$pid"
 rec svc-status2 m service b
 rec svc-logs m logs b --service ticker
-rec pipeline sh -c "echo hello pipeline | timeout 60 $MVM_BIN exec b -- tr a-z A-Z"
+rec pipeline sh -c 'echo hello pipeline | timeout 60 "$1" exec b -- tr a-z A-Z' sh "$MVM_BIN"
 
 head -c 10485760 /dev/urandom >/tmp/10m
 sha256sum </tmp/10m | cut -d' ' -f1 >"$OUT/10m.sent"
-rec stream sh -c "timeout 120 $MVM_BIN exec a -- cat </tmp/10m | sha256sum | cut -d' ' -f1"
+rec stream sh -c 'timeout 120 "$1" exec a -- cat </tmp/10m | sha256sum | cut -d" " -f1' sh "$MVM_BIN"
 
 # The busybox VM: a login shell on the host root reads the host's dotfiles,
 # which can be slow under emulation.

@@ -140,7 +140,12 @@ fn git_and_a_build_in_a_copy_on_write_project() {
     for (k, want) in [
         ("git", "present"),
         ("init", "ok"),
-        ("tracked", ".gitignore Makefile hello.c notes.txt "),
+        // The workout script travels in the project (the guest cannot
+        // see the checkout), so the repository tracks it too.
+        (
+            "tracked",
+            ".gitignore Makefile dev-workout.sh hello.c notes.txt ",
+        ),
         ("status", " M notes.txt|"),
         ("branch", "ok"),
         ("feature_notes", "edited in the guest"),

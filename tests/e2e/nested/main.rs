@@ -25,6 +25,7 @@ fn suite() -> &'static PathBuf {
     static SUITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = SUITE.get_or_init(|| {
         let root = workspace_root();
+        eprintln!("nested suite: checkout {}", root.display());
         let artifacts = root.join("target/e2e/artifacts");
         let (mvm, mvm_init) = static_binaries()?;
         let mvm = private_copy(&mvm, &artifacts)?;
