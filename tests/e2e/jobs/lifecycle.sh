@@ -22,18 +22,7 @@ rec() {
     echo $? >"$OUT/$step.status"
 }
 m() { timeout 120 "$MVM_BIN" "$@"; }
-# Polls a command until it succeeds, for at most $1 seconds: waits for the
-# event itself, not a guessed delay (emulated L2 hosts are slow).
-until_ok() {
-    secs=$1
-    shift
-    end=$(($(date +%s) + secs))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.2
-    done
-}
-gone() { ! kill -0 "$1" 2>/dev/null; }
+. "$E2E_JOBS/lib.sh"
 # The service's line in `mvm service b`: name, state, pid, restarts.
 ticker_running() { m service b | awk -v not="${1:--}" '$1 == "ticker" && $2 == "running" && $3 != "-" && $3 != not {f = 1} END {exit !f}'; }
 
@@ -101,10 +90,7 @@ ps -eo args | grep -c "[_]vmm $MVM_HOME/vms/b\$" >"$OUT/race-vmms"
 rec debug-a m debug a
 rec debug-a-json m debug a --json
 kill -USR1 "$(cat "$MVM_HOME/vms/a/pid")"
-for _ in $(seq 100); do
-    grep -q "state dump (SIGUSR1)" "$MVM_HOME/vms/a/vmm.log" && break
-    sleep 0.2
-done
+until_ok 30 grep -q "state dump (SIGUSR1)" "$MVM_HOME/vms/a/vmm.log"
 cp "$MVM_HOME/vms/a/vmm.log" "$OUT/a-vmm.log"
 rec debug-stopped m debug b-missing
 

@@ -24,18 +24,7 @@ rec() {
 }
 m() { timeout 120 "$MVM_BIN" "$@"; }
 bb() { busybox "$@"; }
-# Polls a command until it succeeds, for at most $1 seconds: waits for the
-# event itself, not a guessed delay (emulated L2 hosts are slow).
-until_ok() {
-    secs=$1
-    shift
-    end=$(($(date +%s) + secs))
-    until "$@" >/dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.2
-    done
-}
-gone() { ! kill -0 "$1" 2>/dev/null; }
+. "$E2E_JOBS/lib.sh"
 
 sh "$E2E_JOBS/../../nested/load-net-modules.sh"
 lsmod | awk '{print $1}' | sort >"$OUT/modules"

@@ -69,17 +69,6 @@ while [ "$i" -le "$ITERS" ]; do
         wait "$pa" || status="workout a"
         wait "$pb" || status="${status#ok}${status:+ }workout b"
     fi
-    if [ "$i" = 1 ] && [ "$status" = ok ]; then
-        # The dump of a healthy VM, both ways (API and SIGUSR1).
-        T=60 m debug a >"$OUT/debug-a.txt" 2>&1
-        echo $? >"$OUT/debug-a.status"
-        kill -USR1 "$(cat "$MVM_HOME/vms/a/pid")"
-        for _ in $(seq 100); do
-            grep -q "state dump (SIGUSR1)" "$MVM_HOME/vms/a/vmm.log" && break
-            sleep 0.2
-        done
-        cp "$MVM_HOME/vms/a/vmm.log" "$OUT/sigusr1-a-vmm.log"
-    fi
     if [ "$status" != ok ]; then
         # A bound ran out (124) or a step failed: keep the evidence.
         if grep -q "did not answer\|stopped answering\|timed out" "$OUT"/last-*.log 2>/dev/null ||
