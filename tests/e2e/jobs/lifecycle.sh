@@ -4,7 +4,7 @@
 # exec, shell through a real PTY, streams, diff/commit, crash and recovery,
 # stop/restart/rm. Each step leaves $MVM_OUT/life/<step>.{out,err,status}.
 set -u
-: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
+: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}" "${E2E_JOBS:?}"
 OUT="$MVM_OUT/life"
 mkdir -p "$OUT"
 export MVM_HOME=/tmp/mvm-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
