@@ -395,6 +395,21 @@ pub fn pool_tap_name(n: u16) -> String {
     format!("{POOL_PREFIX}{n}")
 }
 
+/// The MAC and address bound to pool tap `name` (`mvmp-N`): the N-th
+/// address from the top of the subnet, and the MAC of id `mvmp-N`. Pool
+/// taps are bound once by setup, which runs with privilege; the VM that
+/// takes the tap takes this MAC and address. `None` for other names and
+/// for N beyond the subnet's upper half.
+pub fn pool_binding(subnet: &Subnet, name: &str) -> Option<(MacAddr, Ipv4Addr)> {
+    let n: u32 = name.strip_prefix(POOL_PREFIX)?.parse().ok()?;
+    let hosts = u32::from(subnet.broadcast()) - u32::from(subnet.network()) - 1;
+    if n >= hosts / 2 {
+        return None;
+    }
+    let ip = Ipv4Addr::from(u32::from(subnet.broadcast()) - 1 - n);
+    (ip != subnet.gateway()).then(|| (MacAddr::for_vm(name), ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +451,10 @@ mod tests {
         let c: Cidr = "10.1.0.0/16".parse().unwrap();
         assert!(c.contains(Ipv4Addr::new(10, 1, 200, 3)));
         assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert_eq!("10.1.2.3".parse::<Cidr>().unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(
+            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
         for (bad, needle) in [
             ("10.1.2.3/16", "did you mean 10.1.0.0/16"),
@@ -459,6 +477,20 @@ mod tests {
         assert_ne!(a, MacAddr::for_vm("db"));
         assert_eq!(a.0[0] & 0x03, 0x02);
         assert_eq!(a.to_string().parse::<MacAddr>().unwrap(), a);
+    }
+
+    #[test]
+    fn pool_taps_take_addresses_from_the_top() {
+        let s = Subnet::default();
+        let (mac, ip) = pool_binding(&s, "mvmp-0").unwrap();
+        assert_eq!(ip, Ipv4Addr::new(10, 77, 0, 254));
+        assert_eq!(mac, MacAddr::for_vm("mvmp-0"));
+        assert_eq!(
+            pool_binding(&s, "mvmp-3").unwrap().1,
+            Ipv4Addr::new(10, 77, 0, 251)
+        );
+        assert!(pool_binding(&s, "mvmp-126").is_none());
+        assert!(pool_binding(&s, "mvm-3").is_none());
     }
 
     #[test]

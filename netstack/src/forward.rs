@@ -157,9 +157,7 @@ impl FromStr for PortForward {
             })?;
             (Some(IpAddr::V4(a)), rest)
         } else if ports.matches(':').count() > 2 {
-            return Err(bad(
-                "an IPv6 address goes in brackets: [::1]:8080:80".into(),
-            ));
+            return Err(bad("an IPv6 address goes in brackets: [::1]:8080:80".into()));
         } else {
             (None, ports)
         };
@@ -557,7 +555,11 @@ mod tests {
         assert_eq!(f.listen(), "127.0.0.1:8080");
         for (spec, shown, dnat) in [
             ("0.0.0.0:8080:80", "0.0.0.0:8080:80/tcp", Some("0.0.0.0")),
-            ("192.168.1.5:8080:80/udp", "192.168.1.5:8080:80/udp", Some("192.168.1.5")),
+            (
+                "192.168.1.5:8080:80/udp",
+                "192.168.1.5:8080:80/udp",
+                Some("192.168.1.5"),
+            ),
             ("[::1]:8080:80", "[::1]:8080:80/tcp", None),
             ("[::]:8080:80", "[::]:8080:80/tcp", Some("0.0.0.0")),
         ] {
@@ -567,7 +569,10 @@ mod tests {
             assert_eq!(f.dnat_addr(), dnat.map(|a| a.parse().unwrap()), "{spec}");
         }
         assert_eq!(
-            "192.168.1.5:8080:80".parse::<PortForward>().unwrap().listen(),
+            "192.168.1.5:8080:80"
+                .parse::<PortForward>()
+                .unwrap()
+                .listen(),
             "192.168.1.5:8080"
         );
     }
