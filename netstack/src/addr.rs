@@ -489,7 +489,7 @@ mod tests {
             pool_binding(&s, "mvmp-3").unwrap().1,
             Ipv4Addr::new(10, 77, 0, 251)
         );
-        assert!(pool_binding(&s, "mvmp-126").is_none());
+        assert!(pool_binding(&s, "mvmp-127").is_none());
         assert!(pool_binding(&s, "mvm-3").is_none());
     }
 

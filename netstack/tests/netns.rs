@@ -48,8 +48,8 @@ fn spec_allowing(id: &str, allow: &[&str]) -> VmSpec {
 
 /// Whether a TCP connection was refused at once (reset), as our reject
 /// rules answer, rather than timing out.
-fn refused(r: std::io::Result<String>) -> bool {
-    matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+fn refused(r: &std::io::Result<String>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 macro_rules! need_root {
@@ -89,6 +89,15 @@ fn bridge_taps_leases_and_pool() {
             .trim(),
         "0"
     );
+    // The bridge keeps its MAC as taps come and go (guests cache it).
+    let br_mac = w.host.exec("cat /sys/class/net/virbr-mvm/address");
+    assert_eq!(
+        w.host
+            .exec("cat /sys/class/net/virbr-mvm/addr_assign_type")
+            .trim(),
+        "3",
+        "set explicitly"
+    );
     let pool = w.host.exec("ip -d link show mvmp-0");
     assert!(pool.contains("master virbr-mvm"), "{pool}");
     assert!(pool.contains("isolated on"), "{pool}");
@@ -104,6 +113,7 @@ fn bridge_taps_leases_and_pool() {
             attach_vm(&cfg, &spec("db", true)).unwrap(),
         )
     });
+    assert_eq!(w.host.exec("cat /sys/class/net/virbr-mvm/address"), br_mac);
     assert_eq!(a.tap, "mvm-web");
     assert_eq!(a.ip, Ipv4Addr::new(10, 77, 0, 2));
     assert_eq!(b.ip, Ipv4Addr::new(10, 77, 0, 3));
@@ -576,11 +586,11 @@ fn nat_to_the_internet_and_isolation() {
     // VM -> host: nothing but DHCP/DNS on the gateway.
     // Refused with a reset, so tools fail at once.
     let _hs = tcp_whoami(&w.host, "0.0.0.0:2222");
-    assert!(refused(tcp_get(
+    assert!(refused(&tcp_get(
         &w.vms[va],
         &format!("{}:2222", a.gateway())
     )));
-    assert!(refused(tcp_get(&w.vms[va], &format!("{HOST_UP}:2222"))));
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{HOST_UP}:2222"))));
     // (the host's own server does work, from elsewhere)
     assert_eq!(tcp_get(&w.inet, &format!("{HOST_UP}:2222")).unwrap(), INET);
     // The internet cannot open connections to a VM, even with a route.
@@ -621,8 +631,8 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
         tcp_get(&w.vms[va], &format!("{INET}:8000")).unwrap(),
         HOST_UP
     );
-    assert!(refused(tcp_get(&w.vms[va], &format!("{LAN}:8000"))));
-    assert!(refused(tcp_get(&w.vms[va], &format!("{METADATA}:80"))));
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{LAN}:8000"))));
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{METADATA}:80"))));
     let (ok, out) = w.vms[va].exec_status(&format!("busybox ping -c1 -W2 {LAN}"));
     assert!(!ok && !out.contains("bytes from"), "{out}");
     // Opened for b: the LAN (masqueraded behind the host's LAN address)
@@ -640,7 +650,7 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
         HOST_UP
     );
     // An allowed network never opens the host itself.
-    assert!(refused(tcp_get(&w.vms[vb], &format!("{HOST_LAN}:2222"))));
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{HOST_LAN}:2222"))));
     // Detach removes b's allow elements; the default holds again for a VM
     // at that address.
     let cfg = w.cfg.clone();
@@ -650,7 +660,9 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
     });
     let allow = w.host.exec("nft list set inet mvm allow");
     assert!(!allow.contains("10.1.0.0"), "{allow}");
-    assert!(refused(tcp_get(&w.vms[vb], &format!("{LAN}:8000"))));
+    // (a server of its own: no conntrack entry of b's earlier flows)
+    let _lan2 = tcp_whoami(&lan, &format!("{LAN}:8001"));
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{LAN}:8001"))));
 }
 
 #[test]
@@ -678,7 +690,7 @@ fn vms_talk_only_when_both_allow_it() {
     // Nor through the gateway (routed): refused at once.
     let gw = a.gateway();
     w.vms[vb].exec(&format!("ip route add {}/32 via {gw}", a.ip));
-    assert!(refused(tcp_get(&w.vms[vb], &format!("{}:9000", a.ip))));
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{}:9000", a.ip))));
     w.vms[vb].exec(&format!("ip route del {}/32 via {gw}", a.ip));
     // a allows the subnet (so b): now both ways.
     let cfg = w.cfg.clone();
@@ -877,9 +889,9 @@ fn forwards_listen_on_loopback_unless_an_address_is_named() {
     add("8081:80");
     assert_eq!(tcp_get(&w.host, "127.0.0.1:8081").unwrap(), gw);
     assert_eq!(tcp_get(&w.host, "[::1]:8081").unwrap(), gw);
-    assert!(refused(tcp_get(&w.host, &format!("{HOST_UP}:8081"))));
-    assert!(refused(tcp_get(&w.inet, &format!("{HOST_UP}:8081"))));
-    assert!(refused(tcp_get(&lan, &format!("{HOST_LAN}:8081"))));
+    assert!(refused(&tcp_get(&w.host, &format!("{HOST_UP}:8081"))));
+    assert!(refused(&tcp_get(&w.inet, &format!("{HOST_UP}:8081"))));
+    assert!(refused(&tcp_get(&lan, &format!("{HOST_LAN}:8081"))));
     assert!(!w.host.exec("nft list ruleset").contains("8081"));
     // A named address: other hosts on that address only (DNAT, the guest
     // sees the real client), and the host itself through the proxy there.
@@ -887,7 +899,7 @@ fn forwards_listen_on_loopback_unless_an_address_is_named() {
     assert_eq!(tcp_get(&w.inet, &format!("{HOST_UP}:8082")).unwrap(), INET);
     assert_eq!(tcp_get(&w.host, &format!("{HOST_UP}:8082")).unwrap(), gw);
     assert!(tcp_get(&lan, &format!("{HOST_LAN}:8082")).is_err());
-    assert!(refused(tcp_get(&w.host, "127.0.0.1:8082")));
+    assert!(refused(&tcp_get(&w.host, "127.0.0.1:8082")));
     // 0.0.0.0: every interface, the LAN too (whose replies pass although
     // the LAN is refused to the VM).
     add("0.0.0.0:8083:80");
@@ -928,8 +940,8 @@ fn cleanup_and_reconcile_leave_the_host_as_it_was() {
         setup_host(&cfg, 1000, 2).unwrap();
         let a = attach_vm(&cfg, &spec("a", true)).unwrap();
         let b = attach_vm(&cfg, &spec("b", false)).unwrap();
-        add_forward(&cfg, "a", &"8080:80".parse().unwrap()).unwrap();
-        add_forward(&cfg, "b", &"8081:80/udp".parse().unwrap()).unwrap();
+        add_forward(&cfg, "a", &"0.0.0.0:8080:80".parse().unwrap()).unwrap();
+        add_forward(&cfg, "b", &"0.0.0.0:8081:80/udp".parse().unwrap()).unwrap();
         (a, b)
     });
     let _v = w.plug_vm(&a, true, true);

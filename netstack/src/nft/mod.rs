@@ -7,6 +7,7 @@
 //!   set uplinks    { type ifname }                     # uplinks whose forwarding WE enabled
 //!   set host_ports { type inet_proto . inet_service }  # forwarded host ports (VMs may use them too)
 //!   set allow      { type ipv4_addr . ipv4_addr; flags interval }  # VM . network it may reach
+//!   set vm_pairs   { type ipv4_addr . ipv4_addr }      # = bridge pairs (br_netfilter)
 //!   chain input   { type filter hook input priority filter; policy accept;
 //!     iifname BR ct state established,related accept
 //!     iifname BR udp dport 67 accept                    # DHCP
@@ -17,6 +18,7 @@
 //!     iifname BR reject }                               # nothing else of the host (TCP reset / ICMP)
 //!   chain forward { type filter hook forward priority filter; policy accept;
 //!     iifname BR ct state established,related accept    # replies of published ports
+//!     iifname BR oifname BR ip saddr . ip daddr @vm_pairs accept  # bridged, with br_netfilter
 //!     iifname BR oifname BR reject                      # VM <-> VM is bridged, never routed
 //!     iifname BR ip saddr . ip daddr @allow accept      # opened per VM
 //!     iifname BR ip daddr { 0/8, 10/8, 100.64/10, 169.254/16, 172.16/12, 192.168/16 } reject
@@ -112,6 +114,9 @@ pub const SET_BIND: &str = "bind";
 pub const SET_MACS: &str = "macs";
 /// `VM . VM` addresses that may talk (both allow each other).
 pub const SET_PAIRS: &str = "pairs";
+/// The same pairs for `inet mvm`, which sees bridged frames too where
+/// br_netfilter is loaded (Docker loads it).
+pub const SET_VM_PAIRS: &str = "vm_pairs";
 /// The comment of pool taps' binding elements (kept across VMs).
 pub const POOL_COMMENT: &str = "pool";
 
@@ -120,6 +125,7 @@ const SETS: &[(&str, NfFamily)] = &[
     (SET_UPLINKS, NfFamily::INet),
     (SET_HOST_PORTS, NfFamily::INet),
     (SET_ALLOW, NfFamily::INet),
+    (SET_VM_PAIRS, NfFamily::INet),
     (MAP_ADDR, NfFamily::IP),
     (MAP_PORT, NfFamily::IP),
     (MAP_AT_ADDR, NfFamily::IP),
@@ -444,6 +450,7 @@ impl<'a> Nft<'a> {
             })
             .collect();
         if !pairs.is_empty() {
+            cmds.push(add(element(NfFamily::INet, t, SET_VM_PAIRS, pairs.clone())));
             cmds.push(add(element(NfFamily::Bridge, t, SET_PAIRS, pairs)));
         }
         for f in &l.forwards {
@@ -501,7 +508,7 @@ impl<'a> Nft<'a> {
                         tap.is_some() && v.first().map(String::as_str) == tap
                     }
                     // Another VM's pairs with this one.
-                    (ElemKey::Strs(v), SET_PAIRS) => v.contains(&l.ip.to_string()),
+                    (ElemKey::Strs(v), SET_PAIRS | SET_VM_PAIRS) => v.contains(&l.ip.to_string()),
                     (k, _) => k.port().is_some_and(|(p, port)| {
                         l.forwards
                             .iter()

@@ -85,6 +85,13 @@ fn inet_filter(p: &NftParams<'_>, v: &mut Vec<NfObject<'static>>) {
         &[SetType::Ipv4Addr, SetType::Ipv4Addr],
         true,
     )));
+    v.push(add(set(
+        inet,
+        t,
+        SET_VM_PAIRS,
+        &[SetType::Ipv4Addr, SetType::Ipv4Addr],
+        false,
+    )));
     for (name, hook) in [("input", NfHook::Input), ("forward", NfHook::Forward)] {
         v.push(add(base_chain(inet, t, name, NfChainType::Filter, hook, 0)));
     }
@@ -128,7 +135,16 @@ fn inet_filter(p: &NftParams<'_>, v: &mut Vec<NfObject<'static>>) {
     }
     // Replies of the VMs' published ports, also to refused networks.
     let mut forward: Vec<Vec<Statement<'static>>> = vec![vec![iif(), established(), accept()]];
-    // VM to VM is bridged and decided in `bridge mvm`; never routed here.
+    // VM to VM is bridged and decided in `bridge mvm`. Where br_netfilter
+    // is loaded, bridged frames pass here too, as from BR to BR: the same
+    // pairs then. Anything else between VMs (routed through the host) is
+    // refused.
+    forward.push(vec![
+        iif(),
+        oif(),
+        in_set(saddr_daddr("ip", "saddr", "daddr"), SET_VM_PAIRS),
+        accept(),
+    ]);
     forward.extend(reject_rules(vec![iif(), oif()]));
     forward.push(vec![
         iif(),

@@ -157,6 +157,8 @@ impl World {
     /// A "LAN" namespace on a second host interface `lan0` (the host is
     /// 10.1.0.1/24 there, the LAN machine 10.1.0.2), and the metadata
     /// address 169.254.169.254 in the internet namespace, routed there.
+    /// lan0 has a backup default route, so setup counts it as an uplink
+    /// (forwarding on) as a host on its LAN would be. Call before setup.
     pub fn lan(&self) -> Ns {
         let lan = Ns::new("nsl", &self.tag);
         sh(&format!(
@@ -164,6 +166,7 @@ impl World {
              ip -n {h} addr add {HOST_LAN}/24 dev lan0 && ip -n {h} link set lan0 up && \
              ip -n {l} addr add {LAN}/24 dev eth0 && ip -n {l} link set eth0 up && \
              ip -n {l} route add default via {HOST_LAN} && \
+             ip -n {h} route add default via {LAN} metric 100 && \
              ip -n {i} addr add {METADATA}/32 dev lo && \
              ip -n {h} route add {METADATA}/32 via {INET}",
             h = self.host.name,
