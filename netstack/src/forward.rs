@@ -89,7 +89,17 @@ impl PortForward {
         }
     }
 
-    /// Where it listens, as `mvm port` and `mvm list` show it:
+    /// What `mvm port` and `mvm list` show: `127.0.0.1:8080->80/tcp`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}->{}/{}",
+            self.listen(),
+            self.guest_port,
+            self.protocol.as_str()
+        )
+    }
+
+    /// Where it listens:
     /// `127.0.0.1:8080`, `0.0.0.0:8080`, `[fd00::1]:8080`.
     pub fn listen(&self) -> String {
         match self.addr {
@@ -553,6 +563,7 @@ mod tests {
         let f: PortForward = "8080:80".parse().unwrap();
         assert_eq!((f.addr, f.dnat_addr()), (None, None));
         assert_eq!(f.listen(), "127.0.0.1:8080");
+        assert_eq!(f.describe(), "127.0.0.1:8080->80/tcp");
         for (spec, shown, dnat) in [
             ("0.0.0.0:8080:80", "0.0.0.0:8080:80/tcp", Some("0.0.0.0")),
             (
