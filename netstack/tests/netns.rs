@@ -46,6 +46,15 @@ fn spec_allowing(id: &str, allow: &[&str]) -> VmSpec {
     }
 }
 
+/// Set the host up (no tap pool) and attach these VMs, in order.
+fn set_up(w: &World, specs: Vec<VmSpec>) -> Vec<VmNet> {
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        setup_host(&cfg, 0, 0).unwrap();
+        specs.iter().map(|s| attach_vm(&cfg, s).unwrap()).collect()
+    })
+}
+
 /// Whether a TCP connection was refused at once (reset), as our reject
 /// rules answer, rather than timing out.
 fn refused(r: &std::io::Result<String>) -> bool {
@@ -616,14 +625,14 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
         tcp_get(&w.host, &format!("{METADATA}:80")).unwrap(),
         HOST_UP
     );
-    let cfg = w.cfg.clone();
-    let (a, b) = w.host.run(move || {
-        setup_host(&cfg, 0, 0).unwrap();
-        (
-            attach_vm(&cfg, &spec("a", false)).unwrap(),
-            attach_vm(&cfg, &spec_allowing("b", &["10.1.0.0/16", METADATA])).unwrap(),
-        )
-    });
+    let vms = set_up(
+        &w,
+        vec![
+            spec("a", false),
+            spec_allowing("b", &["10.1.0.0/16", METADATA]),
+        ],
+    );
+    let (a, b) = (vms[0].clone(), vms[1].clone());
     let va = w.plug_vm(&a, false, true);
     let vb = w.plug_vm(&b, false, true);
     // By default: the internet yes; the LAN and metadata refused at once.
@@ -669,11 +678,7 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
 fn vms_talk_only_when_both_allow_it() {
     need_root!();
     let mut w = World::new("vm2vm");
-    let cfg = w.cfg.clone();
-    let a = w.host.run(move || {
-        setup_host(&cfg, 0, 0).unwrap();
-        attach_vm(&cfg, &spec("a", false)).unwrap()
-    });
+    let a = set_up(&w, vec![spec("a", false)]).remove(0);
     // b allows a; a allows nobody yet.
     let a_ip = a.ip.to_string();
     let cfg = w.cfg.clone();
@@ -729,11 +734,7 @@ fn vms_talk_only_when_both_allow_it() {
 fn port_forwards_from_host_loopback_and_other_hosts() {
     need_root!();
     let mut w = World::new("fwd");
-    let cfg = w.cfg.clone();
-    let net = w.host.run(move || {
-        setup_host(&cfg, 0, 0).unwrap();
-        attach_vm(&cfg, &spec("web", false)).unwrap()
-    });
+    let net = set_up(&w, vec![spec("web", false)]).remove(0);
     let v = w.plug_vm(&net, false, true);
     let _guest = tcp_whoami(&w.vms[v], "0.0.0.0:80");
     let proxy = Arc::new(PortProxy::new());
@@ -868,11 +869,7 @@ fn forwards_listen_on_loopback_unless_an_address_is_named() {
     need_root!();
     let mut w = World::new("fwdaddr");
     let lan = w.lan();
-    let cfg = w.cfg.clone();
-    let net = w.host.run(move || {
-        setup_host(&cfg, 0, 0).unwrap();
-        attach_vm(&cfg, &spec("web", false)).unwrap()
-    });
+    let net = set_up(&w, vec![spec("web", false)]).remove(0);
     let v = w.plug_vm(&net, false, true);
     let _guest = tcp_whoami(&w.vms[v], "0.0.0.0:80");
     let proxy = Arc::new(PortProxy::new());

@@ -129,39 +129,6 @@ impl Network {
     }
 }
 
-/// An allowed IPv4 network: "10.1.0.0/16" or "10.1.2.3".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AllowNet(pub netstack::Cidr);
-
-impl TryFrom<String> for AllowNet {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<netstack::Cidr>()
-            .map(AllowNet)
-            .map_err(|e| e.to_string())
-    }
-}
-
-impl From<AllowNet> for String {
-    fn from(a: AllowNet) -> String {
-        a.0.to_string()
-    }
-}
-
-impl JsonSchema for AllowNet {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "AllowNet".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "an IPv4 ADDRESS or ADDRESS/PREFIX, e.g. \"10.1.0.0/16\"",
-            "type": "string",
-            "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?$"
-        })
-    }
-}
-
 /// `mvm direnv`: entering the folder starts (or reuses) the VM; once no
 /// shell is in the folder any more, a VM that entering started is stopped
 /// after a grace period.
@@ -348,38 +315,58 @@ impl JsonSchema for Memory {
     }
 }
 
-/// A port forward "[ADDRESS:]HOST:GUEST[/tcp|/udp]".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Port(pub netstack::PortForward);
+/// A string key holding a netstack value parsed with `FromStr` (its
+/// one-line error becomes the TOML error), with its JSON schema.
+macro_rules! parsed_string {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $schema:tt) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(pub $inner);
 
-impl TryFrom<String> for Port {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<netstack::PortForward>()
-            .map(Port)
-            .map_err(|e| e.to_string())
-    }
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse::<$inner>().map($name).map_err(|e| e.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0.to_string()
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
 }
 
-impl From<Port> for String {
-    fn from(p: Port) -> String {
-        p.0.to_string()
+parsed_string!(
+    /// A port forward "[ADDRESS:]HOST:GUEST[/tcp|/udp]".
+    Port(netstack::PortForward),
+    {
+        "description": "[ADDRESS:]HOST:GUEST[/tcp|/udp], e.g. \"8080:3000\" (host loopback only) or \"0.0.0.0:8080:3000\" (every interface)",
+        "type": "string",
+        "pattern": "^(([0-9.]+|\\[[0-9A-Fa-f:.]+\\]):)?[0-9]+:[0-9]+(/(tcp|udp))?$"
     }
-}
+);
 
-impl JsonSchema for Port {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Port".into()
+parsed_string!(
+    /// An allowed IPv4 network: "10.1.0.0/16" or "10.1.2.3".
+    AllowNet(netstack::Cidr),
+    {
+        "description": "an IPv4 ADDRESS or ADDRESS/PREFIX, e.g. \"10.1.0.0/16\"",
+        "type": "string",
+        "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?$"
     }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "[ADDRESS:]HOST:GUEST[/tcp|/udp], e.g. \"8080:3000\" (host loopback only) or \"0.0.0.0:8080:3000\" (every interface)",
-            "type": "string",
-            "pattern": "^(([0-9.]+|\\[[0-9A-Fa-f:.]+\\]):)?[0-9]+:[0-9]+(/(tcp|udp))?$"
-        })
-    }
-}
+);
 
 /// An environment variable name: letters, digits and '_', not starting with a digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
