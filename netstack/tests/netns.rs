@@ -644,6 +644,12 @@ fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
     assert!(refused(&tcp_get(&w.vms[va], &format!("{METADATA}:80"))));
     let (ok, out) = w.vms[va].exec_status(&format!("busybox ping -c1 -W2 {LAN}"));
     assert!(!ok && !out.contains("bytes from"), "{out}");
+    // IPv6 (here a ULA on the bridge, which the host itself reaches): none.
+    w.host.exec("ip addr add fd00:77::1/64 dev virbr-mvm nodad");
+    w.vms[va].exec("ip addr add fd00:77::2/64 dev eth0 nodad");
+    let _ula = tcp_whoami(&w.host, "[fd00:77::1]:2223");
+    assert_eq!(tcp_get(&w.host, "[fd00:77::1]:2223").unwrap(), "fd00:77::1");
+    assert!(tcp_get(&w.vms[va], "[fd00:77::1]:2223").is_err());
     // Opened for b: the LAN (masqueraded behind the host's LAN address)
     // and the metadata address.
     assert_eq!(
