@@ -267,9 +267,12 @@ pub fn spec_for(
             }
         }
     }
-    if !args.allow_net.is_empty() && (args.no_net || args.net == crate::net::NetMode::None) {
+    let network = !args.no_net
+        && args.net != crate::net::NetMode::None
+        && base.network.as_ref().is_none_or(|n| n.enabled());
+    if !args.allow_net.is_empty() && !network {
         bail!(
-            "--allow-net needs a network interface (it was turned off with --net none / --no-net)"
+            "--allow-net needs a network interface (it is off: --net none, --no-net or the project's `network`)"
         );
     }
     let mut allow_net = base.network.as_ref().map(|n| n.allow()).unwrap_or_default();
@@ -298,9 +301,7 @@ pub fn spec_for(
         memory_mib: memory,
         persistent: args.persistent || base.persistent,
         host_root: !args.no_host_root && base.root != Some(GuestRoot::Minimal),
-        network: !args.no_net
-            && args.net != crate::net::NetMode::None
-            && base.network.as_ref().is_none_or(|n| n.enabled()),
+        network,
         net_backend: args.net.backend().unwrap_or_default(),
         allow_vm_to_vm: args.allow_vm_to_vm,
         allow_net,
