@@ -140,6 +140,21 @@ fn create_validates_and_leaves_nothing_on_failure() {
         &["create", "web", "-p", "18080:80", "-p", "18080:81"],
         "forwarded twice",
     );
+    // Allowed networks and forward addresses: one line naming the value.
+    let o = env.mvm(&["create", "web", "--allow-net", "10.1.2.3/16"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("10.1.2.3/16") && e.contains("did you mean 10.1.0.0/16"),
+        "{e}"
+    );
+    let o = env.mvm(&["create", "web", "-p", "lan:8080:80"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"lan\" is not an IPv4 address"));
+    env.fails(
+        &["create", "web", "--no-net", "--allow-net", "10.0.0.0/8"],
+        "--allow-net needs a network interface",
+    );
     // Nothing was written by the failures.
     let vms = env.home.join("vms");
     let leftovers: Vec<_> = std::fs::read_dir(&vms)

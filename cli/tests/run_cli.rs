@@ -107,6 +107,8 @@ fn bad_input_gets_one_line_errors() {
         (vec!["run", "--memory", "lots"], "'lots'"),
         (vec!["run", "--memory", "8M"], "too small"),
         (vec!["run", "--bogus"], "--bogus"),
+        (vec!["run", "--allow-net", "fd00::/8"], "only IPv4"),
+        (vec!["run", "--allow-net", "10.0.0.0/40"], "'10.0.0.0/40'"),
     ] {
         let o = mvm(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

@@ -157,6 +157,96 @@ impl From<Subnet> for String {
     }
 }
 
+/// An IPv4 destination a VM may reach although it is refused by default
+/// (`network.allow`, `--allow-net`): `10.1.0.0/16`, or one address
+/// `10.1.2.3` (= `/32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    net: Ipv4Addr,
+    len: u8,
+}
+
+impl Cidr {
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.net
+    }
+
+    /// The prefix length (0..=32).
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.len) == u32::from(self.net)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidAllow {
+            spec: s.to_string(),
+            reason,
+        };
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let net: Ipv4Addr = match ip.parse() {
+            Ok(a) => a,
+            Err(_) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                return Err(bad(
+                    "VMs have no IPv6 (every IPv6 packet from a VM is refused), so only IPv4 can be allowed".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(bad(
+                    "expected an IPv4 ADDRESS or ADDRESS/PREFIX, e.g. 10.1.0.0/16".into(),
+                ))
+            }
+        };
+        let len = match len {
+            None => 32,
+            Some(l) => match l.parse::<u8>() {
+                Ok(n @ 0..=32) if l.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(bad(format!("prefix length {l:?} is not 0..=32"))),
+            },
+        };
+        let c = Cidr {
+            net: Ipv4Addr::from(u32::from(net) & mask(len)),
+            len,
+        };
+        if c.net != net {
+            return Err(bad(format!(
+                "host bits set after the prefix; did you mean {c}?"
+            )));
+        }
+        Ok(c)
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        c.to_string()
+    }
+}
+
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -305,6 +395,21 @@ pub fn pool_tap_name(n: u16) -> String {
     format!("{POOL_PREFIX}{n}")
 }
 
+/// The MAC and address bound to pool tap `name` (`mvmp-N`): the N-th
+/// address from the top of the subnet, and the MAC of id `mvmp-N`. Pool
+/// taps are bound once by setup, which runs with privilege; the VM that
+/// takes the tap takes this MAC and address. `None` for other names and
+/// for N beyond the subnet's upper half.
+pub fn pool_binding(subnet: &Subnet, name: &str) -> Option<(MacAddr, Ipv4Addr)> {
+    let n: u32 = name.strip_prefix(POOL_PREFIX)?.parse().ok()?;
+    let hosts = u32::from(subnet.broadcast()) - u32::from(subnet.network()) - 1;
+    if n >= hosts / 2 {
+        return None;
+    }
+    let ip = Ipv4Addr::from(u32::from(subnet.broadcast()) - 1 - n);
+    (ip != subnet.gateway()).then(|| (MacAddr::for_vm(name), ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,12 +447,50 @@ mod tests {
     }
 
     #[test]
+    fn cidrs_parse_and_bad_ones_say_why() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains(Ipv4Addr::new(10, 1, 200, 3)));
+        assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert_eq!(
+            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
+        for (bad, needle) in [
+            ("10.1.2.3/16", "did you mean 10.1.0.0/16"),
+            ("10.1.0.0/33", "prefix length \"33\""),
+            ("10.1.0.0/+8", "prefix length"),
+            ("fc00::/7", "only IPv4"),
+            ("lan", "expected an IPv4"),
+            ("", "expected an IPv4"),
+        ] {
+            let e = bad.parse::<Cidr>().unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains(needle), "{e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
     fn macs_are_stable_and_local() {
         let a = MacAddr::for_vm("web");
         assert_eq!(a, MacAddr::for_vm("web"));
         assert_ne!(a, MacAddr::for_vm("db"));
         assert_eq!(a.0[0] & 0x03, 0x02);
         assert_eq!(a.to_string().parse::<MacAddr>().unwrap(), a);
+    }
+
+    #[test]
+    fn pool_taps_take_addresses_from_the_top() {
+        let s = Subnet::default();
+        let (mac, ip) = pool_binding(&s, "mvmp-0").unwrap();
+        assert_eq!(ip, Ipv4Addr::new(10, 77, 0, 254));
+        assert_eq!(mac, MacAddr::for_vm("mvmp-0"));
+        assert_eq!(
+            pool_binding(&s, "mvmp-3").unwrap().1,
+            Ipv4Addr::new(10, 77, 0, 251)
+        );
+        assert!(pool_binding(&s, "mvmp-127").is_none());
+        assert!(pool_binding(&s, "mvm-3").is_none());
     }
 
     #[test]

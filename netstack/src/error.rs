@@ -36,6 +36,14 @@ pub enum Error {
         /// The interface it is on.
         dev: String,
     },
+    /// A `network.allow` / `--allow-net` entry that does not parse.
+    #[error("invalid allowed network {spec:?}: {reason}")]
+    InvalidAllow {
+        /// The entry as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A VM id or name that cannot be used.
     #[error("invalid VM {what} {value:?}: {reason}")]
     InvalidName {

@@ -1,18 +1,20 @@
-//! Port forwards: the `HOST_PORT:GUEST_PORT[/tcp|/udp]` spec and the
-//! userspace proxy that serves connections made on the host itself.
+//! Port forwards: the `[ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]` spec and
+//! the userspace proxy that serves connections made on the host itself.
 //!
-//! Design: a forward is served twice. Packets from other hosts are DNATed in
-//! nftables prerouting (see `nft`), so the guest sees the real client
-//! address and no process sits in the path. Connections from the host itself
-//! (to 127.0.0.1, ::1 or any host address) never pass prerouting; they reach
-//! the [`PortProxy`] listening on the same port on all addresses, which
-//! relays them to the guest. The proxy's socket also holds the port, so no
-//! other host process can take it while the forward exists, and trying to
-//! bind it is the "port already in use" check. We chose this over
-//! `route_localnet` + output DNAT because route_localnet makes the bridge
-//! accept 127/8 packets, which lets a hostile guest reach the host's loopback
-//! services (the kube-proxy CVE-2020-8558 class), and because the proxy needs
-//! no privilege: the unprivileged VMM process can own it.
+//! Where a forward listens: without an address, on the host's loopback only
+//! (127.0.0.1 and ::1), served by the [`PortProxy`] alone: no DNAT, so no
+//! other host reaches it. With an address (`0.0.0.0:8080:80`,
+//! `192.168.1.5:8080:80`), packets from other hosts to that address (any
+//! local address for `0.0.0.0`) are DNATed in nftables prerouting (see
+//! `nft`), so the guest sees the real client address and no process sits in
+//! the path, and the proxy listens on that address for connections from the
+//! host itself, which never pass prerouting. The proxy's socket also holds
+//! the port, so no other host process can take it while the forward exists,
+//! and trying to bind it is the "port already in use" check. We chose this
+//! over `route_localnet` + output DNAT because route_localnet makes the
+//! bridge accept 127/8 packets, which lets a hostile guest reach the host's
+//! loopback services (the kube-proxy CVE-2020-8558 class), and because the
+//! proxy needs no privilege: the unprivileged VMM process can own it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,6 +57,8 @@ impl Protocol {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PortForward {
+    /// The host address it listens on; `None`: loopback only.
+    pub addr: Option<IpAddr>,
     /// The port on the host (1..=65535).
     pub host_port: u16,
     /// The port in the guest (1..=65535).
@@ -67,9 +71,40 @@ impl PortForward {
     /// A TCP forward.
     pub fn tcp(host_port: u16, guest_port: u16) -> Self {
         PortForward {
+            addr: None,
             host_port,
             guest_port,
             protocol: Protocol::Tcp,
+        }
+    }
+
+    /// The IPv4 address other hosts reach it on through DNAT: `None` for
+    /// loopback-only and IPv6 forwards (the proxy alone serves those),
+    /// `0.0.0.0` for every local address.
+    pub fn dnat_addr(&self) -> Option<Ipv4Addr> {
+        match self.addr? {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) if a.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// What `mvm port` and `mvm list` show: `127.0.0.1:8080->80/tcp`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}->{}/{}",
+            self.listen(),
+            self.guest_port,
+            self.protocol.as_str()
+        )
+    }
+
+    /// Where it listens:
+    /// `127.0.0.1:8080`, `0.0.0.0:8080`, `[fd00::1]:8080`.
+    pub fn listen(&self) -> String {
+        match self.addr {
+            None => format!("127.0.0.1:{}", self.host_port),
+            Some(a) => SocketAddr::new(a, self.host_port).to_string(),
         }
     }
 
@@ -81,6 +116,11 @@ impl PortForward {
 
 impl fmt::Display for PortForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]:")?,
+            Some(a) => write!(f, "{a}:")?,
+            None => {}
+        }
         write!(
             f,
             "{}:{}/{}",
@@ -94,7 +134,8 @@ impl fmt::Display for PortForward {
 impl FromStr for PortForward {
     type Err = Error;
 
-    /// `HOST_PORT:GUEST_PORT[/tcp|/udp]`, e.g. `8080:80`, `5353:53/udp`.
+    /// `[ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]`, e.g. `8080:80`,
+    /// `5353:53/udp`, `0.0.0.0:8080:80`, `[::1]:8080:80`.
     fn from_str(spec: &str) -> Result<Self> {
         let bad = |reason: String| Error::InvalidPortSpec {
             spec: spec.to_string(),
@@ -110,9 +151,30 @@ impl FromStr for PortForward {
             Some(p) if p.eq_ignore_ascii_case("udp") => Protocol::Udp,
             Some(p) => return Err(bad(format!("protocol {p:?} is neither tcp nor udp"))),
         };
-        let (host, guest) = ports
-            .split_once(':')
-            .ok_or_else(|| bad("expected HOST_PORT:GUEST_PORT[/tcp|/udp]".into()))?;
+        let usage = || bad("expected [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]".into());
+        let (addr, ports) = if let Some(rest) = ports.strip_prefix('[') {
+            let (a, rest) = rest.split_once("]:").ok_or_else(usage)?;
+            let a: std::net::Ipv6Addr = a
+                .parse()
+                .map_err(|_| bad(format!("{a:?} is not an IPv6 address")))?;
+            (Some(IpAddr::V6(a)), rest)
+        } else if ports.matches(':').count() == 2 {
+            let (a, rest) = ports.split_once(':').ok_or_else(usage)?;
+            let a: Ipv4Addr = a.parse().map_err(|_| {
+                bad(format!(
+                    "{a:?} is not an IPv4 address (IPv6 goes in brackets: [::1]:8080:80)"
+                ))
+            })?;
+            (Some(IpAddr::V4(a)), rest)
+        } else if ports.matches(':').count() > 2 {
+            return Err(bad("an IPv6 address goes in brackets: [::1]:8080:80".into()));
+        } else {
+            (None, ports)
+        };
+        if addr.is_some_and(|a| a.is_multicast()) {
+            return Err(bad("a multicast address cannot be listened on".into()));
+        }
+        let (host, guest) = ports.split_once(':').ok_or_else(usage)?;
         let port = |what: &str, s: &str| -> Result<u16> {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad(format!("{what} port {s:?} is not a number")));
@@ -123,6 +185,7 @@ impl FromStr for PortForward {
             }
         };
         Ok(PortForward {
+            addr,
             host_port: port("host", host)?,
             guest_port: port("guest", guest)?,
             protocol,
@@ -146,10 +209,7 @@ impl From<PortForward> for String {
 /// Try to bind the host port the way the proxy will; `PortInUse` if some
 /// process holds it.
 pub fn check_host_port_free(fwd: &PortForward) -> Result<()> {
-    match bind_any(fwd) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
+    bind_all(fwd).map(drop)
 }
 
 enum Bound {
@@ -157,13 +217,26 @@ enum Bound {
     Udp(UdpSocket),
 }
 
-/// Bind `[::]:port` (dual-stack, so IPv4 too), or `0.0.0.0:port` where the
-/// host has no IPv6.
-fn bind_any(fwd: &PortForward) -> Result<Bound> {
-    let addrs = [
-        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), fwd.host_port),
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), fwd.host_port),
-    ];
+/// The sockets of a forward: its address; for `0.0.0.0` and `::`, `[::]`
+/// (dual-stack, so IPv4 too) or `0.0.0.0` where the host has no IPv6; by
+/// default 127.0.0.1 and ::1 (skipped where the host has no IPv6).
+fn bind_all(fwd: &PortForward) -> Result<Vec<Bound>> {
+    let port = fwd.host_port;
+    let v6_any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    let v4_any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    let (addrs, need_all): (Vec<SocketAddr>, bool) = match fwd.addr {
+        None => (
+            vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+            ],
+            false,
+        ),
+        Some(a) if a.is_unspecified() => (vec![v6_any, v4_any], false),
+        Some(a) => (vec![SocketAddr::new(a, port)], true),
+    };
+    let any = fwd.addr.is_some_and(|a| a.is_unspecified());
+    let mut out = Vec::new();
     let mut last = None;
     for a in addrs {
         let r = match fwd.protocol {
@@ -171,27 +244,39 @@ fn bind_any(fwd: &PortForward) -> Result<Bound> {
             Protocol::Udp => UdpSocket::bind(a).map(Bound::Udp),
         };
         match r {
-            Ok(b) => return Ok(b),
+            Ok(b) => {
+                out.push(b);
+                if any {
+                    break; // [::] took IPv4 too
+                }
+            }
             Err(e) if e.kind() == ErrorKind::AddrInUse => {
                 return Err(Error::PortInUse {
-                    port: fwd.host_port,
+                    port,
                     proto: fwd.protocol.as_str(),
                 })
             }
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
                 return Err(Error::MissingPrivilege {
-                    what: format!("listening on host port {}", fwd.host_port),
+                    what: format!("listening on host port {port}"),
                     cap: "CAP_NET_BIND_SERVICE",
                     how: "use a host port >= 1024, or lower net.ipv4.ip_unprivileged_port_start",
                 })
             }
+            Err(e) if need_all => {
+                return Err(Error::io(format!("listening on {}", fwd.listen()), e));
+            }
+            // No IPv6 on this host: IPv4 alone.
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::io(
-        format!("binding host port {}", fwd.host_port),
-        last.unwrap_or_else(|| std::io::Error::other("no address")),
-    ))
+    if out.is_empty() {
+        return Err(Error::io(
+            format!("binding host port {port}"),
+            last.unwrap_or_else(|| std::io::Error::other("no address")),
+        ));
+    }
+    Ok(out)
 }
 
 /// Most concurrent TCP connections (or UDP flows) per forward.
@@ -205,13 +290,13 @@ struct Running {
     fwd: PortForward,
     guest: Ipv4Addr,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -232,8 +317,8 @@ impl PortProxy {
         PortProxy::default()
     }
 
-    /// Start relaying `fwd.host_port` on every host address to
-    /// `guest:fwd.guest_port`.
+    /// Start relaying `fwd.host_port` on the forward's address (loopback by
+    /// default) to `guest:fwd.guest_port`.
     pub fn add(&self, fwd: &PortForward, guest: Ipv4Addr) -> Result<()> {
         let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = map.get(&(fwd.protocol, fwd.host_port)) {
@@ -246,27 +331,27 @@ impl PortProxy {
                 vm: guest.to_string(),
             });
         }
-        let bound = bind_any(fwd)?;
+        let bound = bind_all(fwd)?;
         let stop = Arc::new(AtomicBool::new(false));
         let target = SocketAddr::new(IpAddr::V4(guest), fwd.guest_port);
-        let st = stop.clone();
-        let name = format!("mvm-proxy-{fwd}");
-        let spawn = std::thread::Builder::new().name(name);
-        let thread = match bound {
-            Bound::Tcp(l) => spawn.spawn(move || tcp_accept_loop(l, target, st)),
-            Bound::Udp(s) => spawn.spawn(move || udp_loop(s, target, st)),
+        let mut running = Running {
+            fwd: *fwd,
+            guest,
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for b in bound {
+            let st = stop.clone();
+            let spawn = std::thread::Builder::new().name(format!("mvm-proxy-{}", fwd.host_port));
+            let thread = match b {
+                Bound::Tcp(l) => spawn.spawn(move || tcp_accept_loop(l, target, st)),
+                Bound::Udp(s) => spawn.spawn(move || udp_loop(s, target, st)),
+            }
+            .map_err(|e| Error::io("spawning proxy thread", e))?;
+            running.threads.push(thread);
         }
-        .map_err(|e| Error::io("spawning proxy thread", e))?;
         tracing::info!(%fwd, %guest, "port proxy started");
-        map.insert(
-            (fwd.protocol, fwd.host_port),
-            Running {
-                fwd: *fwd,
-                guest,
-                stop,
-                thread: Some(thread),
-            },
-        );
+        map.insert((fwd.protocol, fwd.host_port), running);
         Ok(())
     }
 
@@ -474,9 +559,45 @@ mod tests {
     }
 
     #[test]
+    fn addresses_in_specs() {
+        let f: PortForward = "8080:80".parse().unwrap();
+        assert_eq!((f.addr, f.dnat_addr()), (None, None));
+        assert_eq!(f.listen(), "127.0.0.1:8080");
+        assert_eq!(f.describe(), "127.0.0.1:8080->80/tcp");
+        for (spec, shown, dnat) in [
+            ("0.0.0.0:8080:80", "0.0.0.0:8080:80/tcp", Some("0.0.0.0")),
+            (
+                "192.168.1.5:8080:80/udp",
+                "192.168.1.5:8080:80/udp",
+                Some("192.168.1.5"),
+            ),
+            ("[::1]:8080:80", "[::1]:8080:80/tcp", None),
+            ("[::]:8080:80", "[::]:8080:80/tcp", Some("0.0.0.0")),
+        ] {
+            let f: PortForward = spec.parse().unwrap();
+            assert_eq!(f.to_string(), shown);
+            assert_eq!(shown.parse::<PortForward>().unwrap(), f);
+            assert_eq!(f.dnat_addr(), dnat.map(|a| a.parse().unwrap()), "{spec}");
+        }
+        assert_eq!(
+            "192.168.1.5:8080:80"
+                .parse::<PortForward>()
+                .unwrap()
+                .listen(),
+            "192.168.1.5:8080"
+        );
+    }
+
+    #[test]
     fn rejects_with_one_line_naming_the_value() {
         for (spec, needle) in [
             ("8080", "HOST_PORT:GUEST_PORT"),
+            ("lan:8080:80", "\"lan\" is not an IPv4 address"),
+            ("::1:8080:80", "in brackets"),
+            ("[zz]:8080:80", "\"zz\" is not an IPv6 address"),
+            ("[::1]8080:80", "HOST_PORT:GUEST_PORT"),
+            ("224.0.0.1:8080:80", "multicast"),
+            ("1.2.3.4:0:80", "host port 0"),
             ("0:80", "host port 0 is out of range"),
             ("80:65536", "guest port 65536 is out of range"),
             ("80:99999999999", "out of range"),
@@ -541,6 +662,7 @@ mod tests {
         c.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
         let uf = PortForward {
+            addr: None,
             host_port: up,
             guest_port: uport,
             protocol: Protocol::Udp,

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{
-    pool_tap_name, tap_name, validate_vm_id, validate_vm_name, MacAddr, Subnet, POOL_PREFIX,
+    pool_binding, pool_tap_name, tap_name, validate_vm_id, validate_vm_name, Cidr, MacAddr, Subnet,
+    POOL_PREFIX,
 };
 use crate::dhcp::DhcpParams;
 use crate::dns::DnsConfig;
 use crate::error::{Error, Result};
 use crate::forward::{check_host_port_free, PortForward};
-use crate::lease::{allocate_ip, read_json, write_json, Active, Lease, Store};
+use crate::lease::{allocate_ip, peers_of, read_json, write_json, Active, Lease, Store};
 use crate::link::{sysctl_get, sysctl_set, Rtnl};
 use crate::nft::{Nft, NftParams};
 use crate::privilege::{privileges, require_net_admin};
@@ -131,8 +132,12 @@ pub struct VmSpec {
     pub id: String,
     /// VM name: hostname and `<name>.mvm`.
     pub name: String,
-    /// May this VM talk to other VMs (and they to it)?
+    /// Does this VM allow every other VM? (Traffic between two VMs needs
+    /// both to allow it.)
     pub allow_vm_to_vm: bool,
+    /// Networks it may reach although refused by default (RFC 1918, CGNAT,
+    /// link-local); VMs whose address is inside are allowed too.
+    pub allow: Vec<Cidr>,
     /// The user that runs the VMM (owner of the tap).
     pub owner_uid: u32,
 }
@@ -290,6 +295,22 @@ fn uplinks(rt: &mut Rtnl, bridge: u32) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The pool taps on the bridge, each with the MAC and address bound to it.
+fn pool_bindings(
+    rt: &mut Rtnl,
+    cfg: &NetConfig,
+    bridge: u32,
+) -> Result<Vec<(String, String, Ipv4Addr)>> {
+    Ok(rt
+        .links()?
+        .into_iter()
+        .filter(|l| l.controller == Some(bridge))
+        .filter_map(|l| {
+            pool_binding(&cfg.subnet, &l.name).map(|(mac, ip)| (l.name, mac.to_string(), ip))
+        })
+        .collect())
+}
+
 /// Bridge, address, forwarding and rules, each created only if missing
 /// (`reinstall_rules` rebuilds the tables in any case). Returns the bridge
 /// index. Rolls back a bridge it created if a later step fails.
@@ -363,7 +384,8 @@ fn ensure_host_locked(
         store.save_host(&host)?;
         if reinstall_rules || !nft.installed()? {
             let leases = store.load_all()?;
-            nft.install(&host.forwarding_enabled, &leases)?;
+            let pool = pool_bindings(rt, cfg, index)?;
+            nft.install(&host.forwarding_enabled, &leases, &pool)?;
         }
         Ok(())
     })();
@@ -383,6 +405,14 @@ fn ensure_host_locked(
 /// that later VMs of that user need no privilege. Idempotent; rebuilds our
 /// tables (with the elements of attached VMs).
 pub fn setup_host(config: &NetConfig, owner_uid: u32, pool_size: u16) -> Result<HostSetup> {
+    if pool_size > 0 && pool_binding(&config.subnet, &pool_tap_name(pool_size - 1)).is_none() {
+        return Err(Error::InvalidSubnet {
+            spec: config.subnet.to_string(),
+            reason: format!(
+                "too small for a pool of {pool_size} taps (at most half its addresses)"
+            ),
+        });
+    }
     let store = Store::open(&config.state_dir)?;
     let _lock = store.lock()?;
     let mut rt = Rtnl::open()?;
@@ -401,6 +431,11 @@ pub fn setup_host(config: &NetConfig, owner_uid: u32, pool_size: u16) -> Result<
         rt.set_up(l.index)?;
         pool.push(name);
     }
+    // Bind the pool taps: their VMs are attached without privilege, so
+    // this is the one chance to.
+    config
+        .nft()
+        .bind_pool(&pool_bindings(&mut rt, config, br)?)?;
     chown_state(&store, owner_uid);
     let host = store.load_host()?;
     tracing::info!(bridge = %config.bridge, subnet = %config.subnet, pool = pool.len(), "host network set up");
@@ -452,7 +487,10 @@ pub fn teardown_host(config: &NetConfig) -> Result<()> {
 fn detach_locked(cfg: &NetConfig, store: &Store, rt: &mut Rtnl, l: &mut Lease) -> Result<()> {
     // Without privilege there is nothing of ours to remove unless the VM
     // was attached with rules (then the nft error says what is missing).
-    let has_rules = l.active.is_some() && (l.allow_vm_to_vm || !l.forwards.is_empty());
+    let has_rules = l.active.is_some()
+        && (l.allow_vm_to_vm
+            || !l.allow.is_empty()
+            || l.forwards.iter().any(|f| f.dnat_addr().is_some()));
     if has_rules || privileges().net_admin {
         cfg.nft().remove_vm(&l.id, Some(l))?;
     }
@@ -511,24 +549,28 @@ pub fn attach_vm(config: &NetConfig, spec: &VmSpec) -> Result<VmNet> {
             mac: mac.to_string(),
         });
     }
+    let pool = pool_bindings(&mut rt, config, bridge)?;
+    let pool_ip = |ip: Ipv4Addr| pool.iter().any(|(_, _, p)| *p == ip);
     let ip = match &existing {
         Some(l)
             if config.subnet.contains(l.ip)
                 && l.ip != config.subnet.gateway()
+                && !pool_ip(l.ip)
                 && !others.iter().any(|o| o.ip == l.ip) =>
         {
             l.ip
         }
         _ => {
-            // Addresses someone put on the bridge besides the gateway are in
-            // use too.
-            let on_bridge: Vec<Ipv4Addr> = rt
+            // Addresses someone put on the bridge besides the gateway, and
+            // the pool taps' addresses, are in use too.
+            let mut used: Vec<Ipv4Addr> = rt
                 .addrs()?
                 .into_iter()
                 .filter(|a| a.index == bridge)
                 .map(|a| a.ip)
                 .collect();
-            allocate_ip(&config.subnet, &others, &on_bridge)?
+            used.extend(pool.iter().map(|(_, _, ip)| *ip));
+            allocate_ip(&config.subnet, &others, &used)?
         }
     };
     let mut lease = Lease {
@@ -537,16 +579,20 @@ pub fn attach_vm(config: &NetConfig, spec: &VmSpec) -> Result<VmNet> {
         mac,
         ip,
         allow_vm_to_vm: spec.allow_vm_to_vm,
+        allow: spec.allow.clone(),
         forwards: existing.map(|l| l.forwards).unwrap_or_default(),
         active: None,
     };
     let me = std::process::id();
     if !privileged {
-        if lease.allow_vm_to_vm {
+        if lease.allows_some_vm(&config.subnet) {
             require_net_admin("letting a VM talk to other VMs")?;
         }
-        if !lease.forwards.is_empty() {
-            require_net_admin("restoring the VM's port forwards")?;
+        if !lease.allow.is_empty() {
+            require_net_admin("opening networks to a VM (--allow-net)")?;
+        }
+        if lease.forwards.iter().any(|f| f.dnat_addr().is_some()) {
+            require_net_admin("restoring the VM's port forwards on host addresses")?;
         }
         let used: Vec<&str> = others
             .iter()
@@ -554,15 +600,17 @@ pub fn attach_vm(config: &NetConfig, spec: &VmSpec) -> Result<VmNet> {
             .filter(|a| a.pooled && active_alive(a))
             .map(|a| a.tap.as_str())
             .collect();
-        let tap = rt
-            .links()?
-            .into_iter()
-            .filter(|l| l.name.starts_with(POOL_PREFIX) && l.controller == Some(bridge))
-            .map(|l| l.name)
-            .find(|n| !used.contains(&n.as_str()))
+        // Only bound pool taps: an unbound one would let the VM spoof.
+        let (tap, pmac, pip) = pool
+            .iter()
+            .find(|(n, _, _)| !used.contains(&n.as_str()))
+            .cloned()
             .ok_or(Error::PoolExhausted {
                 uid: spec.owner_uid,
             })?;
+        // The VM takes the MAC and address the tap is bound to.
+        lease.mac = pmac.parse().map_err(|e: String| Error::Nft(e))?;
+        lease.ip = pip;
         lease.active = Some(Active {
             tap,
             pooled: true,
@@ -592,9 +640,12 @@ pub fn attach_vm(config: &NetConfig, spec: &VmSpec) -> Result<VmNet> {
         let r = (|| -> Result<()> {
             let l = rt.link(&tap)?.ok_or_else(|| Error::NoBridge(tap.clone()))?;
             rt.set_controller(l.index, bridge)?;
-            rt.set_isolated(l.index, !spec.allow_vm_to_vm)?;
+            // Defence in depth: a port that allows no VM is isolated too.
+            rt.set_isolated(l.index, !lease.allows_some_vm(&config.subnet))?;
             rt.set_up(l.index)?;
-            config.nft().add_vm(&lease)?;
+            let mut all = others.clone();
+            all.push(lease.clone());
+            config.nft().add_vm(&lease, &peers_of(&lease, &all))?;
             Ok(())
         })();
         if let Err(e) = r {
@@ -682,13 +733,15 @@ pub fn add_forward(config: &NetConfig, id: &str, fwd: &PortForward) -> Result<()
         });
     }
     check_host_port_free(fwd)?;
-    if l.active.is_some() {
-        require_net_admin("adding a port forward")?;
+    // A loopback-only forward is the proxy's alone: no rule, no privilege.
+    let rules = l.active.is_some() && fwd.dnat_addr().is_some();
+    if rules {
+        require_net_admin("adding a port forward on a host address")?;
         config.nft().add_forward(&l.id, l.ip, fwd)?;
     }
     l.forwards.push(*fwd);
     if let Err(e) = store.save(&l) {
-        if l.active.is_some() {
+        if rules {
             let _ = config.nft().remove_forward(fwd);
         }
         return Err(e);
@@ -710,8 +763,8 @@ pub fn remove_forward(config: &NetConfig, id: &str, fwd: &PortForward) -> Result
             proto: fwd.protocol.as_str(),
         });
     };
-    if l.active.is_some() {
-        require_net_admin("removing a port forward")?;
+    if l.active.is_some() && l.forwards[pos].dnat_addr().is_some() {
+        require_net_admin("removing a port forward on a host address")?;
         config.nft().remove_forward(fwd)?;
     }
     l.forwards.remove(pos);
@@ -775,7 +828,7 @@ pub fn reconcile(state_dir: &Path) -> Result<ReconcileReport> {
             let stale: Vec<_> = nft
                 .elements()?
                 .into_iter()
-                .filter(|e| e.set != crate::nft::SET_UPLINKS)
+                .filter(|e| e.set != crate::nft::SET_UPLINKS && !e.pool)
                 .filter(|e| match &e.vm {
                     Some(vm) => !attached.iter().any(|l| &l.id == vm),
                     None => true,

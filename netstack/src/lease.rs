@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::addr::{MacAddr, Subnet};
+use crate::addr::{Cidr, MacAddr, Subnet};
 use crate::error::{Error, Result};
 use crate::forward::PortForward;
 
@@ -36,15 +36,46 @@ pub struct Lease {
     pub mac: MacAddr,
     /// The guest address.
     pub ip: Ipv4Addr,
-    /// Whether the VM may talk to other VMs (its bridge port is not isolated).
+    /// Whether the VM allows every other VM (as if `allow` held the subnet).
     #[serde(default)]
     pub allow_vm_to_vm: bool,
+    /// Networks it may reach although refused by default (and VMs it
+    /// allows, by address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Cidr>,
     /// Port forwards, restored on every attach.
     #[serde(default)]
     pub forwards: Vec<PortForward>,
     /// Set while the VM is attached (it has a tap and rules).
     #[serde(default)]
     pub active: Option<Active>,
+}
+
+impl Lease {
+    /// Whether this VM allows traffic with the VM at `ip`.
+    pub fn allows_vm(&self, ip: Ipv4Addr) -> bool {
+        self.allow_vm_to_vm || self.allow.iter().any(|c| c.contains(ip))
+    }
+
+    /// Whether it lets any VM at all talk to it (its port then need not
+    /// be isolated).
+    pub(crate) fn allows_some_vm(&self, subnet: &Subnet) -> bool {
+        self.allow_vm_to_vm
+            || self
+                .allow
+                .iter()
+                .any(|c| subnet.overlaps(c.network(), c.prefix_len()))
+    }
+}
+
+/// The addresses of the attached VMs of `all` that `l` may talk to: both
+/// allow each other.
+pub(crate) fn peers_of(l: &Lease, all: &[Lease]) -> Vec<Ipv4Addr> {
+    all.iter()
+        .filter(|o| o.id != l.id && o.active.is_some())
+        .filter(|o| l.allows_vm(o.ip) && o.allows_vm(l.ip))
+        .map(|o| o.ip)
+        .collect()
 }
 
 /// The attached state of a VM.
@@ -274,7 +305,11 @@ impl Registry {
             Ok(leases) => {
                 self.by_mac.clear();
                 self.by_name.clear();
-                for l in leases {
+                // Attached VMs last, so they win a MAC that an old lease
+                // of the same pool tap still names.
+                let (on, off): (Vec<Lease>, Vec<Lease>) =
+                    leases.into_iter().partition(|l| l.active.is_some());
+                for l in off.into_iter().chain(on) {
                     self.by_mac.insert(l.mac, (l.ip, l.name.clone()));
                     if l.active.is_some() {
                         self.by_name.insert(l.name.to_ascii_lowercase(), l.ip);
@@ -308,6 +343,7 @@ mod tests {
             mac: MacAddr::for_vm(id),
             ip: ip.into(),
             allow_vm_to_vm: false,
+            allow: vec![],
             forwards: vec![],
             active: None,
         }

@@ -39,8 +39,8 @@ mod privilege;
 mod tap;
 
 pub use addr::{
-    pool_tap_name, tap_name, validate_vm_id, validate_vm_name, MacAddr, Subnet, POOL_PREFIX,
-    TAP_PREFIX,
+    pool_binding, pool_tap_name, tap_name, validate_vm_id, validate_vm_name, Cidr, MacAddr, Subnet,
+    POOL_PREFIX, TAP_PREFIX,
 };
 pub use dhcp::{
     handle_packet as dhcp_handle_packet, Dest as DhcpDest, DhcpParams, DhcpServer,
@@ -64,6 +64,6 @@ pub use tap::open_tap;
 /// Low-level pieces, public for tests and tools (`mvm doctor`).
 pub mod lowlevel {
     pub use crate::link::{sysctl_get, sysctl_set, Addr, Link, Route, Rtnl};
-    pub use crate::nft::{Elem, ElemKey, Nft, NftParams};
+    pub use crate::nft::{Elem, ElemKey, Nft, NftParams, REFUSED_V4};
     pub use crate::tap::create_persistent_tap;
 }

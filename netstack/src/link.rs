@@ -163,6 +163,12 @@ impl Rtnl {
     pub fn create_bridge(&mut self, name: &str) -> Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        // A fixed MAC: otherwise the kernel may give the bridge the lowest
+        // MAC of its ports, which changes as taps come and go and leaves
+        // the guests' ARP entry for the gateway pointing nowhere.
+        let mac = crate::addr::MacAddr::for_vm(&format!("bridge-{name}"));
+        m.attributes
+            .push(LinkAttribute::Address(mac.octets().to_vec()));
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,

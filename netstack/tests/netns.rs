@@ -33,8 +33,32 @@ fn spec(id: &str, allow: bool) -> VmSpec {
         id: id.into(),
         name: id.into(),
         allow_vm_to_vm: allow,
+        allow: Vec::new(),
         owner_uid: 1000,
     }
+}
+
+/// A VM that allows these networks (`network.allow`).
+fn spec_allowing(id: &str, allow: &[&str]) -> VmSpec {
+    VmSpec {
+        allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        ..spec(id, false)
+    }
+}
+
+/// Set the host up (no tap pool) and attach these VMs, in order.
+fn set_up(w: &World, specs: Vec<VmSpec>) -> Vec<VmNet> {
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        setup_host(&cfg, 0, 0).unwrap();
+        specs.iter().map(|s| attach_vm(&cfg, s).unwrap()).collect()
+    })
+}
+
+/// Whether a TCP connection was refused at once (reset), as our reject
+/// rules answer, rather than timing out.
+fn refused(r: &std::io::Result<String>) -> bool {
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 macro_rules! need_root {
@@ -74,6 +98,15 @@ fn bridge_taps_leases_and_pool() {
             .trim(),
         "0"
     );
+    // The bridge keeps its MAC as taps come and go (guests cache it).
+    let br_mac = w.host.exec("cat /sys/class/net/virbr-mvm/address");
+    assert_eq!(
+        w.host
+            .exec("cat /sys/class/net/virbr-mvm/addr_assign_type")
+            .trim(),
+        "3",
+        "set explicitly"
+    );
     let pool = w.host.exec("ip -d link show mvmp-0");
     assert!(pool.contains("master virbr-mvm"), "{pool}");
     assert!(pool.contains("isolated on"), "{pool}");
@@ -89,6 +122,7 @@ fn bridge_taps_leases_and_pool() {
             attach_vm(&cfg, &spec("db", true)).unwrap(),
         )
     });
+    assert_eq!(w.host.exec("cat /sys/class/net/virbr-mvm/address"), br_mac);
     assert_eq!(a.tap, "mvm-web");
     assert_eq!(a.ip, Ipv4Addr::new(10, 77, 0, 2));
     assert_eq!(b.ip, Ipv4Addr::new(10, 77, 0, 3));
@@ -212,10 +246,38 @@ fn unprivileged_uses_the_pool_and_says_what_is_missing() {
         (a, e_allow, e_pool)
     });
     assert_eq!(a.tap, "mvmp-0");
+    // The VM takes the MAC and address setup bound the pool tap to.
+    let (pmac, pip) = pool_binding(&w.cfg.subnet, "mvmp-0").unwrap();
+    assert_eq!((a.mac, a.ip), (pmac, pip));
     assert!(e_allow.contains("CAP_NET_ADMIN"), "{e_allow}");
     assert!(e_pool.contains("no free tap in the pool"), "{e_pool}");
-    // The pool tap stays after detach.
+    // The pool tap and its binding stay after detach.
     assert!(w.host.exec("ip -o link").contains("mvmp-0"));
+    let bind = w.host.exec("nft list set bridge mvm bind");
+    assert!(
+        bind.contains(&format!("\"mvmp-0\" . {pmac} . {pip} comment \"pool\"")),
+        "{bind}"
+    );
+    // And it holds: a guest behind the pool port gets out with its address,
+    // not with another. (A veth of the tap's name stands in for the tap.)
+    let _srv = tcp_whoami(&w.inet, &format!("{INET}:8000"));
+    w.host.exec("ip link del mvmp-0");
+    let vm = Ns::new("nsv0", &w.tag);
+    sh(&format!(
+        "ip -n {h} link add mvmp-0 type veth peer name eth0 netns {v} && \
+         ip -n {v} link set eth0 address {pmac} up && \
+         ip -n {h} link set mvmp-0 master virbr-mvm && ip -n {h} link set mvmp-0 up && \
+         ip -n {v} addr add {pip}/24 dev eth0 && ip -n {v} route add default via {gw}",
+        h = w.host.name,
+        v = vm.name,
+        gw = w.cfg.subnet.gateway()
+    ));
+    assert_eq!(tcp_get(&vm, &format!("{INET}:8000")).unwrap(), HOST_UP);
+    vm.exec(&format!(
+        "sh -c 'ip addr flush dev eth0 && ip addr add 10.77.0.77/24 dev eth0 && ip route add default via {}'",
+        w.cfg.subnet.gateway()
+    ));
+    assert!(tcp_get(&vm, &format!("{INET}:8000")).is_err());
 }
 
 #[test]
@@ -433,16 +495,10 @@ fn nat_to_the_internet_and_isolation() {
     assert!(tcp_get(&w.vms[va], &format!("{}:9000", b.ip)).is_err());
     let (ok, _) = w.vms[va].exec_status(&format!("busybox ping -c1 -W1 {}", b.ip));
     assert!(!ok, "isolated VMs pinged each other");
-    // A VM allowed to talk to others does, both ways.
+    // One side allowing is not enough: c allows every VM, a and b none.
     let _sc = tcp_whoami(&w.vms[vc], &format!("{}:9000", c.ip));
-    assert_eq!(
-        tcp_get(&w.vms[va], &format!("{}:9000", c.ip)).unwrap(),
-        a.ip.to_string()
-    );
-    assert_eq!(
-        tcp_get(&w.vms[vc], &format!("{}:9000", b.ip)).unwrap(),
-        c.ip.to_string()
-    );
+    assert!(tcp_get(&w.vms[va], &format!("{}:9000", c.ip)).is_err());
+    assert!(tcp_get(&w.vms[vc], &format!("{}:9000", b.ip)).is_err());
     // Source binding: a VM can neither send with another VM's address nor
     // take over the host's neighbour entry for it. Each is shown to work
     // with the VM's port unbound first (the control), then to fail bound.
@@ -550,9 +606,13 @@ fn nat_to_the_internet_and_isolation() {
     );
     w.vms[va].exec(&format!("ip addr del {}/32 dev eth0", b.ip));
     // VM -> host: nothing but DHCP/DNS on the gateway.
+    // Refused with a reset, so tools fail at once.
     let _hs = tcp_whoami(&w.host, "0.0.0.0:2222");
-    assert!(tcp_get(&w.vms[va], &format!("{}:2222", a.gateway())).is_err());
-    assert!(tcp_get(&w.vms[va], &format!("{HOST_UP}:2222")).is_err());
+    assert!(refused(&tcp_get(
+        &w.vms[va],
+        &format!("{}:2222", a.gateway())
+    )));
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{HOST_UP}:2222"))));
     // (the host's own server does work, from elsewhere)
     assert_eq!(tcp_get(&w.inet, &format!("{HOST_UP}:2222")).unwrap(), INET);
     // The internet cannot open connections to a VM, even with a route.
@@ -564,18 +624,140 @@ fn nat_to_the_internet_and_isolation() {
 }
 
 #[test]
+fn egress_reaches_the_internet_but_not_the_lan_or_metadata_unless_allowed() {
+    need_root!();
+    let mut w = World::new("egress");
+    let lan = w.lan();
+    let _pub = tcp_whoami(&w.inet, &format!("{INET}:8000"));
+    let _lan = tcp_whoami(&lan, &format!("{LAN}:8000"));
+    let _meta = tcp_whoami(&w.inet, &format!("{METADATA}:80"));
+    let _host = tcp_whoami(&w.host, "0.0.0.0:2222");
+    // Control: the LAN and metadata servers answer the host itself.
+    assert_eq!(tcp_get(&w.host, &format!("{LAN}:8000")).unwrap(), HOST_LAN);
+    assert_eq!(
+        tcp_get(&w.host, &format!("{METADATA}:80")).unwrap(),
+        HOST_UP
+    );
+    let vms = set_up(
+        &w,
+        vec![
+            spec("a", false),
+            spec_allowing("b", &["10.1.0.0/16", METADATA]),
+        ],
+    );
+    let (a, b) = (vms[0].clone(), vms[1].clone());
+    let va = w.plug_vm(&a, false, true);
+    let vb = w.plug_vm(&b, false, true);
+    // By default: the internet yes; the LAN and metadata refused at once.
+    assert_eq!(
+        tcp_get(&w.vms[va], &format!("{INET}:8000")).unwrap(),
+        HOST_UP
+    );
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{LAN}:8000"))));
+    assert!(refused(&tcp_get(&w.vms[va], &format!("{METADATA}:80"))));
+    let (ok, out) = w.vms[va].exec_status(&format!("busybox ping -c1 -W2 {LAN}"));
+    assert!(!ok && !out.contains("bytes from"), "{out}");
+    // IPv6 (here a ULA on the bridge, which the host itself reaches): none.
+    w.host.exec("ip addr add fd00:77::1/64 dev virbr-mvm nodad");
+    w.vms[va].exec("ip addr add fd00:77::2/64 dev eth0 nodad");
+    let _ula = tcp_whoami(&w.host, "[fd00:77::1]:2223");
+    assert_eq!(tcp_get(&w.host, "[fd00:77::1]:2223").unwrap(), "fd00:77::1");
+    assert!(tcp_get(&w.vms[va], "[fd00:77::1]:2223").is_err());
+    // Opened for b: the LAN (masqueraded behind the host's LAN address)
+    // and the metadata address.
+    assert_eq!(
+        tcp_get(&w.vms[vb], &format!("{LAN}:8000")).unwrap(),
+        HOST_LAN
+    );
+    assert_eq!(
+        tcp_get(&w.vms[vb], &format!("{METADATA}:80")).unwrap(),
+        HOST_UP
+    );
+    assert_eq!(
+        tcp_get(&w.vms[vb], &format!("{INET}:8000")).unwrap(),
+        HOST_UP
+    );
+    // An allowed network never opens the host itself.
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{HOST_LAN}:2222"))));
+    // Detach removes b's allow elements; the default holds again for a VM
+    // at that address.
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        detach_vm(&cfg, "b").unwrap();
+        attach_vm(&cfg, &spec("b", false)).unwrap();
+    });
+    let allow = w.host.exec("nft list set inet mvm allow");
+    assert!(!allow.contains("10.1.0.0"), "{allow}");
+    // (a server of its own: no conntrack entry of b's earlier flows)
+    let _lan2 = tcp_whoami(&lan, &format!("{LAN}:8001"));
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{LAN}:8001"))));
+}
+
+#[test]
+fn vms_talk_only_when_both_allow_it() {
+    need_root!();
+    let mut w = World::new("vm2vm");
+    let a = set_up(&w, vec![spec("a", false)]).remove(0);
+    // b allows a; a allows nobody yet.
+    let a_ip = a.ip.to_string();
+    let cfg = w.cfg.clone();
+    let b = w
+        .host
+        .run(move || attach_vm(&cfg, &spec_allowing("b", &[&a_ip])).unwrap());
+    let va = w.plug_vm(&a, true, true);
+    let vb = w.plug_vm(&b, true, true);
+    let _sa = tcp_whoami(&w.vms[va], &format!("{}:9000", a.ip));
+    let _sb = tcp_whoami(&w.vms[vb], &format!("{}:9000", b.ip));
+    // Even with both bridge ports open (not isolated), one side is not enough.
+    assert!(tcp_get(&w.vms[va], &format!("{}:9000", b.ip)).is_err());
+    assert!(tcp_get(&w.vms[vb], &format!("{}:9000", a.ip)).is_err());
+    // Nor through the gateway (routed): refused at once.
+    let gw = a.gateway();
+    w.vms[vb].exec(&format!("ip route add {}/32 via {gw}", a.ip));
+    assert!(refused(&tcp_get(&w.vms[vb], &format!("{}:9000", a.ip))));
+    w.vms[vb].exec(&format!("ip route del {}/32 via {gw}", a.ip));
+    // a allows the subnet (so b): now both ways.
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        detach_vm(&cfg, "a").unwrap();
+        attach_vm(&cfg, &spec_allowing("a", &["10.77.0.0/24"])).unwrap();
+    });
+    assert_eq!(
+        tcp_get(&w.vms[va], &format!("{}:9000", b.ip)).unwrap(),
+        a.ip.to_string()
+    );
+    assert_eq!(
+        tcp_get(&w.vms[vb], &format!("{}:9000", a.ip)).unwrap(),
+        b.ip.to_string()
+    );
+    // A third VM that b does not allow still reaches neither.
+    let cfg = w.cfg.clone();
+    let c = w
+        .host
+        .run(move || attach_vm(&cfg, &spec_allowing("c", &["10.77.0.0/24"])).unwrap());
+    let vc = w.plug_vm(&c, true, true);
+    assert!(tcp_get(&w.vms[vc], &format!("{}:9000", b.ip)).is_err());
+    assert_eq!(
+        tcp_get(&w.vms[vc], &format!("{}:9000", a.ip)).unwrap(),
+        c.ip.to_string()
+    );
+    // b goes: its pairs go with it.
+    let cfg = w.cfg.clone();
+    w.host.run(move || detach_vm(&cfg, "b").unwrap());
+    let pairs = w.host.exec("nft list set bridge mvm pairs");
+    assert!(!pairs.contains(&b.ip.to_string()), "{pairs}");
+    assert!(pairs.contains(&c.ip.to_string()), "{pairs}");
+}
+
+#[test]
 fn port_forwards_from_host_loopback_and_other_hosts() {
     need_root!();
     let mut w = World::new("fwd");
-    let cfg = w.cfg.clone();
-    let net = w.host.run(move || {
-        setup_host(&cfg, 0, 0).unwrap();
-        attach_vm(&cfg, &spec("web", false)).unwrap()
-    });
+    let net = set_up(&w, vec![spec("web", false)]).remove(0);
     let v = w.plug_vm(&net, false, true);
     let _guest = tcp_whoami(&w.vms[v], "0.0.0.0:80");
     let proxy = Arc::new(PortProxy::new());
-    let fwd: PortForward = "8080:80".parse().unwrap();
+    let fwd: PortForward = "0.0.0.0:8080:80".parse().unwrap();
     let (cfg, p, ip) = (w.cfg.clone(), proxy.clone(), net.ip);
     w.host.run(move || {
         add_forward(&cfg, "web", &fwd).unwrap();
@@ -665,7 +847,7 @@ fn port_forwards_from_host_loopback_and_other_hosts() {
             let _ = gsock.send_to(&b[..n], p);
         }
     });
-    let ufwd: PortForward = "5353:53/udp".parse().unwrap();
+    let ufwd: PortForward = "0.0.0.0:5353:53/udp".parse().unwrap();
     let (cfg, p, ip) = (w.cfg.clone(), proxy.clone(), net.ip);
     w.host.run(move || {
         add_forward(&cfg, "web", &ufwd).unwrap();
@@ -702,6 +884,69 @@ fn port_forwards_from_host_loopback_and_other_hosts() {
 }
 
 #[test]
+fn forwards_listen_on_loopback_unless_an_address_is_named() {
+    need_root!();
+    let mut w = World::new("fwdaddr");
+    let lan = w.lan();
+    let net = set_up(&w, vec![spec("web", false)]).remove(0);
+    let v = w.plug_vm(&net, false, true);
+    let _guest = tcp_whoami(&w.vms[v], "0.0.0.0:80");
+    let proxy = Arc::new(PortProxy::new());
+    let add = |spec: &str| {
+        let f: PortForward = spec.parse().unwrap();
+        let (cfg, p, ip) = (w.cfg.clone(), proxy.clone(), net.ip);
+        w.host.run(move || {
+            add_forward(&cfg, "web", &f).unwrap();
+            p.add(&f, ip).unwrap();
+        });
+    };
+    let gw = net.gateway().to_string();
+    // The old spec: loopback only, served by the proxy, no rule at all.
+    add("8081:80");
+    assert_eq!(tcp_get(&w.host, "127.0.0.1:8081").unwrap(), gw);
+    assert_eq!(tcp_get(&w.host, "[::1]:8081").unwrap(), gw);
+    assert!(refused(&tcp_get(&w.host, &format!("{HOST_UP}:8081"))));
+    assert!(refused(&tcp_get(&w.inet, &format!("{HOST_UP}:8081"))));
+    assert!(refused(&tcp_get(&lan, &format!("{HOST_LAN}:8081"))));
+    assert!(!w.host.exec("nft list ruleset").contains("8081"));
+    // A named address: other hosts on that address only (DNAT, the guest
+    // sees the real client), and the host itself through the proxy there.
+    add(&format!("{HOST_UP}:8082:80"));
+    assert_eq!(tcp_get(&w.inet, &format!("{HOST_UP}:8082")).unwrap(), INET);
+    assert_eq!(tcp_get(&w.host, &format!("{HOST_UP}:8082")).unwrap(), gw);
+    assert!(tcp_get(&lan, &format!("{HOST_LAN}:8082")).is_err());
+    assert!(refused(&tcp_get(&w.host, "127.0.0.1:8082")));
+    // 0.0.0.0: every interface, the LAN too (whose replies pass although
+    // the LAN is refused to the VM).
+    add("0.0.0.0:8083:80");
+    assert_eq!(tcp_get(&w.inet, &format!("{HOST_UP}:8083")).unwrap(), INET);
+    assert_eq!(tcp_get(&lan, &format!("{HOST_LAN}:8083")).unwrap(), LAN);
+    assert_eq!(tcp_get(&w.host, "127.0.0.1:8083").unwrap(), gw);
+    // Listed with their addresses; removing the named one removes its DNAT.
+    let listed: Vec<String> = list_forwards(&w.cfg, "web")
+        .unwrap()
+        .iter()
+        .map(|f| f.listen())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "127.0.0.1:8081".to_string(),
+            format!("{HOST_UP}:8082"),
+            "0.0.0.0:8083".to_string()
+        ]
+    );
+    let f: PortForward = format!("{HOST_UP}:8082:80").parse().unwrap();
+    let (cfg, p) = (w.cfg.clone(), proxy.clone());
+    w.host.run(move || {
+        remove_forward(&cfg, "web", &f).unwrap();
+        p.remove(&f);
+    });
+    assert!(tcp_get(&w.inet, &format!("{HOST_UP}:8082")).is_err());
+    assert!(!w.host.exec("nft list ruleset").contains("8082"));
+}
+
+#[test]
 fn cleanup_and_reconcile_leave_the_host_as_it_was() {
     need_root!();
     let mut w = World::new("clean");
@@ -711,8 +956,8 @@ fn cleanup_and_reconcile_leave_the_host_as_it_was() {
         setup_host(&cfg, 1000, 2).unwrap();
         let a = attach_vm(&cfg, &spec("a", true)).unwrap();
         let b = attach_vm(&cfg, &spec("b", false)).unwrap();
-        add_forward(&cfg, "a", &"8080:80".parse().unwrap()).unwrap();
-        add_forward(&cfg, "b", &"8081:80/udp".parse().unwrap()).unwrap();
+        add_forward(&cfg, "a", &"0.0.0.0:8080:80".parse().unwrap()).unwrap();
+        add_forward(&cfg, "b", &"0.0.0.0:8081:80/udp".parse().unwrap()).unwrap();
         (a, b)
     });
     let _v = w.plug_vm(&a, true, true);
@@ -804,7 +1049,8 @@ fn subnet_overlap_is_refused_without_partial_state() {
     // A route (not an address) overlapping is refused too.
     let mut cfg = w.cfg.clone();
     cfg.subnet = "10.99.0.1/24".parse().unwrap();
-    w.host.exec("ip route add 10.99.0.0/20 via 172.31.0.2");
+    w.host
+        .exec(&format!("ip route add 10.99.0.0/20 via {INET}"));
     let e = w
         .host
         .run(move || setup_host(&cfg, 0, 0).unwrap_err().to_string());

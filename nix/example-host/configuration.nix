@@ -15,7 +15,8 @@
       project = "/home/alice/src/web";
       cpus = 2;
       memory = "2G";
-      ports = [ "8080:8080" ];
+      # Every interface; "8080:8080" would be the host's loopback only.
+      ports = [ "0.0.0.0:8080:8080" ];
       persistent = true;
       services.dev = {
         command = "npm run dev";

@@ -25,8 +25,10 @@ pub struct CreateArgs {
     /// Guest memory: MiB, or with a unit (512M, 2G) [default: the project's, else 1G].
     #[arg(long, value_name = "SIZE", value_parser = super::run::parse_memory)]
     pub memory: Option<u64>,
-    /// Forward a host port to the guest: HOST:GUEST[/tcp|/udp]; repeatable.
-    #[arg(long = "port", short = 'p', value_name = "HOST:GUEST")]
+    /// Forward a host port to the guest: [ADDRESS:]HOST:GUEST[/tcp|/udp],
+    /// on the host's loopback unless ADDRESS is given (0.0.0.0: every
+    /// interface); repeatable.
+    #[arg(long = "port", short = 'p', value_name = "[ADDRESS:]HOST:GUEST")]
     pub ports: Vec<PortForward>,
     /// Environment for commands in the VM: KEY=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -54,9 +56,17 @@ pub struct CreateArgs {
     /// No network interface (same as --net none).
     #[arg(long)]
     pub no_net: bool,
-    /// Let this VM talk to other VMs (they are isolated from each other by default).
+    /// Let this VM talk to every other VM that allows it too (VMs are
+    /// isolated from each other by default; it takes both).
     #[arg(long)]
     pub allow_vm_to_vm: bool,
+    /// Let the VM reach a network refused by default (RFC 1918, CGNAT,
+    /// link-local with the cloud metadata address): an IPv4 ADDRESS or
+    /// ADDRESS/PREFIX, e.g. 10.1.0.0/16; another VM's address lets it talk
+    /// to that VM if that VM allows it too. Repeatable; added to the
+    /// project's `network.allow`.
+    #[arg(long = "allow-net", value_name = "CIDR")]
+    pub allow_net: Vec<netstack::Cidr>,
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -80,6 +90,7 @@ impl CreateArgs {
             no_net: false,
             net: crate::net::NetMode::Tap,
             allow_vm_to_vm: false,
+            allow_net: Vec::new(),
             kernel: None,
         }
     }
@@ -262,6 +273,20 @@ pub fn spec_for(
             }
         }
     }
+    let network = !args.no_net
+        && args.net != crate::net::NetMode::None
+        && base.network.as_ref().is_none_or(|n| n.enabled());
+    if !args.allow_net.is_empty() && !network {
+        bail!(
+            "--allow-net needs a network interface (it is off: --net none, --no-net or the project's `network`)"
+        );
+    }
+    let mut allow_net = base.network.as_ref().map(|n| n.allow()).unwrap_or_default();
+    for a in &args.allow_net {
+        if !allow_net.contains(a) {
+            allow_net.push(*a);
+        }
+    }
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -282,11 +307,10 @@ pub fn spec_for(
         memory_mib: memory,
         persistent: args.persistent || base.persistent,
         host_root: !args.no_host_root && base.root != Some(GuestRoot::Minimal),
-        network: !args.no_net
-            && args.net != crate::net::NetMode::None
-            && base.network != Some(false),
+        network,
         net_backend: args.net.backend().unwrap_or_default(),
         allow_vm_to_vm: args.allow_vm_to_vm,
+        allow_net,
         kernel: args
             .kernel
             .as_ref()

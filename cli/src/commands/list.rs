@@ -52,7 +52,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
             } else {
                 None
             },
-            ports: spec.ports.iter().map(|p| p.to_string()).collect(),
+            ports: spec.ports.iter().map(|p| p.describe()).collect(),
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
             uptime_s: if running { uptime_s(&dir) } else { None },

@@ -1,4 +1,4 @@
-//! `mvm port NAME [HOST:GUEST[/tcp|/udp]] [--rm]`: list, add or remove a
+//! `mvm port NAME [[ADDRESS:]HOST:GUEST[/tcp|/udp]] [--rm]`: list, add or remove a
 //! port forward, also while the VM runs; forwards are kept in vm.toml and
 //! come back on restart.
 
@@ -14,7 +14,9 @@ use crate::state::{RunState, VmDir, VmLock};
 pub struct PortArgs {
     /// The VM's name.
     pub name: String,
-    /// HOST_PORT:GUEST_PORT[/tcp|/udp]; without it, list the forwards.
+    /// [ADDRESS:]HOST_PORT:GUEST_PORT[/tcp|/udp]: on the host's loopback
+    /// unless ADDRESS is given (0.0.0.0 for every interface); without it,
+    /// list the forwards.
     pub spec: Option<PortForward>,
     /// Remove the forward instead of adding it.
     #[arg(long)]
@@ -23,7 +25,7 @@ pub struct PortArgs {
 
 pub fn port(args: PortArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
-    let Some(fwd) = args.spec else {
+    let Some(mut fwd) = args.spec else {
         if args.rm {
             bail!(
                 "--rm needs a forward to remove, e.g. `mvm port {} --rm 8080:80`",
@@ -31,7 +33,7 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
             );
         }
         for p in dir.spec()?.ports {
-            println!("{p}");
+            println!("{}", p.describe());
         }
         return Ok(());
     };
@@ -39,9 +41,15 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
     let mut spec = dir.spec()?;
     let running = matches!(dir.run_state(), RunState::Running | RunState::Paused);
     if args.rm {
-        if !spec.ports.contains(&fwd) {
+        // `--rm 8080:80` also names a forward on an address.
+        let found = spec.ports.iter().copied().find(|p| {
+            *p == fwd
+                || (fwd.addr.is_none() && p.same_host_port(&fwd) && p.guest_port == fwd.guest_port)
+        });
+        let Some(found) = found else {
             bail!("VM '{}' has no forward {fwd}", spec.name);
-        }
+        };
+        fwd = found;
         spec.ports.retain(|p| *p != fwd);
     } else {
         if spec.ports.iter().any(|p| p.same_host_port(&fwd)) {
@@ -85,8 +93,9 @@ pub fn port(args: PortArgs) -> anyhow::Result<()> {
     }
     spec.save(&dir.spec_path())?;
     println!(
-        "{} {fwd} for VM '{}'",
+        "{} {} for VM '{}'",
         if args.rm { "removed" } else { "added" },
+        fwd.describe(),
         spec.name
     );
     Ok(())

@@ -100,6 +100,12 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "net")]
     no_net: bool,
 
+    /// Let the VM reach a network refused by default (RFC 1918, CGNAT,
+    /// link-local with the cloud metadata address): an IPv4 ADDRESS or
+    /// ADDRESS/PREFIX, e.g. 10.1.0.0/16. Repeatable.
+    #[arg(long = "allow-net", value_name = "CIDR")]
+    allow_net: Vec<netstack::Cidr>,
+
     /// The command to run in a project VM (default: an interactive shell).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -374,10 +380,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(EarlyStop::default());
     let on_signal = stop.clone();
     crate::terminal::forward_signals(move |sig| on_signal.signal(sig));
+    if !args.allow_net.is_empty()
+        && (args.no_net || args.net.and_then(crate::net::NetMode::backend).is_none())
+    {
+        bail!("--allow-net needs a network interface: add --net");
+    }
     let net =
         match args.net.and_then(crate::net::NetMode::backend) {
             Some(backend) if !args.no_net => {
-                let n = crate::net::RawRunNet::attach()?;
+                let n = crate::net::RawRunNet::attach(&args.allow_net)?;
                 config.net = Some(crate::net::vmm_net(&n.net, backend));
                 config.cmdline.push_str(" mvm.net=dhcp");
                 eprintln!(
@@ -495,6 +506,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         memory: Some(args.memory),
         net: args.net.unwrap_or(crate::net::NetMode::Tap),
         no_net: args.no_net,
+        allow_net: args.allow_net,
         kernel: args.kernel,
         ..super::create::CreateArgs::for_project(format!("run-{id}"), project)
     };

@@ -338,11 +338,15 @@ fn print_status(
             netstack::Protocol::Tcp => "http://",
             _ => "udp ",
         };
-        writeln!(
-            out,
-            "  {scheme}localhost:{} -> guest port {}",
-            p.host_port, p.guest_port
-        )?;
+        // Where it listens: loopback by default, else the named address.
+        let (at, note) = match p.addr {
+            None => (format!("localhost:{}", p.host_port), ""),
+            Some(a) if a.is_unspecified() => {
+                (format!("localhost:{}", p.host_port), " (all interfaces)")
+            }
+            Some(_) => (p.listen(), ""),
+        };
+        writeln!(out, "  {scheme}{at} -> guest port {}{note}", p.guest_port)?;
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ pub fn uid() -> u32 {
 /// Attaches the VM: `None` (after saying why) when this host does not let
 /// this user create VM networks.
 pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
-    match attach_id(&spec.id, &spec.name, spec.allow_vm_to_vm)? {
+    match attach_id(&spec.id, &spec.name, spec.allow_vm_to_vm, &spec.allow_net)? {
         Ok(n) => Ok(Some(n)),
         Err(e @ (netstack::Error::MissingPrivilege { .. } | netstack::Error::NoBridge(_))) => {
             eprintln!("mvm: VM '{}' starts without a network: {e}", spec.name);
@@ -97,12 +97,14 @@ fn attach_id(
     id: &str,
     name: &str,
     allow_vm_to_vm: bool,
+    allow: &[netstack::Cidr],
 ) -> anyhow::Result<netstack::Result<VmNet>> {
     let cfg = config()?;
     let vm = netstack::VmSpec {
         id: id.into(),
         name: name.into(),
         allow_vm_to_vm,
+        allow: allow.to_vec(),
         owner_uid: uid(),
     };
     Ok(netstack::attach_vm(&cfg, &vm))

@@ -17,11 +17,11 @@ impl RawRunNet {
     /// A tap on the bridge with a lease the DHCP server answers, owned by
     /// this process. Asked for explicitly, so a host that does not allow
     /// it is an error (saying what is missing), not a silent "no network".
-    pub fn attach() -> anyhow::Result<RawRunNet> {
+    pub fn attach(allow: &[netstack::Cidr]) -> anyhow::Result<RawRunNet> {
         super::reconcile();
         let id = crate::state::spec_new_id()?;
         let name = format!("{PREFIX}{id}");
-        let net = super::attach_id(&id, &name, false)?
+        let net = super::attach_id(&id, &name, false, allow)?
             .map_err(|e| anyhow::anyhow!("--net: cannot attach the VM to the network: {e}"))?;
         // From here on, Drop undoes the attach.
         let guard = RawRunNet { net };

@@ -30,10 +30,14 @@ pub struct ProjectConfig {
     /// The guest's root file system; default "host".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<GuestRoot>,
-    /// A network interface (DHCP address, NAME.mvm, NAT); default true.
+    /// A network interface (DHCP address, NAME.mvm, NAT): `false` for
+    /// none, or a table `{ enable, allow }`; default on, with private
+    /// networks refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<bool>,
-    /// Port forwards "HOST:GUEST[/tcp|/udp]".
+    pub network: Option<Network>,
+    /// Port forwards "[ADDRESS:]HOST:GUEST[/tcp|/udp]": on the host's
+    /// loopback unless an address is named ("0.0.0.0:8080:80" for every
+    /// interface).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     /// Environment of shells, execs and services in the VM.
@@ -56,6 +60,73 @@ pub struct ProjectConfig {
     /// What happens when the last shell leaves the folder (`mvm direnv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direnv: Option<Direnv>,
+}
+
+/// `network = false`, or `[network]` with `enable` and `allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Network {
+    /// Whether the VM has a network interface.
+    Enable(bool),
+    /// The interface and what it may reach.
+    Table(NetworkTable),
+}
+
+/// The network interface and what it may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkTable {
+    /// A network interface at all; default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
+    /// Networks the VM may reach although refused by default (RFC 1918,
+    /// CGNAT 100.64/10, link-local 169.254/16 with the cloud metadata
+    /// address), as IPv4 "ADDRESS" or "ADDRESS/PREFIX". Another VM's
+    /// address (or the VMs' subnet) lets this VM talk to it, if it allows
+    /// this one too. The host itself stays closed but for DHCP, DNS and
+    /// forwarded ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowNet>,
+}
+
+// By hand rather than `untagged`, which would hide the table's own error
+// (a bad `allow` entry) behind "did not match any variant".
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Network;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, or a table with `enable` and `allow`")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Network, E> {
+                Ok(Network::Enable(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Network, A::Error> {
+                NetworkTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(Network::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Network {
+    /// Whether the VM gets an interface.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Network::Enable(b) => *b,
+            Network::Table(t) => t.enable != Some(false),
+        }
+    }
+
+    /// The networks opened to it.
+    pub fn allow(&self) -> Vec<netstack::Cidr> {
+        match self {
+            Network::Enable(_) => Vec::new(),
+            Network::Table(t) => t.allow.iter().map(|a| a.0).collect(),
+        }
+    }
 }
 
 /// `mvm direnv`: entering the folder starts (or reuses) the VM; once no
@@ -244,38 +315,58 @@ impl JsonSchema for Memory {
     }
 }
 
-/// A port forward "HOST:GUEST[/tcp|/udp]".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Port(pub netstack::PortForward);
+/// A string key holding a netstack value parsed with `FromStr` (its
+/// one-line error becomes the TOML error), with its JSON schema.
+macro_rules! parsed_string {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $schema:tt) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(pub $inner);
 
-impl TryFrom<String> for Port {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<netstack::PortForward>()
-            .map(Port)
-            .map_err(|e| e.to_string())
-    }
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse::<$inner>().map($name).map_err(|e| e.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0.to_string()
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
+    };
 }
 
-impl From<Port> for String {
-    fn from(p: Port) -> String {
-        p.0.to_string()
+parsed_string!(
+    /// A port forward "[ADDRESS:]HOST:GUEST[/tcp|/udp]".
+    Port(netstack::PortForward),
+    {
+        "description": "[ADDRESS:]HOST:GUEST[/tcp|/udp], e.g. \"8080:3000\" (host loopback only) or \"0.0.0.0:8080:3000\" (every interface)",
+        "type": "string",
+        "pattern": "^(([0-9.]+|\\[[0-9A-Fa-f:.]+\\]):)?[0-9]+:[0-9]+(/(tcp|udp))?$"
     }
-}
+);
 
-impl JsonSchema for Port {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Port".into()
+parsed_string!(
+    /// An allowed IPv4 network: "10.1.0.0/16" or "10.1.2.3".
+    AllowNet(netstack::Cidr),
+    {
+        "description": "an IPv4 ADDRESS or ADDRESS/PREFIX, e.g. \"10.1.0.0/16\"",
+        "type": "string",
+        "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?$"
     }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "HOST:GUEST[/tcp|/udp], e.g. \"8080:3000\"",
-            "type": "string",
-            "pattern": "^[0-9]+:[0-9]+(/(tcp|udp))?$"
-        })
-    }
-}
+);
 
 /// An environment variable name: letters, digits and '_', not starting with a digit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

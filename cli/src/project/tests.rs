@@ -135,6 +135,32 @@ fn errors_name_file_line_and_key() {
 }
 
 #[test]
+fn network_is_a_switch_or_a_table_with_allowed_networks() {
+    let parse = |t: &str| parse(Path::new("/p/mvm.toml"), t).unwrap();
+    let off = parse("network = false\n").network.unwrap();
+    assert!(!off.enabled() && off.allow().is_empty());
+    let n = parse("network.allow = [\"10.1.0.0/16\", \"169.254.169.254\"]\n")
+        .network
+        .unwrap();
+    assert!(n.enabled());
+    let shown: Vec<String> = n.allow().iter().map(|c| c.to_string()).collect();
+    assert_eq!(shown, ["10.1.0.0/16", "169.254.169.254/32"]);
+    let n = parse("[network]\nenable = false\nallow = [\"10.0.0.0/8\"]\n")
+        .network
+        .unwrap();
+    assert!(!n.enabled());
+    let e = err("network.allow = [\"10.1.2.3/16\"]\n");
+    assert!(
+        e.contains("10.1.2.3/16") && e.contains("did you mean 10.1.0.0/16") && !e.contains('\n'),
+        "{e}"
+    );
+    let e = err("network.allow = [\"fd00::/8\"]\n");
+    assert!(e.contains("fd00::/8") && e.contains("only IPv4"), "{e}");
+    let e = err("network.allowed = []\n");
+    assert!(e.contains("network"), "{e}");
+}
+
+#[test]
 fn schema_lists_every_key() {
     let s = super::config::schema();
     let props = s["properties"].as_object().unwrap();
@@ -331,6 +357,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         network: true,
         net_backend: Default::default(),
         allow_vm_to_vm: false,
+        allow_net: Vec::new(),
         kernel: None,
         ports: Vec::new(),
         env: [("API_TOKEN".to_string(), "s3cret-value".to_string())].into(),

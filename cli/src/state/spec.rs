@@ -48,9 +48,12 @@ pub struct VmSpec {
     /// Who moves its frames: the VMM (tap) or the kernel (vhost).
     #[serde(default, skip_serializing_if = "is_tap")]
     pub net_backend: vmm::NetBackend,
-    /// May talk to other VMs (isolated from them by default).
+    /// Allows every other VM (traffic between two VMs needs both to allow it).
     #[serde(default)]
     pub allow_vm_to_vm: bool,
+    /// Networks it may reach although refused by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_net: Vec<netstack::Cidr>,
     /// The guest kernel; default: $MVM_KERNEL, then the cached build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
@@ -185,6 +188,7 @@ mod tests {
             network: true,
             net_backend: vmm::NetBackend::Vhost,
             allow_vm_to_vm: false,
+            allow_net: vec!["10.1.0.0/16".parse().unwrap()],
             kernel: None,
             ports: vec!["8080:80".parse().unwrap()],
             env: [("A".to_string(), "1".to_string())].into(),

@@ -109,8 +109,9 @@ pub fn tag(test: &str) -> String {
 }
 
 /// The world of one test: a "host" namespace (where netstack runs) with an
-/// uplink veth to an "internet" namespace (172.31.0.1 <-> 172.31.0.2,
-/// default route through it), a state folder, and the config.
+/// uplink veth to an "internet" namespace (198.51.100.1 <-> 198.51.100.2,
+/// a public address as far as the egress policy goes; default route through
+/// it), a state folder, and the config.
 pub struct World {
     pub tag: String,
     pub host: Ns,
@@ -119,8 +120,14 @@ pub struct World {
     pub vms: Vec<Ns>,
 }
 
-pub const HOST_UP: &str = "172.31.0.1";
-pub const INET: &str = "172.31.0.2";
+pub const HOST_UP: &str = "198.51.100.1";
+pub const INET: &str = "198.51.100.2";
+/// The host's address on its "LAN" (see [`World::lan`]).
+pub const HOST_LAN: &str = "10.1.0.1";
+/// A machine on the host's LAN.
+pub const LAN: &str = "10.1.0.2";
+/// The cloud metadata address, in the internet namespace.
+pub const METADATA: &str = "169.254.169.254";
 
 impl World {
     pub fn new(test: &str) -> World {
@@ -145,6 +152,28 @@ impl World {
             cfg,
             vms: Vec::new(),
         }
+    }
+
+    /// A "LAN" namespace on a second host interface `lan0` (the host is
+    /// 10.1.0.1/24 there, the LAN machine 10.1.0.2), and the metadata
+    /// address 169.254.169.254 in the internet namespace, routed there.
+    /// lan0 has a backup default route, so setup counts it as an uplink
+    /// (forwarding on) as a host on its LAN would be. Call before setup.
+    pub fn lan(&self) -> Ns {
+        let lan = Ns::new("nsl", &self.tag);
+        sh(&format!(
+            "ip -n {h} link add lan0 type veth peer name eth0 netns {l} && \
+             ip -n {h} addr add {HOST_LAN}/24 dev lan0 && ip -n {h} link set lan0 up && \
+             ip -n {l} addr add {LAN}/24 dev eth0 && ip -n {l} link set eth0 up && \
+             ip -n {l} route add default via {HOST_LAN} && \
+             ip -n {h} route add default via {LAN} metric 100 && \
+             ip -n {i} addr add {METADATA}/32 dev lo && \
+             ip -n {h} route add {METADATA}/32 via {INET}",
+            h = self.host.name,
+            l = lan.name,
+            i = self.inet.name
+        ));
+        lan
     }
 
     /// A VM stand-in: a namespace whose eth0 (with the VM's MAC) is a veth

@@ -1,6 +1,8 @@
 //! Networking in the nested L2 host (tests/e2e/jobs/net.sh): DHCP leases,
-//! DNS for VM names, NAT to "the internet", isolation between VMs, port
-//! forwards added and removed while running, nothing left behind.
+//! DNS for VM names, NAT to "the internet" but not to the LAN or the cloud
+//! metadata address unless allowed, isolation between VMs unless both
+//! allow, port forwards on loopback or a named address added and removed
+//! while running, nothing left behind.
 
 use super::result_file;
 
@@ -24,6 +26,17 @@ fn ok(name: &str) -> String {
         result_file("net", "netd.log")
     );
     out
+}
+
+/// curl's "couldn't connect" (7): refused at once by a reset or an ICMP
+/// error, not a timeout (28).
+fn refused(name: &str) {
+    let (status, out, err) = step(name);
+    assert_eq!(
+        status,
+        Some(7),
+        "step {name} should be refused:\n{err}\n{out}"
+    );
 }
 
 fn fails(name: &str) -> String {
@@ -58,19 +71,55 @@ fn dns_resolves_vm_names_and_nat_reaches_the_internet() {
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
-fn vms_are_isolated_from_each_other() {
+fn vms_are_isolated_from_each_other_unless_both_allow() {
     fails("isolation");
+    ok("start-c");
+    ok("start-d");
+    assert_eq!(ok("vm2vm"), result_file("net", "d-hostname-file"));
+    ok("rm-c");
+    ok("rm-d");
+}
+
+/// The LAN and the metadata address are refused at once (a reset, not a
+/// timeout), unless the VM allows them.
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn lan_and_metadata_are_refused_unless_allowed() {
+    assert_eq!(ok("nat"), "hello from the internet\n");
+    for step in ["lan-refused", "metadata-refused", "metadata-still-refused"] {
+        refused(step);
+    }
+    assert_eq!(ok("lan-allowed"), "hello from the lan\n");
+    let err = fails("create-bad");
+    assert!(err.contains("did you mean 10.1.0.0/16"), "{err}");
 }
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
-fn port_forwards_work_while_running_from_loopback_and_other_hosts() {
+fn port_forwards_work_while_running_from_loopback_and_other_hosts_when_asked() {
     ok("port-add");
     let want = result_file("net", "b-hostname-file");
     assert!(!want.is_empty());
+    // Loopback only by default.
     assert_eq!(ok("fwd-loopback"), want);
-    assert_eq!(ok("fwd-other"), want);
-    assert!(ok("port-list").contains("18080:8080/tcp"));
+    assert_eq!(ok("fwd-loopback6"), want);
+    refused("fwd-other");
+    // 0.0.0.0: every interface; one address: that one only.
+    ok("port-add-any");
+    assert_eq!(ok("fwd-any-other"), want);
+    assert_eq!(ok("fwd-any-lan"), want);
+    ok("port-add-at");
+    assert_eq!(ok("fwd-at-other"), want);
+    refused("fwd-at-lan");
+    let listed = ok("port-list");
+    for l in [
+        "127.0.0.1:18080->8080/tcp",
+        "0.0.0.0:18081->8080/tcp",
+        "192.0.2.1:18082->8080/tcp",
+    ] {
+        assert!(listed.contains(l), "{listed}");
+    }
+    assert!(ok("list-ports").contains("127.0.0.1:18080->8080/tcp"));
     assert!(fails("port-dup").contains("already forwarded to VM 'b'"));
     assert!(fails("port-bad").contains("0:80"));
     ok("port-rm");
