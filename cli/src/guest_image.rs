@@ -158,7 +158,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
     let mut add =
         |tag: &str, path: &Path, masked: Vec<PathBuf>, xattr: bool| -> anyhow::Result<()> {
             let upper = dir.upper_dir(spec, tag);
-            crate::state::create_private_dir(&upper)?;
+            crate::state::create_upper_dir(&upper, path)?;
             shares.push(vmm::ShareConfig {
                 tag: tag.into(),
                 path: path.to_path_buf(),

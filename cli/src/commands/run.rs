@@ -294,7 +294,7 @@ pub fn share_configs(
         })?;
         let upper = if s.mode == vmm::ShareMode::Cow {
             let u = scratch.0.join("upper").join(&s.tag);
-            crate::state::create_private_dir(&u)?;
+            crate::state::create_upper_dir(&u, &path)?;
             Some(u)
         } else {
             None
@@ -592,6 +592,14 @@ mod tests {
         std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).unwrap();
         crate::state::create_private_dir(&upper).unwrap();
         assert_eq!(mode(&upper), 0o700);
+        // A share's upper root shows the guest its host folder's mode (a
+        // 0700 root locks non-root guest users out); its parents stay 0700.
+        let lower = base.join("lower");
+        std::fs::create_dir(&lower).unwrap();
+        std::fs::set_permissions(&lower, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let share_upper = a.join("upper/root");
+        crate::state::create_upper_dir(&share_upper, &lower).unwrap();
+        assert_eq!((mode(&a.join("upper")), mode(&share_upper)), (0o700, 0o755));
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -41,6 +41,19 @@ pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))
 }
 
+/// Creates a share's upper layer. Its parents are private (0700, made by
+/// [`create_private_dir`]), but the guest sees the share's root with the
+/// upper's own mode: it takes the host folder's, or a 0700 root would lock
+/// every guest user but root out (services with `user = ...`).
+pub fn create_upper_dir(upper: &Path, lower: &Path) -> anyhow::Result<()> {
+    create_private_dir(upper)?;
+    let mode = std::fs::metadata(lower)
+        .with_context(|| format!("cannot read {}", lower.display()))?
+        .permissions();
+    std::fs::set_permissions(upper, mode)
+        .with_context(|| format!("cannot set the mode of {}", upper.display()))
+}
+
 pub fn vms_dir() -> anyhow::Result<PathBuf> {
     Ok(home()?.join("vms"))
 }
