@@ -123,6 +123,123 @@ pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
 /// Share tags of managed VMs.
 pub const ROOT_TAG: &str = "root";
 pub const PROJECT_TAG: &str = "project";
+pub const HOME_TAG: &str = "home";
+
+/// What the guest sees of the host's `/` (everything else is absent): the
+/// system trees host tools need, each read-only under the VM's
+/// copy-on-write layer. Not /home, /root, /srv, /mnt, /media, /boot, nor
+/// whatever else a host keeps at its top level. docs/guest-view.md says why
+/// each is here.
+pub const SYSTEM_VIEW: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr",
+    "/etc",
+    "/opt",
+    // Nix and Guix: the store, profiles (NixOS's /run/current-system points
+    // into /nix/var/nix/profiles), and the database for nix in the guest.
+    "/nix",
+    "/gnu",
+    // Package databases only (dpkg -l, rpm -q); the rest of /var is data.
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/lib/rpm",
+    "/var/lib/pacman",
+    // The guest mounts its own over these; they show empty (masked).
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/run",
+    "/var/tmp",
+    "/var/log",
+    "/var/cache",
+];
+
+/// Folders of the view that show empty: the guest mounts its own there,
+/// or fills them itself.
+const EMPTY_IN_VIEW: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/run",
+    "/var/tmp",
+    "/var/log",
+    "/var/cache",
+];
+
+/// Secrets inside the view, absent for the guest. A trailing `*` matches
+/// the names in that folder starting with what precedes it (expanded when
+/// the VM starts).
+pub const HIDDEN_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh/ssh_host_*",
+    "/etc/NetworkManager/system-connections",
+    "/etc/wireguard",
+    "/etc/openvpn",
+    "/etc/ipsec.secrets",
+    "/etc/ipsec.d/private",
+    "/etc/ppp/chap-secrets",
+    "/etc/ppp/pap-secrets",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/letsencrypt",
+    "/etc/krb5.keytab",
+    "/etc/security/opasswd",
+    "/etc/sssd",
+    "/etc/samba/smbpasswd",
+    "/etc/libvirt/secrets",
+    "/etc/kubernetes",
+    "/etc/rancher",
+    "/etc/docker/key.json",
+    "/etc/nix/netrc",
+    "/etc/netrc",
+    // An identifier machine-id(5) asks to keep confidential.
+    "/etc/machine-id",
+    "/nix/var/nix/daemon-socket",
+];
+
+/// The secrets as host paths, `*` patterns expanded now.
+fn hidden_paths() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for s in HIDDEN_SECRETS {
+        match s.strip_suffix('*') {
+            None => out.push(PathBuf::from(s)),
+            Some(prefix) => {
+                let p = Path::new(prefix);
+                let (Some(dir), Some(start)) = (p.parent(), p.file_name()) else {
+                    continue;
+                };
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                out.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| {
+                            e.file_name()
+                                .as_encoded_bytes()
+                                .starts_with(start.as_encoded_bytes())
+                        })
+                        .map(|e| e.path()),
+                );
+            }
+        }
+    }
+    out
+}
 
 /// The kernel command line mvm-init reads.
 pub fn cmdline(spec: &VmSpec) -> String {
@@ -140,6 +257,12 @@ pub fn cmdline(spec: &VmSpec) -> String {
     if spec.project.is_some() {
         c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
     }
+    if spec.host_root && spec.home.is_some() {
+        c.push_str(&format!(
+            " mvm.share={HOME_TAG}:{}",
+            crate::state::GUEST_HOME
+        ));
+    }
     for (i, s) in spec.shares.iter().enumerate() {
         let ro = if s.ro { ":ro" } else { "" };
         c.push_str(&format!(" mvm.share={}:{}{ro}", extra_tag(i), s.guest));
@@ -152,37 +275,63 @@ fn extra_tag(i: usize) -> String {
     format!("share{i}")
 }
 
-/// The host's root and the project, each under its own upper layer.
+/// What a copy-on-write share shows of its host folder.
+#[derive(Default)]
+struct View {
+    masked: Vec<PathBuf>,
+    visible: Option<Vec<PathBuf>>,
+    hidden: Vec<PathBuf>,
+}
+
+/// The host's system view, the chosen home paths and the project, each
+/// under its own upper layer; then the project's extra shares.
 pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
     let mut shares = Vec::new();
-    let mut add =
-        |tag: &str, path: &Path, masked: Vec<PathBuf>, xattr: bool| -> anyhow::Result<()> {
-            let upper = dir.upper_dir(spec, tag);
-            crate::state::create_private_dir(&upper)?;
-            shares.push(vmm::ShareConfig {
-                tag: tag.into(),
-                path: path.to_path_buf(),
-                mode: vmm::ShareMode::Cow,
-                upper: Some(upper),
-                masked,
-                serve_on_event_loop: false,
-                xattr,
-            });
-            Ok(())
-        };
+    let mut add = |tag: &str, path: &Path, view: View, xattr: bool| -> anyhow::Result<()> {
+        let upper = dir.upper_dir(spec, tag);
+        crate::state::create_private_dir(&upper)?;
+        shares.push(vmm::ShareConfig {
+            tag: tag.into(),
+            path: path.to_path_buf(),
+            mode: vmm::ShareMode::Cow,
+            upper: Some(upper),
+            masked: view.masked,
+            visible: view.visible,
+            hidden: view.hidden,
+            serve_on_event_loop: false,
+            xattr,
+        });
+        Ok(())
+    };
     if spec.host_root {
         // The guest mounts its own /proc, /sys, /dev, /run and /tmp; the
         // host's must not show through, nor mvm's state (other VMs'
         // sockets, this VM's own upper layers), nor the project's host
-        // copy (the guest works on its copy-on-write view at /project).
-        let mut masked: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/run"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        // copy (the guest works on its copy-on-write view at /project),
+        // wherever they are.
+        let mut masked: Vec<PathBuf> = EMPTY_IN_VIEW.iter().map(PathBuf::from).collect();
         masked.push(crate::state::home()?);
         masked.extend(spec.project.iter().cloned());
+        let view = View {
+            masked,
+            visible: Some(SYSTEM_VIEW.iter().map(PathBuf::from).collect()),
+            hidden: hidden_paths(),
+        };
         // The system's files keep their capabilities and labels.
-        add(ROOT_TAG, Path::new("/"), masked, true)?;
+        add(ROOT_TAG, Path::new("/"), view, true)?;
+        if let Some(home) = &spec.home {
+            for p in &home.paths {
+                crate::state::refuse_pseudo_fs(&home.dir.join(p))
+                    .map_err(|e| anyhow::anyhow!("home path of VM '{}': {e}", spec.name))?;
+            }
+            // The chosen paths only; the rest of the home (keys, tokens,
+            // shell history) stays absent, mvm's state in it too.
+            let view = View {
+                visible: Some(home.paths.iter().map(|p| home.dir.join(p)).collect()),
+                ..View::default()
+            };
+            add(HOME_TAG, &home.dir, view, false)?;
+        }
     }
     if let Some(p) = &spec.project {
         if !p.is_dir() {
@@ -192,7 +341,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 spec.name
             );
         }
-        add(PROJECT_TAG, p, Vec::new(), false)?;
+        add(PROJECT_TAG, p, View::default(), false)?;
     }
     let mut read_only = Vec::new();
     for (i, s) in spec.shares.iter().enumerate() {
@@ -210,11 +359,13 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 mode: vmm::ShareMode::Ro,
                 upper: None,
                 masked: Vec::new(),
+                visible: None,
+                hidden: Vec::new(),
                 serve_on_event_loop: false,
                 xattr: s.xattr,
             });
         } else {
-            add(&extra_tag(i), &s.host, Vec::new(), s.xattr)?;
+            add(&extra_tag(i), &s.host, View::default(), s.xattr)?;
         }
     }
     shares.extend(read_only);
