@@ -127,9 +127,9 @@ pub const HOME_TAG: &str = "home";
 
 /// What the guest sees of the host's `/` (everything else is absent): the
 /// system trees host tools need, each read-only under the VM's
-/// copy-on-write layer. Not /home, /root, /srv, /mnt, /media, /boot, nor
-/// whatever else a host keeps at its top level. docs/guest-view.md says why
-/// each is here.
+/// copy-on-write layer. Not what is in /home and /root, nor /srv, /mnt,
+/// /media, /boot, nor whatever else a host keeps at its top level.
+/// docs/guest-view.md says why each is here.
 pub const SYSTEM_VIEW: &[&str] = &[
     "/bin",
     "/sbin",
@@ -149,7 +149,10 @@ pub const SYSTEM_VIEW: &[&str] = &[
     "/var/lib/apt",
     "/var/lib/rpm",
     "/var/lib/pacman",
-    // The guest mounts its own over these; they show empty (masked).
+    // The guest mounts its own over these, or fills them itself; they
+    // show empty (masked). /root and /home exist, as homes do.
+    "/root",
+    "/home",
     "/proc",
     "/sys",
     "/dev",
@@ -164,6 +167,8 @@ pub const SYSTEM_VIEW: &[&str] = &[
 /// Folders of the view that show empty: the guest mounts its own there,
 /// or fills them itself.
 const EMPTY_IN_VIEW: &[&str] = &[
+    "/root",
+    "/home",
     "/proc",
     "/sys",
     "/dev",

@@ -120,7 +120,10 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
 
     // Trusted as it is: all of it applies, silently.
     let (said, _) = env.ok(&["trust", &project]);
-    assert!(said.contains("trusted") && said.contains("env_host AWS_*"), "{said}");
+    assert!(
+        said.contains("trusted") && said.contains("env_host AWS_*"),
+        "{said}"
+    );
     let (out, err) = env.ok(&["config", &project]);
     assert!(!err.contains("not trusted"), "{err}");
     assert!(
@@ -129,11 +132,17 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
     );
     env.ok(&["create", "web", "--project", &project]);
     let spec = std::fs::read_to_string(env.path("state/vms/web/vm.toml")).unwrap();
-    assert!(spec.contains("/outside") && spec.contains(".gitconfig"), "{spec}");
+    assert!(
+        spec.contains("/outside") && spec.contains(".gitconfig"),
+        "{spec}"
+    );
     env.ok(&["rm", "web"]);
 
     // Any edit needs a new trust; --revoke withdraws it.
-    write(&env.path("project/mvm.toml"), &format!("{toml}\n# edited\n"));
+    write(
+        &env.path("project/mvm.toml"),
+        &format!("{toml}\n# edited\n"),
+    );
     let (_, err) = env.ok(&["config", &project]);
     assert!(err.contains("not trusted"), "{err}");
     env.ok(&["allow", &project]);
@@ -192,11 +201,20 @@ fn home_paths_are_shared_only_from_the_home_and_only_when_asked() {
         "does not exist",
     );
     env.fails(
-        &["create", "web", "--no-host-root", "--share-home", "~/.gitconfig"],
+        &[
+            "create",
+            "web",
+            "--no-host-root",
+            "--share-home",
+            "~/.gitconfig",
+        ],
         "need the host root",
     );
     write(&env.path("project/mvm.toml"), "home = [\"../etc\"]\n");
-    env.fails(&["create", "web", "--project", &project], "invalid home path");
+    env.fails(
+        &["create", "web", "--project", &project],
+        "invalid home path",
+    );
 }
 
 #[test]
@@ -204,11 +222,27 @@ fn pseudo_file_systems_are_refused_as_share_sources() {
     let env = Env::new("pseudo");
     // A raw run refuses before anything boots.
     env.fails(
-        &["run", "--kernel", "/nonexistent", "--initrd", "/dev/null", "--share", "/proc:p"],
+        &[
+            "run",
+            "--kernel",
+            "/nonexistent",
+            "--initrd",
+            "/dev/null",
+            "--share",
+            "/proc:p",
+        ],
         "/proc is on proc, a kernel pseudo file system",
     );
     env.fails(
-        &["run", "--kernel", "/nonexistent", "--initrd", "/dev/null", "--share", "/sys/kernel:k:ro"],
+        &[
+            "run",
+            "--kernel",
+            "/nonexistent",
+            "--initrd",
+            "/dev/null",
+            "--share",
+            "/sys/kernel:k:ro",
+        ],
         "pseudo file system",
     );
     // A (trusted) project's share.
