@@ -288,6 +288,21 @@ struct View {
     hidden: Vec<PathBuf>,
 }
 
+/// The guest root's view of the host's `/` (see [`SYSTEM_VIEW`]). Also
+/// masked: mvm's state (other VMs' sockets, this VM's own upper layers)
+/// and the project's host copy (the guest works on its copy-on-write view
+/// at /project), wherever they are.
+fn system_view(project: Option<&Path>) -> anyhow::Result<View> {
+    let mut masked: Vec<PathBuf> = EMPTY_IN_VIEW.iter().map(PathBuf::from).collect();
+    masked.push(crate::state::home()?);
+    masked.extend(project.map(Path::to_path_buf));
+    Ok(View {
+        masked,
+        visible: Some(SYSTEM_VIEW.iter().map(PathBuf::from).collect()),
+        hidden: hidden_paths(),
+    })
+}
+
 /// The host's system view, the chosen home paths and the project, each
 /// under its own upper layer; then the project's extra shares.
 pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
@@ -309,19 +324,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
         Ok(())
     };
     if spec.host_root {
-        // The guest mounts its own /proc, /sys, /dev, /run and /tmp; the
-        // host's must not show through, nor mvm's state (other VMs'
-        // sockets, this VM's own upper layers), nor the project's host
-        // copy (the guest works on its copy-on-write view at /project),
-        // wherever they are.
-        let mut masked: Vec<PathBuf> = EMPTY_IN_VIEW.iter().map(PathBuf::from).collect();
-        masked.push(crate::state::home()?);
-        masked.extend(spec.project.iter().cloned());
-        let view = View {
-            masked,
-            visible: Some(SYSTEM_VIEW.iter().map(PathBuf::from).collect()),
-            hidden: hidden_paths(),
-        };
+        let view = system_view(spec.project.as_deref())?;
         // The system's files keep their capabilities and labels.
         add(ROOT_TAG, Path::new("/"), view, true)?;
         if let Some(home) = &spec.home {
@@ -407,4 +410,99 @@ pub fn vm_config(
     // PVM-backed host, where standard kernels cannot boot.
     config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cowfs::client::Client;
+
+    const ENOENT: i32 = 2;
+
+    /// This host's real `/` through the guest root's view.
+    fn guest_root(upper: &Path) -> Client {
+        let view = system_view(None).unwrap();
+        let fs = cowfs::Filesystem::new(&cowfs::ShareConfig {
+            lower: "/".into(),
+            upper: Some(upper.to_path_buf()),
+            mode: cowfs::ShareMode::Cow,
+            masked: view.masked,
+            visible: view.visible,
+            hidden: view.hidden,
+        })
+        .unwrap();
+        let mut c = Client::new(cowfs::Server::new(fs));
+        c.init().unwrap();
+        c
+    }
+
+    fn names(c: &mut Client, path: &str) -> Vec<String> {
+        let node = c.resolve(path).unwrap().nodeid;
+        c.list(node)
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_host_root_shows_its_system_trees_and_no_secrets() {
+        let upper = tempfile::tempdir().unwrap();
+        let mut c = guest_root(upper.path());
+        // Only the view's top-level names, and the tools are there.
+        let top_level = |n: &str| {
+            SYSTEM_VIEW
+                .iter()
+                .any(|v| v[1..].split('/').next() == Some(n))
+        };
+        for n in names(&mut c, "/") {
+            assert!(top_level(&n), "{n}");
+        }
+        assert_eq!(
+            names(&mut c, "var/lib").contains(&"dpkg".to_string()),
+            Path::new("/var/lib/dpkg").exists()
+        );
+        assert!(names(&mut c, "var/log").is_empty());
+        assert!(c.read_file("etc/passwd").unwrap().starts_with(b"root:"));
+        let env = if Path::new("/usr/bin/env").exists() {
+            "usr/bin/env"
+        } else {
+            "bin/sh"
+        };
+        assert!(c.resolve(env).is_ok(), "{env}");
+        // The homes are there, empty; the host's secrets are absent.
+        assert!(names(&mut c, "root").is_empty());
+        assert!(names(&mut c, "home").is_empty());
+        for secret in [
+            "etc/shadow",
+            "etc/gshadow",
+            "etc/sudoers",
+            "etc/machine-id",
+            "root/.bash_history",
+            "var/lib/NetworkManager",
+            "var/backups",
+        ] {
+            assert_eq!(c.resolve(secret).err(), Some(ENOENT), "{secret}");
+        }
+        if let Ok(keys) = std::fs::read_dir("/etc/ssh") {
+            for k in keys.flatten() {
+                let name = k.file_name().to_string_lossy().into_owned();
+                if name.starts_with("ssh_host_") {
+                    let p = format!("etc/ssh/{name}");
+                    assert_eq!(c.resolve(&p).err(), Some(ENOENT), "{p}");
+                }
+            }
+        }
+        // Nothing of this worktree's top-level folder (not a system tree).
+        let cwd = std::env::current_dir().unwrap();
+        let top = cwd
+            .components()
+            .nth(1)
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        if !top_level(&top) {
+            assert_eq!(c.resolve(&top).err(), Some(ENOENT), "{top}");
+        }
+    }
 }
