@@ -218,8 +218,14 @@ pub const HIDDEN_SECRETS: &[&str] = &[
 
 /// The secrets as host paths, `*` patterns expanded now.
 fn hidden_paths() -> Vec<PathBuf> {
+    expand(HIDDEN_SECRETS)
+}
+
+/// `patterns` as paths: a trailing `*` matches the names in that folder
+/// that start with what precedes it.
+fn expand(patterns: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for s in HIDDEN_SECRETS {
+    for s in patterns {
         match s.strip_suffix('*') {
             None => out.push(PathBuf::from(s)),
             Some(prefix) => {
@@ -443,6 +449,26 @@ mod tests {
             .into_iter()
             .map(|e| String::from_utf8_lossy(&e.name).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn secret_patterns_expand_to_the_files_there_now() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_config"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        let pattern = format!("{}/ssh_host_*", d.path().display());
+        let plain = format!("{}/shadow", d.path().display());
+        let mut got = expand(&[&pattern, &plain, "/nonexistent/x_*"]);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                d.path().join("shadow"),
+                d.path().join("ssh_host_rsa_key"),
+                d.path().join("ssh_host_rsa_key.pub"),
+            ]
+        );
     }
 
     #[test]
