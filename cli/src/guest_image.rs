@@ -125,8 +125,8 @@ pub const ROOT_TAG: &str = "root";
 pub const PROJECT_TAG: &str = "project";
 pub const HOME_TAG: &str = "home";
 
-/// What the guest sees of the host's `/` (everything else is absent): the
-/// system trees host tools need, each read-only under the VM's
+/// What the guest sees of the host's `/` (everything else is absent,
+/// [`EMPTY_IN_VIEW`] shows empty): the system trees host tools need, each read-only under the VM's
 /// copy-on-write layer. Not what is in /home and /root, nor /srv, /mnt,
 /// /media, /boot, nor whatever else a host keeps at its top level.
 /// docs/guest-view.md says why each is here.
@@ -149,8 +149,11 @@ pub const SYSTEM_VIEW: &[&str] = &[
     "/var/lib/apt",
     "/var/lib/rpm",
     "/var/lib/pacman",
-    // The guest mounts its own over these, or fills them itself; they
-    // show empty (masked). /root and /home exist, as homes do.
+];
+
+/// Folders of the view that show empty (masked): the guest mounts its own
+/// there, or fills them itself. /root and /home exist, as homes do.
+pub const EMPTY_IN_VIEW: &[&str] = &[
     "/root",
     "/home",
     "/proc",
@@ -164,21 +167,10 @@ pub const SYSTEM_VIEW: &[&str] = &[
     "/var/cache",
 ];
 
-/// Folders of the view that show empty: the guest mounts its own there,
-/// or fills them itself.
-const EMPTY_IN_VIEW: &[&str] = &[
-    "/root",
-    "/home",
-    "/proc",
-    "/sys",
-    "/dev",
-    "/run",
-    "/tmp",
-    "/var/run",
-    "/var/tmp",
-    "/var/log",
-    "/var/cache",
-];
+/// Every path of the view: the system trees and the empty folders.
+fn view_paths() -> impl Iterator<Item = &'static str> {
+    SYSTEM_VIEW.iter().chain(EMPTY_IN_VIEW).copied()
+}
 
 /// Secrets inside the view, absent for the guest. A trailing `*` matches
 /// the names in that folder starting with what precedes it (expanded when
@@ -304,7 +296,7 @@ fn system_view(project: Option<&Path>) -> anyhow::Result<View> {
     masked.extend(project.map(Path::to_path_buf));
     Ok(View {
         masked,
-        visible: Some(SYSTEM_VIEW.iter().map(PathBuf::from).collect()),
+        visible: Some(view_paths().map(PathBuf::from).collect()),
         hidden: hidden_paths(),
     })
 }
@@ -476,11 +468,7 @@ mod tests {
         let upper = tempfile::tempdir().unwrap();
         let mut c = guest_root(upper.path());
         // Only the view's top-level names, and the tools are there.
-        let top_level = |n: &str| {
-            SYSTEM_VIEW
-                .iter()
-                .any(|v| v[1..].split('/').next() == Some(n))
-        };
+        let top_level = |n: &str| view_paths().any(|v| v[1..].split('/').next() == Some(n));
         for n in names(&mut c, "/") {
             assert!(top_level(&n), "{n}");
         }
