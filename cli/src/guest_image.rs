@@ -125,11 +125,11 @@ pub const ROOT_TAG: &str = "root";
 pub const PROJECT_TAG: &str = "project";
 pub const HOME_TAG: &str = "home";
 
-/// What the guest sees of the host's `/` (everything else is absent,
-/// [`EMPTY_IN_VIEW`] shows empty): the system trees host tools need, each read-only under the VM's
-/// copy-on-write layer. Not what is in /home and /root, nor /srv, /mnt,
-/// /media, /boot, nor whatever else a host keeps at its top level.
-/// docs/guest-view.md says why each is here.
+/// What the guest sees of the host's `/`, with [`EMPTY_IN_VIEW`]: the
+/// system trees host tools need, each read-only under the VM's
+/// copy-on-write layer; everything else is absent. Not what is in /home
+/// and /root, nor /srv, /mnt, /media, /boot, nor whatever else a host
+/// keeps at its top level. docs/guest-view.md says why each is here.
 pub const SYSTEM_VIEW: &[&str] = &[
     "/bin",
     "/sbin",
