@@ -154,6 +154,21 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
     let (_, err) = env.ok(&["config", &project]);
     assert!(err.contains("not trusted"), "{err}");
 
+    // An mvm.toml that `mvm init` writes is trusted as written.
+    std::fs::create_dir(env.path("fresh")).unwrap();
+    write(&env.path("fresh/Procfile"), "web: python3 -m http.server\n");
+    env.ok(&["init", &env.s("fresh")]);
+    let records: Vec<String> = std::fs::read_dir(env.path("state/trust"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.ends_with(&format!("{}\n", env.s("fresh/mvm.toml")))),
+        "{records:?}"
+    );
+
     // A folder without mvm.toml, or with a broken one, is not trusted.
     env.fails(&["trust", &env.s("outside")], "cannot trust");
     write(&env.path("outside/mvm.toml"), "cpus = \"many\"\n");
