@@ -308,6 +308,14 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
     let mut add = |tag: &str, path: &Path, view: View, xattr: bool| -> anyhow::Result<()> {
         let upper = dir.upper_dir(spec, tag);
         crate::state::create_private_dir(&upper)?;
+        // The guest sees the share's root with the upper's mode: a 0700
+        // root would lock every guest user but root out of `/` (services
+        // with `user = ...`). The VM's folder (0700) keeps host users out.
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions();
+        std::fs::set_permissions(&upper, mode)
+            .with_context(|| format!("cannot set the mode of {}", upper.display()))?;
         shares.push(vmm::ShareConfig {
             tag: tag.into(),
             path: path.to_path_buf(),
