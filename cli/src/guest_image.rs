@@ -123,6 +123,126 @@ pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
 /// Share tags of managed VMs.
 pub const ROOT_TAG: &str = "root";
 pub const PROJECT_TAG: &str = "project";
+pub const HOME_TAG: &str = "home";
+
+/// What the guest sees of the host's `/`, with [`EMPTY_IN_VIEW`]: the
+/// system trees host tools need, each read-only under the VM's
+/// copy-on-write layer; everything else is absent. Not what is in /home
+/// and /root, nor /srv, /mnt, /media, /boot, nor whatever else a host
+/// keeps at its top level. docs/guest-view.md says why each is here.
+pub const SYSTEM_VIEW: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr",
+    "/etc",
+    "/opt",
+    // Nix and Guix: the store, profiles (NixOS's /run/current-system points
+    // into /nix/var/nix/profiles), and the database for nix in the guest.
+    "/nix",
+    "/gnu",
+    // Package databases only (dpkg -l, rpm -q); the rest of /var is data.
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/lib/rpm",
+    "/var/lib/pacman",
+];
+
+/// Folders of the view that show empty (masked): the guest mounts its own
+/// there, or fills them itself. /root and /home exist, as homes do.
+pub const EMPTY_IN_VIEW: &[&str] = &[
+    "/root",
+    "/home",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var/run",
+    "/var/tmp",
+    "/var/log",
+    "/var/cache",
+];
+
+/// Every path of the view: the system trees and the empty folders.
+fn view_paths() -> impl Iterator<Item = &'static str> {
+    SYSTEM_VIEW.iter().chain(EMPTY_IN_VIEW).copied()
+}
+
+/// Secrets inside the view, absent for the guest. A trailing `*` matches
+/// the names in that folder starting with what precedes it (expanded when
+/// the VM starts).
+pub const HIDDEN_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh/ssh_host_*",
+    "/etc/NetworkManager/system-connections",
+    "/etc/wireguard",
+    "/etc/openvpn",
+    "/etc/ipsec.secrets",
+    "/etc/ipsec.d/private",
+    "/etc/ppp/chap-secrets",
+    "/etc/ppp/pap-secrets",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/letsencrypt",
+    "/etc/krb5.keytab",
+    "/etc/security/opasswd",
+    "/etc/sssd",
+    "/etc/samba/smbpasswd",
+    "/etc/libvirt/secrets",
+    "/etc/kubernetes",
+    "/etc/rancher",
+    "/etc/docker/key.json",
+    "/etc/nix/netrc",
+    "/etc/netrc",
+    // An identifier machine-id(5) asks to keep confidential.
+    "/etc/machine-id",
+    "/nix/var/nix/daemon-socket",
+];
+
+/// The secrets as host paths, `*` patterns expanded now.
+fn hidden_paths() -> Vec<PathBuf> {
+    expand(HIDDEN_SECRETS)
+}
+
+/// `patterns` as paths: a trailing `*` matches the names in that folder
+/// that start with what precedes it.
+fn expand(patterns: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for s in patterns {
+        match s.strip_suffix('*') {
+            None => out.push(PathBuf::from(s)),
+            Some(prefix) => {
+                let p = Path::new(prefix);
+                let (Some(dir), Some(start)) = (p.parent(), p.file_name()) else {
+                    continue;
+                };
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                out.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| {
+                            e.file_name()
+                                .as_encoded_bytes()
+                                .starts_with(start.as_encoded_bytes())
+                        })
+                        .map(|e| e.path()),
+                );
+            }
+        }
+    }
+    out
+}
 
 /// The kernel command line mvm-init reads.
 pub fn cmdline(spec: &VmSpec) -> String {
@@ -140,6 +260,12 @@ pub fn cmdline(spec: &VmSpec) -> String {
     if spec.project.is_some() {
         c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
     }
+    if spec.host_root && spec.home.is_some() {
+        c.push_str(&format!(
+            " mvm.share={HOME_TAG}:{}",
+            crate::state::GUEST_HOME
+        ));
+    }
     for (i, s) in spec.shares.iter().enumerate() {
         let ro = if s.ro { ":ro" } else { "" };
         c.push_str(&format!(" mvm.share={}:{}{ro}", extra_tag(i), s.guest));
@@ -152,37 +278,66 @@ fn extra_tag(i: usize) -> String {
     format!("share{i}")
 }
 
-/// The host's root and the project, each under its own upper layer.
+/// What a copy-on-write share shows of its host folder.
+#[derive(Default)]
+struct View {
+    masked: Vec<PathBuf>,
+    visible: Option<Vec<PathBuf>>,
+    hidden: Vec<PathBuf>,
+}
+
+/// The guest root's view of the host's `/` (see [`SYSTEM_VIEW`]). Also
+/// masked: mvm's state (other VMs' sockets, this VM's own upper layers)
+/// and the project's host copy (the guest works on its copy-on-write view
+/// at /project), wherever they are.
+fn system_view(project: Option<&Path>) -> anyhow::Result<View> {
+    let mut masked: Vec<PathBuf> = EMPTY_IN_VIEW.iter().map(PathBuf::from).collect();
+    masked.push(crate::state::home()?);
+    masked.extend(project.map(Path::to_path_buf));
+    Ok(View {
+        masked,
+        visible: Some(view_paths().map(PathBuf::from).collect()),
+        hidden: hidden_paths(),
+    })
+}
+
+/// The host's system view, the chosen home paths and the project, each
+/// under its own upper layer; then the project's extra shares.
 pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
     let mut shares = Vec::new();
-    let mut add =
-        |tag: &str, path: &Path, masked: Vec<PathBuf>, xattr: bool| -> anyhow::Result<()> {
-            let upper = dir.upper_dir(spec, tag);
-            crate::state::create_upper_dir(&upper, path)?;
-            shares.push(vmm::ShareConfig {
-                tag: tag.into(),
-                path: path.to_path_buf(),
-                mode: vmm::ShareMode::Cow,
-                upper: Some(upper),
-                masked,
-                serve_on_event_loop: false,
-                xattr,
-            });
-            Ok(())
-        };
+    let mut add = |tag: &str, path: &Path, view: View, xattr: bool| -> anyhow::Result<()> {
+        let upper = dir.upper_dir(spec, tag);
+        crate::state::create_upper_dir(&upper, path)?;
+        shares.push(vmm::ShareConfig {
+            tag: tag.into(),
+            path: path.to_path_buf(),
+            mode: vmm::ShareMode::Cow,
+            upper: Some(upper),
+            masked: view.masked,
+            visible: view.visible,
+            hidden: view.hidden,
+            serve_on_event_loop: false,
+            xattr,
+        });
+        Ok(())
+    };
     if spec.host_root {
-        // The guest mounts its own /proc, /sys, /dev, /run and /tmp; the
-        // host's must not show through, nor mvm's state (other VMs'
-        // sockets, this VM's own upper layers), nor the project's host
-        // copy (the guest works on its copy-on-write view at /project).
-        let mut masked: Vec<PathBuf> = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/run"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        masked.push(crate::state::home()?);
-        masked.extend(spec.project.iter().cloned());
+        let view = system_view(spec.project.as_deref())?;
         // The system's files keep their capabilities and labels.
-        add(ROOT_TAG, Path::new("/"), masked, true)?;
+        add(ROOT_TAG, Path::new("/"), view, true)?;
+        if let Some(home) = &spec.home {
+            for p in &home.paths {
+                crate::state::refuse_pseudo_fs(&home.dir.join(p))
+                    .map_err(|e| anyhow::anyhow!("home path of VM '{}': {e}", spec.name))?;
+            }
+            // The chosen paths only; the rest of the home (keys, tokens,
+            // shell history) stays absent, mvm's state in it too.
+            let view = View {
+                visible: Some(home.paths.iter().map(|p| home.dir.join(p)).collect()),
+                ..View::default()
+            };
+            add(HOME_TAG, &home.dir, view, false)?;
+        }
     }
     if let Some(p) = &spec.project {
         if !p.is_dir() {
@@ -192,7 +347,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 spec.name
             );
         }
-        add(PROJECT_TAG, p, Vec::new(), false)?;
+        add(PROJECT_TAG, p, View::default(), false)?;
     }
     let mut read_only = Vec::new();
     for (i, s) in spec.shares.iter().enumerate() {
@@ -210,11 +365,13 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
                 mode: vmm::ShareMode::Ro,
                 upper: None,
                 masked: Vec::new(),
+                visible: None,
+                hidden: Vec::new(),
                 serve_on_event_loop: false,
                 xattr: s.xattr,
             });
         } else {
-            add(&extra_tag(i), &s.host, Vec::new(), s.xattr)?;
+            add(&extra_tag(i), &s.host, View::default(), s.xattr)?;
         }
     }
     shares.extend(read_only);
@@ -251,4 +408,115 @@ pub fn vm_config(
     // PVM-backed host, where standard kernels cannot boot.
     config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cowfs::client::Client;
+
+    const ENOENT: i32 = 2;
+
+    /// This host's real `/` through the guest root's view.
+    fn guest_root(upper: &Path) -> Client {
+        let view = system_view(None).unwrap();
+        let fs = cowfs::Filesystem::new(&cowfs::ShareConfig {
+            lower: "/".into(),
+            upper: Some(upper.to_path_buf()),
+            mode: cowfs::ShareMode::Cow,
+            masked: view.masked,
+            visible: view.visible,
+            hidden: view.hidden,
+        })
+        .unwrap();
+        let mut c = Client::new(cowfs::Server::new(fs));
+        c.init().unwrap();
+        c
+    }
+
+    fn names(c: &mut Client, path: &str) -> Vec<String> {
+        let node = c.resolve(path).unwrap().nodeid;
+        c.list(node)
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn secret_patterns_expand_to_the_files_there_now() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["ssh_host_rsa_key", "ssh_host_rsa_key.pub", "ssh_config"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        let pattern = format!("{}/ssh_host_*", d.path().display());
+        let plain = format!("{}/shadow", d.path().display());
+        let mut got = expand(&[&pattern, &plain, "/nonexistent/x_*"]);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                d.path().join("shadow"),
+                d.path().join("ssh_host_rsa_key"),
+                d.path().join("ssh_host_rsa_key.pub"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_host_root_shows_its_system_trees_and_no_secrets() {
+        let upper = tempfile::tempdir().unwrap();
+        let mut c = guest_root(upper.path());
+        // Only the view's top-level names, and the tools are there.
+        let top_level = |n: &str| view_paths().any(|v| v[1..].split('/').next() == Some(n));
+        for n in names(&mut c, "/") {
+            assert!(top_level(&n), "{n}");
+        }
+        assert_eq!(
+            names(&mut c, "var/lib").contains(&"dpkg".to_string()),
+            Path::new("/var/lib/dpkg").exists()
+        );
+        assert!(names(&mut c, "var/log").is_empty());
+        assert!(c.read_file("etc/passwd").unwrap().starts_with(b"root:"));
+        let env = if Path::new("/usr/bin/env").exists() {
+            "usr/bin/env"
+        } else {
+            "bin/sh"
+        };
+        assert!(c.resolve(env).is_ok(), "{env}");
+        // The homes are there, empty; the host's secrets are absent.
+        assert!(names(&mut c, "root").is_empty());
+        assert!(names(&mut c, "home").is_empty());
+        for secret in [
+            "etc/shadow",
+            "etc/gshadow",
+            "etc/sudoers",
+            "etc/machine-id",
+            "root/.bash_history",
+            "var/lib/NetworkManager",
+            "var/backups",
+        ] {
+            assert_eq!(c.resolve(secret).err(), Some(ENOENT), "{secret}");
+        }
+        if let Ok(keys) = std::fs::read_dir("/etc/ssh") {
+            for k in keys.flatten() {
+                let name = k.file_name().to_string_lossy().into_owned();
+                if name.starts_with("ssh_host_") {
+                    let p = format!("etc/ssh/{name}");
+                    assert_eq!(c.resolve(&p).err(), Some(ENOENT), "{p}");
+                }
+            }
+        }
+        // Nothing of this worktree's top-level folder (not a system tree).
+        let cwd = std::env::current_dir().unwrap();
+        let top = cwd
+            .components()
+            .nth(1)
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        if !top_level(&top) {
+            assert_eq!(c.resolve(&top).err(), Some(ENOENT), "{top}");
+        }
+    }
 }

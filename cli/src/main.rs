@@ -34,6 +34,10 @@ enum Command {
     Down(commands::up::DownArgs),
     /// Print a project's resolved configuration, or mvm.toml's JSON Schema.
     Config(commands::up::ConfigArgs),
+    /// Trust a project's mvm.toml as it is now: its shares outside the
+    /// folder, home paths and env_host wildcards then apply (`--revoke` undoes).
+    #[command(alias = "allow")]
+    Trust(commands::trust::TrustArgs),
     /// Print the .envrc snippet that makes direnv bring this project's VM up.
     Direnv(commands::direnv::DirenvArgs),
     /// Write mvm.toml from what detection finds (`--direnv`: and .envrc).
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Command::Up(args) => ok(commands::up::up(args)),
         Command::Down(args) => ok(commands::up::down(args)),
         Command::Config(args) => ok(commands::up::config(args)),
+        Command::Trust(args) => ok(commands::trust::trust(args)),
         Command::Direnv(args) => ok(commands::direnv::direnv(args)),
         Command::Init(args) => ok(commands::direnv::init(args)),
         Command::Linger(args) => ok(commands::direnv::linger(args)),

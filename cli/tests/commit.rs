@@ -86,6 +86,8 @@ impl Env {
             upper: Some(upper),
             mode: ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         })
         .unwrap();
         let mut c = Client::new(cowfs::Server::new(fs));

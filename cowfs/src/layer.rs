@@ -103,6 +103,17 @@ pub(crate) struct Layer {
     /// Directories (relative to the root) whose contents do not exist for
     /// the guest: they show as empty directories.
     masked: Vec<Vec<u8>>,
+    /// When set, only these paths, what is below them and the directories
+    /// on the way to them exist; everything else is absent.
+    visible: Option<Vec<Vec<u8>>>,
+    /// Paths that are absent, with everything below them.
+    hidden: Vec<Vec<u8>>,
+}
+
+/// `path` lies strictly below `dir`.
+fn below(path: &[u8], dir: &[u8]) -> bool {
+    (dir.is_empty() && !path.is_empty())
+        || path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
 
 /// `""` (the root) becomes `"."`, which openat2 resolves to the root itself.
@@ -150,6 +161,8 @@ impl Layer {
             root,
             dev,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         })
     }
 
@@ -163,11 +176,40 @@ impl Layer {
         self.masked.iter().any(|m| m.as_slice() == path)
     }
 
+    /// Shows only `visible` (and the directories leading to it), minus
+    /// `hidden`; both root-relative.
+    pub fn set_view(&mut self, visible: Option<Vec<Vec<u8>>>, hidden: Vec<Vec<u8>>) {
+        self.visible = visible;
+        self.hidden = hidden;
+    }
+
     /// True when `path` lies below a masked directory.
     fn is_below_mask(&self, path: &[u8]) -> bool {
-        self.masked
-            .iter()
-            .any(|m| path.len() > m.len() && path.starts_with(m) && path[m.len()] == b'/')
+        self.masked.iter().any(|m| below(path, m))
+    }
+
+    /// True when `path` is outside the view: not visible, or hidden.
+    pub fn is_hidden(&self, path: &[u8]) -> bool {
+        if path.is_empty() {
+            return false;
+        }
+        if self.hidden.iter().any(|h| h == path || below(path, h)) {
+            return true;
+        }
+        self.visible.as_ref().is_some_and(|v| {
+            !v.iter()
+                .any(|a| a == path || below(path, a) || below(a, path))
+        })
+    }
+
+    /// True when this layer filters anything by path.
+    pub fn has_view(&self) -> bool {
+        self.visible.is_some() || !self.hidden.is_empty()
+    }
+
+    /// What the guest must not reach: below a mask or outside the view.
+    fn is_absent(&self, path: &[u8]) -> bool {
+        self.is_below_mask(path) || self.is_hidden(path)
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
@@ -177,7 +219,7 @@ impl Layer {
     /// Opens `path` beneath the root with `flags` (O_NOFOLLOW and O_CLOEXEC
     /// are always added); no symlink is followed in any component.
     pub fn open_at(&self, path: &[u8], flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
-        if self.is_below_mask(path) {
+        if self.is_absent(path) {
             return Err(Errno::NOENT);
         }
         rfs::openat2(
@@ -222,7 +264,7 @@ impl Layer {
         path: &[u8],
         name: &[u8],
     ) -> Result<Option<St>, Errno> {
-        if self.is_below_mask(path) {
+        if self.is_absent(path) {
             return Ok(None);
         }
         Self::stat_in(dir, name)
@@ -286,5 +328,29 @@ mod tests {
         assert_eq!(l.stat(b"rel/x").unwrap_err(), Errno::LOOP);
         assert!(l.stat(b"esc").unwrap().unwrap().is_symlink());
         assert_eq!(l.stat(b"../x").unwrap_err(), Errno::XDEV);
+    }
+
+    #[test]
+    fn views_show_only_allowed_paths_minus_hidden_ones() {
+        let mut l = Layer::open(Path::new("/")).unwrap();
+        l.set_view(
+            Some(vec![b"usr".to_vec(), b"home/a/.gitconfig".to_vec()]),
+            vec![b"usr/secret".to_vec()],
+        );
+        for shown in ["usr", "usr/bin/x", "home", "home/a", "home/a/.gitconfig"] {
+            assert!(!l.is_hidden(shown.as_bytes()), "{shown}");
+        }
+        for absent in [
+            "root",
+            "usr2",
+            "home/b",
+            "home/a/.ssh",
+            "home/a/.gitconfig2",
+            "usr/secret",
+            "usr/secret/x",
+        ] {
+            assert!(l.is_hidden(absent.as_bytes()), "{absent}");
+        }
+        assert!(!l.is_hidden(b""));
     }
 }

@@ -100,6 +100,15 @@ pub struct ShareConfig {
     /// and mvm's own state when the host's root is shared. An upper layer
     /// may live inside a masked directory.
     pub masked: Vec<PathBuf>,
+    /// When set, the only host paths inside `lower` the guest sees (each
+    /// with what is below it, and the directories on the way to it as
+    /// directories listing only what leads to a visible path); everything
+    /// else is absent (ENOENT, not listed). A file or a symlink may be
+    /// named: its last component is not followed.
+    pub visible: Option<Vec<PathBuf>>,
+    /// Host paths inside `lower` that are absent for the guest, with
+    /// everything below them (secrets inside a visible tree).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Bounds on what a guest can make the server hold.

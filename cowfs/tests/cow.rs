@@ -255,6 +255,8 @@ fn big_directory_renames_fall_back_to_exdev() {
             upper: Some(l.upper.clone()),
             mode: ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         Limits {
             max_tree_copy_entries: 10,
@@ -340,6 +342,8 @@ fn ro_and_rw_modes() {
         upper: None,
         mode: ShareMode::Ro,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     })
     .unwrap();
     let mut c = Client::new(Server::new(fs_ro));
@@ -364,6 +368,8 @@ fn ro_and_rw_modes() {
         upper: None,
         mode: ShareMode::Rw,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     })
     .unwrap();
     let mut c = Client::new(Server::new(fs_rw));
@@ -388,6 +394,8 @@ fn config_errors() {
             upper: upper.map(|u| u.to_path_buf()),
             mode,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         })
         .unwrap_err()
         .to_string()
@@ -412,6 +420,8 @@ fn protocol_edges() {
         upper: Some(l.upper.clone()),
         mode: ShareMode::Cow,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     })
     .unwrap();
     let mut c = Client::new(Server::new(fs));
@@ -665,6 +675,8 @@ fn handle_and_inode_tables_are_bounded() {
             upper: Some(l.upper.clone()),
             mode: ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         Limits {
             max_inodes: 16,

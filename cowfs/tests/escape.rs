@@ -198,6 +198,8 @@ fn a_symlink_swapped_in_for_a_directory_is_not_followed() {
             upper: Some(upper2),
             mode: cowfs::ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         cowfs::Limits::default(),
     );
@@ -271,6 +273,8 @@ fn a_guest_that_never_forgets_or_releases_stays_bounded() {
             upper: Some(w.l.upper.clone()),
             mode: cowfs::ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         cowfs::Limits {
             max_inodes: 64,

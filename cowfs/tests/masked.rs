@@ -27,6 +27,8 @@ fn masked_directories_look_empty_and_hold_the_upper() {
         upper: Some(upper.clone()),
         mode: ShareMode::Cow,
         masked,
+        visible: None,
+        hidden: Vec::new(),
     };
     // Without the mask, an upper inside the lower is refused.
     assert!(matches!(
@@ -81,6 +83,8 @@ fn read_only_shares_mask_too() {
             upper: None,
             mode: ShareMode::Ro,
             masked: vec![l.lower.join("dir")],
+            visible: None,
+            hidden: Vec::new(),
         },
         Limits::default(),
     );

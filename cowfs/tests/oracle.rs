@@ -284,6 +284,8 @@ impl Env {
             upper: Some(upper),
             mode: cowfs::ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         }
     }
 }

@@ -82,6 +82,8 @@ fn client(l: &Layers, mode: ShareMode) -> Client {
             upper: (mode == ShareMode::Cow).then(|| l.upper.clone()),
             mode,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         Limits::default(),
     )

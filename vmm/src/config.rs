@@ -121,6 +121,13 @@ pub struct ShareConfig {
     /// host's /proc when `path` is `/`); the upper may live in one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked: Vec<PathBuf>,
+    /// When set, the only host paths inside `path` the guest sees (see
+    /// `cowfs::ShareConfig::visible`); everything else is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<Vec<PathBuf>>,
+    /// Host paths inside `path` that are absent for the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<PathBuf>,
     /// Serve the guest's requests on the VMM's event loop thread instead of
     /// the notifying vCPU's (the default; see `Fs::set_serve_on_vcpu`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

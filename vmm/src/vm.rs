@@ -150,6 +150,8 @@ impl Vm {
                         crate::config::ShareMode::Rw => cowfs::ShareMode::Rw,
                     },
                     masked: share.masked.clone(),
+                    visible: share.visible.clone(),
+                    hidden: share.hidden.clone(),
                 },
             )
             .map_err(|e| {

@@ -70,6 +70,11 @@ pub struct CreateArgs {
     /// Guest kernel for this VM [default: $MVM_KERNEL, then the cached build].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// Share a file or folder of your home with the guest (~/PATH, e.g.
+    /// ~/.gitconfig), at the same place under the guest's home (/root),
+    /// copy-on-write: the host's never changes. Repeatable.
+    #[arg(long = "share-home", value_name = "PATH")]
+    pub share_home: Vec<String>,
 }
 
 impl CreateArgs {
@@ -92,6 +97,7 @@ impl CreateArgs {
             allow_vm_to_vm: false,
             allow_net: Vec::new(),
             kernel: None,
+            share_home: Vec::new(),
         }
     }
 }
@@ -248,6 +254,8 @@ pub fn spec_for(
         Some(p) => crate::project::shares(p, base)?,
         None => Vec::new(),
     };
+    let host_root = !args.no_host_root && base.root != Some(GuestRoot::Minimal);
+    let home = home_shares(args, base, host_root)?;
     let mut seen = std::collections::HashSet::new();
     for p in &ports {
         if !seen.insert((p.host_port, p.protocol)) {
@@ -306,7 +314,7 @@ pub fn spec_for(
         cpus,
         memory_mib: memory,
         persistent: args.persistent || base.persistent,
-        host_root: !args.no_host_root && base.root != Some(GuestRoot::Minimal),
+        host_root,
         network,
         net_backend: args.net.backend().unwrap_or_default(),
         allow_vm_to_vm: args.allow_vm_to_vm,
@@ -321,9 +329,36 @@ pub fn spec_for(
         services,
         depends_on,
         shares,
+        home,
         shell: base.shell.as_ref().map(|c| c.argv()),
         created,
     })
+}
+
+/// The project's `home` entries and `--share-home`, resolved in the host
+/// user's home; they need the host root (it holds the guest's home).
+fn home_shares(
+    args: &CreateArgs,
+    base: &ProjectConfig,
+    host_root: bool,
+) -> anyhow::Result<Option<state::HomeShares>> {
+    if base.home.is_empty() && args.share_home.is_empty() {
+        return Ok(None);
+    }
+    if !host_root {
+        bail!("home paths (--share-home, mvm.toml home) need the host root; they cannot go with --no-host-root or root = \"minimal\"");
+    }
+    let home = state::host_home().map_err(|e| anyhow::anyhow!(e))?;
+    let mut paths = Vec::new();
+    for (entries, what) in [(&base.home, "home"), (&args.share_home, "--share-home")] {
+        let found = state::resolve_home(entries, &home, what).map_err(|e| anyhow::anyhow!(e))?;
+        for p in found.into_iter().flat_map(|h| h.paths) {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    Ok(Some(state::HomeShares { dir: home, paths }))
 }
 
 /// A host port must be free to bind now (it may still be taken later: the

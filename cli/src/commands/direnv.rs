@@ -189,13 +189,14 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         let d = project::load(&folder)?;
         super::up::report(&d);
         let text = toml::to_string_pretty(&d.config).context("cannot render mvm.toml")?;
-        std::fs::write(
-            &toml_path,
-            format!(
-                "# written by mvm init from what it detected; see `mvm config --schema`\n{text}"
-            ),
-        )
-        .with_context(|| format!("cannot write {}", toml_path.display()))?;
+        let text = format!(
+            "# written by mvm init from what it detected; see `mvm config --schema`\n{text}"
+        );
+        std::fs::write(&toml_path, &text)
+            .with_context(|| format!("cannot write {}", toml_path.display()))?;
+        // mvm wrote it (detection adds nothing beyond the folder but the
+        // Nix store), so it is trusted as written; an edit needs `mvm trust`.
+        project::trust::trust(&toml_path, text.as_bytes())?;
         println!("wrote {}", toml_path.display());
     }
     if args.direnv {

@@ -11,6 +11,7 @@ pub mod net_cmd;
 pub mod port;
 pub mod run;
 pub mod service;
+pub mod trust;
 pub mod up;
 pub mod vmm_process;
 

@@ -106,6 +106,12 @@ pub struct RunArgs {
     #[arg(long = "allow-net", value_name = "CIDR")]
     allow_net: Vec<netstack::Cidr>,
 
+    /// Share a file or folder of your home with a project VM (~/PATH, e.g.
+    /// ~/.gitconfig), at the same place under the guest's home (/root),
+    /// copy-on-write. Repeatable.
+    #[arg(long = "share-home", value_name = "PATH")]
+    share_home: Vec<String>,
+
     /// The command to run in a project VM (default: an interactive shell).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -292,6 +298,8 @@ pub fn share_configs(
         let path = std::fs::canonicalize(&s.path).map_err(|_| {
             anyhow::anyhow!("share '{}': {} does not exist", s.tag, s.path.display())
         })?;
+        crate::state::refuse_pseudo_fs(&path)
+            .map_err(|e| anyhow::anyhow!("share '{}': {e}", s.tag))?;
         let upper = if s.mode == vmm::ShareMode::Cow {
             let u = scratch.0.join("upper").join(&s.tag);
             crate::state::create_upper_dir(&u, &path)?;
@@ -305,6 +313,8 @@ pub fn share_configs(
             mode: s.mode,
             upper,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
             serve_on_event_loop: false,
             xattr: s.xattr,
         });
@@ -351,6 +361,11 @@ fn console(arg: &str) -> Console {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.initrd.is_none() {
         return project_run(args);
+    }
+    if !args.share_home.is_empty() {
+        anyhow::bail!(
+            "--share-home applies to project VMs (without --initrd); with --initrd use --share"
+        );
     }
     if !args.command.is_empty() {
         anyhow::bail!("a COMMAND runs in a project VM (without --initrd); with --initrd the guest's init decides what runs");
@@ -508,6 +523,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         no_net: args.no_net,
         allow_net: args.allow_net,
         kernel: args.kernel,
+        share_home: args.share_home,
         ..super::create::CreateArgs::for_project(format!("run-{id}"), project)
     };
     let dir = crate::state::VmDir::of(&create.name)?;

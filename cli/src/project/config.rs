@@ -51,6 +51,11 @@ pub struct ProjectConfig {
     /// Extra host folders in the guest (the project itself is always at /project).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<Share>,
+    /// Paths in your home shared with the guest, files or folders ("~/.gitconfig",
+    /// "~/.npmrc"), each at the same place under the guest's home (/root);
+    /// copy-on-write: the host's files never change. Off by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub home: Vec<String>,
     /// What `mvm shell` runs instead of a login shell (e.g. "devenv shell").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<CommandLine>,
@@ -565,6 +570,9 @@ fn check(c: &ProjectConfig) -> Result<(), (String, String)> {
     }
     for s in &c.shares {
         crate::state::validate_guest_path(&s.guest).map_err(|e| ("shares".into(), e))?;
+    }
+    for h in &c.home {
+        crate::state::home_relative(h).map_err(|e| ("home".into(), e))?;
     }
     for (name, svc) in &c.services {
         let key = format!("services.{name}");

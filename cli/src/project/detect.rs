@@ -17,6 +17,8 @@ pub struct Detected {
     pub found: Vec<String>,
     /// What was found but cannot be used here, or was ignored, and why.
     pub notes: Vec<String>,
+    /// The text of the project's mvm.toml as parsed (trust is by content).
+    pub config_text: Option<String>,
 }
 
 /// How devenv is set up in a project.
@@ -41,6 +43,7 @@ pub fn detect(dir: &Path, nix: bool) -> Result<Detected, String> {
         let text = std::fs::read_to_string(&config_path)
             .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
         d.config = super::config::parse(&config_path, &text)?;
+        d.config_text = Some(text);
         d.found.push(CONFIG_FILE.into());
         let others: Vec<&str> = [
             "devenv.nix",

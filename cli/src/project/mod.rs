@@ -5,6 +5,7 @@ pub mod config;
 pub mod detect;
 pub mod env;
 pub mod lease;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,14 @@ pub fn folder(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(abs)
 }
 
-/// Detects the project's configuration (see `detect`).
+/// Detects the project's configuration (see `detect`); an mvm.toml the
+/// user has not trusted gets nothing beyond the folder (see `trust`).
 pub fn load(dir: &Path) -> anyhow::Result<detect::Detected> {
-    detect::detect(dir, detect::host_has_nix()).map_err(|e| anyhow::anyhow!(e))
+    let mut d = detect::detect(dir, detect::host_has_nix()).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(text) = &d.config_text {
+        trust::gate(dir, &dir.join(detect::CONFIG_FILE), text, &mut d.config);
+    }
+    Ok(d)
 }
 
 /// A configuration file given explicitly (`mvm up --config`): parsed as
@@ -39,6 +45,7 @@ pub fn load_file(file: &Path) -> anyhow::Result<detect::Detected> {
         config,
         found: vec![format!("{} (--config)", file.display())],
         notes: Vec::new(),
+        config_text: None,
     })
 }
 
@@ -145,6 +152,7 @@ pub fn shares(dir: &Path, config: &ProjectConfig) -> anyhow::Result<Vec<crate::s
             if !abs.is_dir() {
                 bail!("shares: '{}' is not a folder", host.display());
             }
+            crate::state::refuse_pseudo_fs(&abs).map_err(|e| anyhow::anyhow!("shares: {e}"))?;
             Ok(crate::state::ExtraShare {
                 host: abs,
                 guest: s.guest.clone(),

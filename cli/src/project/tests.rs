@@ -370,6 +370,7 @@ fn env_values_stay_off_the_kernel_command_line() {
             ro: true,
             xattr: false,
         }],
+        home: None,
         shell: None,
         created: 0,
     };

@@ -1,10 +1,14 @@
 //! The state directory: one folder per VM under `$MVM_HOME/vms/`, holding
 //! its spec (`vm.toml`) and, while it runs, its VMM's pid, sockets and logs.
 
+mod host_paths;
 mod lock;
 mod share_names;
 mod spec;
 
+pub use host_paths::{
+    home_relative, host_home, refuse_pseudo_fs, resolve_home, HomeShares, GUEST_HOME,
+};
 pub use lock::VmLock;
 pub use share_names::{validate_guest_path, validate_share_tag};
 pub use spec::{new_id as spec_new_id, validate_name, ExtraShare, VmSpec};

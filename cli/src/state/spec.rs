@@ -76,6 +76,9 @@ pub struct VmSpec {
     /// Extra host folders in the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ExtraShare>,
+    /// Paths of the host user's home shared with the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<super::HomeShares>,
     /// What `mvm shell` runs instead of a login shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
@@ -196,6 +199,7 @@ mod tests {
             services: Vec::new(),
             depends_on: Default::default(),
             shares: Vec::new(),
+            home: None,
             shell: None,
             created: 1,
         };

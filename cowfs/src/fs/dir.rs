@@ -42,6 +42,9 @@ fn read_layer_dir(
         if n == b"." || n == b".." {
             continue;
         }
+        if layer.has_view() && layer.is_hidden(&crate::layer::join(path, n)) {
+            continue;
+        }
         let cost = entry_cost(n.len());
         *budget = budget.checked_sub(cost).ok_or(Errno::NFILE)?;
         out.push((n.to_vec(), e.ino(), dt(e.file_type())));

@@ -83,6 +83,36 @@ fn masked_paths(config: &ShareConfig) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `path` relative to the canonical `lower`, its parent resolved and its
+/// last component kept as is (a symlink names itself, not its target).
+fn view_path(lower: &std::path::Path, path: &std::path::Path) -> Option<Vec<u8>> {
+    let name = path.file_name()?;
+    let parent = std::fs::canonicalize(path.parent()?).ok()?;
+    let rel = parent.strip_prefix(lower).ok()?.join(name);
+    Some(rel.as_os_str().as_bytes().to_vec())
+}
+
+/// The visible and hidden paths relative to the lower root. A visible path
+/// that is not inside the lower shows nothing; a hidden one hides nothing.
+fn view_paths(config: &ShareConfig) -> (Option<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
+    let Ok(lower) = std::fs::canonicalize(&config.lower) else {
+        return (config.visible.as_ref().map(|_| Vec::new()), Vec::new());
+    };
+    let rel = |paths: &[std::path::PathBuf]| -> Vec<Vec<u8>> {
+        paths.iter().filter_map(|p| view_path(&lower, p)).collect()
+    };
+    (config.visible.as_deref().map(rel), rel(&config.hidden))
+}
+
+/// A lower layer with the share's masks and view applied.
+fn open_lower(config: &ShareConfig) -> Result<Layer, CowfsError> {
+    let mut lower = open_layer(&config.lower)?;
+    lower.set_masked(masked_paths(config));
+    let (visible, hidden) = view_paths(config);
+    lower.set_view(visible, hidden);
+    Ok(lower)
+}
+
 fn open_layer(path: &std::path::Path) -> Result<Layer, CowfsError> {
     Layer::open(path).map_err(|source| CowfsError::Open {
         path: path.to_path_buf(),
@@ -103,24 +133,24 @@ impl Filesystem {
                     std::fs::canonicalize(&config.lower),
                     std::fs::canonicalize(u),
                 );
+                let lower = open_lower(config)?;
                 if let (Ok(l), Ok(u2)) = (&l, u2) {
                     let in_mask = masked_paths(config)
                         .iter()
                         .any(|m| u2.starts_with(l.join(std::ffi::OsStr::from_bytes(m))));
-                    if l.starts_with(&u2) || (u2.starts_with(l) && !in_mask) {
+                    // An upper the guest cannot see through the lower is
+                    // not reachable from the merged view either.
+                    let unseen = u2
+                        .strip_prefix(l)
+                        .is_ok_and(|r| lower.is_hidden(r.as_os_str().as_bytes()));
+                    if l.starts_with(&u2) || (u2.starts_with(l) && !in_mask && !unseen) {
                         return Err(CowfsError::Nested(u.clone()));
                     }
                 }
-                let mut lower = open_layer(&config.lower)?;
-                lower.set_masked(masked_paths(config));
                 (Some(lower), Some(open_layer(u)?))
             }
             (mode, Some(_)) => return Err(CowfsError::UnexpectedUpper(mode)),
-            (ShareMode::Ro, None) => {
-                let mut lower = open_layer(&config.lower)?;
-                lower.set_masked(masked_paths(config));
-                (Some(lower), None)
-            }
+            (ShareMode::Ro, None) => (Some(open_lower(config)?), None),
             (ShareMode::Rw, None) => (None, Some(open_layer(&config.lower)?)),
         };
         let origins = match (&lower, &upper) {

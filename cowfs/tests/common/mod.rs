@@ -76,6 +76,8 @@ pub fn cow_client(l: &Layers) -> Client {
             upper: Some(l.upper.clone()),
             mode: ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         Limits::default(),
     )

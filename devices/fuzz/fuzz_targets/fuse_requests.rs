@@ -226,6 +226,8 @@ fuzz_target!(|data: &[u8]| {
             upper: Some(upper.path().to_path_buf()),
             mode: ShareMode::Cow,
             masked: Vec::new(),
+            visible: None,
+            hidden: Vec::new(),
         },
         LIMITS,
     )

@@ -88,6 +88,8 @@ fuzz_target!(|data: &[u8]| {
         upper: Some(upper.path().to_path_buf()),
         mode: ShareMode::Cow,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     };
     // Two regions with a hole between them, so rings and buffers can
     // straddle the end of memory.

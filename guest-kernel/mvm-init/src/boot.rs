@@ -235,6 +235,7 @@ pub fn run_pid1() -> ! {
     }
     if let Some(tag) = &cfg.root {
         mounts::switch_root(tag, cfg.root_overlay).unwrap_or_else(|e| fatal(&e));
+        mounts::link_nixos_system();
     }
     mounts::mount_tmp().unwrap_or_else(|e| fatal(&e));
     for s in &cfg.shares {

@@ -209,6 +209,18 @@ pub fn switch_root(tag: &str, overlay: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// On a NixOS root, /run/current-system (the tools on NixOS's PATH) lives
+/// in the host's /run, which the guest replaces with its own: point it at
+/// the system profile it comes from. Nothing on other roots.
+pub fn link_nixos_system() {
+    const PROFILE: &str = "/nix/var/nix/profiles/system";
+    if Path::new(PROFILE).exists() {
+        if let Err(e) = std::os::unix::fs::symlink(PROFILE, "/run/current-system") {
+            crate::log!("linking /run/current-system to {PROFILE}: {e}");
+        }
+    }
+}
+
 pub fn mount_share(s: &Share) -> Result<(), String> {
     mkdir_p(&s.mountpoint).map_err(|e| format!("creating mountpoint {}: {e}", s.mountpoint))?;
     let flags = if s.read_only { libc::MS_RDONLY } else { 0 };

@@ -69,7 +69,11 @@ snapshot "$D" >"$OUT/dev-before"
     m() { timeout 300 "$MVM_BIN" "$@"; }
     m create dev --project "$D" --memory 1G --no-net >"$OUT/dev-create.log" 2>&1
     m start dev >"$OUT/dev-start.log" 2>&1
-    m exec dev -- sh /project/dev-workout.sh >"$OUT/dev-workout.out" 2>"$OUT/dev-workout.err"
+    # The guest sees none of L1's ~/.gitconfig: the committer comes from
+    # the environment.
+    m exec dev -e GIT_AUTHOR_NAME=dev -e GIT_AUTHOR_EMAIL=dev@example.com \
+        -e GIT_COMMITTER_NAME=dev -e GIT_COMMITTER_EMAIL=dev@example.com \
+        -- sh /project/dev-workout.sh >"$OUT/dev-workout.out" 2>"$OUT/dev-workout.err"
     echo $? >"$OUT/dev-workout.status"
     m diff dev >"$OUT/dev-diff" 2>&1
     m stop dev >"$OUT/dev-stop.log" 2>&1

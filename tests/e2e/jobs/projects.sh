@@ -54,6 +54,36 @@ diag() {
 # Port forwards and the bridge need these (L2 cannot autoload modules).
 sh "$E2E_DIR/../nested/load-net-modules.sh"
 
+# --- the guest root is a system view: L2's secrets stay on L2 -----------
+# Planted as root on L2: in /root, in a home, in /etc (shadow, sudoers.d,
+# an SSH host key). A project VM (with ~/.npmrc shared on request)
+# must not read any of them, while the host's python3 and the project work.
+echo "ROOT_SECRET_MVM" >/root/mvm-secret.txt
+mkdir -p /home/alice/.ssh
+echo "ALICE_SECRET_MVM" >/home/alice/.ssh/id_ed25519
+echo "shadowuser:SHADOW_SECRET_MVM:19000:0:99999:7:::" >>/etc/shadow
+mkdir -p /etc/sudoers.d /etc/ssh
+echo "# SUDO_SECRET_MVM" >/etc/sudoers.d/mvm-test
+echo "HOSTKEY_SECRET_MVM" >/etc/ssh/ssh_host_mvmtest_key
+echo "registry=http://l2.example/" >/root/.npmrc
+ISO=/tmp/iso-project
+rm -rf "$ISO" && mkdir -p "$ISO" && echo "project file" >"$ISO/hello.txt"
+cat >"$ISO/probe.sh" <<'SH'
+for p in /root/mvm-secret.txt /home/alice/.ssh/id_ed25519 /home/alice \
+    /etc/shadow /etc/sudoers.d/mvm-test /etc/ssh/ssh_host_mvmtest_key; do
+    if [ -e "$p" ] || cat "$p" >/dev/null 2>&1; then echo "VISIBLE $p"; else echo "absent $p"; fi
+done
+grep -rl _SECRET_MVM /root /home /etc 2>/dev/null | sed 's/^/FOUND /'
+echo "root: $(ls -A /root | tr '\n' ' ')"
+echo "home: $(ls -A /home | tr '\n' ' ')"
+echo "npmrc: $(cat /root/.npmrc)"
+echo "python3: $(python3 -c 'print(1)')"
+echo "project: $(cat /project/hello.txt)"
+SH
+rec iso-run m run --no-net --project "$ISO" --share-home /root/.npmrc -- sh /project/probe.sh
+rec iso-plain m run --no-net --project "$ISO" -- sh -c 'ls -A /root; cat /root/.npmrc'
+rm -f /root/.npmrc
+
 # --- node-web: detected from package.json (no mvm.toml) -----------------
 cd "$EX/node-web"
 rec node-dry m up --dry-run

@@ -26,6 +26,37 @@ fn down_clean(prefix: &str) {
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn host_secrets_are_unreadable_while_host_tools_and_the_project_work() {
+    let out = ok("iso-run");
+    for p in [
+        "/root/mvm-secret.txt",
+        "/home/alice/.ssh/id_ed25519",
+        "/home/alice",
+        "/etc/shadow",
+        "/etc/sudoers.d/mvm-test",
+        "/etc/ssh/ssh_host_mvmtest_key",
+    ] {
+        assert!(out.contains(&format!("absent {p}\n")), "{p}: {out}");
+    }
+    assert!(!out.contains("VISIBLE") && !out.contains("FOUND"), "{out}");
+    // The homes exist, with only what was shared in them.
+    assert!(out.contains("root: .npmrc \n"), "{out}");
+    assert!(out.contains("home: \n"), "{out}");
+    assert!(
+        out.contains("npmrc: registry=http://l2.example/\n"),
+        "{out}"
+    );
+    assert!(out.contains("python3: 1\n"), "{out}");
+    assert!(out.contains("project: project file\n"), "{out}");
+    // Without --share-home, nothing of the home at all.
+    let (status, out, err) = step("iso-plain");
+    assert_ne!(status, Some(0), "{out}");
+    assert!(out.trim().is_empty(), "{out}");
+    assert!(err.contains("/root/.npmrc"), "{err}");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
 fn node_web_detected_served_edited_and_isolated() {
     let dry = ok("node-dry");
     assert!(

@@ -35,7 +35,7 @@
 //!
 //! let fs = Fs::new(
 //!     "project",
-//!     ShareConfig { lower, upper: Some(upper), mode: ShareMode::Cow, masked: vec![] },
+//!     ShareConfig { lower, upper: Some(upper), mode: ShareMode::Cow, masked: vec![], visible: None, hidden: vec![] },
 //! )
 //! .unwrap();
 //! let fs = Arc::new(Mutex::new(fs));

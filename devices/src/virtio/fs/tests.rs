@@ -46,6 +46,8 @@ fn fixture() -> Fixture {
         upper: Some(upper.clone()),
         mode: ShareMode::Cow,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     };
     let mem = guest_memory();
     let irq = interrupt();
@@ -185,6 +187,8 @@ fn bad_tags_and_shares_are_refused() {
         upper: upper.map(|u| u.to_path_buf()),
         mode,
         masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
     };
     for tag in ["", "a\0b", &"x".repeat(37)] {
         let e = Fs::new(tag, share(ShareMode::Ro, None)).err().unwrap();
