@@ -394,7 +394,7 @@ impl std::fmt::Display for VmDump {
                     opt(q.used_idx),
                     opt(q.used_flags)
                 );
-                if q.event_idx_on() {
+                if q.event_idx {
                     let _ = write!(
                         line,
                         " used_event {} avail_event {}",

@@ -19,10 +19,6 @@ pub const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 pub struct QueueProgress {
     pub next_avail: u16,
     pub next_used: u16,
-    /// EVENT_IDX as the device runs the queue (the transport's copy of
-    /// the queue does not know).
-    #[serde(default)]
-    pub event_idx: bool,
 }
 
 impl QueueProgress {
@@ -30,7 +26,6 @@ impl QueueProgress {
         Self {
             next_avail: queue.next_avail(),
             next_used: queue.next_used(),
-            event_idx: queue.event_idx_enabled(),
         }
     }
 }
@@ -102,11 +97,6 @@ impl QueueSnapshot {
             (Some(a), Some(d)) => a.wrapping_sub(d.next_avail),
             _ => 0,
         }
-    }
-
-    /// Whether EVENT_IDX is on, as far as the snapshot knows.
-    pub fn event_idx_on(&self) -> bool {
-        self.event_idx || self.device.is_some_and(|d| d.event_idx)
     }
 }
 

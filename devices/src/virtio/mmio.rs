@@ -221,11 +221,17 @@ impl MmioTransport {
     /// device's own progress (if its lock comes free in time: a serving
     /// thread may hold it) and the interrupt status, for the state dump.
     pub fn snapshot(&self) -> DeviceSnapshot {
+        // EVENT_IDX is set on the device's copies at activation, not on
+        // ours: the acked feature says whether it is on.
+        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues: Vec<QueueSnapshot> = self
             .queues
             .iter()
             .enumerate()
-            .map(|(i, slot)| QueueSnapshot::read(i, &slot.queue, &self.mem))
+            .map(|(i, slot)| QueueSnapshot {
+                event_idx,
+                ..QueueSnapshot::read(i, &slot.queue, &self.mem)
+            })
             .collect();
         let mut notes = Vec::new();
         let mut activated = false;
