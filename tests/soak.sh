@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS="${1:-50}"
+case "$ITERS" in
+    '' | *[!0-9]* | 0) echo "tests/soak.sh: ITERATIONS must be a whole number of at least 1, not '$ITERS'" >&2; exit 2 ;;
+esac
 ROOT="$(pwd)"
 TARGET="x86_64-unknown-linux-gnu"
 # The static build the quickstart and the nested suite share.
