@@ -107,19 +107,6 @@ pub fn config(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes the VM's lock, waiting while another mvm holds it (two shells
-/// entering the folder at once).
-fn lock(dir: &VmDir) -> anyhow::Result<VmLock> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match VmLock::acquire(&dir.path, &dir.name) {
-            Ok(l) => return Ok(l),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     bring_up(&args, &mut std::io::stdout()).map(|_| ())
 }
@@ -167,7 +154,7 @@ pub fn bring_up(
             Err(e) => return Err(e),
         }
     }
-    let _lock = lock(&dir)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
     let old = dir.spec()?;
     if old.project.as_deref() != Some(folder.as_path()) {
         bail!(
@@ -372,7 +359,7 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
     if args.rm {
         return super::lifecycle::rm(super::lifecycle::RmArgs { name, force: true });
     }
-    let _lock = lock(&dir)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
     match super::lifecycle::stop_locked(&dir, Duration::from_secs(args.timeout))? {
         RunState::Stopped => println!("VM '{name}' is not running"),
         _ => println!("stopped VM '{name}'"),

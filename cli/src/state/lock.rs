@@ -1,32 +1,72 @@
 //! One `mvm` at a time per VM: an exclusive flock on the VM folder's
 //! `lock` file, held for the duration of a command that changes the VM.
+//!
+//! A second command waits its turn (bounded, with a line saying whom it
+//! waits for) instead of failing: a direnv watcher stopping the VM, or two
+//! shells entering a project at once, are ordinary, not errors.
 
 use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+/// How long a command waits for another one working on the same VM
+/// (a start in the nested host can take a minute).
+const WAIT: Duration = Duration::from_secs(120);
+/// Silence before the waiting line: most holders finish well before.
+const QUIET: Duration = Duration::from_secs(1);
 
 pub struct VmLock {
     _file: File,
 }
 
 impl VmLock {
-    /// Takes the lock or fails at once naming the VM.
+    /// Takes the lock, waiting up to two minutes for another `mvm`
+    /// working on the VM; fails naming the VM after that.
     pub fn acquire(vm_path: &Path, name: &str) -> anyhow::Result<VmLock> {
-        Self::take(vm_path, "lock", name)
+        let deadline = Instant::now() + WAIT;
+        let quiet_until = Instant::now() + QUIET;
+        let mut told = false;
+        loop {
+            match Self::try_take(vm_path, "lock")? {
+                Some(l) => return Ok(l),
+                None if Instant::now() > deadline => bail!(
+                    "another mvm command is still working on VM '{name}' after {} s; try again when it is done",
+                    WAIT.as_secs()
+                ),
+                None => {
+                    if !told && Instant::now() > quiet_until {
+                        let holder = holder(&vm_path.join("lock"))
+                            .map(|p| format!(" (pid {p})"))
+                            .unwrap_or_default();
+                        eprintln!("mvm: waiting for another mvm command{holder} working on VM '{name}'...");
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
-    /// Another lock in the VM folder (`file`), e.g. one watcher per VM.
+    /// Another lock in the VM folder (`file`), e.g. one watcher per VM;
+    /// fails at once if it is held.
     pub fn acquire_named(vm_path: &Path, file: &str) -> anyhow::Result<VmLock> {
-        Self::take(vm_path, file, file)
+        match Self::try_take(vm_path, file)? {
+            Some(l) => Ok(l),
+            None => bail!("{file} in {} is held by another mvm", vm_path.display()),
+        }
     }
 
-    fn take(vm_path: &Path, file: &str, name: &str) -> anyhow::Result<VmLock> {
+    /// The lock, or None when another process holds it.
+    fn try_take(vm_path: &Path, file: &str) -> anyhow::Result<Option<VmLock>> {
         let path = vm_path.join(file);
-        let file = File::options()
+        let mut file = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
@@ -35,10 +75,22 @@ impl VmLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                bail!("another mvm command is working on VM '{name}'; try again when it is done");
+                return Ok(None);
             }
             return Err(err).with_context(|| format!("cannot lock {}", path.display()));
         }
-        Ok(VmLock { _file: file })
+        // The holder's pid, for the waiting line of the next command.
+        let _ = file
+            .set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| write!(file, "{}", std::process::id()));
+        Ok(Some(VmLock { _file: file }))
     }
+}
+
+/// The pid the lock's holder wrote, if any.
+fn holder(path: &Path) -> Option<u32> {
+    let mut s = String::new();
+    File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
 }
