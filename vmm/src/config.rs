@@ -26,7 +26,8 @@ pub enum Console {
     /// The VMM's standard output.
     #[default]
     Stdout,
-    /// A file, created or truncated at start.
+    /// A file, created or truncated at start; past 16 MiB it moves to
+    /// `NAME.1` and a new one starts ([`crate::console_file`]).
     File(PathBuf),
     /// Discarded.
     Null,
@@ -59,6 +60,10 @@ pub struct VmConfig {
     /// Host directories the guest mounts with `mount -t virtiofs TAG DIR`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
+    /// Bytes the guest may store in the upper layers of all its
+    /// copy-on-write shares together (ENOSPC beyond); none: unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_bytes: Option<u64>,
     /// virtio-fs devices served by external vhost-user backends (e.g.
     /// virtiofsd); guest RAM is then a memfd the backends map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,6 +246,7 @@ impl VmConfig {
             console: Console::default(),
             rng: true,
             shares: Vec::new(),
+            upper_bytes: None,
             vhost_user_fs: Vec::new(),
             vsock: None,
             net: None,

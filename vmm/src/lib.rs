@@ -18,6 +18,7 @@
 pub mod api;
 pub mod arch;
 pub mod config;
+pub mod console_file;
 pub mod dump;
 pub mod kvm;
 pub mod loader;

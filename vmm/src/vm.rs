@@ -5,7 +5,6 @@
 //! sets up the vCPUs ([`crate::vcpu`]); [`Vm::run`] starts one thread per
 //! vCPU and runs the device event loop until the guest resets or fails.
 
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -138,6 +137,8 @@ impl Vm {
             let rng = devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?;
             virtio.attach("virtio-rng".into(), rng)?;
         }
+        // One budget for all the VM's upper layers.
+        let budget = config.upper_bytes.map(cowfs::UpperBudget::new);
         for share in &config.shares {
             let mut fs = devices::virtio::Fs::new(
                 &share.tag,
@@ -161,6 +162,10 @@ impl Vm {
                     share.path.display()
                 ))
             })?;
+            if let Some(b) = &budget {
+                fs.set_budget(b.clone())
+                    .map_err(|e| Error::Device(format!("share '{}': {e}", share.tag)))?;
+            }
             fs.set_serve_on_vcpu(!share.serve_on_event_loop);
             fs.set_xattr(share.xattr);
             virtio.attach(format!("virtio-fs {}", share.tag), fs)?;
@@ -477,9 +482,10 @@ fn setup_irqchip(vm_fd: &VmFd) -> Result<(), Error> {
 fn console_writer(console: &Console) -> Result<Box<dyn Write + Send>, Error> {
     Ok(match console {
         Console::Stdout => Box::new(Unbuffered(std::io::stdout())),
-        Console::File(path) => {
-            Box::new(File::create(path).map_err(|e| Error::Console(path.clone(), e))?)
-        }
+        Console::File(path) => Box::new(
+            crate::console_file::RotatingFile::create(path, crate::console_file::CONSOLE_FILE_MAX)
+                .map_err(|e| Error::Console(path.clone(), e))?,
+        ),
         Console::Null => Box::new(std::io::sink()),
     })
 }
