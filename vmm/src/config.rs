@@ -81,6 +81,11 @@ pub struct VmConfig {
     /// boot there; a PVM-enabled or hand-made guest can).
     #[serde(default)]
     pub allow_pvm_host: bool,
+    /// seccomp filters on the VMM's threads once the VM runs
+    /// ([`crate::seccomp`]). They filter the whole process: an embedder
+    /// running other code in it keeps them off.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
 }
 
 /// How a share treats the host directory.
@@ -252,6 +257,7 @@ impl VmConfig {
             net: None,
             api_socket: None,
             allow_pvm_host: false,
+            seccomp: crate::seccomp::Seccomp::Off,
         }
     }
 

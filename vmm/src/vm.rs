@@ -58,6 +58,7 @@ pub struct Vm {
     control: Arc<vcpu::RunControl>,
     api_server: Option<Arc<Mutex<crate::api::ApiServer>>>,
     dumper: Arc<Dumper>,
+    seccomp: Option<Arc<crate::seccomp::Filters>>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -79,6 +80,7 @@ impl Vm {
     /// Builds the VM: nothing runs until [`Vm::run`].
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
         preflight(config)?;
+        let seccomp = crate::seccomp::Filters::new(config.seccomp)?.map(Arc::new);
         let kvm = kvm::open()?;
         if kvm::is_pvm(&kvm) && !config.allow_pvm_host {
             return Err(kvm::KvmError::PvmHost.into());
@@ -286,6 +288,7 @@ impl Vm {
             control,
             api_server,
             dumper,
+            seccomp,
         })
     }
 
@@ -331,13 +334,19 @@ impl Vm {
         let control = self.control.clone();
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let stop_all = |threads| vcpu::stop_all(&control, threads, Duration::from_secs(1));
+        // Every thread filtered from here on; each vCPU adds its own.
+        if let Some(filters) = &self.seccomp {
+            filters.apply_to_process()?;
+            crate::seccomp::test_violation("process");
+        }
         for vcpu in self.vcpus.drain(..) {
             let hook = if vcpu.index() == 0 {
                 self.first_run_hook.take()
             } else {
                 None
             };
-            match vcpu::spawn(vcpu, control.clone(), self.exit.clone(), hook) {
+            let filters = self.seccomp.clone();
+            match vcpu::spawn(vcpu, control.clone(), self.exit.clone(), filters, hook) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     stop_all(threads);
