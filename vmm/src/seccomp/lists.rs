@@ -128,7 +128,7 @@ fn device_ioctls() -> Vec<(i64, Rule)> {
         FIONBIO,
         FIOCLEX,
     ] {
-        v.push((SYS_ioctl, ArgEq(1, req as u64)));
+        v.push((SYS_ioctl, ArgEq(1, req)));
     }
     v
 }
@@ -199,7 +199,7 @@ pub fn process() -> Vec<(i64, Rule)> {
     v.push((SYS_seccomp, ArgEq(0, 1 /* SECCOMP_SET_MODE_FILTER */)));
     // The terminal of `mvm run` (raw mode and its restore, window size).
     for req in [TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ] {
-        v.push((SYS_ioctl, ArgEq(1, req as u64)));
+        v.push((SYS_ioctl, ArgEq(1, req)));
     }
     v
 }
