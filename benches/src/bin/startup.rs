@@ -15,7 +15,7 @@ use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::StartupReport;
 use mvm_benches::procfs::{cpu_ns_of, rss_of, threads_of, Rss};
 use mvm_benches::stats::{self, cell, median, ratio};
-use mvm_benches::tiny::{pvh_elf, Then, GREETING};
+use mvm_test_guests::{pvh_elf, Then, GREETING};
 use serde_json::{json, Value};
 
 const USAGE: &str = "\
@@ -587,7 +587,7 @@ fn main() {
         "host_kvm": host_kvm(),
         "runs": runs,
         "guest": {
-            "kind": "tiny PVH ELF (mvm_e2e::tiny): prints a line on COM1, then resets or spins",
+            "kind": "tiny PVH ELF (mvm_test_guests::pvh_elf): prints a line on COM1, then resets or spins",
             "memory_mib": setup.memory_mib,
             "cpus": 1,
         },
