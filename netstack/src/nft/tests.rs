@@ -1,0 +1,1 @@
+//! The generated ruleset, checked without root (nothing here runs nft).
