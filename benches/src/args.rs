@@ -1,7 +1,22 @@
 //! What the bench programs' command lines (clap, derived in each program)
-//! share: finding QEMU and the programs beside this one.
+//! share: the binaries of a nested run, finding QEMU and the programs
+//! beside this one.
 
 use std::path::PathBuf;
+
+/// What a nested benchmark boots: `--mvm`, `--kernel`, `--initrd`.
+#[derive(clap::Args, Debug)]
+pub struct Nested {
+    /// The mvm binary (static).
+    #[arg(long, value_name = "PATH")]
+    pub mvm: PathBuf,
+    /// Guest kernel (guest-kernel/build.sh --print-path).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initramfs (tests/nested/make-guest-initramfs.sh).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: PathBuf,
+}
 
 /// `name` in a folder of `$PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -25,15 +25,8 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(name = "nested-boot")]
 struct Cli {
-    /// The mvm binary (static).
-    #[arg(long, value_name = "PATH")]
-    mvm: PathBuf,
-    /// Guest kernel (guest-kernel/build.sh --print-path).
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
-    /// Initramfs (tests/nested/make-guest-initramfs.sh).
-    #[arg(long, value_name = "PATH")]
-    initrd: PathBuf,
+    #[command(flatten)]
+    nested: args::Nested,
     /// QEMU for the reference (default: qemu-system-x86_64 from PATH;
     /// `none` skips it).
     #[arg(long, value_name = "PATH")]
@@ -48,24 +41,14 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
     /// Results: nested-boot.json and console/.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MVM_OUT",
-        default_value = "nested-boot"
-    )]
+    #[arg(long, env = "MVM_OUT", default_value = "nested-boot")]
     out: PathBuf,
     /// Limit for one boot.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     timeout: f64,
     /// Appended to both guests' kernel command lines (for diagnostics,
     /// e.g. 'loglevel=7').
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     cmdline: String,
     /// Trivial static binary for the exec floor (default: `noop` beside
     /// this one).
@@ -380,10 +363,10 @@ fn main() {
     let qemu = args::qemu(args.qemu.as_deref());
     let noop = args.noop.unwrap_or_else(args::noop_beside_me);
     let mut bench = Bench {
-        mvm: args.mvm,
+        mvm: args.nested.mvm,
         qemu,
-        kernel: args.kernel,
-        initrd: args.initrd,
+        kernel: args.nested.kernel,
+        initrd: args.nested.initrd,
         memory_mib: args.memory,
         cpus: args.cpus,
         timeout: args.timeout,
@@ -682,22 +665,8 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         // jobs/nested-boot.sh passes an empty --cmdline when none is asked.
-        let a = Cli::try_parse_from([
-            "nested-boot",
-            "--mvm",
-            "m",
-            "--kernel",
-            "k",
-            "--initrd",
-            "i",
-            "--boots",
-            "3",
-            "--cmdline",
-            "",
-            "--out",
-            "/o",
-        ])
-        .unwrap();
+        let line = "nested-boot --mvm m --kernel k --initrd i --boots 3 --out /o";
+        let a = Cli::try_parse_from(line.split(' ').chain(["--cmdline", ""])).unwrap();
         assert_eq!((a.boots, a.cmdline.as_str(), a.memory), (3, "", 256));
         assert_eq!(a.out, PathBuf::from("/o"));
     }

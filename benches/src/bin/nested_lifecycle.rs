@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
+use mvm_benches::args;
 use mvm_benches::clock::monotonic_ns;
 use mvm_benches::procfs::rss_of;
 use mvm_benches::stats::{cell, median, ratio, to_json};
@@ -27,19 +28,12 @@ use serde_json::json;
 
 /// Inside the nested L2 host: `mvm run -- true` and `mvm start` -> first
 /// exec, next to the bare boot of the same kernel; the idle VMM's RSS
-/// beyond guest memory. Writes DIR/nested-lifecycle.json.
+/// beyond guest memory. Writes OUT/nested-lifecycle.json (OUT: --out).
 #[derive(Parser)]
 #[command(name = "nested-lifecycle")]
 struct Cli {
-    /// The mvm binary (static).
-    #[arg(long, value_name = "PATH")]
-    mvm: PathBuf,
-    /// Guest kernel.
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
-    /// The busybox test initramfs (bare boot).
-    #[arg(long, value_name = "PATH")]
-    initrd: PathBuf,
+    #[command(flatten)]
+    nested: args::Nested,
     /// The guest's init and agent, for the managed VM.
     #[arg(long = "mvm-init", value_name = "PATH")]
     mvm_init: PathBuf,
@@ -56,12 +50,7 @@ struct Cli {
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     net: String,
     /// Results folder.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MVM_OUT",
-        default_value = "nested-lifecycle"
-    )]
+    #[arg(long, env = "MVM_OUT", default_value = "nested-lifecycle")]
     out: PathBuf,
 }
 
@@ -199,9 +188,9 @@ fn main() {
     let scratch = std::env::temp_dir().join("nested-lifecycle");
     let _ = std::fs::remove_dir_all(&scratch);
     let bench = Bench {
-        mvm: args.mvm,
-        kernel: args.kernel,
-        initrd: args.initrd,
+        mvm: args.nested.mvm,
+        kernel: args.nested.kernel,
+        initrd: args.nested.initrd,
         mvm_init: args.mvm_init,
         memory_mib: args.memory,
         net,
@@ -329,21 +318,8 @@ mod tests {
     fn command_line() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let args = |net: &str| {
-            Cli::try_parse_from([
-                "nested-lifecycle",
-                "--mvm",
-                "m",
-                "--kernel",
-                "k",
-                "--initrd",
-                "i",
-                "--mvm-init",
-                "n",
-                "--net",
-                net,
-            ])
-        };
+        let line = "nested-lifecycle --mvm m --kernel k --initrd i --mvm-init n --net";
+        let args = |net: &str| Cli::try_parse_from(line.split(' ').chain([net]));
         assert_eq!(args("off").unwrap().net, "off");
         assert!(args("maybe").is_err());
     }

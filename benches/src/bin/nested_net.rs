@@ -61,12 +61,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10)]
     forwards: usize,
     /// Results folder.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MVM_OUT",
-        default_value = "nested-net"
-    )]
+    #[arg(long, env = "MVM_OUT", default_value = "nested-net")]
     out: PathBuf,
     /// (Inside the guest) serve TCP echo on PORT, forever.
     #[arg(long = "serve-echo", value_name = "PORT")]
