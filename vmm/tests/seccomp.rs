@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mvm_e2e::tiny::{code, elf_kernel, print, program};
+use mvm_test_guests::{code, elf_kernel, print, program};
 use vmm::api::{call, ApiRequest};
 use vmm::seccomp::Seccomp;
 use vmm::{Console, Vm, VmConfig};
