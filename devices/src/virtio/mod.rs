@@ -73,6 +73,7 @@ macro_rules! warn_limited {
     }};
 }
 
+mod common;
 pub mod debug;
 pub mod fs;
 pub mod interrupt;
@@ -86,6 +87,7 @@ pub mod vsock;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
+pub use common::{Activated, VirtioState};
 pub use fs::Fs;
 pub use interrupt::{Interrupt, IrqLine};
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
@@ -139,21 +141,36 @@ pub enum ActivateError {
 }
 
 /// A virtio device as seen by its transport.
+///
+/// A device keeps its features, queues and activation in a
+/// [`VirtioState`] and hands it out through [`state`](Self::state) and
+/// [`state_mut`](Self::state_mut); the default methods read it from there.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (`TYPE_*`).
     fn device_type(&self) -> u32;
 
+    /// The state the default methods below read.
+    fn state(&self) -> &VirtioState;
+
+    fn state_mut(&mut self) -> &mut VirtioState;
+
     /// Maximum size of each queue; the length is the number of queues. Each
     /// must be a power of two in `1..=32768`.
-    fn queue_max_sizes(&self) -> &[u16];
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.state().queue_sizes()
+    }
 
     /// Features offered to the driver. Must include `VIRTIO_F_VERSION_1`.
-    fn avail_features(&self) -> u64;
+    fn avail_features(&self) -> u64 {
+        self.state().avail_features()
+    }
 
     /// The features the driver accepted (always a subset of
     /// [`avail_features`](Self::avail_features)), set once when the driver
     /// writes FEATURES_OK.
-    fn set_acked_features(&mut self, features: u64);
+    fn set_acked_features(&mut self, features: u64) {
+        self.state_mut().set_acked_features(features);
+    }
 
     /// Reads from the device-specific configuration space. `offset` and
     /// `data.len()` come from the guest: out-of-range bytes read as zero.
@@ -174,7 +191,9 @@ pub trait VirtioDevice: Send {
 
     /// One eventfd per queue, created with the device, that the transport (or
     /// a KVM ioeventfd) signals when the driver notifies that queue.
-    fn queue_events(&self) -> &[EventFd];
+    fn queue_events(&self) -> &[EventFd] {
+        self.state().queue_events()
+    }
 
     /// Whether the driver's queue notifications are served right away on
     /// the notifying vCPU's thread ([`serve_notification`]) instead of
@@ -213,13 +232,18 @@ pub trait VirtioDevice: Send {
         false
     }
 
-    fn is_activated(&self) -> bool;
+    fn is_activated(&self) -> bool {
+        self.state().is_activated()
+    }
 
     /// The device's own queue positions and anything else that tells why
     /// it might be stuck, for the VMM's state dump. Called with the device
     /// lock held, from a thread that is not the device's: keep it cheap.
     fn debug_state(&self) -> debug::DeviceDebug {
-        debug::DeviceDebug::default()
+        debug::DeviceDebug {
+            queues: self.state().queue_progress(),
+            notes: Vec::new(),
+        }
     }
 }
 

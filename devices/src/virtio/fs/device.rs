@@ -3,30 +3,21 @@ use std::sync::Arc;
 use tracing::debug;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::guest_io::{Buffers, GuestReply, GuestRequest};
 use super::{
-    FsError, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN,
+    FsError, FEATURES, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE,
+    TAG_LEN,
 };
-use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
-
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queues: Vec<Queue>,
-}
+use crate::virtio::{
+    read_config_from_slice, ActivateError, Interrupt, VirtioDevice, VirtioState, TYPE_FS,
+};
 
 /// The virtio-fs device: one share, served by a [`cowfs::Server`].
 pub struct Fs {
     config: [u8; TAG_LEN + 4],
-    acked_features: u64,
-    queue_sizes: [u16; NUM_QUEUES],
-    queue_evts: [EventFd; NUM_QUEUES],
+    state: VirtioState,
     server: cowfs::Server,
-    active: Option<Active>,
     /// Serve the guest's notifications on its vCPU thread (the default).
     on_vcpu: bool,
     /// Buffers of the chain being served, reused so a busy guest costs
@@ -48,15 +39,12 @@ impl Fs {
     ) -> Result<Self, FsError> {
         let config = super::config_space(tag).ok_or_else(|| FsError::Tag(tag.to_string()))?;
         let fs = cowfs::Filesystem::with_limits(&share, limits)?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(FsError::EventFd);
         Ok(Self {
             config,
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE; NUM_QUEUES],
-            queue_evts: [evt()?, evt()?],
+            state: super::virtio_state("virtio-fs", FEATURES, QUEUE_SIZE)
+                .map_err(FsError::EventFd)?,
             server: cowfs::Server::new(fs),
             on_vcpu: true,
-            active: None,
             bufs: ChainBuffers::default(),
         })
     }
@@ -87,7 +75,8 @@ impl Fs {
     /// activation or for an unknown index.
     pub fn process_queue(&mut self, index: usize) {
         let hiprio_used = self.drain_hiprio();
-        let Some(active) = &mut self.active else {
+        let state = &mut self.state;
+        let Some(active) = &mut state.active else {
             return;
         };
         let (mem, interrupt) = (&active.mem, &active.interrupt);
@@ -99,7 +88,7 @@ impl Fs {
                     queue,
                     mem,
                     interrupt,
-                    &self.queue_evts[index],
+                    &state.queue_evts[index],
                     |chain| serve_chain(mem, chain, server, bufs),
                 )
             }
@@ -128,7 +117,8 @@ impl Fs {
     /// (or half the ring, so it cannot fill the ring unnoticed). Without EVENT_IDX
     /// every notification is served as it comes.
     fn drain_hiprio(&mut self) -> bool {
-        let Some(active) = &mut self.active else {
+        let state = &mut self.state;
+        let Some(active) = &mut state.active else {
             return false;
         };
         let Some(queue) = active.queues.get_mut(HIPRIO) else {
@@ -142,7 +132,7 @@ impl Fs {
             "virtio-fs",
             queue,
             mem,
-            &self.queue_evts[HIPRIO],
+            &state.queue_evts[HIPRIO],
             HIPRIO_BATCH,
             |chain| serve_chain(mem, chain, server, bufs),
         )
@@ -230,24 +220,16 @@ impl VirtioDevice for Fs {
         TYPE_FS
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.config, offset, data);
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
     }
 
     fn serves_on_vcpu(&self) -> bool {
@@ -264,43 +246,20 @@ impl VirtioDevice for Fs {
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        super::check_activation(self.active.is_some(), &queues)?;
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queues,
-        });
-        // The driver may have queued buffers (and its notification been
-        // dropped) before DRIVER_OK: look at the queues once now.
-        for evt in &self.queue_evts {
-            if let Err(e) = evt.write(1) {
-                warn_limited!(error = %e, "virtio-fs: cannot kick queue after activation");
-            }
-        }
-        debug!(acked_features = self.acked_features, "virtio-fs activated");
+        self.state.check_activation(&queues)?;
+        self.state.set_active(mem, interrupt, queues);
+        self.state.kick(0..NUM_QUEUES);
+        debug!(
+            acked_features = self.state.acked_features(),
+            "virtio-fs activated"
+        );
         Ok(())
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         // A new driver starts with INIT: forget every inode and handle.
         self.server.reset();
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
-        crate::virtio::debug::DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| crate::virtio::debug::progress_of(&a.queues))
-                .unwrap_or_default(),
-            notes: Vec::new(),
-        }
     }
 }

@@ -12,7 +12,7 @@ use virtio_bindings::virtio_net::{
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::header::{self, TxDrop};
 use super::vhost::{self, Vhost};
@@ -23,7 +23,7 @@ use super::{
 use crate::virtio::features::{
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use crate::virtio::{ActivateError, Interrupt, VirtioDevice, TYPE_NET};
+use crate::virtio::{ActivateError, Activated, Interrupt, VirtioDevice, VirtioState, TYPE_NET};
 
 /// Receive descriptors remembered per chain at most: the rest of a longer
 /// chain goes unused. Bounds what held chains cost (see [`RxState::held`]).
@@ -49,14 +49,6 @@ pub struct NetStats {
     pub tx_bytes: u64,
     /// Transmit chains dropped: malformed, or refused by the backend.
     pub tx_dropped: u64,
-}
-
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    rx_queue: Queue,
-    tx_queue: Queue,
 }
 
 /// A receive chain popped from the queue and not yet used.
@@ -139,11 +131,7 @@ pub struct Net<B: NetBackend = Tap> {
     backend: B,
     mac: [u8; 6],
     link_up: bool,
-    avail_features: u64,
-    acked_features: u64,
-    queue_sizes: [u16; 2],
-    queue_evts: [EventFd; 2],
-    active: Option<Active>,
+    state: VirtioState,
     rx: RxState,
     tx: TxState,
     stats: NetStats,
@@ -182,7 +170,8 @@ impl Net<Tap> {
         match Vhost::probe() {
             Ok(v) => {
                 // Ring features vhost lacks are not offered.
-                net.avail_features &= !vhost::RING_FEATURES | v.supported;
+                net.state
+                    .restrict_features(!vhost::RING_FEATURES | v.supported);
                 net.vhost = Some(v);
                 debug!(tap = net.backend.name(), "virtio-net: using vhost-net");
             }
@@ -203,7 +192,6 @@ impl<B: NetBackend> Net<B> {
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return Err(NetError::InvalidMac(format_mac(&mac)));
         }
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(NetError::EventFd);
         let avail_features = (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
@@ -220,11 +208,8 @@ impl<B: NetBackend> Net<B> {
             backend,
             mac,
             link_up: true,
-            avail_features,
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE; 2],
-            queue_evts: [evt()?, evt()?],
-            active: None,
+            state: VirtioState::new("virtio-net", avail_features, &[QUEUE_SIZE; 2])
+                .map_err(NetError::EventFd)?,
             rx: RxState::new(),
             tx: TxState {
                 buf: vec![0; TX_BUF_LEN].into_boxed_slice(),
@@ -249,8 +234,8 @@ impl<B: NetBackend> Net<B> {
 
     /// Raises the used-buffer interrupt (for vhost's call notifications).
     pub(super) fn signal_used_queue(&self) {
-        if let Some(active) = &self.active {
-            active.interrupt.signal_used_queue();
+        if let Some(interrupt) = self.state.interrupt() {
+            interrupt.signal_used_queue();
         }
     }
 
@@ -268,12 +253,12 @@ impl<B: NetBackend> Net<B> {
 
     /// The eventfd the guest's receive-queue notifications arrive on.
     pub fn rx_queue_event(&self) -> &EventFd {
-        &self.queue_evts[RX_QUEUE]
+        &self.state.queue_evts[RX_QUEUE]
     }
 
     /// The eventfd the guest's transmit-queue notifications arrive on.
     pub fn tx_queue_event(&self) -> &EventFd {
-        &self.queue_evts[TX_QUEUE]
+        &self.state.queue_evts[TX_QUEUE]
     }
 
     pub fn stats(&self) -> NetStats {
@@ -287,9 +272,9 @@ impl<B: NetBackend> Net<B> {
             return;
         }
         self.link_up = up;
-        if let Some(active) = &self.active {
-            if self.acked_features & (1 << VIRTIO_NET_F_STATUS) != 0 {
-                active.interrupt.signal_config_change();
+        if let Some(interrupt) = self.state.interrupt() {
+            if self.state.has_feature(VIRTIO_NET_F_STATUS) {
+                interrupt.signal_config_change();
             }
         }
     }
@@ -298,7 +283,7 @@ impl<B: NetBackend> Net<B> {
     /// guest has room for frames, writable while a frame waits for it.
     pub(super) fn wanted_backend_events(&self) -> EventSet {
         let mut set = EventSet::empty();
-        if self.active.is_some() && self.vhost.is_none() {
+        if self.state.is_activated() && self.vhost.is_none() {
             if !self.rx.blocked {
                 set |= EventSet::IN;
             }
@@ -335,21 +320,22 @@ impl<B: NetBackend> Net<B> {
     /// out, asks to be notified and marks the receive side blocked (the
     /// event loop then stops polling the backend). No-op before activation.
     pub fn process_rx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
         if self.vhost.is_some() {
             return;
         }
-        let Active {
+        let state = &mut self.state;
+        let acked = state.acked_features;
+        let Some(Activated {
             mem,
             interrupt,
-            rx_queue: queue,
-            ..
-        } = active;
+            queues,
+        }) = &mut state.active
+        else {
+            return;
+        };
+        let queue = &mut queues[RX_QUEUE];
         let rx = &mut self.rx;
         let stats = &mut self.stats;
-        let acked = self.acked_features;
         let mergeable = acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         rx.blocked = false;
         if let Err(e) = queue.disable_notification(mem) {
@@ -380,7 +366,7 @@ impl<B: NetBackend> Net<B> {
                         continue;
                     }
                     Pop::OutOfBudget => {
-                        requeue(&self.queue_evts[RX_QUEUE]);
+                        requeue(&state.queue_evts[RX_QUEUE]);
                         break;
                     }
                 }
@@ -421,7 +407,7 @@ impl<B: NetBackend> Net<B> {
                     }
                 }
                 Delivery::OutOfBudget => {
-                    requeue(&self.queue_evts[RX_QUEUE]);
+                    requeue(&state.queue_evts[RX_QUEUE]);
                     break;
                 }
             }
@@ -436,18 +422,20 @@ impl<B: NetBackend> Net<B> {
     /// its chain and stops the queue until the backend is writable again.
     /// No-op before activation.
     pub fn process_tx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
         if self.vhost.is_some() {
             return;
         }
-        let Active {
+        let state = &mut self.state;
+        let acked = state.acked_features;
+        let Some(Activated {
             mem,
             interrupt,
-            tx_queue: queue,
-            ..
-        } = active;
+            queues,
+        }) = &mut state.active
+        else {
+            return;
+        };
+        let queue = &mut queues[TX_QUEUE];
         let tx = &mut self.tx;
         let stats = &mut self.stats;
         let mut used = false;
@@ -477,9 +465,8 @@ impl<B: NetBackend> Net<B> {
                 budget -= 1;
                 popped += 1;
                 let head = chain.head_index();
-                let frame = gather_tx(mem, chain, &mut tx.buf).and_then(|len| {
-                    header::check_tx(&mut tx.buf[..len], self.acked_features).map(|()| len)
-                });
+                let frame = gather_tx(mem, chain, &mut tx.buf)
+                    .and_then(|len| header::check_tx(&mut tx.buf[..len], acked).map(|()| len));
                 match frame {
                     Ok(len) => {
                         let res = write_frame(&mut self.backend, &tx.buf[..len]);
@@ -501,7 +488,7 @@ impl<B: NetBackend> Net<B> {
                 break;
             }
             if budget == 0 {
-                requeue(&self.queue_evts[TX_QUEUE]);
+                requeue(&state.queue_evts[TX_QUEUE]);
                 break;
             }
             match queue.enable_notification(mem) {
@@ -885,16 +872,12 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         TYPE_NET
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     /// `struct virtio_net_config`: mac[6], status (le16).
@@ -910,30 +893,15 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         crate::virtio::read_config_from_slice(&config, offset, data);
     }
 
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let [rx_queue, tx_queue] =
-            <[Queue; 2]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
-                expected: 2,
-                got: q.len(),
-            })?;
-        for (i, q) in [&rx_queue, &tx_queue].into_iter().enumerate() {
-            if !q.ready() {
-                return Err(ActivateError::QueueNotReady(i));
-            }
-        }
-        let offloads = header::tap_offloads(self.acked_features);
+        self.state.check_activation(&queues)?;
+        let acked = self.state.acked_features();
+        let offloads = header::tap_offloads(acked);
         self.backend
             .set_offload(offloads)
             .map_err(ActivateError::Backend)?;
@@ -947,29 +915,19 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
                 .start(
                     tap,
                     &mem,
-                    self.acked_features,
-                    [&rx_queue, &tx_queue],
-                    &self.queue_evts,
+                    acked,
+                    [&queues[RX_QUEUE], &queues[TX_QUEUE]],
+                    self.state.queue_events(),
                 )
                 .map_err(ActivateError::Backend)?;
         }
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            rx_queue,
-            tx_queue,
-        });
+        self.state.set_active(mem, interrupt, queues);
         // The driver may have queued buffers (and its notifications been
         // dropped) before DRIVER_OK: look at both queues once now (we or
         // vhost). This is also what makes the event loop start polling the
         // backend.
-        for evt in &self.queue_evts {
-            requeue(evt);
-        }
-        debug!(
-            acked_features = self.acked_features,
-            offloads, "virtio-net activated"
-        );
+        self.state.kick([RX_QUEUE, TX_QUEUE]);
+        debug!(acked_features = acked, offloads, "virtio-net activated");
         Ok(())
     }
 
@@ -977,25 +935,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         if let Some(vhost) = &mut self.vhost {
             vhost.stop();
         }
-        self.active = None;
+        self.state.reset();
         self.rx.reset();
         self.tx.pending = None;
-        self.acked_features = 0;
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
-        crate::virtio::debug::DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| crate::virtio::debug::progress_of([&a.rx_queue, &a.tx_queue]))
-                .unwrap_or_default(),
-            notes: Vec::new(),
-        }
     }
 }

@@ -2,66 +2,56 @@ use std::io;
 use std::sync::Arc;
 
 use tracing::{debug, error};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{RngError, MAX_BYTES_PER_CHAIN, QUEUE_SIZE};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{ActivateError, Interrupt, VirtioDevice, TYPE_RNG};
-
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queue: Queue,
-}
+use crate::virtio::{ActivateError, Activated, Interrupt, VirtioDevice, VirtioState, TYPE_RNG};
 
 /// The virtio entropy device.
 pub struct Rng {
-    acked_features: u64,
-    queue_sizes: [u16; 1],
-    queue_evts: [EventFd; 1],
-    active: Option<Active>,
+    state: VirtioState,
     /// Reused for every request so a busy guest costs no allocations.
     scratch: Vec<u8>,
 }
 
 impl Rng {
     pub fn new() -> Result<Self, RngError> {
+        let features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
         Ok(Self {
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE],
-            queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(RngError::EventFd)?],
-            active: None,
+            state: VirtioState::new("virtio-rng", features, &[QUEUE_SIZE])
+                .map_err(RngError::EventFd)?,
             scratch: vec![0; MAX_BYTES_PER_CHAIN],
         })
     }
 
     /// The eventfd the guest's notifications arrive on.
     pub fn queue_event(&self) -> &EventFd {
-        &self.queue_evts[0]
+        &self.state.queue_evts[0]
     }
 
     /// Serves every request in the queue (up to one queue's worth per call,
     /// so a guest that keeps refilling cannot monopolise the event loop) and
     /// interrupts the guest if it asked to be told. No-op before activation.
     pub fn process_queue(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let Active {
+        let state = &mut self.state;
+        let Some(Activated {
             mem,
             interrupt,
-            queue,
-        } = active;
+            queues,
+        }) = &mut state.active
+        else {
+            return;
+        };
         let scratch = &mut self.scratch;
         crate::virtio::serve::serve_queue(
             "virtio-rng",
-            queue,
+            &mut queues[0],
             mem,
             interrupt,
-            &self.queue_evts[0],
+            &state.queue_evts[0],
             |chain| fill_chain(mem, chain, scratch),
         );
     }
@@ -143,20 +133,12 @@ impl VirtioDevice for Rng {
         TYPE_RNG
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     fn activate(
@@ -165,60 +147,26 @@ impl VirtioDevice for Rng {
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let queue = match <[Queue; 1]>::try_from(queues) {
-            Ok([queue]) => queue,
-            Err(queues) => {
-                return Err(ActivateError::QueueCount {
-                    expected: 1,
-                    got: queues.len(),
-                })
-            }
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queue,
-        });
-        // The driver may have queued buffers (and its notification been
-        // dropped) before DRIVER_OK: look at the queue once now.
-        if let Err(e) = self.queue_evts[0].write(1) {
-            warn_limited!(error = %e, "virtio-rng: cannot kick queue after activation");
-        }
-        debug!(acked_features = self.acked_features, "virtio-rng activated");
+        self.state.check_activation(&queues)?;
+        self.state.set_active(mem, interrupt, queues);
+        self.state.kick([0]);
+        debug!(
+            acked_features = self.state.acked_features(),
+            "virtio-rng activated"
+        );
         Ok(())
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
-        crate::virtio::debug::DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| crate::virtio::debug::progress_of([&a.queue]))
-                .unwrap_or_default(),
-            notes: Vec::new(),
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::QueueT;
 
     #[test]
     fn getrandom_fills_large_buffers() {

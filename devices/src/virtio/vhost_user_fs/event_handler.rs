@@ -5,6 +5,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::error;
 
 use super::VhostUserFs;
+use crate::virtio::VirtioDevice;
 
 impl MutEventSubscriber for VhostUserFs {
     fn init(&mut self, ops: &mut EventOps) {
@@ -28,7 +29,7 @@ impl MutEventSubscriber for VhostUserFs {
             }
         }
         // A call before activation or after reset has no one to tell.
-        if let Some(interrupt) = &self.interrupt {
+        if let Some(interrupt) = self.state().interrupt() {
             interrupt.signal_used_queue();
         }
     }

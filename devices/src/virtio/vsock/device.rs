@@ -17,16 +17,14 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, CTL_QUEUE_STALL};
 use super::packet::{Header, HDR_SIZE};
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::virtio::debug::{progress_of, DeviceDebug};
+use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_VSOCK};
+use crate::virtio::{
+    read_config_from_slice, ActivateError, Activated, Interrupt, VirtioDevice, VirtioState,
+    TYPE_VSOCK,
+};
 
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queues: [Queue; 3],
-}
+const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// The virtio-vsock device with its Unix-socket backend.
 pub struct Vsock {
@@ -35,16 +33,13 @@ pub struct Vsock {
     pub(super) listener: UnixListener,
     /// (st_dev, st_ino) of the socket we bound, so Drop removes only ours.
     listener_id: Option<(u64, u64)>,
-    acked_features: u64,
-    queue_sizes: [u16; 3],
-    queue_evts: [EventFd; 3],
+    state: VirtioState,
     /// Fires at the earliest connection or handshake deadline.
     pub(super) timer: TimerFd,
     timer_armed_for: Option<Instant>,
     /// Asks the event loop for a pass when something changed outside it
     /// (a reset), so closed sockets leave the loop promptly.
     pub(super) wake: EventFd,
-    active: Option<Active>,
     pub(super) muxer: Muxer,
     /// tx processing paused until the guest takes the RSTs we owe it.
     tx_stalled: bool,
@@ -87,13 +82,11 @@ impl Vsock {
             uds_path,
             listener,
             listener_id,
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE; 3],
-            queue_evts: [evt()?, evt()?, evt()?],
+            state: VirtioState::new("virtio-vsock", FEATURES, &[QUEUE_SIZE; 3])
+                .map_err(VsockError::EventFd)?,
             timer,
             timer_armed_for: None,
             wake: evt()?,
-            active: None,
             tx_stalled: false,
             segs: Vec::new(),
             tx_scratch: vec![0; MAX_PKT_PAYLOAD],
@@ -127,19 +120,20 @@ impl Vsock {
     }
 
     pub(super) fn queue_event(&self, index: usize) -> &EventFd {
-        &self.queue_evts[index]
+        &self.state.queue_evts[index]
     }
 
     /// Handles everything in the tx queue (one queue's worth per call).
     pub fn process_tx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let Active {
+        let state = &mut self.state;
+        let Some(Activated {
             mem,
             interrupt,
             queues,
-        } = active;
+        }) = &mut state.active
+        else {
+            return;
+        };
         let queue = &mut queues[TX_QUEUE];
         let mut budget = queue.size();
         let mut used_any = false;
@@ -206,7 +200,7 @@ impl Vsock {
                 break;
             }
             if budget == 0 {
-                if let Err(e) = self.queue_evts[TX_QUEUE].write(1) {
+                if let Err(e) = state.queue_evts[TX_QUEUE].write(1) {
                     warn_limited!(error = %e, "virtio-vsock: cannot re-arm the tx eventfd");
                 }
                 break;
@@ -228,21 +222,22 @@ impl Vsock {
     /// Fills rx buffers with whatever the connections have for the guest
     /// (one queue's worth per call).
     pub fn process_rx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let Active {
+        let state = &mut self.state;
+        let Some(Activated {
             mem,
             interrupt,
             queues,
-        } = active;
+        }) = &mut state.active
+        else {
+            return;
+        };
         let queue = &mut queues[RX_QUEUE];
         self.muxer.settle(Instant::now());
         let mut budget = queue.size();
         let mut used_any = false;
         while self.muxer.has_rx_work() {
             if budget == 0 {
-                if let Err(e) = self.queue_evts[RX_QUEUE].write(1) {
+                if let Err(e) = state.queue_evts[RX_QUEUE].write(1) {
                     warn_limited!(error = %e, "virtio-vsock: cannot re-arm the rx eventfd");
                 }
                 break;
@@ -293,7 +288,7 @@ impl Vsock {
         }
         if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
             self.tx_stalled = false;
-            if let Err(e) = self.queue_evts[TX_QUEUE].write(1) {
+            if let Err(e) = state.queue_evts[TX_QUEUE].write(1) {
                 warn_limited!(error = %e, "virtio-vsock: cannot kick tx after a stall");
             }
         }
@@ -558,25 +553,17 @@ impl VirtioDevice for Vsock {
         TYPE_VSOCK
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn state(&self) -> &VirtioState {
+        &self.state
     }
 
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
+    fn state_mut(&mut self) -> &mut VirtioState {
+        &mut self.state
     }
 
     /// `le64 guest_cid`.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.guest_cid.to_le_bytes(), offset, data);
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
     }
 
     fn activate(
@@ -585,39 +572,21 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let queues = <[Queue; 3]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
-            expected: 3,
-            got: q.len(),
-        })?;
-        if let Some(i) = queues.iter().position(|q| !q.ready()) {
-            return Err(ActivateError::QueueNotReady(i));
-        }
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queues,
-        });
+        self.state.check_activation(&queues)?;
+        self.state.set_active(mem, interrupt, queues);
         // Packets queued before DRIVER_OK, and host connections waiting for
         // the driver: look at both directions once now.
-        for q in [RX_QUEUE, TX_QUEUE] {
-            if let Err(e) = self.queue_evts[q].write(1) {
-                warn_limited!(error = %e, "virtio-vsock: cannot kick a queue after activation");
-            }
-        }
+        self.state.kick([RX_QUEUE, TX_QUEUE]);
         debug!(
             guest_cid = self.guest_cid,
-            acked_features = self.acked_features,
+            acked_features = self.state.acked_features(),
             "virtio-vsock activated"
         );
         Ok(())
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         self.tx_stalled = false;
         // The guest forgot its sockets; host peers see theirs closed.
         self.muxer.reset();
@@ -628,21 +597,13 @@ impl VirtioDevice for Vsock {
         true
     }
 
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
     fn debug_state(&self) -> DeviceDebug {
         let mut notes = self.muxer.debug_lines();
         if self.tx_stalled {
             notes.push("tx stalled: waiting for the guest to take our control packets".into());
         }
         DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| progress_of(&a.queues))
-                .unwrap_or_default(),
+            queues: self.state.queue_progress(),
             notes,
         }
     }
