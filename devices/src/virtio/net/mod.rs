@@ -45,7 +45,9 @@ mod backend;
 mod device;
 mod event_handler;
 pub mod header;
+mod rx;
 mod tap;
+mod tx;
 mod vhost;
 
 pub use backend::{MemBackend, NetBackend};

@@ -19,6 +19,7 @@ use super::packet::{Header, HDR_SIZE};
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
 use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use crate::virtio::serve;
 use crate::virtio::{
     read_config_from_slice, ActivateError, Activated, Interrupt, VirtioDevice, VirtioState,
     TYPE_VSOCK,
@@ -135,88 +136,17 @@ impl Vsock {
             return;
         };
         let queue = &mut queues[TX_QUEUE];
-        let mut budget = queue.size();
-        let mut used_any = false;
-        let mut expect_more = false;
-        'outer: loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                warn_limited!(error = %e, "virtio-vsock: cannot disable tx notifications");
-                break;
-            }
-            let mut popped = 0u32;
-            while budget > 0 {
-                if self.muxer.ctl_queue_len() >= CTL_QUEUE_STALL {
-                    // The guest is not taking our replies; come back when it
-                    // does (process_rx re-kicks tx).
-                    self.tx_stalled = true;
-                    break 'outer;
-                }
-                let Some(chain) = queue.pop_descriptor_chain(&*mem) else {
-                    break;
-                };
-                budget -= 1;
-                popped += 1;
-                let head = chain.head_index();
-                let parsed = read_tx_packet(mem, chain, &mut self.segs, &mut self.tx_scratch);
-                if let Err(e) = queue.add_used(mem, head, 0) {
-                    warn_limited!(head, error = %e, "virtio-vsock: cannot return a tx chain");
-                } else {
-                    used_any = true;
-                }
-                match parsed {
-                    Ok((hdr, len)) => {
-                        if hdr.src_cid != self.guest_cid {
-                            warn_limited!(
-                                src_cid = hdr.src_cid,
-                                guest_cid = self.guest_cid,
-                                "virtio-vsock: packet with a spoofed source CID dropped"
-                            );
-                            continue;
-                        }
-                        self.muxer.on_guest_packet(&hdr, &self.tx_scratch[..len]);
-                    }
-                    Err(TxError::Malformed(hdr)) => {
-                        if hdr.src_cid != self.guest_cid {
-                            warn_limited!(
-                                src_cid = hdr.src_cid,
-                                "virtio-vsock: malformed packet with a spoofed source CID dropped"
-                            );
-                            continue;
-                        }
-                        warn_limited!(
-                            len = hdr.len,
-                            op = hdr.op,
-                            "virtio-vsock: packet length does not match its buffer"
-                        );
-                        self.muxer.on_malformed(&hdr);
-                    }
-                    Err(TxError::Unreadable) => {
-                        warn_limited!("virtio-vsock: tx chain without a readable header dropped");
-                    }
-                }
-            }
-            if expect_more && popped == 0 {
-                warn_limited!("virtio-vsock: tx available ring index runs ahead of its entries");
-                break;
-            }
-            if budget == 0 {
-                if let Err(e) = state.queue_evts[TX_QUEUE].write(1) {
-                    warn_limited!(error = %e, "virtio-vsock: cannot re-arm the tx eventfd");
-                }
-                break;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => expect_more = true,
-                Ok(false) => break,
-                Err(e) => {
-                    warn_limited!(error = %e, "virtio-vsock: cannot enable tx notifications");
-                    break;
-                }
-            }
-        }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
+        let mut server = TxServer {
+            mem,
+            guest_cid: self.guest_cid,
+            muxer: &mut self.muxer,
+            segs: &mut self.segs,
+            scratch: &mut self.tx_scratch,
+            stalled: &mut self.tx_stalled,
+        };
+        let rearm = &state.queue_evts[TX_QUEUE];
+        let used_any = serve::drain("virtio-vsock tx", queue, mem, rearm, 1, &mut server);
+        serve::notify_used(queue, mem, interrupt, used_any);
     }
 
     /// Fills rx buffers with whatever the connections have for the guest
@@ -242,7 +172,7 @@ impl Vsock {
                 }
                 break;
             }
-            let Some(chain) = pop_or_listen(queue, mem) else {
+            let Some(chain) = serve::pop_or_listen("virtio-vsock rx", queue, mem) else {
                 break;
             };
             budget -= 1;
@@ -254,9 +184,7 @@ impl Vsock {
                         room = ?bad,
                         "virtio-vsock: rx buffer too small or outside guest memory"
                     );
-                    if queue.add_used(mem, head, 0).is_ok() {
-                        used_any = true;
-                    }
+                    used_any |= serve::add_used("virtio-vsock rx", queue, mem, head, 0);
                     continue;
                 }
             };
@@ -276,16 +204,9 @@ impl Vsock {
                 error!("virtio-vsock: cannot write an rx buffer");
                 0
             };
-            match queue.add_used(mem, head, used_len) {
-                Ok(()) => used_any = true,
-                Err(e) => {
-                    warn_limited!(head, error = %e, "virtio-vsock: cannot return an rx chain")
-                }
-            }
+            used_any |= serve::add_used("virtio-vsock rx", queue, mem, head, used_len);
         }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
+        serve::notify_used(queue, mem, interrupt, used_any);
         if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
             self.tx_stalled = false;
             if let Err(e) = state.queue_evts[TX_QUEUE].write(1) {
@@ -334,6 +255,64 @@ impl Vsock {
     }
 }
 
+/// The tx queue's chains, each one packet for the muxer.
+struct TxServer<'a> {
+    mem: &'a GuestMemoryMmap,
+    guest_cid: u64,
+    muxer: &'a mut Muxer,
+    segs: &'a mut Vec<(GuestAddress, usize)>,
+    scratch: &'a mut [u8],
+    stalled: &'a mut bool,
+}
+
+impl serve::ChainServer for TxServer<'_> {
+    fn ready(&mut self) -> bool {
+        if self.muxer.ctl_queue_len() >= CTL_QUEUE_STALL {
+            // The guest is not taking our replies; come back when it
+            // does (process_rx re-kicks tx).
+            *self.stalled = true;
+            return false;
+        }
+        true
+    }
+
+    fn serve(&mut self, chain: DescriptorChain<&GuestMemoryMmap>) -> serve::Served {
+        match read_tx_packet(self.mem, chain, self.segs, self.scratch) {
+            Ok((hdr, len)) => {
+                if hdr.src_cid != self.guest_cid {
+                    warn_limited!(
+                        src_cid = hdr.src_cid,
+                        guest_cid = self.guest_cid,
+                        "virtio-vsock: packet with a spoofed source CID dropped"
+                    );
+                } else {
+                    self.muxer.on_guest_packet(&hdr, &self.scratch[..len]);
+                }
+            }
+            Err(TxError::Malformed(hdr)) => {
+                if hdr.src_cid != self.guest_cid {
+                    warn_limited!(
+                        src_cid = hdr.src_cid,
+                        "virtio-vsock: malformed packet with a spoofed source CID dropped"
+                    );
+                } else {
+                    warn_limited!(
+                        len = hdr.len,
+                        op = hdr.op,
+                        "virtio-vsock: packet length does not match its buffer"
+                    );
+                    self.muxer.on_malformed(&hdr);
+                }
+            }
+            Err(TxError::Unreadable) => {
+                warn_limited!("virtio-vsock: tx chain without a readable header dropped");
+            }
+        }
+        // The device only reads tx buffers.
+        serve::Served::Used(0)
+    }
+}
+
 impl Drop for Vsock {
     fn drop(&mut self) {
         // Remove the socket file unless someone replaced it meanwhile.
@@ -374,26 +353,6 @@ fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Pops the next chain; when the ring looks empty, asks the driver to
-/// notify us about new buffers and looks once more (the driver may have
-/// added one in between).
-fn pop_or_listen<'a>(
-    queue: &mut Queue,
-    mem: &'a GuestMemoryMmap,
-) -> Option<DescriptorChain<&'a GuestMemoryMmap>> {
-    if let Some(chain) = queue.pop_descriptor_chain(mem) {
-        return Some(chain);
-    }
-    match queue.enable_notification(mem) {
-        Ok(true) => queue.pop_descriptor_chain(mem),
-        Ok(false) => None,
-        Err(e) => {
-            warn_limited!(error = %e, "virtio-vsock: cannot enable rx notifications");
-            None
-        }
-    }
 }
 
 enum TxError {
