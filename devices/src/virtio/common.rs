@@ -26,6 +26,26 @@ pub struct Activated {
     pub queues: Vec<Queue>,
 }
 
+impl Activated {
+    pub fn new(mem: GuestMemoryMmap, interrupt: Arc<Interrupt>, queues: Vec<Queue>) -> Self {
+        Self {
+            mem,
+            interrupt,
+            queues,
+        }
+    }
+}
+
+/// What serving one queue of an active device needs, borrowed apart from
+/// the rest of the state.
+pub(crate) struct Serving<'a> {
+    pub mem: &'a GuestMemoryMmap,
+    pub interrupt: &'a Interrupt,
+    pub queue: &'a mut Queue,
+    /// The queue's eventfd, to come back to it later.
+    pub evt: &'a EventFd,
+}
+
 /// Features, queues and activation of one virtio device.
 pub struct VirtioState {
     /// The device's name in log lines ("virtio-net").
@@ -137,18 +157,40 @@ impl VirtioState {
     }
 
     /// Records the activation (after [`check_activation`](Self::check_activation)
-    /// and whatever the device's backend needed).
-    pub fn set_active(
+    /// and whatever the device's backend needed) and kicks the queues
+    /// `kick` (see [`kick`](Self::kick)).
+    pub fn set_active(&mut self, active: Activated, kick: impl IntoIterator<Item = usize>) {
+        self.active = Some(active);
+        self.kick(kick);
+        tracing::debug!(
+            device = self.name,
+            acked_features = self.acked_features,
+            "activated"
+        );
+    }
+
+    /// Activation of a device with nothing of its own to start: the checks,
+    /// then [`set_active`](Self::set_active).
+    pub fn activate(
         &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) {
-        self.active = Some(Activated {
-            mem,
-            interrupt,
-            queues,
-        });
+        active: Activated,
+        kick: impl IntoIterator<Item = usize>,
+    ) -> Result<(), ActivateError> {
+        self.check_activation(&active.queues)?;
+        self.set_active(active, kick);
+        Ok(())
+    }
+
+    /// Queue `index` of the active device and what serving it needs; None
+    /// before activation or for an unknown index.
+    pub(crate) fn serving(&mut self, index: usize) -> Option<Serving<'_>> {
+        let active = self.active.as_mut()?;
+        Some(Serving {
+            mem: &active.mem,
+            interrupt: &active.interrupt,
+            queue: active.queues.get_mut(index)?,
+            evt: self.queue_evts.get(index)?,
+        })
     }
 
     /// Makes the event loop look at the queues `indices`: the driver may

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::debug::{try_lock_patiently, DeviceSnapshot, QueueSnapshot, LOCK_PATIENCE};
 use super::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
-use super::{ActivateError, Interrupt, VirtioDevice};
+use super::{ActivateError, Activated, Interrupt, VirtioDevice};
 use crate::bus::{lock, BusDevice};
 
 /// Size of the address window each virtio-mmio device occupies.
@@ -558,7 +558,11 @@ impl MmioTransport {
         if dev.is_activated() {
             return Err(ActivateError::AlreadyActive.into());
         }
-        dev.activate(self.mem.clone(), self.interrupt.clone(), queues)?;
+        dev.activate(Activated::new(
+            self.mem.clone(),
+            self.interrupt.clone(),
+            queues,
+        ))?;
         debug!(device_type = self.device_type, "virtio device activated");
         Ok(())
     }

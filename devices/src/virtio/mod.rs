@@ -54,10 +54,6 @@
 //! );
 //! ```
 
-use std::sync::Arc;
-
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Logs a warning at most a logarithmic number of times per call site: the
@@ -71,6 +67,20 @@ macro_rules! warn_limited {
             ::tracing::warn!(occurrences = n + 1, $($arg)+);
         }
     }};
+}
+
+/// Writes the two [`VirtioDevice`] accessors of a device whose
+/// [`VirtioState`] is the field `$field`, inside its `impl VirtioDevice`.
+macro_rules! virtio_state_accessors {
+    ($field:ident) => {
+        fn state(&self) -> &$crate::virtio::VirtioState {
+            &self.$field
+        }
+
+        fn state_mut(&mut self) -> &mut $crate::virtio::VirtioState {
+            &mut self.$field
+        }
+    };
 }
 
 mod common;
@@ -215,15 +225,10 @@ pub trait VirtioDevice: Send {
         let _ = index;
     }
 
-    /// Starts the device. `queues` has one entry per
+    /// Starts the device. `active.queues` has one entry per
     /// [`queue_max_sizes`](Self::queue_max_sizes) entry, in order; every
-    /// ready queue has been checked against `mem`.
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError>;
+    /// ready queue has been checked against `active.mem`.
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError>;
 
     /// Returns the device to its pre-activation state, dropping queues and
     /// memory. Returns false if the device cannot be reset, in which case it

@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::features::VIRTIO_F_VERSION_1;
 use super::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
-use super::{ActivateError, Interrupt, MmioTransport, VirtioDevice, VirtioState};
+use super::{ActivateError, Activated, Interrupt, MmioTransport, VirtioDevice, VirtioState};
 use crate::bus::BusDevice;
 
 pub(crate) const DUMMY_TYPE: u32 = 0x2a;
@@ -74,12 +74,7 @@ impl VirtioDevice for DummyDevice {
     fn device_type(&self) -> u32 {
         DUMMY_TYPE
     }
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
+    virtio_state_accessors!(state);
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_from_slice(&self.config, offset, data);
     }
@@ -106,18 +101,13 @@ impl VirtioDevice for DummyDevice {
             notes: vec!["dummy".into()],
         }
     }
-    fn activate(
-        &mut self,
-        _mem: GuestMemoryMmap,
-        _interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         if self.fail_activate {
             return Err(ActivateError::QueueNotReady(0));
         }
         self.activated = true;
         self.activations += 1;
-        self.queues = queues;
+        self.queues = active.queues;
         Ok(())
     }
     fn reset(&mut self) -> bool {

@@ -1,7 +1,5 @@
-use std::sync::Arc;
-
 use tracing::debug;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use super::guest_io::{Buffers, GuestReply, GuestRequest};
@@ -10,7 +8,7 @@ use super::{
     TAG_LEN,
 };
 use crate::virtio::{
-    read_config_from_slice, ActivateError, Interrupt, VirtioDevice, VirtioState, TYPE_FS,
+    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_FS,
 };
 
 /// The virtio-fs device: one share, served by a [`cowfs::Server`].
@@ -75,20 +73,15 @@ impl Fs {
     /// activation or for an unknown index.
     pub fn process_queue(&mut self, index: usize) {
         let hiprio_used = self.drain_hiprio();
-        let state = &mut self.state;
-        let Some(active) = &mut state.active else {
-            return;
-        };
-        let (mem, interrupt) = (&active.mem, &active.interrupt);
-        let signalled = match active.queues.get_mut(index) {
-            Some(queue) if index != HIPRIO && queue.ready() => {
-                let (server, bufs) = (&mut self.server, &mut self.bufs);
+        let signalled = match self.state.serving(index) {
+            Some(q) if index != HIPRIO && q.queue.ready() => {
+                let (mem, server, bufs) = (q.mem, &mut self.server, &mut self.bufs);
                 crate::virtio::serve::serve_queue(
                     "virtio-fs",
-                    queue,
+                    q.queue,
                     mem,
-                    interrupt,
-                    &state.queue_evts[index],
+                    q.interrupt,
+                    q.evt,
                     |chain| serve_chain(mem, chain, server, bufs),
                 )
             }
@@ -97,9 +90,8 @@ impl Fs {
         // One interrupt line for both queues: the request queue's interrupt
         // (if any) already makes the driver look at the high-priority one.
         if hiprio_used && !signalled {
-            let hiprio = &mut active.queues[HIPRIO];
-            if hiprio.needs_notification(mem).unwrap_or(true) {
-                interrupt.signal_used_queue();
+            if let Some(q) = self.state.serving(HIPRIO) {
+                crate::virtio::serve::notify_used(q.queue, q.mem, q.interrupt, true);
             }
         }
     }
@@ -117,25 +109,16 @@ impl Fs {
     /// (or half the ring, so it cannot fill the ring unnoticed). Without EVENT_IDX
     /// every notification is served as it comes.
     fn drain_hiprio(&mut self) -> bool {
-        let state = &mut self.state;
-        let Some(active) = &mut state.active else {
+        let Some(q) = self.state.serving(HIPRIO) else {
             return false;
         };
-        let Some(queue) = active.queues.get_mut(HIPRIO) else {
-            return false;
-        };
-        if !queue.ready() {
+        if !q.queue.ready() {
             return false;
         }
-        let (mem, server, bufs) = (&active.mem, &mut self.server, &mut self.bufs);
-        crate::virtio::serve::drain_queue(
-            "virtio-fs",
-            queue,
-            mem,
-            &state.queue_evts[HIPRIO],
-            HIPRIO_BATCH,
-            |chain| serve_chain(mem, chain, server, bufs),
-        )
+        let (mem, server, bufs) = (q.mem, &mut self.server, &mut self.bufs);
+        crate::virtio::serve::drain_queue("virtio-fs", q.queue, mem, q.evt, HIPRIO_BATCH, |chain| {
+            serve_chain(mem, chain, server, bufs)
+        })
     }
 }
 
@@ -220,13 +203,7 @@ impl VirtioDevice for Fs {
         TYPE_FS
     }
 
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
+    virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.config, offset, data);
@@ -240,20 +217,10 @@ impl VirtioDevice for Fs {
         self.process_queue(index);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        self.state.check_activation(&queues)?;
-        self.state.set_active(mem, interrupt, queues);
-        self.state.kick(0..NUM_QUEUES);
-        debug!(
-            acked_features = self.state.acked_features(),
-            "virtio-fs activated"
-        );
-        Ok(())
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
+        // The driver may have queued buffers (and its notification been
+        // dropped) before DRIVER_OK: look at the queues once now.
+        self.state.activate(active, 0..NUM_QUEUES)
     }
 
     fn reset(&mut self) -> bool {

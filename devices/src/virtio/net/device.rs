@@ -2,7 +2,6 @@
 //! asks of it. The queues are served in `rx.rs` and `tx.rs`.
 
 use std::io;
-use std::sync::Arc;
 
 use event_manager::EventSet;
 use tracing::debug;
@@ -11,8 +10,6 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::header;
@@ -23,7 +20,7 @@ use super::{format_mac, NetBackend, NetError, Tap, QUEUE_SIZE, RX_QUEUE, TX_QUEU
 use crate::virtio::features::{
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use crate::virtio::{ActivateError, Interrupt, VirtioDevice, VirtioState, TYPE_NET};
+use crate::virtio::{ActivateError, Activated, VirtioDevice, VirtioState, TYPE_NET};
 
 /// Frame and byte counters since the device was built.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -219,13 +216,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         TYPE_NET
     }
 
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
+    virtio_state_accessors!(state);
 
     /// `struct virtio_net_config`: mac[6], status (le16).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -240,13 +231,8 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
         crate::virtio::read_config_from_slice(&config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        self.state.check_activation(&queues)?;
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
+        self.state.check_activation(&active.queues)?;
         let acked = self.state.acked_features();
         let offloads = header::tap_offloads(acked);
         self.backend
@@ -258,23 +244,23 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             let tap = self.backend.vhost_tap().ok_or_else(|| {
                 ActivateError::Backend(io::Error::other("vhost-net needs a tap backend"))
             })?;
+            let queues = &active.queues;
             vhost
                 .start(
                     tap,
-                    &mem,
+                    &active.mem,
                     acked,
                     [&queues[RX_QUEUE], &queues[TX_QUEUE]],
                     self.state.queue_events(),
                 )
                 .map_err(ActivateError::Backend)?;
         }
-        self.state.set_active(mem, interrupt, queues);
+        debug!(offloads, "virtio-net: tap offloads set");
         // The driver may have queued buffers (and its notifications been
         // dropped) before DRIVER_OK: look at both queues once now (we or
         // vhost). This is also what makes the event loop start polling the
         // backend.
-        self.state.kick([RX_QUEUE, TX_QUEUE]);
-        debug!(acked_features = acked, offloads, "virtio-net activated");
+        self.state.set_active(active, [RX_QUEUE, TX_QUEUE]);
         Ok(())
     }
 

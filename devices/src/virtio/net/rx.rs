@@ -13,8 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::NetStats;
 use super::header;
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, RX_QUEUE, VNET_HDR_LEN};
+use crate::virtio::common::Serving;
 use crate::virtio::serve::{self, needs_interrupt_since, publish_used};
-use crate::virtio::Activated;
 
 /// Log context of this side.
 const DEVICE: &str = "virtio-net rx";
@@ -118,17 +118,16 @@ impl<B: NetBackend> Net<B> {
         if self.vhost.is_some() {
             return;
         }
-        let state = &mut self.state;
-        let acked = state.acked_features;
-        let Some(Activated {
+        let acked = self.state.acked_features();
+        let Some(Serving {
             mem,
             interrupt,
-            queues,
-        }) = &mut state.active
+            queue,
+            evt,
+        }) = self.state.serving(RX_QUEUE)
         else {
             return;
         };
-        let queue = &mut queues[RX_QUEUE];
         let rx = &mut self.rx;
         let stats = &mut self.stats;
         let mergeable = acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
@@ -161,7 +160,7 @@ impl<B: NetBackend> Net<B> {
                         continue;
                     }
                     Pop::OutOfBudget => {
-                        requeue(&state.queue_evts[RX_QUEUE]);
+                        requeue(evt);
                         break;
                     }
                 }
@@ -202,7 +201,7 @@ impl<B: NetBackend> Net<B> {
                     }
                 }
                 Delivery::OutOfBudget => {
-                    requeue(&state.queue_evts[RX_QUEUE]);
+                    requeue(evt);
                     break;
                 }
             }

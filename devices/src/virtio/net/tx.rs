@@ -9,8 +9,8 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use super::device::NetStats;
 use super::header::{self, TxDrop};
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, TX_QUEUE, VNET_HDR_LEN};
+use crate::virtio::common::Serving;
 use crate::virtio::serve::{self, ChainServer, Served};
-use crate::virtio::Activated;
 
 /// Log context of this side.
 const DEVICE: &str = "virtio-net tx";
@@ -42,17 +42,16 @@ impl<B: NetBackend> Net<B> {
         if self.vhost.is_some() {
             return;
         }
-        let state = &mut self.state;
-        let acked = state.acked_features;
-        let Some(Activated {
+        let acked = self.state.acked_features();
+        let Some(Serving {
             mem,
             interrupt,
-            queues,
-        }) = &mut state.active
+            queue,
+            evt,
+        }) = self.state.serving(TX_QUEUE)
         else {
             return;
         };
-        let queue = &mut queues[TX_QUEUE];
         let tx = &mut self.tx;
         let stats = &mut self.stats;
         let mut used = false;
@@ -72,8 +71,7 @@ impl<B: NetBackend> Net<B> {
             tx,
             stats,
         };
-        let rearm = &state.queue_evts[TX_QUEUE];
-        used |= serve::drain(DEVICE, queue, mem, rearm, 1, &mut server);
+        used |= serve::drain(DEVICE, queue, mem, evt, 1, &mut server);
         serve::notify_used(queue, mem, interrupt, used);
     }
 }

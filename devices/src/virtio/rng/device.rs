@@ -1,14 +1,13 @@
 use std::io;
-use std::sync::Arc;
 
-use tracing::{debug, error};
-use virtio_queue::{DescriptorChain, Queue};
+use tracing::error;
+use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{RngError, MAX_BYTES_PER_CHAIN, QUEUE_SIZE};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{ActivateError, Activated, Interrupt, VirtioDevice, VirtioState, TYPE_RNG};
+use crate::virtio::{ActivateError, Activated, VirtioDevice, VirtioState, TYPE_RNG};
 
 /// The virtio entropy device.
 pub struct Rng {
@@ -36,22 +35,16 @@ impl Rng {
     /// so a guest that keeps refilling cannot monopolise the event loop) and
     /// interrupts the guest if it asked to be told. No-op before activation.
     pub fn process_queue(&mut self) {
-        let state = &mut self.state;
-        let Some(Activated {
-            mem,
-            interrupt,
-            queues,
-        }) = &mut state.active
-        else {
+        let Some(q) = self.state.serving(0) else {
             return;
         };
-        let scratch = &mut self.scratch;
+        let (mem, scratch) = (q.mem, &mut self.scratch);
         crate::virtio::serve::serve_queue(
             "virtio-rng",
-            &mut queues[0],
+            q.queue,
             mem,
-            interrupt,
-            &state.queue_evts[0],
+            q.interrupt,
+            q.evt,
             |chain| fill_chain(mem, chain, scratch),
         );
     }
@@ -133,28 +126,12 @@ impl VirtioDevice for Rng {
         TYPE_RNG
     }
 
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
+    virtio_state_accessors!(state);
 
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        self.state.check_activation(&queues)?;
-        self.state.set_active(mem, interrupt, queues);
-        self.state.kick([0]);
-        debug!(
-            acked_features = self.state.acked_features(),
-            "virtio-rng activated"
-        );
-        Ok(())
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
+        // The driver may have queued buffers (and its notification been
+        // dropped) before DRIVER_OK: look at the queue once now.
+        self.state.activate(active, [0])
     }
 
     fn reset(&mut self) -> bool {
@@ -166,7 +143,7 @@ impl VirtioDevice for Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_queue::QueueT;
+    use virtio_queue::{Queue, QueueT};
 
     #[test]
     fn getrandom_fills_large_buffers() {
@@ -186,22 +163,23 @@ mod tests {
         let irq = crate::virtio::test_utils::interrupt();
         let mut rng = Rng::new().unwrap();
         assert!(matches!(
-            rng.activate(mem.clone(), irq.clone(), vec![]),
+            rng.activate(Activated::new(mem.clone(), irq.clone(), vec![])),
             Err(ActivateError::QueueCount { expected: 1, .. })
         ));
         let q = Queue::new(QUEUE_SIZE).unwrap();
         assert!(matches!(
-            rng.activate(mem.clone(), irq.clone(), vec![q]),
+            rng.activate(Activated::new(mem.clone(), irq.clone(), vec![q])),
             Err(ActivateError::QueueNotReady(0))
         ));
         let mut q = Queue::new(QUEUE_SIZE).unwrap();
         q.set_ready(true);
-        rng.activate(mem.clone(), irq.clone(), vec![q]).unwrap();
+        rng.activate(Activated::new(mem.clone(), irq.clone(), vec![q]))
+            .unwrap();
         assert!(rng.is_activated());
         let mut q = Queue::new(QUEUE_SIZE).unwrap();
         q.set_ready(true);
         assert!(matches!(
-            rng.activate(mem, irq, vec![q]),
+            rng.activate(Activated::new(mem, irq, vec![q])),
             Err(ActivateError::AlreadyActive)
         ));
         assert!(rng.reset());

@@ -1,6 +1,5 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
 
 use tracing::debug;
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
@@ -15,7 +14,7 @@ use crate::virtio::features::{
 };
 use crate::virtio::fs::{config_space, NUM_QUEUES, TAG_LEN};
 use crate::virtio::{
-    read_config_from_slice, ActivateError, Interrupt, VirtioDevice, VirtioState, TYPE_FS,
+    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_FS,
 };
 
 /// VHOST_USER_F_PROTOCOL_FEATURES: a vhost-user bit, never offered to the
@@ -198,36 +197,21 @@ impl VirtioDevice for VhostUserFs {
         TYPE_FS
     }
 
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
+    virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        self.state.check_activation(&queues)?;
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
+        self.state.check_activation(&active.queues)?;
         // The backend's first calls are served once the lock we run under
         // is released, by then with the interrupt in place.
-        let started = self
-            .start(&mem, &queues)
+        self.started = self
+            .start(&active.mem, &active.queues)
             .map_err(|e| ActivateError::Backend(std::io::Error::other(e.to_string())))?;
-        self.started = started;
-        self.state.set_active(mem, interrupt, queues);
-        debug!(
-            acked_features = self.state.acked_features(),
-            "vhost-user-fs activated"
-        );
+        // The kicks are the backend's: nothing to look at here.
+        self.state.set_active(active, []);
         Ok(())
     }
 

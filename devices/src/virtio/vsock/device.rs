@@ -4,12 +4,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use event_manager::EventOps;
-use tracing::{debug, error};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use tracing::error;
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
@@ -17,12 +16,12 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, CTL_QUEUE_STALL};
 use super::packet::{Header, HDR_SIZE};
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
+use crate::virtio::common::Serving;
 use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::serve;
 use crate::virtio::{
-    read_config_from_slice, ActivateError, Activated, Interrupt, VirtioDevice, VirtioState,
-    TYPE_VSOCK,
+    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_VSOCK,
 };
 
 const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
@@ -126,48 +125,39 @@ impl Vsock {
 
     /// Handles everything in the tx queue (one queue's worth per call).
     pub fn process_tx(&mut self) {
-        let state = &mut self.state;
-        let Some(Activated {
-            mem,
-            interrupt,
-            queues,
-        }) = &mut state.active
-        else {
+        let Some(q) = self.state.serving(TX_QUEUE) else {
             return;
         };
-        let queue = &mut queues[TX_QUEUE];
         let mut server = TxServer {
-            mem,
+            mem: q.mem,
             guest_cid: self.guest_cid,
             muxer: &mut self.muxer,
             segs: &mut self.segs,
             scratch: &mut self.tx_scratch,
             stalled: &mut self.tx_stalled,
         };
-        let rearm = &state.queue_evts[TX_QUEUE];
-        let used_any = serve::drain("virtio-vsock tx", queue, mem, rearm, 1, &mut server);
-        serve::notify_used(queue, mem, interrupt, used_any);
+        let used_any = serve::drain("virtio-vsock tx", q.queue, q.mem, q.evt, 1, &mut server);
+        serve::notify_used(q.queue, q.mem, q.interrupt, used_any);
     }
 
     /// Fills rx buffers with whatever the connections have for the guest
     /// (one queue's worth per call).
     pub fn process_rx(&mut self) {
-        let state = &mut self.state;
-        let Some(Activated {
+        let Some(Serving {
             mem,
             interrupt,
-            queues,
-        }) = &mut state.active
+            queue,
+            evt,
+        }) = self.state.serving(RX_QUEUE)
         else {
             return;
         };
-        let queue = &mut queues[RX_QUEUE];
         self.muxer.settle(Instant::now());
         let mut budget = queue.size();
         let mut used_any = false;
         while self.muxer.has_rx_work() {
             if budget == 0 {
-                if let Err(e) = state.queue_evts[RX_QUEUE].write(1) {
+                if let Err(e) = evt.write(1) {
                     warn_limited!(error = %e, "virtio-vsock: cannot re-arm the rx eventfd");
                 }
                 break;
@@ -209,9 +199,7 @@ impl Vsock {
         serve::notify_used(queue, mem, interrupt, used_any);
         if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
             self.tx_stalled = false;
-            if let Err(e) = state.queue_evts[TX_QUEUE].write(1) {
-                warn_limited!(error = %e, "virtio-vsock: cannot kick tx after a stall");
-            }
+            self.state.kick([TX_QUEUE]);
         }
     }
 
@@ -512,36 +500,17 @@ impl VirtioDevice for Vsock {
         TYPE_VSOCK
     }
 
-    fn state(&self) -> &VirtioState {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut VirtioState {
-        &mut self.state
-    }
+    virtio_state_accessors!(state);
 
     /// `le64 guest_cid`.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        self.state.check_activation(&queues)?;
-        self.state.set_active(mem, interrupt, queues);
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         // Packets queued before DRIVER_OK, and host connections waiting for
         // the driver: look at both directions once now.
-        self.state.kick([RX_QUEUE, TX_QUEUE]);
-        debug!(
-            guest_cid = self.guest_cid,
-            acked_features = self.state.acked_features(),
-            "virtio-vsock activated"
-        );
-        Ok(())
+        self.state.activate(active, [RX_QUEUE, TX_QUEUE])
     }
 
     fn reset(&mut self) -> bool {
