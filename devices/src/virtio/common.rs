@@ -48,6 +48,8 @@ pub(crate) struct Serving<'a> {
 
 /// Features, queues and activation of one virtio device.
 pub struct VirtioState {
+    /// The virtio device ID (`TYPE_*`).
+    device_type: u32,
     /// The device's name in log lines ("virtio-net").
     name: &'static str,
     pub(crate) avail_features: u64,
@@ -64,14 +66,21 @@ pub struct VirtioState {
 }
 
 impl VirtioState {
-    /// A device named `name` offering `avail_features`, with one queue (and
-    /// one eventfd) per entry of `queue_sizes`.
-    pub fn new(name: &'static str, avail_features: u64, queue_sizes: &[u16]) -> io::Result<Self> {
+    /// A device of type `device_type` (`TYPE_*`) named `name` offering
+    /// `avail_features`, with one queue (and one eventfd) per entry of
+    /// `queue_sizes`.
+    pub fn new(
+        device_type: u32,
+        name: &'static str,
+        avail_features: u64,
+        queue_sizes: &[u16],
+    ) -> io::Result<Self> {
         let queue_evts = queue_sizes
             .iter()
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<io::Result<_>>()?;
         Ok(Self {
+            device_type,
             name,
             avail_features,
             acked_features: 0,
@@ -86,6 +95,10 @@ impl VirtioState {
     pub fn with_optional_queue(mut self, index: usize) -> Self {
         self.optional_queues |= 1 << index;
         self
+    }
+
+    pub fn device_type(&self) -> u32 {
+        self.device_type
     }
 
     pub fn name(&self) -> &'static str {

@@ -157,7 +157,9 @@ pub enum ActivateError {
 /// [`state_mut`](Self::state_mut); the default methods read it from there.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (`TYPE_*`).
-    fn device_type(&self) -> u32;
+    fn device_type(&self) -> u32 {
+        self.state().device_type()
+    }
 
     /// The state the default methods below read.
     fn state(&self) -> &VirtioState;

@@ -10,8 +10,9 @@
 
 use std::sync::atomic::{fence, Ordering};
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::Interrupt;
@@ -168,6 +169,27 @@ pub(crate) fn drain<S: ChainServer>(
         }
     }
     used_any
+}
+
+/// The length of `desc`'s buffer if all of it is guest memory (the
+/// guest's lengths are checked, never trusted); None, logged, if it is
+/// not, which spoils its chain.
+pub(crate) fn guest_buffer(
+    device: &'static str,
+    mem: &GuestMemoryMmap,
+    desc: &Descriptor,
+) -> Option<usize> {
+    let len = desc.len() as usize;
+    if len > 0 && !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
+        warn_limited!(
+            device,
+            addr = desc.addr().0,
+            len,
+            "buffer outside guest memory"
+        );
+        return None;
+    }
+    Some(len)
 }
 
 /// Puts a chain on the used ring; true if it got there.

@@ -53,6 +53,7 @@ impl DummyDevice {
     pub fn new(sizes: &[u16]) -> Self {
         Self {
             state: VirtioState::new(
+                DUMMY_TYPE,
                 "dummy",
                 (1 << VIRTIO_F_VERSION_1) | (1 << 29) | (1 << 5),
                 sizes,
@@ -71,9 +72,6 @@ impl DummyDevice {
 }
 
 impl VirtioDevice for DummyDevice {
-    fn device_type(&self) -> u32 {
-        DUMMY_TYPE
-    }
     virtio_state_accessors!(state);
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_from_slice(&self.config, offset, data);

@@ -1,15 +1,13 @@
 use tracing::debug;
 use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use super::guest_io::{Buffers, GuestReply, GuestRequest};
 use super::{
     FsError, FEATURES, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE,
     TAG_LEN,
 };
-use crate::virtio::{
-    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_FS,
-};
+use crate::virtio::{read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState};
 
 /// The virtio-fs device: one share, served by a [`cowfs::Server`].
 pub struct Fs {
@@ -147,18 +145,11 @@ fn serve_chain(
     bufs.writable.clear();
     let mut seen_writable = false;
     for desc in chain {
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            warn_limited!(
-                addr = desc.addr().0,
-                len,
-                "virtio-fs: buffer outside guest memory"
-            );
-            return 0;
-        }
+        let len = match crate::virtio::serve::guest_buffer("virtio-fs", mem, &desc) {
+            Some(0) => continue,
+            Some(len) => len,
+            None => return 0,
+        };
         if desc.is_write_only() {
             seen_writable = true;
             bufs.writable.push(desc.addr(), len, MAX_REPLY);
@@ -199,10 +190,6 @@ fn tag_of(config: &[u8]) -> String {
 }
 
 impl VirtioDevice for Fs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
     virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

@@ -99,10 +99,13 @@ pub(crate) fn virtio_state(
     features: u64,
     queue_size: u16,
 ) -> std::io::Result<crate::virtio::VirtioState> {
-    Ok(
-        crate::virtio::VirtioState::new(name, features, &[queue_size; NUM_QUEUES])?
-            .with_optional_queue(HIPRIO),
-    )
+    Ok(crate::virtio::VirtioState::new(
+        crate::virtio::TYPE_FS,
+        name,
+        features,
+        &[queue_size; NUM_QUEUES],
+    )?
+    .with_optional_queue(HIPRIO))
 }
 
 #[derive(Debug, thiserror::Error)]

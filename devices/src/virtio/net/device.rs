@@ -17,6 +17,7 @@ use super::rx::RxState;
 use super::tx::TxState;
 use super::vhost::{self, Vhost};
 use super::{format_mac, NetBackend, NetError, Tap, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
+use crate::virtio::common::Serving;
 use crate::virtio::features::{
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
@@ -122,7 +123,7 @@ impl<B: NetBackend> Net<B> {
             backend,
             mac,
             link_up: true,
-            state: VirtioState::new("virtio-net", avail_features, &[QUEUE_SIZE; 2])
+            state: VirtioState::new(TYPE_NET, "virtio-net", avail_features, &[QUEUE_SIZE; 2])
                 .map_err(NetError::EventFd)?,
             rx: RxState::new(),
             tx: TxState::new(),
@@ -211,11 +212,20 @@ impl<B: NetBackend> Net<B> {
     }
 }
 
-impl<B: NetBackend> VirtioDevice for Net<B> {
-    fn device_type(&self) -> u32 {
-        TYPE_NET
+/// Queue `index` and what serving it needs, when the VMM serves it:
+/// after activation, and unless vhost-net does.
+pub(super) fn userspace_queue<'a>(
+    state: &'a mut VirtioState,
+    vhost: &Option<Vhost>,
+    index: usize,
+) -> Option<Serving<'a>> {
+    if vhost.is_some() {
+        return None;
     }
+    state.serving(index)
+}
 
+impl<B: NetBackend> VirtioDevice for Net<B> {
     virtio_state_accessors!(state);
 
     /// `struct virtio_net_config`: mac[6], status (le16).

@@ -10,7 +10,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::device::NetStats;
+use super::device::{userspace_queue, NetStats};
 use super::header;
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, RX_QUEUE, VNET_HDR_LEN};
 use crate::virtio::common::Serving;
@@ -115,19 +115,16 @@ impl<B: NetBackend> Net<B> {
     /// out, asks to be notified and marks the receive side blocked (the
     /// event loop then stops polling the backend). No-op before activation.
     pub fn process_rx(&mut self) {
-        if self.vhost.is_some() {
-            return;
-        }
         let acked = self.state.acked_features();
-        let Some(Serving {
+        let Some(q) = userspace_queue(&mut self.state, &self.vhost, RX_QUEUE) else {
+            return;
+        };
+        let Serving {
             mem,
             interrupt,
             queue,
             evt,
-        }) = self.state.serving(RX_QUEUE)
-        else {
-            return;
-        };
+        } = q;
         let rx = &mut self.rx;
         let stats = &mut self.stats;
         let mergeable = acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;

@@ -6,7 +6,7 @@ use std::io::{self, IoSlice};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::device::NetStats;
+use super::device::{userspace_queue, NetStats};
 use super::header::{self, TxDrop};
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, TX_QUEUE, VNET_HDR_LEN};
 use crate::virtio::common::Serving;
@@ -39,19 +39,16 @@ impl<B: NetBackend> Net<B> {
     /// its chain and stops the queue until the backend is writable again.
     /// No-op before activation.
     pub fn process_tx(&mut self) {
-        if self.vhost.is_some() {
-            return;
-        }
         let acked = self.state.acked_features();
-        let Some(Serving {
+        let Some(q) = userspace_queue(&mut self.state, &self.vhost, TX_QUEUE) else {
+            return;
+        };
+        let Serving {
             mem,
             interrupt,
             queue,
             evt,
-        }) = self.state.serving(TX_QUEUE)
-        else {
-            return;
-        };
+        } = q;
         let tx = &mut self.tx;
         let stats = &mut self.stats;
         let mut used = false;

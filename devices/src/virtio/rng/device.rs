@@ -2,7 +2,7 @@ use std::io;
 
 use tracing::error;
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{RngError, MAX_BYTES_PER_CHAIN, QUEUE_SIZE};
@@ -20,7 +20,7 @@ impl Rng {
     pub fn new() -> Result<Self, RngError> {
         let features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
         Ok(Self {
-            state: VirtioState::new("virtio-rng", features, &[QUEUE_SIZE])
+            state: VirtioState::new(TYPE_RNG, "virtio-rng", features, &[QUEUE_SIZE])
                 .map_err(RngError::EventFd)?,
             scratch: vec![0; MAX_BYTES_PER_CHAIN],
         })
@@ -70,19 +70,12 @@ fn fill_chain(
         if room == 0 {
             break;
         }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
         // The whole buffer must be guest memory, not just the part we fill.
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            warn_limited!(
-                addr = desc.addr().0,
-                len,
-                "virtio-rng: buffer outside guest memory"
-            );
-            return 0;
-        }
+        let len = match crate::virtio::serve::guest_buffer("virtio-rng", mem, &desc) {
+            Some(0) => continue,
+            Some(len) => len,
+            None => return 0,
+        };
         let n = room.min(len);
         let buf = &mut scratch[..n];
         if let Err(e) = getrandom(buf) {
@@ -122,10 +115,6 @@ fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 }
 
 impl VirtioDevice for Rng {
-    fn device_type(&self) -> u32 {
-        TYPE_RNG
-    }
-
     virtio_state_accessors!(state);
 
     fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {

@@ -13,9 +13,7 @@ use crate::virtio::features::{
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use crate::virtio::fs::{config_space, NUM_QUEUES, TAG_LEN};
-use crate::virtio::{
-    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_FS,
-};
+use crate::virtio::{read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState};
 
 /// VHOST_USER_F_PROTOCOL_FEATURES: a vhost-user bit, never offered to the
 /// guest.
@@ -193,10 +191,6 @@ pub(crate) fn memory_regions(mem: &GuestMemoryMmap) -> Option<Vec<VhostUserMemor
 }
 
 impl VirtioDevice for VhostUserFs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
     virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

@@ -82,7 +82,7 @@ impl Vsock {
             uds_path,
             listener,
             listener_id,
-            state: VirtioState::new("virtio-vsock", FEATURES, &[QUEUE_SIZE; 3])
+            state: VirtioState::new(TYPE_VSOCK, "virtio-vsock", FEATURES, &[QUEUE_SIZE; 3])
                 .map_err(VsockError::EventFd)?,
             timer,
             timer_armed_for: None,
@@ -143,15 +143,15 @@ impl Vsock {
     /// Fills rx buffers with whatever the connections have for the guest
     /// (one queue's worth per call).
     pub fn process_rx(&mut self) {
-        let Some(Serving {
+        let Some(q) = self.state.serving(RX_QUEUE) else {
+            return;
+        };
+        let Serving {
             mem,
             interrupt,
             queue,
             evt,
-        }) = self.state.serving(RX_QUEUE)
-        else {
-            return;
-        };
+        } = q;
         self.muxer.settle(Instant::now());
         let mut budget = queue.size();
         let mut used_any = false;
@@ -167,7 +167,7 @@ impl Vsock {
             };
             budget -= 1;
             let head = chain.head_index();
-            let room = match writable_room(mem, chain, &mut self.segs) {
+            let room = match collect_segments(mem, chain, &mut self.segs, true) {
                 Some(room) if room >= HDR_SIZE => room - HDR_SIZE,
                 bad => {
                     warn_limited!(
@@ -351,16 +351,9 @@ enum TxError {
 }
 
 /// Collects the chain's device-readable buffers (those before the first
-/// writable one), enough for a header and a maximal payload, into `segs`.
-/// Returns their total length, or None if one lies outside guest memory.
-fn readable_segments(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-) -> Option<usize> {
-    collect_segments(mem, chain, segs, false)
-}
-
+/// writable one) or, with `writable`, its device-writable ones, enough for
+/// a header and a maximal payload, into `segs`. Returns their total length
+/// (capped at a full packet), or None if one lies outside guest memory.
 fn collect_segments(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
@@ -396,15 +389,6 @@ fn collect_segments(
     Some(total)
 }
 
-/// Room in the chain's device-writable buffers (capped at a full packet).
-fn writable_room(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-) -> Option<usize> {
-    collect_segments(mem, chain, segs, true)
-}
-
 /// Reads one guest packet: the header, and for any op the `len` payload
 /// bytes that must follow it (into `scratch`). Returns the header and the
 /// payload length.
@@ -414,7 +398,7 @@ fn read_tx_packet(
     segs: &mut Vec<(GuestAddress, usize)>,
     scratch: &mut [u8],
 ) -> Result<(Header, usize), TxError> {
-    let total = readable_segments(mem, chain, segs).ok_or(TxError::Unreadable)?;
+    let total = collect_segments(mem, chain, segs, false).ok_or(TxError::Unreadable)?;
     if total < HDR_SIZE {
         return Err(TxError::Unreadable);
     }
@@ -496,10 +480,6 @@ fn scatter(
 }
 
 impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-
     virtio_state_accessors!(state);
 
     /// `le64 guest_cid`.
