@@ -13,7 +13,6 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::{userspace_queue, NetStats};
 use super::header;
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, RX_QUEUE, VNET_HDR_LEN};
-use crate::virtio::common::Serving;
 use crate::virtio::serve::{self, needs_interrupt_since, publish_used};
 
 /// Log context of this side.
@@ -119,22 +118,16 @@ impl<B: NetBackend> Net<B> {
         let Some(q) = userspace_queue(&mut self.state, &self.vhost, RX_QUEUE) else {
             return;
         };
-        let Serving {
-            mem,
-            interrupt,
-            queue,
-            evt,
-        } = q;
         let rx = &mut self.rx;
         let stats = &mut self.stats;
         let mergeable = acked & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
         rx.blocked = false;
-        if let Err(e) = queue.disable_notification(mem) {
+        if let Err(e) = q.queue.disable_notification(q.mem) {
             warn_limited!(error = %e, "virtio-net: cannot disable rx notifications");
         }
-        let used_before = queue.next_used();
-        let mut frames = usize::from(queue.size());
-        let mut chains = 8 * usize::from(queue.size());
+        let used_before = q.queue.next_used();
+        let mut frames = usize::from(q.queue.size());
+        let mut chains = 8 * usize::from(q.queue.size());
         let mut used = false;
         // Chains popped when enable_notification last reported more work:
         // the next look must find some, or the avail index is lying.
@@ -144,20 +137,20 @@ impl<B: NetBackend> Net<B> {
                 // A buffer first, then a frame: a guest that posts none
                 // makes us read nothing.
                 let have = if rx.held.is_empty() {
-                    pop_rx_chain(rx, queue, mem, &mut chains, &mut used, stats)
+                    pop_rx_chain(rx, q.queue, q.mem, &mut chains, &mut used, stats)
                 } else {
                     Pop::Got
                 };
                 match have {
                     Pop::Got => {}
                     Pop::Empty => {
-                        if !need_buffers(rx, queue, mem, &mut recheck_mark) {
+                        if !need_buffers(rx, q.queue, q.mem, &mut recheck_mark) {
                             break;
                         }
                         continue;
                     }
                     Pop::OutOfBudget => {
-                        requeue(evt);
+                        requeue(q.evt);
                         break;
                     }
                 }
@@ -188,23 +181,23 @@ impl<B: NetBackend> Net<B> {
                 }
                 continue;
             } else {
-                deliver(rx, queue, mem, mergeable, &mut chains, &mut used, stats)
+                deliver(rx, q.queue, q.mem, mergeable, &mut chains, &mut used, stats)
             };
             match outcome {
                 Delivery::Delivered | Delivery::Dropped => rx.pending = None,
                 Delivery::NeedBuffers => {
-                    if !need_buffers(rx, queue, mem, &mut recheck_mark) {
+                    if !need_buffers(rx, q.queue, q.mem, &mut recheck_mark) {
                         break;
                     }
                 }
                 Delivery::OutOfBudget => {
-                    requeue(evt);
+                    requeue(q.evt);
                     break;
                 }
             }
         }
-        if used && needs_interrupt_since(queue, mem, used_before) {
-            interrupt.signal_used_queue();
+        if used && needs_interrupt_since(q.queue, q.mem, used_before) {
+            q.interrupt.signal_used_queue();
         }
     }
 }

@@ -9,7 +9,6 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use super::device::{userspace_queue, NetStats};
 use super::header::{self, TxDrop};
 use super::{Net, NetBackend, MAX_DESCS_PER_CHAIN, MAX_FRAME_LEN, TX_QUEUE, VNET_HDR_LEN};
-use crate::virtio::common::Serving;
 use crate::virtio::serve::{self, ChainServer, Served};
 
 /// Log context of this side.
@@ -43,12 +42,6 @@ impl<B: NetBackend> Net<B> {
         let Some(q) = userspace_queue(&mut self.state, &self.vhost, TX_QUEUE) else {
             return;
         };
-        let Serving {
-            mem,
-            interrupt,
-            queue,
-            evt,
-        } = q;
         let tx = &mut self.tx;
         let stats = &mut self.stats;
         let mut used = false;
@@ -59,17 +52,17 @@ impl<B: NetBackend> Net<B> {
             }
             tx.pending = None;
             account_tx(stats, res, len);
-            used |= serve::add_used(DEVICE, queue, mem, head, 0);
+            used |= serve::add_used(DEVICE, q.queue, q.mem, head, 0);
         }
         let mut server = TxServer {
-            mem,
+            mem: q.mem,
             acked,
             backend: &mut self.backend,
             tx,
             stats,
         };
-        used |= serve::drain(DEVICE, queue, mem, evt, 1, &mut server);
-        serve::notify_used(queue, mem, interrupt, used);
+        used |= serve::drain(DEVICE, q.queue, q.mem, q.evt, 1, &mut server);
+        serve::notify_used(q.queue, q.mem, q.interrupt, used);
     }
 }
 

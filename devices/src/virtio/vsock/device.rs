@@ -16,7 +16,6 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::muxer::{Muxer, CTL_QUEUE_STALL};
 use super::packet::{Header, HDR_SIZE};
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::virtio::common::Serving;
 use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::serve;
@@ -146,45 +145,39 @@ impl Vsock {
         let Some(q) = self.state.serving(RX_QUEUE) else {
             return;
         };
-        let Serving {
-            mem,
-            interrupt,
-            queue,
-            evt,
-        } = q;
         self.muxer.settle(Instant::now());
-        let mut budget = queue.size();
+        let mut budget = q.queue.size();
         let mut used_any = false;
         while self.muxer.has_rx_work() {
             if budget == 0 {
-                if let Err(e) = evt.write(1) {
+                if let Err(e) = q.evt.write(1) {
                     warn_limited!(error = %e, "virtio-vsock: cannot re-arm the rx eventfd");
                 }
                 break;
             }
-            let Some(chain) = serve::pop_or_listen("virtio-vsock rx", queue, mem) else {
+            let Some(chain) = serve::pop_or_listen("virtio-vsock rx", q.queue, q.mem) else {
                 break;
             };
             budget -= 1;
             let head = chain.head_index();
-            let room = match collect_segments(mem, chain, &mut self.segs, true) {
+            let room = match collect_segments(q.mem, chain, &mut self.segs, true) {
                 Some(room) if room >= HDR_SIZE => room - HDR_SIZE,
                 bad => {
                     warn_limited!(
                         room = ?bad,
                         "virtio-vsock: rx buffer too small or outside guest memory"
                     );
-                    used_any |= serve::add_used("virtio-vsock rx", queue, mem, head, 0);
+                    used_any |= serve::add_used("virtio-vsock rx", q.queue, q.mem, head, 0);
                     continue;
                 }
             };
             let Some((hdr, len)) = self.muxer.next_rx(room) else {
                 // Nothing to send after all: the buffer stays the guest's.
-                queue.go_to_previous_position();
+                q.queue.go_to_previous_position();
                 break;
             };
             let payload = &self.muxer.scratch[..len];
-            let written = scatter(mem, &self.segs, &hdr.to_bytes(), payload);
+            let written = scatter(q.mem, &self.segs, &hdr.to_bytes(), payload);
             let used_len = if written {
                 (HDR_SIZE + len) as u32
             } else {
@@ -194,9 +187,9 @@ impl Vsock {
                 error!("virtio-vsock: cannot write an rx buffer");
                 0
             };
-            used_any |= serve::add_used("virtio-vsock rx", queue, mem, head, used_len);
+            used_any |= serve::add_used("virtio-vsock rx", q.queue, q.mem, head, used_len);
         }
-        serve::notify_used(queue, mem, interrupt, used_any);
+        serve::notify_used(q.queue, q.mem, q.interrupt, used_any);
         if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
             self.tx_stalled = false;
             self.state.kick([TX_QUEUE]);
