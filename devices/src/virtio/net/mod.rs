@@ -50,9 +50,9 @@ mod tap;
 mod tx;
 mod vhost;
 
+pub use crate::tap::{Tap, TapError};
 pub use backend::{MemBackend, NetBackend};
 pub use device::{Net, NetStats};
-pub use tap::{Tap, TapError};
 
 /// Maximum size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
