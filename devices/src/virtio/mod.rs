@@ -5,10 +5,15 @@
 //!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
 //!   [`VirtioDevice`] impl) and `event_handler.rs` (its
 //!   `event_manager::MutEventSubscriber` impl);
-//! - the device owns one [`EventFd`] per queue from construction on, so the
-//!   event loop can watch them before the guest activates the device;
+//! - the device embeds a [`VirtioState`] (`common.rs`): features offered
+//!   and accepted, queue sizes, one [`EventFd`] per queue from construction
+//!   on (so the event loop can watch them before the guest activates the
+//!   device), and what it holds between DRIVER_OK and reset; the
+//!   [`VirtioDevice`] trait's default methods read it;
+//! - queues are served through `serve.rs`: the drain loop, used-ring
+//!   publishing and the EVENT_IDX notification decisions;
 //! - [`MmioTransport`] owns the register state and the queue configuration
-//!   and hands ready [`Queue`]s to [`VirtioDevice::activate`] when the driver
+//!   and hands ready [`Queue`](virtio_queue::Queue)s to [`VirtioDevice::activate`] when the driver
 //!   sets DRIVER_OK;
 //! - devices raise interrupts only through [`Interrupt`] and never know about
 //!   KVM, the bus or the CLI.
