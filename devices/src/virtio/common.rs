@@ -18,6 +18,16 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::debug::{progress_of, QueueProgress};
 use super::{ActivateError, Interrupt};
 
+/// Reads `evt` to zero. Drained before the work it announces, so a
+/// notification that arrives meanwhile re-arms it rather than being lost.
+pub(crate) fn drain_eventfd(device: &'static str, evt: &EventFd) {
+    if let Err(e) = evt.read() {
+        if e.kind() != io::ErrorKind::WouldBlock {
+            warn_limited!(device, error = %e, "cannot read an eventfd");
+        }
+    }
+}
+
 /// What a device holds between DRIVER_OK and reset.
 pub struct Activated {
     pub mem: GuestMemoryMmap,
@@ -225,6 +235,15 @@ impl VirtioState {
     pub fn reset(&mut self) {
         self.active = None;
         self.acked_features = 0;
+    }
+
+    /// The queue whose eventfd is `fd`, drained (see [`drain_eventfd`]),
+    /// for an event loop that watches them all alike; None for another fd.
+    pub(crate) fn take_queue_event(&self, fd: std::os::fd::RawFd) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let index = self.queue_evts.iter().position(|e| e.as_raw_fd() == fd)?;
+        drain_eventfd(self.name, &self.queue_evts[index]);
+        Some(index)
     }
 
     /// The device's position in each queue, for the state dump (empty

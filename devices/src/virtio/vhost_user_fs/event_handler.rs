@@ -1,4 +1,3 @@
-use std::io;
 use std::os::fd::AsRawFd;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -23,11 +22,7 @@ impl MutEventSubscriber for VhostUserFs {
             warn_limited!(fd = events.fd(), "vhost-user-fs: event for an unknown fd");
             return;
         };
-        if let Err(e) = evt.read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                warn_limited!(error = %e, "vhost-user-fs: cannot read a call eventfd");
-            }
-        }
+        crate::virtio::common::drain_eventfd("vhost-user-fs", evt);
         // A call before activation or after reset has no one to tell.
         if let Some(interrupt) = self.state().interrupt() {
             interrupt.signal_used_queue();
