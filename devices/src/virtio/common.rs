@@ -6,7 +6,11 @@
 //! (config space, serving its queues, its backend).
 //!
 //! Shaped after Cloud Hypervisor's `VirtioCommon` (one struct the devices
-//! embed), but kept smaller: no pause/resume, no per-device interrupt kind.
+//! embed, the trait's methods delegating to it), kept smaller: no
+//! pause/resume, one interrupt kind. Like Firecracker's `DeviceState`
+//! (inactive, or activated with memory and interrupt), what activation
+//! brings lives in one `Option<Activated>`, so "active" cannot disagree
+//! with having queues.
 
 use std::io;
 use std::sync::Arc;

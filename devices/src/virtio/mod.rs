@@ -13,8 +13,8 @@
 //! - queues are served through `serve.rs`: the drain loop, used-ring
 //!   publishing and the EVENT_IDX notification decisions;
 //! - [`MmioTransport`] owns the register state and the queue configuration
-//!   and hands ready [`Queue`](virtio_queue::Queue)s to [`VirtioDevice::activate`] when the driver
-//!   sets DRIVER_OK;
+//!   and hands ready [`Queue`](virtio_queue::Queue)s to
+//!   [`VirtioDevice::activate`] when the driver sets DRIVER_OK;
 //! - devices raise interrupts only through [`Interrupt`] and never know about
 //!   KVM, the bus or the CLI.
 //!
