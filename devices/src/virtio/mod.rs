@@ -4,7 +4,8 @@
 //! - a folder per device (`rng/`, `net/`, `fs/`, `vhost_user_fs/`, `vsock/`) with
 //!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
 //!   [`VirtioDevice`] impl) and `event_handler.rs` (its
-//!   `event_manager::MutEventSubscriber` impl);
+//!   `event_manager::MutEventSubscriber` impl); net and vsock serve their
+//!   queues in `rx.rs` and `tx.rs`;
 //! - the device embeds a [`VirtioState`] (`common.rs`): features offered
 //!   and accepted, queue sizes, one [`EventFd`] per queue from construction
 //!   on (so the event loop can watch them before the guest activates the

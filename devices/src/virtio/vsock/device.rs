@@ -8,17 +8,14 @@ use std::time::Instant;
 
 use event_manager::EventOps;
 use tracing::error;
-use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::muxer::{Muxer, CTL_QUEUE_STALL};
-use super::packet::{Header, HDR_SIZE};
+use super::muxer::Muxer;
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
 use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::serve;
 use crate::virtio::{
     read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_VSOCK,
 };
@@ -27,12 +24,12 @@ const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
 
 /// The virtio-vsock device with its Unix-socket backend.
 pub struct Vsock {
-    guest_cid: u64,
+    pub(super) guest_cid: u64,
     uds_path: PathBuf,
     pub(super) listener: UnixListener,
     /// (st_dev, st_ino) of the socket we bound, so Drop removes only ours.
     listener_id: Option<(u64, u64)>,
-    state: VirtioState,
+    pub(super) state: VirtioState,
     /// Fires at the earliest connection or handshake deadline.
     pub(super) timer: TimerFd,
     timer_armed_for: Option<Instant>,
@@ -41,11 +38,11 @@ pub struct Vsock {
     pub(super) wake: EventFd,
     pub(super) muxer: Muxer,
     /// tx processing paused until the guest takes the RSTs we owe it.
-    tx_stalled: bool,
+    pub(super) tx_stalled: bool,
     /// Guest buffers of the chain being handled, (address, length).
-    segs: Vec<(GuestAddress, usize)>,
+    pub(super) segs: Vec<(GuestAddress, usize)>,
     /// One tx packet's payload.
-    tx_scratch: Vec<u8>,
+    pub(super) tx_scratch: Vec<u8>,
 }
 
 impl Vsock {
@@ -122,80 +119,6 @@ impl Vsock {
         &self.state.queue_evts[index]
     }
 
-    /// Handles everything in the tx queue (one queue's worth per call).
-    pub fn process_tx(&mut self) {
-        let Some(q) = self.state.serving(TX_QUEUE) else {
-            return;
-        };
-        let mut server = TxServer {
-            mem: q.mem,
-            guest_cid: self.guest_cid,
-            muxer: &mut self.muxer,
-            segs: &mut self.segs,
-            scratch: &mut self.tx_scratch,
-            stalled: &mut self.tx_stalled,
-        };
-        let used_any = serve::drain("virtio-vsock tx", q.queue, q.mem, q.evt, 1, &mut server);
-        serve::notify_used(q.queue, q.mem, q.interrupt, used_any);
-    }
-
-    /// Fills rx buffers with whatever the connections have for the guest
-    /// (one queue's worth per call).
-    pub fn process_rx(&mut self) {
-        let Some(q) = self.state.serving(RX_QUEUE) else {
-            return;
-        };
-        self.muxer.settle(Instant::now());
-        let mut budget = q.queue.size();
-        let mut used_any = false;
-        while self.muxer.has_rx_work() {
-            if budget == 0 {
-                if let Err(e) = q.evt.write(1) {
-                    warn_limited!(error = %e, "virtio-vsock: cannot re-arm the rx eventfd");
-                }
-                break;
-            }
-            let Some(chain) = serve::pop_or_listen("virtio-vsock rx", q.queue, q.mem) else {
-                break;
-            };
-            budget -= 1;
-            let head = chain.head_index();
-            let room = match collect_segments(q.mem, chain, &mut self.segs, true) {
-                Some(room) if room >= HDR_SIZE => room - HDR_SIZE,
-                bad => {
-                    warn_limited!(
-                        room = ?bad,
-                        "virtio-vsock: rx buffer too small or outside guest memory"
-                    );
-                    used_any |= serve::add_used("virtio-vsock rx", q.queue, q.mem, head, 0);
-                    continue;
-                }
-            };
-            let Some((hdr, len)) = self.muxer.next_rx(room) else {
-                // Nothing to send after all: the buffer stays the guest's.
-                q.queue.go_to_previous_position();
-                break;
-            };
-            let payload = &self.muxer.scratch[..len];
-            let written = scatter(q.mem, &self.segs, &hdr.to_bytes(), payload);
-            let used_len = if written {
-                (HDR_SIZE + len) as u32
-            } else {
-                // Validated just above, so this is a VMM bug or a memory
-                // hot-unplug; the data is lost and the guest sees a zero
-                // length buffer.
-                error!("virtio-vsock: cannot write an rx buffer");
-                0
-            };
-            used_any |= serve::add_used("virtio-vsock rx", q.queue, q.mem, head, used_len);
-        }
-        serve::notify_used(q.queue, q.mem, q.interrupt, used_any);
-        if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
-            self.tx_stalled = false;
-            self.state.kick([TX_QUEUE]);
-        }
-    }
-
     /// What every event ends with: deliver to the guest, sync the event
     /// loop's interest with the sockets, and arm the timer.
     pub(super) fn finish_round(&mut self, ops: &mut EventOps) {
@@ -233,64 +156,6 @@ impl Vsock {
         let _ = self.timer.wait();
         self.timer_armed_for = None;
         self.muxer.sweep(Instant::now());
-    }
-}
-
-/// The tx queue's chains, each one packet for the muxer.
-struct TxServer<'a> {
-    mem: &'a GuestMemoryMmap,
-    guest_cid: u64,
-    muxer: &'a mut Muxer,
-    segs: &'a mut Vec<(GuestAddress, usize)>,
-    scratch: &'a mut [u8],
-    stalled: &'a mut bool,
-}
-
-impl serve::ChainServer for TxServer<'_> {
-    fn ready(&mut self) -> bool {
-        if self.muxer.ctl_queue_len() >= CTL_QUEUE_STALL {
-            // The guest is not taking our replies; come back when it
-            // does (process_rx re-kicks tx).
-            *self.stalled = true;
-            return false;
-        }
-        true
-    }
-
-    fn serve(&mut self, chain: DescriptorChain<&GuestMemoryMmap>) -> serve::Served {
-        match read_tx_packet(self.mem, chain, self.segs, self.scratch) {
-            Ok((hdr, len)) => {
-                if hdr.src_cid != self.guest_cid {
-                    warn_limited!(
-                        src_cid = hdr.src_cid,
-                        guest_cid = self.guest_cid,
-                        "virtio-vsock: packet with a spoofed source CID dropped"
-                    );
-                } else {
-                    self.muxer.on_guest_packet(&hdr, &self.scratch[..len]);
-                }
-            }
-            Err(TxError::Malformed(hdr)) => {
-                if hdr.src_cid != self.guest_cid {
-                    warn_limited!(
-                        src_cid = hdr.src_cid,
-                        "virtio-vsock: malformed packet with a spoofed source CID dropped"
-                    );
-                } else {
-                    warn_limited!(
-                        len = hdr.len,
-                        op = hdr.op,
-                        "virtio-vsock: packet length does not match its buffer"
-                    );
-                    self.muxer.on_malformed(&hdr);
-                }
-            }
-            Err(TxError::Unreadable) => {
-                warn_limited!("virtio-vsock: tx chain without a readable header dropped");
-            }
-        }
-        // The device only reads tx buffers.
-        serve::Served::Used(0)
     }
 }
 
@@ -334,142 +199,6 @@ fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-enum TxError {
-    /// No complete header in readable guest memory.
-    Unreadable,
-    /// A header whose `len` is too large or larger than the buffer.
-    Malformed(Header),
-}
-
-/// Collects the chain's device-readable buffers (those before the first
-/// writable one) or, with `writable`, its device-writable ones, enough for
-/// a header and a maximal payload, into `segs`. Returns their total length
-/// (capped at a full packet), or None if one lies outside guest memory.
-fn collect_segments(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-    writable: bool,
-) -> Option<usize> {
-    const ENOUGH: usize = HDR_SIZE + MAX_PKT_PAYLOAD;
-    segs.clear();
-    let mut total = 0usize;
-    for desc in chain {
-        if desc.is_write_only() != writable {
-            if writable {
-                // Readable buffers before the writable ones: skip them.
-                continue;
-            }
-            break;
-        }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            return None;
-        }
-        // Cap what we keep: a huge chain costs nothing beyond a full packet.
-        let len = len.min(ENOUGH - total);
-        segs.push((desc.addr(), len));
-        total += len;
-        if total == ENOUGH {
-            break;
-        }
-    }
-    Some(total)
-}
-
-/// Reads one guest packet: the header, and for any op the `len` payload
-/// bytes that must follow it (into `scratch`). Returns the header and the
-/// payload length.
-fn read_tx_packet(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-    scratch: &mut [u8],
-) -> Result<(Header, usize), TxError> {
-    let total = collect_segments(mem, chain, segs, false).ok_or(TxError::Unreadable)?;
-    if total < HDR_SIZE {
-        return Err(TxError::Unreadable);
-    }
-    let mut raw = [0u8; HDR_SIZE];
-    if !gather(mem, segs, 0, &mut raw) {
-        return Err(TxError::Unreadable);
-    }
-    let hdr = Header::parse(&raw);
-    let len = hdr.len as usize;
-    if len > MAX_PKT_PAYLOAD || len > total - HDR_SIZE || len > scratch.len() {
-        return Err(TxError::Malformed(hdr));
-    }
-    if !gather(mem, segs, HDR_SIZE, &mut scratch[..len]) {
-        return Err(TxError::Unreadable);
-    }
-    Ok((hdr, len))
-}
-
-/// Copies `buf.len()` bytes starting `offset` bytes into the buffers.
-fn gather(
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, usize)],
-    mut offset: usize,
-    buf: &mut [u8],
-) -> bool {
-    let mut done = 0;
-    for &(addr, len) in segs {
-        if done == buf.len() {
-            break;
-        }
-        if offset >= len {
-            offset -= len;
-            continue;
-        }
-        let n = (len - offset).min(buf.len() - done);
-        let Some(at) = addr.0.checked_add(offset as u64) else {
-            return false;
-        };
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(at))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-        offset = 0;
-    }
-    done == buf.len()
-}
-
-/// Writes `hdr` then `payload` across the buffers.
-fn scatter(
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, usize)],
-    hdr: &[u8],
-    payload: &[u8],
-) -> bool {
-    let mut parts = [hdr, payload];
-    let mut part = 0;
-    for &(addr, len) in segs {
-        let mut at = addr.0;
-        let mut room = len;
-        while room > 0 && part < parts.len() {
-            let src = parts[part];
-            if src.is_empty() {
-                part += 1;
-                continue;
-            }
-            let n = room.min(src.len());
-            if mem.write_slice(&src[..n], GuestAddress(at)).is_err() {
-                return false;
-            }
-            parts[part] = &src[n..];
-            at += n as u64;
-            room -= n;
-        }
-    }
-    parts.iter().all(|p| p.is_empty())
 }
 
 impl VirtioDevice for Vsock {
