@@ -43,7 +43,6 @@ impl<B: NetBackend> Net<B> {
             return;
         };
         let tx = &mut self.tx;
-        let stats = &mut self.stats;
         let mut used = false;
         if let Some((head, len)) = tx.pending {
             let res = write_frame(&mut self.backend, &tx.buf[..len]);
@@ -51,7 +50,7 @@ impl<B: NetBackend> Net<B> {
                 return;
             }
             tx.pending = None;
-            account_tx(stats, res, len);
+            account_tx(&mut self.stats, res, len);
             used |= serve::add_used(DEVICE, q.queue, q.mem, head, 0);
         }
         let mut server = TxServer {
@@ -59,7 +58,7 @@ impl<B: NetBackend> Net<B> {
             acked,
             backend: &mut self.backend,
             tx,
-            stats,
+            stats: &mut self.stats,
         };
         used |= serve::drain(DEVICE, q.queue, q.mem, q.evt, 1, &mut server);
         serve::notify_used(q.queue, q.mem, q.interrupt, used);
