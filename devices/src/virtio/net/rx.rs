@@ -24,6 +24,7 @@ const MAX_RX_DESCS_PER_CHAIN: usize = 64;
 /// Read buffer: one byte more than the largest frame, so a read that fills
 /// it was truncated by the tap.
 const RX_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN + 1;
+
 /// A receive chain popped from the queue and not yet used.
 struct RxChain {
     head: u16,
