@@ -4,5 +4,6 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod spare_fd;
 pub mod tap;
 pub mod virtio;

@@ -156,6 +156,8 @@ pub fn call(
 /// Serves the API socket on the event loop.
 pub struct ApiServer {
     listener: UnixListener,
+    /// For accepting when out of descriptors.
+    spare: devices::spare_fd::SpareFd,
     clients: HashMap<i32, (UnixStream, Vec<u8>)>,
     control: Arc<RunControl>,
     stop: StopHandle,
@@ -192,6 +194,7 @@ impl ApiServer {
         listener.set_nonblocking(true).map_err(bind)?;
         Ok(Self {
             listener,
+            spare: devices::spare_fd::SpareFd::new(),
             clients: HashMap::new(),
             control,
             stop,
@@ -288,7 +291,16 @@ impl ApiServer {
     }
 
     fn accept(&mut self, ops: &mut EventOps) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if devices::spare_fd::SpareFd::out_of_fds(&e) => {
+                    // Else the listener stays readable and the loop spins.
+                    self.spare.shed(|| self.listener.accept());
+                    return;
+                }
+                Err(_) => return,
+            };
             if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
                 continue; // dropped: closes the connection
             }

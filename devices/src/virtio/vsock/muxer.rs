@@ -56,6 +56,8 @@ pub(super) struct Muxer {
     next_local_port: u32,
     /// Payload of the packet `next_rx` produced.
     pub scratch: Vec<u8>,
+    /// For accepting when out of descriptors.
+    spare: crate::spare_fd::SpareFd,
 }
 
 impl Muxer {
@@ -73,6 +75,7 @@ impl Muxer {
             local_ports: HashSet::new(),
             next_local_port: FIRST_LOCAL_PORT,
             scratch: vec![0; MAX_PKT_PAYLOAD],
+            spare: crate::spare_fd::SpareFd::new(),
         }
     }
 
@@ -318,6 +321,14 @@ impl Muxer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if crate::spare_fd::SpareFd::out_of_fds(&e) => {
+                    // Else the listener stays readable and the loop spins.
+                    self.spare.shed(|| listener.accept());
+                    warn_limited!(
+                        "virtio-vsock: out of file descriptors, refusing a host connection"
+                    );
+                    return;
+                }
                 Err(e) => {
                     warn_limited!(error = %e, "virtio-vsock: accept failed");
                     return;
