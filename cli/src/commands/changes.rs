@@ -6,8 +6,10 @@ use std::io::Write as _;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::guest_image::PROJECT_TAG;
-use crate::state::{VmDir, VmLock};
+use manager::changes::{finish_interrupted_commit, layers, report_recovery};
+use manager::state::{VmDir, VmLock};
+
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -45,62 +47,6 @@ fn pause_at(wanted: &str, point: u32) {
     }
 }
 
-/// Finishes a commit of this VM's project that was interrupted (killed),
-/// so the host folder is whole again. Every command that uses the VM's
-/// upper layer (diff, commit, start, stop) calls this first, with the VM
-/// locked.
-pub fn finish_interrupted_commit(dir: &VmDir) -> anyhow::Result<()> {
-    let spec = dir.spec()?;
-    let Some(project) = spec.project.as_ref() else {
-        return Ok(());
-    };
-    let upper = dir.upper_dir(&spec, PROJECT_TAG);
-    if !upper.is_dir() || !project.is_dir() {
-        return Ok(());
-    }
-    let done = cowfs::recover(project, &upper).with_context(|| {
-        format!(
-            "cannot finish an interrupted commit to {}",
-            project.display()
-        )
-    })?;
-    if let Some(how) = done {
-        report_recovery(how, project);
-    }
-    Ok(())
-}
-
-fn report_recovery(how: cowfs::Recovery, project: &std::path::Path) {
-    let what = match how {
-        cowfs::Recovery::RolledBack => "undone (none of it had been applied)",
-        cowfs::Recovery::RolledForward => "completed",
-    };
-    eprintln!(
-        "mvm: an interrupted commit to {} was {what}",
-        project.display()
-    );
-}
-
-fn layers(dir: &VmDir) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let spec = dir.spec()?;
-    let Some(project) = spec.project.clone() else {
-        bail!("VM '{}' has no project folder", dir.name);
-    };
-    let upper = dir.upper_dir(&spec, PROJECT_TAG);
-    if !upper.is_dir() {
-        bail!(
-            "VM '{}' has no changes to show: it is not running{}",
-            dir.name,
-            if spec.persistent {
-                " and has not run yet"
-            } else {
-                " (its changes are dropped at stop unless created --persistent)"
-            }
-        );
-    }
-    Ok((project, upper))
-}
-
 fn letter(kind: cowfs::ChangeKind) -> char {
     match kind {
         cowfs::ChangeKind::Added => 'A',
@@ -112,8 +58,8 @@ fn letter(kind: cowfs::ChangeKind) -> char {
 pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     {
-        let _lock = VmLock::acquire(&dir.path, &dir.name)?;
-        finish_interrupted_commit(&dir)?;
+        let _lock = VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
+        finish_interrupted_commit(&dir, &Stderr)?;
     }
     let (project, upper) = layers(&dir)?;
     let changes = cowfs::diff(&project, &upper).context("cannot compare the layers")?;
@@ -128,9 +74,9 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
 
 pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
-    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
+    let _lock = VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
     // Said even if this commit is then refused.
-    finish_interrupted_commit(&dir)?;
+    finish_interrupted_commit(&dir, &Stderr)?;
     let (project, upper) = layers(&dir)?;
     let pause = std::env::var(PAUSE_ENV).ok();
     let hook = |point| {
@@ -157,7 +103,7 @@ pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
     match result {
         Ok(report) => {
             if let Some(how) = report.recovered {
-                report_recovery(how, &project);
+                report_recovery(how, &project, &Stderr);
             }
             for c in &report.changes {
                 println!("{} {}", letter(c.kind), c.path.display());

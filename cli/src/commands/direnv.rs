@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::project::{self, lease};
-use crate::state::{RunState, VmDir};
+use manager::project::{self, lease};
+use manager::state::{RunState, VmDir};
+
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct DirenvArgs {
@@ -77,18 +79,16 @@ fn marker(dir: &VmDir) -> PathBuf {
 
 fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     let folder = project::folder(args.dir.as_deref())?;
-    let up = super::up::UpArgs {
+    let up = manager::up::UpOptions {
         dir: Some(folder.clone()),
-        name: None,
-        dry_run: false,
-        config: None,
-        env: Vec::new(),
-        env_host: Vec::new(),
-        timeout: 300,
+        ..Default::default()
     };
     // Progress and status go to stderr: stdout is what the shell evaluates.
-    let (spec, started) =
-        super::up::bring_up(&up, &mut std::io::stderr())?.context("nothing was brought up")?;
+    let manager::up::Up::Up(status) = manager::up::up(&up, &Stderr)? else {
+        anyhow::bail!("nothing was brought up");
+    };
+    eprint!("{status}");
+    let (spec, started) = (&status.spec, status.started_now);
     let dir = VmDir::of(&spec.name)?;
     if started {
         std::fs::write(marker(&dir), b"")
@@ -99,10 +99,13 @@ fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     let shell = args.shell_pid.unwrap_or_else(|| lease::shell_of(parent));
     let l = lease::Lease::of(shell).with_context(|| format!("no process {shell}"))?;
     lease::register(&dir.path, l)?;
-    let config = project::load(&folder)?.config.direnv.unwrap_or_default();
+    let config = project::load(&folder, &Stderr)?
+        .config
+        .direnv
+        .unwrap_or_default();
     if !config.keep_running && marker(&dir).exists() {
         let grace = config.grace_secs.unwrap_or(60).to_string();
-        super::lifecycle::spawn_detached(
+        manager::lifecycle::spawn_detached(
             &[
                 "_linger".as_ref(),
                 spec.name.as_ref(),
@@ -114,18 +117,18 @@ fn enter(args: DirenvArgs) -> anyhow::Result<()> {
         .context("cannot start the watcher that stops the VM on leaving")?;
     }
     let mut out = std::io::stdout().lock();
-    for (k, v) in exports(&spec) {
+    for (k, v) in exports(spec) {
         writeln!(out, "export {k}={}", quote(&v))?;
     }
     Ok(())
 }
 
 /// The variables a shell in the folder gets.
-fn exports(spec: &crate::state::VmSpec) -> Vec<(String, String)> {
+fn exports(spec: &manager::state::VmSpec) -> Vec<(String, String)> {
     let mut v = vec![("MVM_VM".to_string(), spec.name.clone())];
     if spec.network {
         v.push(("MVM_VM_HOST".into(), format!("{}.mvm", spec.name)));
-        if let Some(ip) = crate::net::ip(spec) {
+        if let Some(ip) = manager::net::ip(spec) {
             v.push(("MVM_VM_IP".into(), ip));
         }
     }
@@ -146,7 +149,7 @@ fn quote(s: &str) -> String {
 /// The watcher: one per VM (an flock), until the VM stops.
 pub fn linger(args: LingerArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
-    let Ok(_only) = crate::state::VmLock::acquire_named(&dir.path, "linger.lock") else {
+    let Ok(_only) = manager::state::VmLock::acquire_named(&dir.path, "linger.lock") else {
         return Ok(()); // another watcher has it
     };
     let project = dir.spec()?.project.context("the VM has no project")?;
@@ -169,8 +172,8 @@ pub fn linger(args: LingerArgs) -> anyhow::Result<()> {
                 args.grace,
                 dir.name
             );
-            let _lock = crate::state::VmLock::acquire(&dir.path, &dir.name)?;
-            super::lifecycle::stop_locked(&dir, Duration::from_secs(10))?;
+            let _lock = manager::state::VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
+            manager::lifecycle::stop_locked(&dir, Duration::from_secs(10), &Stderr)?;
             let _ = std::fs::remove_file(marker(&dir));
             return Ok(());
         }
@@ -186,8 +189,8 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     if toml_path.exists() {
         println!("{} exists; left as it is", toml_path.display());
     } else {
-        let d = project::load(&folder)?;
-        super::up::report(&d);
+        let d = project::load(&folder, &Stderr)?;
+        manager::up::report_detected(&d, &Stderr);
         let text = toml::to_string_pretty(&d.config).context("cannot render mvm.toml")?;
         let text = format!(
             "# written by mvm init from what it detected; see `mvm config --schema`\n{text}"

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::state::{self, RunState};
+use manager::state::{self, RunState};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -48,7 +48,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
             name: spec.name.clone(),
             state,
             ip: if running && spec.network {
-                crate::net::ip(&spec)
+                manager::net::ip(&spec)
             } else {
                 None
             },

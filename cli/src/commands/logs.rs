@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::state::VmDir;
+use manager::state::VmDir;
 
 #[derive(Args)]
 pub struct LogsArgs {
@@ -24,9 +24,9 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     if let Some(service) = args.service {
         let mut c = if args.follow {
-            crate::agent::session_client(&dir, Duration::from_secs(10))?
+            manager::agent::session_client(&dir, Duration::from_secs(10))?
         } else {
-            crate::agent::client(&dir, Duration::from_secs(10))?
+            manager::agent::client(&dir, Duration::from_secs(10))?
         };
         return c
             .service_logs(&service, None, args.follow, &mut std::io::stdout())

@@ -19,3 +19,16 @@ pub mod vmm_process;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_GUEST_PANIC: u8 = 3;
 pub const EXIT_GUEST_FAULT: u8 = 4;
+
+/// mvm's exit status for how a guest ended (saying why when it failed).
+pub fn exit_code(reason: &vmm::ExitReason) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if reason.is_clean() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("mvm: {reason}");
+    match reason {
+        vmm::ExitReason::GuestPanic => ExitCode::from(EXIT_GUEST_PANIC),
+        _ => ExitCode::from(EXIT_GUEST_FAULT),
+    }
+}

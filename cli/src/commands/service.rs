@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::state::VmDir;
+use manager::state::VmDir;
 
 #[derive(Args)]
 pub struct ServiceArgs {
@@ -37,7 +37,7 @@ pub enum ServiceAction {
 
 pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
-    let mut c = crate::agent::client(&dir, std::time::Duration::from_secs(10))?;
+    let mut c = manager::agent::client(&dir, std::time::Duration::from_secs(10))?;
     let fail = |e: agent_proto::client::ClientError| anyhow::anyhow!("{e}");
     match args.action.unwrap_or(ServiceAction::Status) {
         ServiceAction::Status => {
