@@ -7,7 +7,6 @@ use crate::error::{bail, Context};
 use agent_proto::client::{connect_unix_timeout, Client};
 use agent_proto::ShutdownAction;
 
-use crate::image::AGENT_PORT;
 use crate::state::VmDir;
 
 /// How long one request to the agent may wait for its answer: the agent
@@ -63,7 +62,7 @@ fn connect(
         let attempt = match bounded(left + HANDSHAKE_TIMEOUT, move || {
             let stream = connect_unix_timeout(
                 &socket,
-                Some(AGENT_PORT),
+                Some(agent_proto::DEFAULT_AGENT_PORT),
                 Some(left.max(Duration::from_millis(200))),
             )?;
             // The timeout is a property of the socket, shared by clones:

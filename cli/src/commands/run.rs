@@ -296,7 +296,9 @@ pub fn share_configs(
             mode: vmm::ShareMode::Cow,
             xattr: false,
         });
-        cmdline.push_str(" mvm.share=project:/project");
+        let mut w = agent_proto::cmdline::Writer::new();
+        w.share("project", "/project", false);
+        cmdline.push_str(&w.appended());
     }
     let mut out = Vec::new();
     for s in all {
@@ -381,7 +383,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(backend) if !args.no_net => {
                 let n = manager::net::RawRunNet::attach(&args.allow_net, &Stderr)?;
                 config.net = Some(manager::net::vmm_net(&n.net, backend, &Stderr));
-                config.cmdline.push_str(" mvm.net=dhcp");
+                config
+                    .cmdline
+                    .push_str(&agent_proto::cmdline::Writer::new().dhcp().appended());
                 eprintln!(
                 "mvm: network: tap {}, MAC {}, DHCP address {} (gateway and DNS {}), name {}.mvm",
                 n.net.tap, n.net.mac, n.net.ip, n.net.gateway(), n.net.name

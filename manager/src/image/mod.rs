@@ -11,9 +11,6 @@ pub mod cpio;
 use crate::state::{VmDir, VmSpec};
 use cpio::{CpioWriter, Entry};
 
-/// The vsock port the guest agent listens on.
-pub const AGENT_PORT: u32 = 1024;
-
 /// The guest kernel: the spec's, then $MVM_KERNEL, then the cached build.
 pub fn kernel(spec: &VmSpec) -> crate::Result<PathBuf> {
     kernel_path(spec.kernel.clone())
@@ -265,30 +262,26 @@ fn expand(patterns: &[&str]) -> Vec<PathBuf> {
 }
 
 /// The kernel command line mvm-init reads.
-pub fn cmdline(spec: &VmSpec) -> String {
+pub fn cmdline(spec: &VmSpec) -> agent_proto::cmdline::Writer {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut c = format!(
-        "mvm.hostname={} mvm.time={now} mvm.agent_port={AGENT_PORT}",
-        spec.name
-    );
+    let mut c = agent_proto::cmdline::Writer::new();
+    c.hostname(&spec.name)
+        .time(now)
+        .agent_port(agent_proto::DEFAULT_AGENT_PORT);
     if spec.host_root {
-        c.push_str(&format!(" mvm.root={ROOT_TAG}"));
+        c.root(ROOT_TAG);
     }
     if spec.project.is_some() {
-        c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
+        c.share(PROJECT_TAG, "/project", false);
     }
     if spec.host_root && spec.home.is_some() {
-        c.push_str(&format!(
-            " mvm.share={HOME_TAG}:{}",
-            crate::state::GUEST_HOME
-        ));
+        c.share(HOME_TAG, crate::state::GUEST_HOME, false);
     }
     for (i, s) in spec.shares.iter().enumerate() {
-        let ro = if s.ro { ":ro" } else { "" };
-        c.push_str(&format!(" mvm.share={}:{}{ro}", extra_tag(i), s.guest));
+        c.share(&extra_tag(i), &s.guest, s.ro);
     }
     c
 }
@@ -411,11 +404,12 @@ pub fn vm_config(
     write_initramfs(&initrd)?;
     let mut config = vmm::VmConfig::new(kernel(spec)?);
     config.initrd = Some(initrd);
-    config.cmdline = cmdline(spec);
+    let mut line = cmdline(spec);
     if let Some(n) = net {
         config.net = Some(crate::net::vmm_net(n, spec.net_backend, report));
-        config.cmdline.push_str(" mvm.net=dhcp");
+        line.dhcp();
     }
+    config.cmdline = line.to_string();
     config.cpus = spec.cpus;
     config.memory_mib = spec.memory_mib;
     config.console = vmm::Console::File(dir.console_log());
