@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use netstack::PortForward;
+use vmm::api::PortOp;
 
 use crate::error::bail;
 use crate::state::{RunState, VmDir, VmLock};
@@ -76,9 +77,13 @@ fn change(
     if running && spec.network {
         // Host rules first (they check the port), then the VMM's proxy.
         crate::net::sync_forwards(&spec)?;
-        let op = if rm { "port_remove" } else { "port_add" };
-        let req = serde_json::json!({ "op": op, "forward": fwd.to_string() });
-        let resp = vmm::api::call_raw(&dir.api_socket(), &req, Duration::from_secs(5))?;
+        let forward = fwd.to_string();
+        let op = if rm {
+            PortOp::PortRemove { forward }
+        } else {
+            PortOp::PortAdd { forward }
+        };
+        let resp = vmm::api::call_port(&dir.api_socket(), &op, Duration::from_secs(5))?;
         if !resp.ok {
             bail!(
                 "VM '{}' refused the forward: {}",

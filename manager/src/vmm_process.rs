@@ -42,7 +42,7 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         }
         let ext_proxy = proxy.clone();
         let guest_ip = plan.guest_ip;
-        vm.set_api_extension(Box::new(move |req| port_op(&ext_proxy, guest_ip, req)));
+        vm.set_api_extension(Box::new(move |op| port_op(&ext_proxy, guest_ip, op)));
     }
     let reason = vm.run().context("the VM failed")?;
     report.progress(&format!("VM '{}' ended: {reason}", dir.name));
@@ -58,31 +58,27 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
 fn port_op(
     proxy: &netstack::PortProxy,
     guest_ip: std::net::Ipv4Addr,
-    req: &serde_json::Value,
+    op: &vmm::api::PortOp,
 ) -> Result<serde_json::Value, String> {
-    let forward = || -> Result<netstack::PortForward, String> {
-        req["forward"]
-            .as_str()
-            .ok_or("missing \"forward\"")?
-            .parse()
-            .map_err(|e: netstack::Error| e.to_string())
+    use vmm::api::PortOp;
+    let parse = |f: &str| -> Result<netstack::PortForward, String> {
+        f.parse().map_err(|e: netstack::Error| e.to_string())
     };
-    match req["op"].as_str() {
-        Some("port_add") => {
+    match op {
+        PortOp::PortAdd { forward } => {
             proxy
-                .add(&forward()?, guest_ip)
+                .add(&parse(forward)?, guest_ip)
                 .map_err(|e| e.to_string())?;
             Ok(serde_json::Value::Null)
         }
-        Some("port_remove") => {
-            proxy.remove(&forward()?);
+        PortOp::PortRemove { forward } => {
+            proxy.remove(&parse(forward)?);
             Ok(serde_json::Value::Null)
         }
-        Some("port_list") => Ok(serde_json::json!(proxy
+        PortOp::PortList => Ok(serde_json::json!(proxy
             .list()
             .iter()
             .map(|f| f.to_string())
             .collect::<Vec<_>>())),
-        other => Err(format!("unknown operation {other:?}")),
     }
 }

@@ -395,7 +395,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
 
-    let mut vm = Vm::new(&config)?;
+    let mut vm = Vm::new(&config).map_err(super::in_flags)?;
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");
     }

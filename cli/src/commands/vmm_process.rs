@@ -15,6 +15,9 @@ pub struct VmmArgs {
 }
 
 pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
-    let reason = manager::vmm_process::run(&args.dir, &Stderr)?;
+    let reason = manager::vmm_process::run(&args.dir, &Stderr).map_err(|e| match e {
+        manager::Error::Vmm(e) => super::in_flags(e),
+        e => e.into(),
+    })?;
     Ok(super::exit_code(&reason))
 }
