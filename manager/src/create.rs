@@ -128,7 +128,7 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> crate::Result<()> {
         spec.save(&tmp.join("vm.toml"))?;
         std::fs::rename(&tmp, &dir.path).map_err(|e| {
             if dir.path.exists() {
-                crate::error::err!("a VM named '{}' already exists", spec.name)
+                crate::Error::VmExists(spec.name.clone())
             } else {
                 crate::error::err!("cannot create {}: {e}", dir.path.display())
             }
@@ -144,7 +144,7 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> crate::Result<()> {
 /// command line's options over it.
 pub fn validate(opts: &CreateOptions, dir: &VmDir, base: &ProjectConfig) -> crate::Result<VmSpec> {
     if dir.spec_path().exists() {
-        bail!("a VM named '{}' already exists", opts.name);
+        return Err(crate::Error::VmExists(opts.name.clone()));
     }
     spec_for(opts, base, None)
 }

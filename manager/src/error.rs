@@ -12,6 +12,15 @@ pub enum Error {
     /// A complete one-line message (bad value, refused operation...).
     #[error("{0}")]
     Msg(String),
+    /// There is no VM of that name.
+    #[error("no VM named '{0}' (see `mvm list`)")]
+    NoSuchVm(String),
+    /// A VM of that name exists already.
+    #[error("a VM named '{0}' already exists")]
+    VmExists(String),
+    /// The operation needs the VM stopped (or forced).
+    #[error("VM '{0}' is running; stop it first or use `mvm rm --force`")]
+    VmRunning(String),
     /// Another mvm command held the VM's lock for longer than we wait.
     #[error("another mvm command is still working on VM '{name}' after {secs} s; try again when it is done")]
     Busy { name: String, secs: u64 },

@@ -276,10 +276,7 @@ pub fn rm(name: &str, force: bool, report: &dyn Report) -> crate::Result<()> {
     let lock = VmLock::acquire(&dir.path, &dir.name, report)?;
     match dir.run_state() {
         RunState::Running | RunState::Paused if !force => {
-            bail!(
-                "VM '{}' is running; stop it first or use `mvm rm --force`",
-                dir.name
-            )
+            return Err(crate::Error::VmRunning(dir.name.clone()));
         }
         RunState::Running | RunState::Paused | RunState::Crashed => {
             stop_locked(&dir, Duration::from_secs(10), report)?;

@@ -104,7 +104,7 @@ impl VmDir {
     pub fn existing(name: &str) -> crate::Result<VmDir> {
         let dir = VmDir::of(name)?;
         if !dir.spec_path().exists() {
-            bail!("no VM named '{name}' (see `mvm list`)");
+            return Err(crate::Error::NoSuchVm(name.to_string()));
         }
         Ok(dir)
     }
