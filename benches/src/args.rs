@@ -1,98 +1,56 @@
-//! Command-line options of the bench programs: `--name value` pairs only.
+//! What the bench programs' command lines (clap, derived in each program)
+//! share: the binaries of a nested run, finding QEMU and the programs
+//! beside this one.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-pub struct Args {
-    values: HashMap<String, String>,
+/// What a nested benchmark boots: `--mvm`, `--kernel`, `--initrd`.
+#[derive(clap::Args, Debug)]
+pub struct Nested {
+    /// The mvm binary (static).
+    #[arg(long, value_name = "PATH")]
+    pub mvm: PathBuf,
+    /// Guest kernel (guest-kernel/build.sh --print-path).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initramfs (tests/nested/make-guest-initramfs.sh).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: PathBuf,
 }
 
-/// Prints `msg` and the usage, exits 2.
-fn usage_error(usage: &str, msg: &str) -> ! {
-    eprintln!("error: {msg}\n\n{usage}");
-    std::process::exit(2)
+/// `name` in a folder of `$PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
 }
 
-impl Args {
-    /// Parses `std::env::args`; `known` are the option names without `--`.
-    /// `--help` prints `usage` and exits 0; anything unknown exits 2.
-    pub fn parse(usage: &str, known: &[&str]) -> Args {
-        Self::parse_from(std::env::args().skip(1), usage, known)
-            .unwrap_or_else(|e| usage_error(usage, &e))
+/// The QEMU of `--qemu`: its path, none for `none` (the reference is
+/// skipped), qemu-system-x86_64 from `$PATH` when not given.
+pub fn qemu(arg: Option<&str>) -> Option<PathBuf> {
+    match arg {
+        Some("none") => None,
+        Some(q) => Some(PathBuf::from(q)),
+        None => find_in_path("qemu-system-x86_64"),
     }
+}
 
-    fn parse_from(
-        args: impl Iterator<Item = String>,
-        usage: &str,
-        known: &[&str],
-    ) -> Result<Args, String> {
-        let mut values = HashMap::new();
-        let mut args = args.peekable();
-        while let Some(a) = args.next() {
-            if a == "-h" || a == "--help" {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            let Some(name) = a.strip_prefix("--") else {
-                return Err(format!("unexpected argument '{a}'"));
-            };
-            let (name, value) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => {
-                    let v = args
-                        .next()
-                        .ok_or_else(|| format!("--{name} needs a value"))?;
-                    (name.to_string(), v)
-                }
-            };
-            if !known.contains(&name.as_str()) {
-                return Err(format!("unknown option --{name}"));
-            }
-            values.insert(name, value);
-        }
-        Ok(Args { values })
-    }
-
-    pub fn str(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
-    }
-
-    /// A required path.
-    pub fn path(&self, name: &str, usage: &str) -> PathBuf {
-        match self.str(name) {
-            Some(v) => PathBuf::from(v),
-            None => usage_error(usage, &format!("--{name} is required")),
-        }
-    }
-
-    /// An optional value parsed as `T`, or `default`.
-    pub fn get<T: FromStr>(&self, name: &str, default: T, usage: &str) -> T {
-        match self.str(name) {
-            None => default,
-            Some(v) => v
-                .parse()
-                .unwrap_or_else(|_| usage_error(usage, &format!("bad value for --{name}: '{v}'"))),
-        }
-    }
+/// The default of `--noop`: the `noop` program beside this one.
+pub fn noop_beside_me() -> PathBuf {
+    std::env::current_exe()
+        .expect("knows its own path")
+        .with_file_name("noop")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(a: &[&str]) -> Result<Args, String> {
-        Args::parse_from(a.iter().map(|s| s.to_string()), "usage", &["runs", "out"])
-    }
-
     #[test]
-    fn parses_pairs() {
-        let a = parse(&["--runs", "5", "--out=/x"]).unwrap();
-        assert_eq!(a.get("runs", 1u32, ""), 5);
-        assert_eq!(a.str("out"), Some("/x"));
-        assert_eq!(a.get("missing", 7u32, ""), 7);
-        assert!(parse(&["--bogus", "1"]).is_err());
-        assert!(parse(&["--runs"]).is_err());
-        assert!(parse(&["stray"]).is_err());
+    fn qemu_none_skips() {
+        assert_eq!(qemu(Some("none")), None);
+        assert_eq!(qemu(Some("/q")), Some(PathBuf::from("/q")));
     }
 }

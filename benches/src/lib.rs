@@ -1,6 +1,6 @@
 //! Shared pieces of the boot-path benchmarks (see `benches/README.md`):
 //! clocks, statistics, `/proc` readers, child processes whose output is
-//! timestamped as it arrives, and the tiny guest.
+//! timestamped as it arrives (the tiny guest is `mvm_test_guests::pvh_elf`).
 //!
 //! Every benchmark measures a reference in the same run and reports
 //! ratios; nothing here asserts a time.
@@ -11,7 +11,6 @@ pub mod clock;
 pub mod netperf;
 pub mod procfs;
 pub mod stats;
-pub mod tiny;
 
 /// Writes `value` as pretty JSON to `path` (creating its folder).
 pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> std::io::Result<()> {

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use cowfs::abi::ROOT_ID;
 use cowfs::client::Client;
 use cowfs::{Filesystem, ShareConfig, ShareMode};
-use mvm_e2e::tiny::{code, elf_kernel, program};
+use mvm_test_guests::{code, elf_kernel, program};
 
 struct Env {
     home: PathBuf,

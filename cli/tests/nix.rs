@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{text, Netns};
-use mvm_e2e::tiny::{code, elf_kernel, print, program};
+use mvm_test_guests::{code, elf_kernel, print, program};
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mvm_e2e::tiny::{code, elf_kernel, print, program};
+use mvm_test_guests::{code, elf_kernel, print, program};
 
 fn mvm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mvm"))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mvm_e2e::tiny::{code, elf_kernel, print, program};
+use mvm_test_guests::{code, elf_kernel, print, program};
 
 struct Ns {
     name: String,

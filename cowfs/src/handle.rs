@@ -121,6 +121,13 @@ impl HandleTable {
         Some(h)
     }
 
+    /// Whether a file handle of node `nodeid` is open.
+    pub fn has_file(&self, nodeid: u64) -> bool {
+        self.map
+            .values()
+            .any(|h| matches!(h, Handle::File { nodeid: n, .. } if *n == nodeid))
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
         self.dir_bytes = 0;

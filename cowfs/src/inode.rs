@@ -5,7 +5,9 @@
 //! node ID per name (their attributes, `st_ino` included, are the same).
 //! Node IDs are never reused (generation is always 0).
 //!
-//! Bounded: at most `cap` inodes. When full, the least recently used inode
+//! Bounded: at most `cap` inodes and `byte_cap` bytes of them (a path
+//! may be 4 KiB long, so a count alone would let a deep tree cost the
+//! host gigabytes). When full, the least recently used inode
 //! is evicted even if the guest still holds lookups on it (a guest that
 //! never sends FORGET must not grow host memory); later requests naming it
 //! get ESTALE and the guest's kernel looks the name up again.
@@ -59,6 +61,15 @@ pub struct InodeTable {
     next_id: u64,
     tick: u64,
     cap: usize,
+    /// Host bytes the table holds ([`node_bytes`] per inode) and the bound.
+    bytes: usize,
+    byte_cap: usize,
+}
+
+/// Bytes one inode costs the host: its path twice (the node and the path
+/// index) and the entries' fixed parts, roughly.
+pub fn node_bytes(path_len: usize) -> usize {
+    2 * path_len + 160
 }
 
 impl InodeTable {
@@ -70,6 +81,8 @@ impl InodeTable {
             next_id: ROOT_ID + 1,
             tick: 0,
             cap: cap.max(2),
+            bytes: node_bytes(0),
+            byte_cap: usize::MAX,
         };
         t.nodes.insert(
             ROOT_ID,
@@ -85,8 +98,20 @@ impl InodeTable {
         t
     }
 
+    /// Also bounds the bytes the table holds (at least room for the root
+    /// and one deep path).
+    pub fn with_byte_cap(mut self, byte_cap: usize) -> Self {
+        self.byte_cap = byte_cap.max(2 * node_bytes(4096));
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Host bytes the inodes hold (an estimate, see [`node_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,7 +164,8 @@ impl InodeTable {
             self.touch(id);
             return id;
         }
-        while self.nodes.len() >= self.cap {
+        let cost = node_bytes(path.len());
+        while self.nodes.len() >= self.cap || self.bytes.saturating_add(cost) > self.byte_cap {
             let Some((_, victim)) = self.lru.pop_first() else {
                 break;
             };
@@ -158,6 +184,7 @@ impl InodeTable {
             },
         );
         self.by_path.insert(path.to_vec(), id);
+        self.bytes += cost;
         self.touch(id);
         id
     }
@@ -167,6 +194,7 @@ impl InodeTable {
             return;
         }
         if let Some(node) = self.nodes.remove(&id) {
+            self.bytes = self.bytes.saturating_sub(node_bytes(node.path.len()));
             self.lru.remove(&node.tick);
             if node.linked && self.by_path.get(&node.path) == Some(&id) {
                 self.by_path.remove(&node.path);
@@ -253,6 +281,12 @@ impl InodeTable {
             new.extend_from_slice(&old[from.len()..]);
             if let Some(node) = self.nodes.get_mut(&id) {
                 node.presence = presence(&new, node.presence);
+                // A longer name costs more; eviction catches up at the
+                // next lookup.
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(node_bytes(node.path.len()))
+                    .saturating_add(node_bytes(new.len()));
                 node.path = new.clone();
             }
             self.by_path.insert(new, id);
@@ -269,7 +303,7 @@ impl InodeTable {
 
     /// Drops everything but the root (DESTROY / a new INIT).
     pub fn clear(&mut self, root: Presence) {
-        *self = Self::new(self.cap, root);
+        *self = Self::new(self.cap, root).with_byte_cap(self.byte_cap);
     }
 }
 
@@ -317,6 +351,24 @@ mod tests {
         assert!(t.get(ROOT_ID).is_ok());
         assert!(t.id_of(b"f1").is_none());
         assert_eq!(t.by_path.len(), t.nodes.len());
+    }
+
+    #[test]
+    fn bounded_in_bytes_for_long_paths() {
+        let cap = 64 * 1024;
+        let mut t = InodeTable::new(1 << 20, Presence::upper(true)).with_byte_cap(cap);
+        let long = vec![b'x'; 4000];
+        for i in 0..1000u32 {
+            let mut p = long.clone();
+            p.extend_from_slice(&i.to_le_bytes());
+            t.lookup(&p, F);
+            assert!(t.bytes() <= cap, "{} bytes", t.bytes());
+        }
+        assert!(t.len() < 20, "{} inodes of 4 KiB paths in 64 KiB", t.len());
+        assert!(t.get(ROOT_ID).is_ok());
+        // Evicting brings the count back down to what is held.
+        let held: usize = t.nodes.values().map(|n| node_bytes(n.path.len())).sum();
+        assert_eq!(held, t.bytes());
     }
 
     #[test]

@@ -44,6 +44,7 @@ macro_rules! warn_limited {
 }
 
 pub mod abi;
+mod budget;
 pub mod client;
 mod commit;
 mod diff;
@@ -59,6 +60,7 @@ pub mod transport;
 
 use std::path::PathBuf;
 
+pub use budget::{UpperBudget, OBJECT_COST};
 pub use commit::{commit, recover, Approval, CommitOptions, Recovery, Report};
 pub use diff::{diff, Change, ChangeKind, CommitError, Conflict};
 pub use fs::{Entry, Filesystem};
@@ -116,6 +118,8 @@ pub struct ShareConfig {
 pub struct Limits {
     /// Inodes known to the guest (LRU-evicted beyond).
     pub max_inodes: usize,
+    /// Host bytes the inode table may hold (LRU-evicted beyond).
+    pub max_inode_bytes: usize,
     /// Open file and directory handles (EMFILE beyond).
     pub max_handles: usize,
     /// Bytes of directory snapshots held by open directory handles.
@@ -130,6 +134,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_inodes: 1 << 20,
+            max_inode_bytes: 128 << 20,
             max_handles: 4096,
             max_dir_bytes: 256 << 20,
             max_tree_copy_entries: 10_000,
@@ -148,6 +153,12 @@ pub enum CowfsError {
     UnexpectedUpper(ShareMode),
     #[error("cannot open share directory {path}: {source}")]
     Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot count what the upper directory {path} holds: {source}")]
+    Budget {
         path: PathBuf,
         #[source]
         source: std::io::Error,

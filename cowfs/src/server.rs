@@ -137,6 +137,11 @@ impl Server {
         &self.fs
     }
 
+    /// Bounds the share's upper layer ([`Filesystem::set_budget`]).
+    pub fn set_budget(&mut self, budget: crate::UpperBudget) -> Result<(), crate::CowfsError> {
+        self.fs.set_budget(budget)
+    }
+
     /// Serve extended attributes (the default) or answer every xattr
     /// request ENOSYS, as virtiofsd does without `--xattr`. Copy-up
     /// preserves the host files' xattrs either way.

@@ -23,7 +23,7 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connects and shakes hands with the agent, retrying while the guest is
 /// still booting, for at most `wait`. Every request on it then waits at
-/// most [`REQUEST_TIMEOUT`] for its answer.
+/// most `REQUEST_TIMEOUT` (60 s) for its answer.
 pub fn client(dir: &VmDir, wait: Duration) -> crate::Result<Client<UnixStream>> {
     connect(dir, wait, Some(REQUEST_TIMEOUT))
 }
@@ -107,7 +107,7 @@ pub fn shutdown(dir: &VmDir, _timeout: Duration) -> crate::Result<()> {
     Ok(())
 }
 
-/// Watches a VM while a long session runs in it: every [`WATCH_INTERVAL`]
+/// Watches a VM while a long session runs in it: every `WATCH_INTERVAL` (30 s)
 /// a fresh connection pings the agent, and when that fails (a stalled
 /// guest or VMM) `on_change` hears of it, and again when it answers
 /// again. The session itself goes on waiting: a silent command is not a

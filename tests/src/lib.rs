@@ -5,8 +5,6 @@
 //! Everything is real: the guest kernel from guest-kernel/, our VMM, the
 //! L2 host's real KVM. See tests/nested/README.md for the L2 plumbing.
 
-pub mod tiny;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

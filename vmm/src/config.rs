@@ -26,7 +26,8 @@ pub enum Console {
     /// The VMM's standard output.
     #[default]
     Stdout,
-    /// A file, created or truncated at start.
+    /// A file, created or truncated at start; past 16 MiB it moves to
+    /// `NAME.1` and a new one starts ([`crate::console_file`]).
     File(PathBuf),
     /// Discarded.
     Null,
@@ -59,6 +60,10 @@ pub struct VmConfig {
     /// Host directories the guest mounts with `mount -t virtiofs TAG DIR`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
+    /// Bytes the guest may store in the upper layers of all its
+    /// copy-on-write shares together (ENOSPC beyond); none: unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_bytes: Option<u64>,
     /// virtio-fs devices served by external vhost-user backends (e.g.
     /// virtiofsd); guest RAM is then a memfd the backends map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -76,6 +81,11 @@ pub struct VmConfig {
     /// boot there; a PVM-enabled or hand-made guest can).
     #[serde(default)]
     pub allow_pvm_host: bool,
+    /// seccomp filters on the VMM's threads once the VM runs
+    /// ([`crate::seccomp`]). They filter the whole process: an embedder
+    /// running other code in it keeps them off.
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
 }
 
 /// How a share treats the host directory.
@@ -241,11 +251,13 @@ impl VmConfig {
             console: Console::default(),
             rng: true,
             shares: Vec::new(),
+            upper_bytes: None,
             vhost_user_fs: Vec::new(),
             vsock: None,
             net: None,
             api_socket: None,
             allow_pvm_host: false,
+            seccomp: crate::seccomp::Seccomp::Off,
         }
     }
 

@@ -18,10 +18,12 @@
 pub mod api;
 pub mod arch;
 pub mod config;
+pub mod console_file;
 pub mod dump;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 mod vm;
 
@@ -76,4 +78,6 @@ pub enum Error {
     Api(#[from] api::ApiError),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
 }

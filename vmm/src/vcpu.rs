@@ -553,6 +553,7 @@ pub fn spawn(
     mut vcpu: Vcpu,
     control: Arc<RunControl>,
     slot: Arc<ExitSlot>,
+    seccomp: Option<Arc<crate::seccomp::Filters>>,
     before_first_run: Option<FirstRunHook>,
 ) -> std::io::Result<VcpuThread> {
     install_kick_handler();
@@ -562,6 +563,18 @@ pub fn spawn(
         .name(format!("vcpu{}", vcpu.index()))
         .spawn(move || {
             let control = thread_control;
+            if let Some(filters) = seccomp {
+                if let Err(e) = filters.apply_to_vcpu_thread() {
+                    // Never run a guest on an unfiltered vCPU.
+                    slot.report(ExitReason::RunFailed {
+                        vcpu: vcpu.index(),
+                        error: e.to_string(),
+                    });
+                    vcpu.activity.set(Phase::Exited, 0);
+                    return;
+                }
+                crate::seccomp::test_violation("vcpu");
+            }
             if let Some(hook) = before_first_run {
                 hook();
             }

@@ -5,7 +5,6 @@
 //! sets up the vCPUs ([`crate::vcpu`]); [`Vm::run`] starts one thread per
 //! vCPU and runs the device event loop until the guest resets or fails.
 
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -59,6 +58,7 @@ pub struct Vm {
     control: Arc<vcpu::RunControl>,
     api_server: Option<Arc<Mutex<crate::api::ApiServer>>>,
     dumper: Arc<Dumper>,
+    seccomp: Option<Arc<crate::seccomp::Filters>>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -80,6 +80,7 @@ impl Vm {
     /// Builds the VM: nothing runs until [`Vm::run`].
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
         preflight(config)?;
+        let seccomp = crate::seccomp::Filters::new(config.seccomp)?.map(Arc::new);
         let kvm = kvm::open()?;
         if kvm::is_pvm(&kvm) && !config.allow_pvm_host {
             return Err(kvm::KvmError::PvmHost.into());
@@ -138,6 +139,8 @@ impl Vm {
             let rng = devices::virtio::Rng::new().map_err(|e| Error::Device(e.to_string()))?;
             virtio.attach("virtio-rng".into(), rng)?;
         }
+        // One budget for all the VM's upper layers.
+        let budget = config.upper_bytes.map(cowfs::UpperBudget::new);
         for share in &config.shares {
             let mut fs = devices::virtio::Fs::new(
                 &share.tag,
@@ -161,6 +164,10 @@ impl Vm {
                     share.path.display()
                 ))
             })?;
+            if let Some(b) = &budget {
+                fs.set_budget(b.clone())
+                    .map_err(|e| Error::Device(format!("share '{}': {e}", share.tag)))?;
+            }
             fs.set_serve_on_vcpu(!share.serve_on_event_loop);
             fs.set_xattr(share.xattr);
             virtio.attach(format!("virtio-fs {}", share.tag), fs)?;
@@ -281,6 +288,7 @@ impl Vm {
             control,
             api_server,
             dumper,
+            seccomp,
         })
     }
 
@@ -326,13 +334,19 @@ impl Vm {
         let control = self.control.clone();
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let stop_all = |threads| vcpu::stop_all(&control, threads, Duration::from_secs(1));
+        // Every thread filtered from here on; each vCPU adds its own.
+        if let Some(filters) = &self.seccomp {
+            filters.apply_to_process()?;
+            crate::seccomp::test_violation("process");
+        }
         for vcpu in self.vcpus.drain(..) {
             let hook = if vcpu.index() == 0 {
                 self.first_run_hook.take()
             } else {
                 None
             };
-            match vcpu::spawn(vcpu, control.clone(), self.exit.clone(), hook) {
+            let filters = self.seccomp.clone();
+            match vcpu::spawn(vcpu, control.clone(), self.exit.clone(), filters, hook) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     stop_all(threads);
@@ -477,9 +491,10 @@ fn setup_irqchip(vm_fd: &VmFd) -> Result<(), Error> {
 fn console_writer(console: &Console) -> Result<Box<dyn Write + Send>, Error> {
     Ok(match console {
         Console::Stdout => Box::new(Unbuffered(std::io::stdout())),
-        Console::File(path) => {
-            Box::new(File::create(path).map_err(|e| Error::Console(path.clone(), e))?)
-        }
+        Console::File(path) => Box::new(
+            crate::console_file::RotatingFile::create(path, crate::console_file::CONSOLE_FILE_MAX)
+                .map_err(|e| Error::Console(path.clone(), e))?,
+        ),
         Console::Null => Box::new(std::io::sink()),
     })
 }

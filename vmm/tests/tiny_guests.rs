@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use devices::bus::BusDevice;
 use kvm_bindings::kvm_userspace_memory_region;
-use mvm_e2e::tiny::{code, elf_kernel, print, program, ENTRY};
+use mvm_test_guests::{code, elf_kernel, print, program, ENTRY};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm::vcpu::{Buses, Vcpu, VcpuEvent};
 use vmm::{Console, ExitReason, Vm, VmConfig};

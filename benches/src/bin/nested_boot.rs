@@ -13,32 +13,48 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mvm_benches::args::Args;
+use clap::Parser;
+use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::StartupReport;
 use mvm_benches::stats::{self, cell, median, ratio};
 use serde_json::{json, Value};
 
-const USAGE: &str = "\
-nested-boot: process start to guest init and to exit, mvm vs QEMU microvm,
-same kernel and initramfs (run inside the nested L2 host).
-
-Usage: nested-boot --mvm PATH --kernel PATH --initrd PATH [options]
-  --mvm PATH        the mvm binary (static)
-  --kernel PATH     guest kernel (guest-kernel/build.sh --print-path)
-  --initrd PATH     initramfs (tests/nested/make-guest-initramfs.sh)
-  --qemu PATH       QEMU for the reference (default: qemu-system-x86_64 from
-                    PATH; `none` skips it)
-  --boots N         measured boots of each (default 20), after one warm-up each
-  --memory MIB      guest memory (default 256)
-  --cpus N          vCPUs (default 1)
-  --out DIR         results: nested-boot.json and console/ (default $MVM_OUT,
-                    else ./nested-boot)
-  --timeout SECS    limit for one boot (default 300)
-  --cmdline ARGS    appended to both guests' kernel command lines (for
-                    diagnostics, e.g. 'loglevel=7'; default none)
-  --noop PATH       trivial static binary for the exec floor (default: `noop`
-                    beside this one)";
+/// nested-boot: process start to guest init and to exit, mvm vs QEMU
+/// microvm, same kernel and initramfs (run inside the nested L2 host).
+#[derive(Parser)]
+#[command(name = "nested-boot")]
+struct Cli {
+    #[command(flatten)]
+    nested: args::Nested,
+    /// QEMU for the reference (default: qemu-system-x86_64 from PATH;
+    /// `none` skips it).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<String>,
+    /// Measured boots of each, after one warm-up each.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    boots: usize,
+    /// Guest memory.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    memory: u64,
+    /// vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Results: nested-boot.json and console/.
+    #[arg(long, env = "MVM_OUT", default_value = "nested-boot")]
+    out: PathBuf,
+    /// Limit for one boot.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    timeout: f64,
+    /// Appended to both guests' kernel command lines (for diagnostics,
+    /// e.g. 'loglevel=7').
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    cmdline: String,
+    /// Trivial static binary for the exec floor (default: `noop` beside
+    /// this one).
+    #[arg(long, value_name = "PATH")]
+    noop: Option<PathBuf>,
+}
 
 /// mvm's default command line; QEMU gets it (through [`qemu_cmdline_from`])
 /// only if the warm-up mvm boot does not show us the real one.
@@ -321,14 +337,6 @@ fn exec_floor(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
     out
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
 /// QEMU's kernel command line: the one mvm gave its guest, without mvm's
 /// own virtio devices (QEMU microvm adds entries for its own), plus
 /// `reboot=t`. microvm has no i8042, so with mvm's `reboot=k` Linux polls
@@ -346,40 +354,22 @@ fn qemu_cmdline_from(mvm_cmdline: &str) -> String {
 }
 
 fn main() {
-    let args = Args::parse(
-        USAGE,
-        &[
-            "mvm", "kernel", "initrd", "qemu", "boots", "memory", "cpus", "out", "timeout", "noop",
-            "cmdline",
-        ],
-    );
-    let boots: usize = args.get("boots", 20, USAGE);
-    let extra = args.str("cmdline").unwrap_or("").trim().to_string();
-    let out = args
-        .str("out")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("MVM_OUT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("nested-boot"));
+    let args = Cli::parse();
+    let boots = args.boots;
+    let extra = args.cmdline.trim().to_string();
+    let out = args.out;
     let console_dir = out.join("console");
     std::fs::create_dir_all(&console_dir).expect("creates the results folder");
-    let qemu = match args.str("qemu") {
-        Some("none") => None,
-        Some(q) => Some(PathBuf::from(q)),
-        None => find_in_path("qemu-system-x86_64"),
-    };
-    let noop = args.str("noop").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("knows its own path")
-            .with_file_name("noop")
-    });
+    let qemu = args::qemu(args.qemu.as_deref());
+    let noop = args.noop.unwrap_or_else(args::noop_beside_me);
     let mut bench = Bench {
-        mvm: args.path("mvm", USAGE),
+        mvm: args.nested.mvm,
         qemu,
-        kernel: args.path("kernel", USAGE),
-        initrd: args.path("initrd", USAGE),
-        memory_mib: args.get("memory", 256, USAGE),
-        cpus: args.get("cpus", 1, USAGE),
-        timeout: args.get("timeout", 300.0, USAGE),
+        kernel: args.nested.kernel,
+        initrd: args.nested.initrd,
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        timeout: args.timeout,
         console_dir,
         qemu_cmdline: qemu_cmdline_from(&format!("{FALLBACK_CMDLINE} {extra}")),
         extra_cmdline: extra,
@@ -668,5 +658,16 @@ mod tests {
             qemu_cmdline_from("console=ttyS0 quiet virtio_mmio.device=4K@0xd0000000:5 a=b"),
             "console=ttyS0 quiet a=b reboot=t"
         );
+    }
+
+    #[test]
+    fn command_line_of_the_job() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        // jobs/nested-boot.sh passes an empty --cmdline when none is asked.
+        let line = "nested-boot --mvm m --kernel k --initrd i --boots 3 --out /o";
+        let a = Cli::try_parse_from(line.split(' ').chain(["--cmdline", ""])).unwrap();
+        assert_eq!((a.boots, a.cmdline.as_str(), a.memory), (3, "", 256));
+        assert_eq!(a.out, PathBuf::from("/o"));
     }
 }

@@ -19,18 +19,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mvm_benches::args::Args;
+use clap::Parser;
+use mvm_benches::args;
 use mvm_benches::clock::monotonic_ns;
 use mvm_benches::procfs::rss_of;
 use mvm_benches::stats::{cell, median, ratio, to_json};
 use serde_json::json;
 
-const USAGE: &str = "\
-usage: nested-lifecycle --mvm PATH --kernel PATH --initrd PATH --mvm-init PATH
-                        [--rounds N] [--memory MIB] [--idle SECS] [--net on|off] [--out DIR]
-Inside the nested L2 host: `mvm run -- true` and `mvm start` -> first exec,
-next to the bare boot of the same kernel; the idle VMM's RSS beyond guest
-memory. Writes DIR/nested-lifecycle.json (DIR: --out, else $MVM_OUT).";
+/// Inside the nested L2 host: `mvm run -- true` and `mvm start` -> first
+/// exec, next to the bare boot of the same kernel; the idle VMM's RSS
+/// beyond guest memory. Writes OUT/nested-lifecycle.json (OUT: --out).
+#[derive(Parser)]
+#[command(name = "nested-lifecycle")]
+struct Cli {
+    #[command(flatten)]
+    nested: args::Nested,
+    /// The guest's init and agent, for the managed VM.
+    #[arg(long = "mvm-init", value_name = "PATH")]
+    mvm_init: PathBuf,
+    /// Rounds of each measurement.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    rounds: usize,
+    /// Guest memory.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    memory: u64,
+    /// Seconds the started VM idles before its RSS is read.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    idle: f64,
+    /// The managed VM's network.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    net: String,
+    /// Results folder.
+    #[arg(long, env = "MVM_OUT", default_value = "nested-lifecycle")]
+    out: PathBuf,
+}
 
 const VM: &str = "bench";
 
@@ -158,35 +180,19 @@ impl Bench {
 }
 
 fn main() {
-    let args = Args::parse(
-        USAGE,
-        &[
-            "mvm", "kernel", "initrd", "mvm-init", "rounds", "memory", "idle", "net", "out",
-        ],
-    );
-    let out = args
-        .str("out")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("MVM_OUT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("nested-lifecycle"));
-    let rounds: usize = args.get("rounds", 10, USAGE);
-    let idle: f64 = args.get("idle", 3.0, USAGE);
-    let net = match args.str("net").unwrap_or("on") {
-        "on" => true,
-        "off" => false,
-        other => {
-            eprintln!("nested-lifecycle: --net takes on or off, not '{other}'");
-            std::process::exit(2)
-        }
-    };
+    let args = Cli::parse();
+    let out = args.out;
+    let rounds = args.rounds;
+    let idle = args.idle;
+    let net = args.net == "on";
     let scratch = std::env::temp_dir().join("nested-lifecycle");
     let _ = std::fs::remove_dir_all(&scratch);
     let bench = Bench {
-        mvm: args.path("mvm", USAGE),
-        kernel: args.path("kernel", USAGE),
-        initrd: args.path("initrd", USAGE),
-        mvm_init: args.path("mvm-init", USAGE),
-        memory_mib: args.get("memory", 256, USAGE),
+        mvm: args.nested.mvm,
+        kernel: args.nested.kernel,
+        initrd: args.nested.initrd,
+        mvm_init: args.mvm_init,
+        memory_mib: args.memory,
         net,
         home: scratch.join("home"),
         project: scratch.join("project"),
@@ -301,5 +307,20 @@ fn main() {
         .expect("writes the results");
     if bare.is_empty() || run_true.is_empty() || first_exec.is_empty() {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let line = "nested-lifecycle --mvm m --kernel k --initrd i --mvm-init n --net";
+        let args = |net: &str| Cli::try_parse_from(line.split(' ').chain([net]));
+        assert_eq!(args("off").unwrap().net, "off");
+        assert!(args("maybe").is_err());
     }
 }

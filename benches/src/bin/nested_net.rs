@@ -19,31 +19,54 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use mvm_benches::args::Args;
+use clap::Parser;
 use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::monotonic_ns;
 use mvm_benches::netperf::{self, Direction};
 use mvm_benches::stats::{self, cell, median, ratio};
 use serde_json::{json, Value};
 
-const USAGE: &str = "\
-nested-net: TCP throughput and request latency, L2 host <-> guest on the tap
-and vhost-net paths vs L2 loopback; time for a port forward to answer
-(run inside the nested L2 host, as root).
-
-Usage: nested-net --mvm PATH --kernel PATH --initrd PATH [options]
-  --mvm PATH        the mvm binary (static)
-  --kernel PATH     guest kernel
-  --initrd PATH     bench initramfs: busybox, iperf3 (+ its libraries), this
-                    program at /nested-net, /net-dhcp.sh, /net-bench-guest.sh
-  --iperf3 PATH     iperf3 on this host (default: iperf3 from PATH)
-  --secs N          seconds of each iperf3 run (default 5)
-  --reps N          rounds over the three paths (default 3)
-  --rr N            round trips per round and path (default 1000)
-  --crr N           connect + round trip + close per round and path (default 100)
-  --forwards N      port forwards timed (default 10)
-  --out DIR         results (default $MVM_OUT, else ./nested-net)
-  --serve-echo PORT (inside the guest) serve TCP echo on PORT, forever";
+/// nested-net: TCP throughput and request latency, L2 host <-> guest on
+/// the tap and vhost-net paths vs L2 loopback; time for a port forward to
+/// answer (run inside the nested L2 host, as root).
+#[derive(Parser)]
+#[command(name = "nested-net")]
+struct Cli {
+    /// The mvm binary (static).
+    #[arg(long, value_name = "PATH", required_unless_present = "serve_echo")]
+    mvm: Option<PathBuf>,
+    /// Guest kernel.
+    #[arg(long, value_name = "PATH", required_unless_present = "serve_echo")]
+    kernel: Option<PathBuf>,
+    /// Bench initramfs: busybox, iperf3 (+ its libraries), this program at
+    /// /nested-net, /net-dhcp.sh, /net-bench-guest.sh.
+    #[arg(long, value_name = "PATH", required_unless_present = "serve_echo")]
+    initrd: Option<PathBuf>,
+    /// iperf3 on this host.
+    #[arg(long, value_name = "PATH", default_value = "iperf3")]
+    iperf3: PathBuf,
+    /// Seconds of each iperf3 run.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    secs: u32,
+    /// Rounds over the three paths.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    reps: usize,
+    /// Round trips per round and path.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    rr: usize,
+    /// Connect + round trip + close per round and path.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    crr: usize,
+    /// Port forwards timed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    forwards: usize,
+    /// Results folder.
+    #[arg(long, env = "MVM_OUT", default_value = "nested-net")]
+    out: PathBuf,
+    /// (Inside the guest) serve TCP echo on PORT, forever.
+    #[arg(long = "serve-echo", value_name = "PORT")]
+    serve_echo: Option<u16>,
+}
 
 const IPERF_PORT: u16 = 5201;
 const ECHO_PORT: u16 = 7001;
@@ -81,24 +104,8 @@ struct Target {
 }
 
 fn main() {
-    let args = Args::parse(
-        USAGE,
-        &[
-            "mvm",
-            "kernel",
-            "initrd",
-            "iperf3",
-            "secs",
-            "reps",
-            "rr",
-            "crr",
-            "forwards",
-            "out",
-            "serve-echo",
-        ],
-    );
-    if args.str("serve-echo").is_some() {
-        let port: u16 = args.get("serve-echo", 0, USAGE);
+    let args = Cli::parse();
+    if let Some(port) = args.serve_echo {
         if let Err(e) = netperf::serve_echo(SocketAddr::from(([0, 0, 0, 0], port))) {
             eprintln!("nested-net: echo server: {e}");
             std::process::exit(1);
@@ -106,20 +113,17 @@ fn main() {
         return;
     }
     let o = Opts {
-        mvm: args.path("mvm", USAGE),
-        kernel: args.path("kernel", USAGE),
-        initrd: args.path("initrd", USAGE),
-        iperf3: args.str("iperf3").unwrap_or("iperf3").into(),
-        secs: args.get("secs", 5, USAGE),
-        reps: args.get("reps", 3, USAGE),
-        rr: args.get("rr", 1000, USAGE),
-        crr: args.get("crr", 100, USAGE),
-        forwards: args.get("forwards", 10, USAGE),
-        out: args.str("out").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::var_os("MVM_OUT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "nested-net".into())
-        }),
+        // clap requires them without --serve-echo.
+        mvm: args.mvm.expect("--mvm"),
+        kernel: args.kernel.expect("--kernel"),
+        initrd: args.initrd.expect("--initrd"),
+        iperf3: args.iperf3,
+        secs: args.secs,
+        reps: args.reps,
+        rr: args.rr,
+        crr: args.crr,
+        forwards: args.forwards,
+        out: args.out,
     };
     std::fs::create_dir_all(&o.out).expect("cannot create the output folder");
     let (throughput, ok) = throughput_and_latency(&o);
@@ -503,5 +507,20 @@ fn print_tables(r: &Value) {
             cell(f[key]["min"].as_f64(), 2),
             cell(f[key]["max"].as_f64(), 2)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        // Inside the guest (jobs/net-bench-guest.sh) only --serve-echo.
+        let a = Cli::try_parse_from(["nested-net", "--serve-echo", "7001"]).unwrap();
+        assert_eq!(a.serve_echo, Some(7001));
+        assert!(Cli::try_parse_from(["nested-net", "--secs", "1"]).is_err());
     }
 }

@@ -10,31 +10,54 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use mvm_benches::args::Args;
+use clap::Parser;
+use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::StartupReport;
 use mvm_benches::procfs::{cpu_ns_of, rss_of, threads_of, Rss};
 use mvm_benches::stats::{self, cell, median, ratio};
-use mvm_benches::tiny::{pvh_elf, Then, GREETING};
+use mvm_test_guests::{pvh_elf, Then, GREETING};
 use serde_json::{json, Value};
 
-const USAGE: &str = "\
-startup: exec of `mvm run` to its first KVM_RUN (time, CPU), and its RSS
-beyond guest memory, against a trivial static binary and QEMU microvm.
-
-Usage: startup --mvm PATH [options]
-  --mvm PATH      the mvm binary (a static release build)
-  --noop PATH     the trivial static binary (default: `noop` beside this one)
-  --qemu PATH     QEMU for the reference (default: qemu-system-x86_64 from
-                  PATH; `none` skips it)
-  --runs N        measured runs of each (default 20), after one warm-up
-  --memory MIB    guest memory (default 128)
-  --json PATH     write the results as JSON
-  --work DIR      scratch folder (default: a new one under $TMPDIR)
-  --timeout SECS  limit for one run (default 10)
-  --kernel PATH   also time `mvm run` to its first KVM_RUN with this real
-  --initrd PATH   guest kernel and initramfs (loading included); the guest
-                  is killed right after (it cannot run on a PVM host)";
+/// startup: exec of `mvm run` to its first KVM_RUN (time, CPU), and its RSS
+/// beyond guest memory, against a trivial static binary and QEMU microvm.
+#[derive(Parser)]
+#[command(name = "startup")]
+struct Cli {
+    /// The mvm binary (a static release build).
+    #[arg(long, value_name = "PATH")]
+    mvm: PathBuf,
+    /// The trivial static binary (default: `noop` beside this one).
+    #[arg(long, value_name = "PATH")]
+    noop: Option<PathBuf>,
+    /// QEMU for the reference (default: qemu-system-x86_64 from PATH;
+    /// `none` skips it).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<String>,
+    /// Measured runs of each, after one warm-up.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    runs: usize,
+    /// Guest memory.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    memory: u64,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Scratch folder (default: a new one under $TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    /// Limit for one run.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+    /// Also time `mvm run` to its first KVM_RUN with this real guest
+    /// kernel and --initrd (loading included); the guest is killed right
+    /// after (it cannot run on a PVM host).
+    #[arg(long, value_name = "PATH", requires = "initrd")]
+    kernel: Option<PathBuf>,
+    /// The initramfs that goes with --kernel.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    initrd: Option<PathBuf>,
+}
 
 /// Targets from the issue (Firecracker publishes 8 CPU ms and 5 MiB).
 const TARGET_CPU_MS: f64 = 3.0;
@@ -298,23 +321,10 @@ fn host_kvm() -> &'static str {
     }
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
 fn main() {
-    let args = Args::parse(
-        USAGE,
-        &[
-            "mvm", "noop", "qemu", "runs", "memory", "json", "work", "timeout", "kernel", "initrd",
-        ],
-    );
-    let runs: usize = args.get("runs", 20, USAGE);
-    let work = args.str("work").map(PathBuf::from).unwrap_or_else(|| {
+    let args = Cli::parse();
+    let runs = args.runs;
+    let work = args.work.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("mvm-bench-startup-{}", std::process::id()))
     });
     std::fs::create_dir_all(&work).expect("creates the scratch folder");
@@ -322,33 +332,19 @@ fn main() {
     let spin_elf = work.join("tiny-spin.elf");
     std::fs::write(&reset_elf, pvh_elf(Then::Reset)).expect("writes the tiny guest");
     std::fs::write(&spin_elf, pvh_elf(Then::Spin)).expect("writes the tiny guest");
-    let noop = args.str("noop").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("knows its own path")
-            .with_file_name("noop")
-    });
-    let qemu = match args.str("qemu") {
-        Some("none") => None,
-        Some(q) => Some(PathBuf::from(q)),
-        None => find_in_path("qemu-system-x86_64"),
-    };
+    let noop = args.noop.clone().unwrap_or_else(args::noop_beside_me);
+    let qemu = args::qemu(args.qemu.as_deref());
     let setup = Setup {
-        mvm: args.path("mvm", USAGE),
+        mvm: args.mvm.clone(),
         noop,
         qemu,
-        memory_mib: args.get("memory", 128, USAGE),
-        timeout: args.get("timeout", 10.0, USAGE),
+        memory_mib: args.memory,
+        timeout: args.timeout,
         reset_elf,
         spin_elf,
         report: work.join("startup-report.json"),
-        real: match (args.str("kernel"), args.str("initrd")) {
-            (Some(k), Some(i)) => Some((PathBuf::from(k), PathBuf::from(i))),
-            (None, None) => None,
-            _ => {
-                eprintln!("startup: --kernel and --initrd go together\n\n{USAGE}");
-                std::process::exit(2);
-            }
-        },
+        // clap makes them go together.
+        real: args.kernel.clone().zip(args.initrd.clone()),
     };
 
     let mut noop = Series::default();
@@ -587,7 +583,7 @@ fn main() {
         "host_kvm": host_kvm(),
         "runs": runs,
         "guest": {
-            "kind": "tiny PVH ELF (mvm_e2e::tiny): prints a line on COM1, then resets or spins",
+            "kind": "tiny PVH ELF (mvm_test_guests::pvh_elf): prints a line on COM1, then resets or spins",
             "memory_mib": setup.memory_mib,
             "cpus": 1,
         },
@@ -618,19 +614,47 @@ fn main() {
         },
         "failures": failures,
     });
-    if let Some(path) = args.str("json") {
-        if let Err(e) = mvm_benches::write_json(Path::new(path), &result) {
-            eprintln!("startup: cannot write {path}: {e}");
+    if let Some(path) = &args.json {
+        if let Err(e) = mvm_benches::write_json(path, &result) {
+            eprintln!("startup: cannot write {}: {e}", path.display());
             std::process::exit(1);
         }
-        eprintln!("startup: wrote {path}");
+        eprintln!("startup: wrote {}", path.display());
     }
-    if args.str("work").is_none() {
+    if args.work.is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }
     // Only a benchmark that measured nothing of ours fails.
     if reset.med("to_first_kvm_run_ms").is_none() || spin.med("rss_overhead_mib").is_none() {
         eprintln!("startup: no successful mvm run");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["startup"].iter().chain(a))
+    }
+
+    #[test]
+    fn command_line() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        // `--name value` and `--name=value`, as run.sh and users write them.
+        let a = parse(&["--mvm", "m", "--runs", "5", "--json=/x"]).unwrap();
+        assert_eq!(a.runs, 5);
+        assert_eq!(a.json, Some(PathBuf::from("/x")));
+        assert_eq!(a.memory, 128);
+        assert!(parse(&["--mvm", "m", "--bogus", "1"]).is_err());
+        assert!(parse(&["--mvm", "m", "--runs"]).is_err());
+        assert!(parse(&["--mvm", "m", "stray"]).is_err());
+        assert!(parse(&["--runs", "5"]).is_err(), "--mvm is required");
+        assert!(
+            parse(&["--mvm", "m", "--kernel", "k"]).is_err(),
+            "--kernel needs --initrd"
+        );
     }
 }

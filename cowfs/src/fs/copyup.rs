@@ -119,6 +119,8 @@ impl Filesystem {
         let path = join(parent, name);
         let lfd = self.lower()?.path_fd(&path)?;
         let st = fstat(&lfd)?;
+        let data_bytes = if data && st.is_reg() { st.size } else { 0 };
+        self.room(crate::OBJECT_COST.saturating_add(data_bytes))?;
         let updir = self.upper()?.dir(parent)?;
         let as_root = self.as_root;
         let mode = self.host_mode(st.mode, st.is_dir());
@@ -187,6 +189,7 @@ impl Filesystem {
                 self.copy_meta(&updir, name, &fd, &st)?
             }
         };
+        self.charge_new(&new, false);
         if let Some(o) = &mut self.origins {
             o.copied_up(&path, &st, new.ino);
         }

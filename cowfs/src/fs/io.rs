@@ -67,7 +67,8 @@ impl Filesystem {
                 if !fstat(&pfd)?.is_reg() {
                     return Err(Errno::ACCESS);
                 }
-                reopen(pfd.as_fd(), oflags)?
+                // O_TRUNC frees an upper file's blocks.
+                self.budgeted(&pfd, |_| 0, || reopen(pfd.as_fd(), oflags))?
             }
         };
         self.handles.insert(Handle::File {
@@ -181,6 +182,25 @@ impl Filesystem {
         if !writable {
             return Err(Errno::BADF);
         }
+        // An overwrite inside a fully allocated file takes no more room;
+        // anything else may take up to `count` bytes more.
+        let need = |st: &crate::layer::St| {
+            let end = offset.saturating_add(count as u64);
+            if end <= st.size && st.blocks.saturating_mul(512) >= st.size {
+                0
+            } else {
+                count as u64
+            }
+        };
+        self.budgeted(fd, need, || Self::write_all_of(fd, offset, data, count))
+    }
+
+    fn write_all_of<R: RequestReader + ?Sized>(
+        fd: &std::os::fd::OwnedFd,
+        offset: u64,
+        data: &mut R,
+        count: usize,
+    ) -> Result<usize, Errno> {
         let mut done = 0;
         while done < count {
             let off = offset.checked_add(done as u64).ok_or(Errno::FBIG)?;
@@ -210,7 +230,21 @@ impl Filesystem {
     }
 
     pub fn release(&mut self, fh: u64) -> Result<(), Errno> {
-        self.handles.remove(fh).map(|_| ()).ok_or(Errno::BADF)
+        let h = self.handles.remove(fh).ok_or(Errno::BADF)?;
+        if let Handle::File {
+            fd,
+            upper: true,
+            nodeid,
+            ..
+        } = &h
+        {
+            if !self.orphans.is_empty() && !self.handles.has_file(*nodeid) {
+                if let Ok(st) = fstat(fd) {
+                    self.handle_closed(&st);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: u32) -> Result<(), Errno> {
@@ -218,7 +252,11 @@ impl Filesystem {
         if !writable {
             return Err(Errno::BADF);
         }
-        rfs::fallocate(fd, FallocateFlags::from_bits_retain(mode), offset, length)
+        let flags = FallocateFlags::from_bits_retain(mode);
+        // Punching or collapsing frees; everything else may allocate.
+        let frees = flags.intersects(FallocateFlags::PUNCH_HOLE | FallocateFlags::COLLAPSE_RANGE);
+        let need = |_: &crate::layer::St| if frees { 0 } else { length };
+        self.budgeted(fd, need, || rfs::fallocate(fd, flags, offset, length))
     }
 
     pub fn lseek(&self, fh: u64, offset: u64, whence: u32) -> Result<u64, Errno> {

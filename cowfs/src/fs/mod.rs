@@ -17,12 +17,13 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::abi::{self, Attr};
+use crate::budget::{cost, OBJECT_COST};
 use crate::handle::HandleTable;
 use crate::inode::{InodeTable, Presence};
 use crate::layer::{fstat, join, Layer, St};
 use crate::name;
 use crate::origin::OriginLog;
-use crate::{CowfsError, Limits, ShareConfig, ShareMode};
+use crate::{CowfsError, Limits, ShareConfig, ShareMode, UpperBudget};
 
 /// A LOOKUP-style answer: the node ID (one lookup counted) and attributes.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +61,13 @@ pub struct Filesystem {
     as_root: bool,
     tmp_counter: u64,
     limits: Limits,
+    /// The upper directory as configured (for counting it).
+    upper_path: Option<std::path::PathBuf>,
+    /// The VM's upper-layer byte budget (cow shares; none: unbounded).
+    budget: Option<UpperBudget>,
+    /// Upper files unlinked while a handle held them open: their bytes
+    /// are refunded when the last handle goes (st_ino).
+    orphans: std::collections::HashSet<u64>,
 }
 
 /// The set-user-ID and set-group-ID bits.
@@ -174,14 +182,86 @@ impl Filesystem {
             mode: config.mode,
             lower,
             upper,
-            inodes: InodeTable::new(limits.max_inodes, root),
+            inodes: InodeTable::new(limits.max_inodes, root).with_byte_cap(limits.max_inode_bytes),
             handles: HandleTable::new(limits.max_handles, limits.max_dir_bytes),
             origins,
             devs,
             as_root: rustix::process::geteuid().is_root(),
             tmp_counter: 0,
             limits,
+            budget: None,
+            upper_path: config.upper.clone(),
+            orphans: Default::default(),
         })
+    }
+
+    /// Bounds what the guest may store in this share's upper layer by
+    /// `budget` (shared with the VM's other shares), counting what the
+    /// layer already holds. Only a cow share has an upper layer of mvm's
+    /// own: a ro share stores nothing and a rw share is the user's folder.
+    pub fn set_budget(&mut self, budget: UpperBudget) -> Result<(), CowfsError> {
+        if !self.cow() {
+            return Ok(());
+        }
+        let Some(upper) = self.upper_path.clone() else {
+            return Ok(());
+        };
+        budget
+            .count_existing(&upper)
+            .map_err(|source| CowfsError::Budget {
+                path: upper,
+                source,
+            })?;
+        self.budget = Some(budget);
+        Ok(())
+    }
+
+    /// The upper-layer budget, if one is set.
+    pub fn budget(&self) -> Option<&UpperBudget> {
+        self.budget.as_ref()
+    }
+
+    /// Ok if `more` bytes fit in the budget (ENOSPC otherwise).
+    pub(crate) fn room(&self, more: u64) -> Result<(), Errno> {
+        self.budget.as_ref().map_or(Ok(()), |b| b.room(more))
+    }
+
+    /// A new upper object (`st`) or, with `name_only`, a new name for an
+    /// existing one (a hard link).
+    pub(crate) fn charge_new(&self, st: &St, name_only: bool) {
+        if let Some(b) = &self.budget {
+            b.charge(if name_only { OBJECT_COST } else { cost(st) });
+        }
+    }
+
+    /// Runs `op` on the upper file `fd`, first checking that `need(st)`
+    /// more bytes fit and then counting the change in its blocks.
+    pub(crate) fn budgeted<T>(
+        &self,
+        fd: impl AsFd,
+        need: impl FnOnce(&St) -> u64,
+        op: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let Some(b) = &self.budget else {
+            return op();
+        };
+        let before = fstat(&fd)?;
+        b.room(need(&before))?;
+        let r = op();
+        if let Ok(after) = fstat(&fd) {
+            b.blocks_changed(before.blocks, after.blocks);
+        }
+        r
+    }
+
+    /// The last handle of an upper file went: if the file was unlinked
+    /// while open, its bytes come back to the budget now.
+    pub(crate) fn handle_closed(&mut self, st: &St) {
+        if st.nlink == 0 && self.orphans.remove(&st.ino) {
+            if let Some(b) = &self.budget {
+                b.refund(st.blocks.saturating_mul(512));
+            }
+        }
     }
 
     pub fn mode(&self) -> ShareMode {
@@ -461,10 +541,25 @@ impl Filesystem {
     }
 
     /// Forgets the identity of an upper object being deleted (last link).
-    pub(crate) fn upper_deleted(&mut self, st: &St) {
-        if st.nlink <= 1 || st.is_dir() {
+    /// Also gives its bytes back to the budget, or only its name's while
+    /// other links remain; a file still open keeps its bytes until its
+    /// last handle goes ([`handle_closed`](Self::handle_closed)).
+    pub(crate) fn upper_deleted(&mut self, st: &St, nodeid: Option<u64>) {
+        let last = st.nlink <= 1 || st.is_dir();
+        if last {
             if let Some(o) = &mut self.origins {
                 o.drop_identity(st.ino);
+            }
+        }
+        if let Some(b) = &self.budget {
+            let open = nodeid.is_some_and(|id| self.handles.has_file(id));
+            match (last, open) {
+                (false, _) => b.refund(OBJECT_COST),
+                (true, false) => b.refund(cost(st)),
+                (true, true) => {
+                    b.refund(OBJECT_COST);
+                    self.orphans.insert(st.ino);
+                }
             }
         }
     }
@@ -525,10 +620,20 @@ impl Filesystem {
             .or(self.lower.as_ref())
             .ok_or(Errno::IO)?;
         let s = rustix::fs::fstatvfs(layer.root())?;
+        // With a budget the guest's `df` shows it: its size, and what is
+        // left of it (or of the host's disk, whichever is less).
+        let (blocks, bfree, bavail) = match &self.budget {
+            Some(b) => {
+                let frsize = s.f_frsize.max(1);
+                let left = b.cap().saturating_sub(b.used()) / frsize;
+                (b.cap() / frsize, left.min(s.f_bfree), left.min(s.f_bavail))
+            }
+            None => (s.f_blocks, s.f_bfree, s.f_bavail),
+        };
         Ok(abi::Kstatfs {
-            blocks: s.f_blocks,
-            bfree: s.f_bfree,
-            bavail: s.f_bavail,
+            blocks,
+            bfree,
+            bavail,
             files: s.f_files,
             ffree: s.f_ffree,
             bsize: u32::try_from(s.f_bsize).unwrap_or(4096),

@@ -194,7 +194,8 @@ impl Filesystem {
                 return Err(Errno::INVAL);
             }
             let w = reopen(fd.as_fd(), OFlags::WRONLY | OFlags::NONBLOCK)?;
-            rfs::ftruncate(&w, a.size)?;
+            // A longer file is sparse: only the blocks freed change.
+            self.budgeted(&w, |_| 0, || rfs::ftruncate(&w, a.size))?;
         }
         let times = a.valid & (fattr::ATIME | fattr::MTIME | fattr::ATIME_NOW | fattr::MTIME_NOW);
         if times != 0 {
@@ -230,7 +231,7 @@ impl Filesystem {
             rfs::fchmod(fd, Mode::from_raw_mode(self.host_mode(a.mode, false)))?;
         }
         if a.valid & fattr::SIZE != 0 {
-            rfs::ftruncate(fd, a.size)?;
+            self.budgeted(fd, |_| 0, || rfs::ftruncate(fd, a.size))?;
         }
         if a.valid & (fattr::ATIME | fattr::MTIME | fattr::ATIME_NOW | fattr::MTIME_NOW) != 0 {
             rfs::futimens(fd, &timestamps(a))?;
@@ -264,6 +265,7 @@ impl Filesystem {
         pp: Presence,
         name: &[u8],
     ) -> Result<(Vec<u8>, bool), Errno> {
+        self.room(crate::OBJECT_COST)?;
         let pp = self.copy_up(&ppath, pp, false)?;
         self.inodes.set_presence(&ppath, pp);
         let whiteout = self.cow() && pp.lower && self.lower()?.stat(&join(&ppath, name))?.is_some();
@@ -316,6 +318,7 @@ impl Filesystem {
                 return Err(e);
             }
         };
+        self.charge_new(&st, false);
         if whiteout {
             // The lower directory of the same name must not show through.
             self.make_marker(&path, name::OPAQUE_MARKER)?;
@@ -362,6 +365,7 @@ impl Filesystem {
             )?;
         }
         let st = self.finish_new(&d, name, Some(self.host_mode(mode, false)), owner)?;
+        self.charge_new(&st, false);
         self.finish_replace(&ppath, name, whiteout)?;
         Ok(self.entry(&join(&ppath, name), Presence::upper(false), &st))
     }
@@ -383,6 +387,7 @@ impl Filesystem {
         let d = self.upper()?.dir(&ppath)?;
         rfs::symlinkat(target, &d, name)?;
         let st = self.finish_new(&d, name, None, owner)?;
+        self.charge_new(&st, false);
         self.finish_replace(&ppath, name, whiteout)?;
         Ok(self.entry(&join(&ppath, name), Presence::upper(false), &st))
     }
@@ -449,6 +454,7 @@ impl Filesystem {
                 return Err(e);
             }
         };
+        self.charge_new(&st, false);
         self.finish_replace(&ppath, name, whiteout)?;
         let writable = oflags.intersects(OFlags::WRONLY | OFlags::RDWR);
         let entry = self.entry(&join(&ppath, name), Presence::upper(false), &st);
@@ -474,6 +480,7 @@ impl Filesystem {
         let d = up.dir(&ppath)?;
         rfs::linkat(&od, oname, &d, newname, AtFlags::empty())?;
         let st = Layer::stat_in(d.as_fd(), newname)?.ok_or(Errno::NOENT)?;
+        self.charge_new(&st, true);
         self.finish_replace(&ppath, newname, whiteout)?;
         Ok(self.entry(&join(&ppath, newname), Presence::upper(false), &st))
     }
@@ -538,7 +545,8 @@ impl Filesystem {
             AtFlags::empty()
         };
         rfs::unlinkat(&d, name, flags)?;
-        self.upper_deleted(&st);
+        let node = self.inodes.id_of(&path);
+        self.upper_deleted(&st, node);
         Ok(())
     }
 

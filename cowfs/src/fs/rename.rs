@@ -136,7 +136,8 @@ impl Filesystem {
             RenameFlags::empty(),
         )?;
         if let Some(st) = replaced {
-            self.upper_deleted(&st);
+            let node = self.inodes.id_of(&to);
+            self.upper_deleted(&st, node);
         }
         // 4. Layer bookkeeping at both names.
         self.remove_whiteout(&npath, newname)?;

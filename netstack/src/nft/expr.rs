@@ -42,6 +42,10 @@ pub(super) fn ct(key: &'static str) -> Expression<'static> {
     }))
 }
 
+pub(super) fn num(n: u16) -> Expression<'static> {
+    Expression::Number(u32::from(n))
+}
+
 pub(super) fn concat(v: Vec<Expression<'static>>) -> Expression<'static> {
     Expression::Named(NamedExpression::Concat(v))
 }

@@ -1,6 +1,8 @@
 //! Our nftables rules, through nftables' official JSON interface (`nft -j`)
 //! with the typed schema of the `nftables` crate. We own exactly three
-//! tables and never read or change any other (`rules.rs` builds them):
+//! tables and never read or change any other. `rules.rs` builds the ruleset,
+//! `elements.rs` the per-VM elements, `expr.rs` the expressions both use,
+//! `run.rs` runs `nft`; this file names the sets and holds the handle:
 //!
 //! ```text
 //! table inet mvm {
@@ -75,22 +77,26 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use nftables::expr::Expression;
-use nftables::helper::{self, NftablesError};
-use nftables::schema::{FlushObject, NfCmd, NfObject, Nftables, Set, SetType, SetTypeValue};
+use nftables::schema::{FlushObject, NfCmd, NfObject, Set, SetType, SetTypeValue};
 use nftables::types::NfFamily;
-use serde_json::Value;
 
-use crate::addr::{Cidr, Subnet};
-use crate::error::{Error, Result};
-use crate::forward::{PortForward, Protocol};
+use crate::addr::Subnet;
+use crate::error::Result;
+use crate::forward::PortForward;
 use crate::lease::Lease;
 
+mod elements;
 mod expr;
 mod rules;
+mod run;
+#[cfg(test)]
+mod tests;
 
+use elements::*;
+pub use elements::{Elem, ElemKey};
 use expr::*;
 pub use rules::REFUSED_V4;
+use run::{apply, list};
 
 /// Uplinks whose forwarding setup enabled.
 pub const SET_UPLINKS: &str = "uplinks";
@@ -147,225 +153,6 @@ pub struct NftParams<'a> {
     pub subnet: Subnet,
 }
 
-fn nft_program() -> &'static str {
-    for p in ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"] {
-        if std::path::Path::new(p).exists() {
-            return p;
-        }
-    }
-    "nft"
-}
-
-fn map_err(e: NftablesError) -> Error {
-    match e {
-        NftablesError::NftFailed { stderr, .. } => {
-            let line = stderr
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("nft failed")
-                .to_string();
-            if line.contains("Operation not permitted") {
-                Error::MissingPrivilege {
-                    what: "changing nftables rules".into(),
-                    cap: "CAP_NET_ADMIN",
-                    how: "run `sudo mvm net setup` once, or run this as root",
-                }
-            } else {
-                Error::Nft(line)
-            }
-        }
-        NftablesError::NftExecution { inner, .. } => Error::io("running nft", inner),
-        other => Error::Nft(other.to_string().lines().next().unwrap_or("").to_string()),
-    }
-}
-
-fn apply(cmds: Vec<NfObject<'_>>) -> Result<()> {
-    if cmds.is_empty() {
-        return Ok(());
-    }
-    let doc = Nftables {
-        objects: Cow::Owned(cmds),
-    };
-    tracing::trace!(json = %serde_json::to_string(&doc).unwrap_or_default(), "nft");
-    helper::apply_ruleset_with_args(&doc, Some(nft_program()), helper::DEFAULT_ARGS)
-        .map_err(map_err)
-}
-
-fn list(args: &[&str]) -> Result<Option<Value>> {
-    match helper::get_current_ruleset_raw(Some(nft_program()), args) {
-        Ok(out) => serde_json::from_str(&out)
-            .map(Some)
-            .map_err(|e| Error::Nft(format!("unreadable nft output: {e}"))),
-        Err(NftablesError::NftFailed { stderr, .. })
-            if stderr.contains("No such file or directory") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(map_err(e)),
-    }
-}
-
-fn vm_comment(id: &str) -> String {
-    format!("vm={id}")
-}
-
-fn num(n: u16) -> Expression<'static> {
-    Expression::Number(u32::from(n))
-}
-
-/// `[key, value]` of a map element.
-fn pair(
-    key: Expression<'static>,
-    comment: &str,
-    value: Expression<'static>,
-) -> Expression<'static> {
-    Expression::List(vec![elem_with_comment(key, comment), value])
-}
-
-/// Commands adding one forward's elements (none for a loopback-only one).
-fn forward_add_cmds(t: &str, id: &str, ip: Ipv4Addr, f: &PortForward) -> Vec<NfObject<'static>> {
-    let Some(at) = f.dnat_addr() else {
-        return Vec::new();
-    };
-    let c = vm_comment(id);
-    let proto_port = || vec![s(f.protocol.as_str()), num(f.host_port)];
-    let (key, addr_map, port_map) = if at.is_unspecified() {
-        (concat(proto_port()), MAP_ADDR, MAP_PORT)
-    } else {
-        let mut k = vec![s(at.to_string())];
-        k.extend(proto_port());
-        (concat(k), MAP_AT_ADDR, MAP_AT_PORT)
-    };
-    vec![
-        add(element(
-            NfFamily::IP,
-            t,
-            addr_map,
-            vec![pair(key.clone(), &c, s(ip.to_string()))],
-        )),
-        add(element(
-            NfFamily::IP,
-            t,
-            port_map,
-            vec![pair(key, &c, num(f.guest_port))],
-        )),
-        add(element(
-            NfFamily::INet,
-            t,
-            SET_HOST_PORTS,
-            vec![elem_with_comment(concat(proto_port()), &c)],
-        )),
-    ]
-}
-
-fn bind_cmds(
-    t: &str,
-    comment: &str,
-    port: &str,
-    mac: &str,
-    ip: Ipv4Addr,
-) -> Vec<NfObject<'static>> {
-    let br = NfFamily::Bridge;
-    vec![
-        add(element(
-            br,
-            t,
-            SET_BIND,
-            vec![elem_with_comment(
-                concat(vec![s(port), s(mac), s(ip.to_string())]),
-                comment,
-            )],
-        )),
-        add(element(
-            br,
-            t,
-            SET_MACS,
-            vec![elem_with_comment(concat(vec![s(port), s(mac)]), comment)],
-        )),
-        add(element(
-            br,
-            t,
-            SET_PORTS,
-            vec![elem_with_comment(s(port), comment)],
-        )),
-    ]
-}
-
-/// The networks of `allow`, without those inside another one (interval
-/// sets refuse overlapping elements).
-fn outermost(allow: &[Cidr]) -> Vec<Cidr> {
-    let mut v = allow.to_vec();
-    v.sort_by_key(|c| c.prefix_len());
-    let mut out: Vec<Cidr> = Vec::new();
-    for c in v {
-        if !out.iter().any(|o| o.contains(c.network())) {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn cidr_expr(c: &Cidr) -> Expression<'static> {
-    if c.prefix_len() == 32 {
-        s(c.network().to_string())
-    } else {
-        prefix(c.network(), c.prefix_len())
-    }
-}
-
-/// An element found in one of our sets or maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Elem {
-    /// Set or map name.
-    pub set: String,
-    /// `tcp . 8080` (forwards), an interface name, or a concatenation.
-    pub key: ElemKey,
-    /// The VM id from the comment, if any.
-    pub vm: Option<String>,
-    /// A pool tap's binding (comment `pool`): kept when VMs go.
-    pub pool: bool,
-}
-
-/// The key of an element.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ElemKey {
-    /// A forwarded host port (on 0.0.0.0).
-    Port(Protocol, u16),
-    /// A forwarded host port on one address.
-    AddrPort(Ipv4Addr, Protocol, u16),
-    /// A string key (address or interface name).
-    Str(String),
-    /// A concatenation of strings (`port . MAC . address`,
-    /// `10.77.0.2 . 10.1.0.0/16`).
-    Strs(Vec<String>),
-}
-
-impl ElemKey {
-    /// The forwarded port this key is of, if it is one.
-    fn port(&self) -> Option<(Protocol, u16)> {
-        match self {
-            ElemKey::Port(p, n) | ElemKey::AddrPort(_, p, n) => Some((*p, *n)),
-            _ => None,
-        }
-    }
-
-    fn expr(&self) -> Expression<'static> {
-        let part = |x: &str| match x.parse::<Cidr>() {
-            Ok(c) if x.contains('/') => cidr_expr(&c),
-            _ => s(x.to_string()),
-        };
-        match self {
-            ElemKey::Port(p, port) => concat(vec![s(p.as_str()), num(*port)]),
-            ElemKey::AddrPort(a, p, port) => {
-                concat(vec![s(a.to_string()), s(p.as_str()), num(*port)])
-            }
-            ElemKey::Str(v) => s(v.clone()),
-            ElemKey::Strs(v) => concat(v.iter().map(|x| part(x)).collect()),
-        }
-    }
-}
-
 /// Our rules, as a handle.
 pub struct Nft<'a> {
     p: NftParams<'a>,
@@ -394,26 +181,28 @@ impl<'a> Nft<'a> {
         leases: &[Lease],
         pool: &[(String, String, Ipv4Addr)],
     ) -> Result<()> {
+        apply(self.install_cmds(uplinks, leases, pool))?;
+        tracing::info!(table = self.p.table, "nftables tables installed");
+        Ok(())
+    }
+
+    /// The one transaction of [`Nft::install`] (pure, for the tests too).
+    fn install_cmds(
+        &self,
+        uplinks: &[String],
+        leases: &[Lease],
+        pool: &[(String, String, Ipv4Addr)],
+    ) -> Vec<NfObject<'static>> {
         let t = self.p.table;
         let mut cmds = rules::skeleton(&self.p);
-        if !uplinks.is_empty() {
-            cmds.push(add(element(
-                NfFamily::INet,
-                t,
-                SET_UPLINKS,
-                uplinks.iter().map(|u| s(u.clone())).collect(),
-            )));
-        }
+        cmds.extend(uplinks_cmds(t, uplinks));
         for (tap, mac, ip) in pool {
             cmds.extend(bind_cmds(t, POOL_COMMENT, tap, mac, *ip));
         }
-        let active: Vec<&Lease> = leases.iter().filter(|l| l.active.is_some()).collect();
-        for l in &active {
-            cmds.extend(self.vm_add_cmds(l, &crate::lease::peers_of(l, leases)));
+        for l in leases.iter().filter(|l| l.active.is_some()) {
+            cmds.extend(vm_add_cmds(t, l, &crate::lease::peers_of(l, leases)));
         }
-        apply(cmds)?;
-        tracing::info!(table = t, "nftables tables installed");
-        Ok(())
+        cmds
     }
 
     /// Delete the tables (idempotent).
@@ -425,42 +214,6 @@ impl<'a> Nft<'a> {
             cmds.push(delete(table(fam, t)));
         }
         apply(cmds)
-    }
-
-    fn vm_add_cmds(&self, l: &Lease, peers: &[Ipv4Addr]) -> Vec<NfObject<'static>> {
-        let t = self.p.table;
-        let c = vm_comment(&l.id);
-        let ip = || s(l.ip.to_string());
-        let mut cmds = Vec::new();
-        let allow: Vec<_> = outermost(&l.allow)
-            .iter()
-            .map(|n| elem_with_comment(concat(vec![ip(), cidr_expr(n)]), &c))
-            .collect();
-        if !allow.is_empty() {
-            cmds.push(add(element(NfFamily::INet, t, SET_ALLOW, allow)));
-        }
-        let pairs: Vec<_> = peers
-            .iter()
-            .flat_map(|p| {
-                let p = s(p.to_string());
-                [
-                    elem_with_comment(concat(vec![ip(), p.clone()]), &c),
-                    elem_with_comment(concat(vec![p, ip()]), &c),
-                ]
-            })
-            .collect();
-        if !pairs.is_empty() {
-            cmds.push(add(element(NfFamily::INet, t, SET_VM_PAIRS, pairs.clone())));
-            cmds.push(add(element(NfFamily::Bridge, t, SET_PAIRS, pairs)));
-        }
-        for f in &l.forwards {
-            cmds.extend(forward_add_cmds(t, &l.id, l.ip, f));
-        }
-        // A pool tap is bound by setup already.
-        if let Some(a) = l.active.as_ref().filter(|a| !a.pooled) {
-            cmds.extend(bind_cmds(t, &c, &a.tap, &l.mac.to_string(), l.ip));
-        }
-        cmds
     }
 
     /// Bind bridge port `port` to a VM's MAC and address: frames from it
@@ -484,54 +237,16 @@ impl<'a> Nft<'a> {
     /// each other). Removes stale elements of the same VM first, so it is
     /// idempotent.
     pub fn add_vm(&self, l: &Lease, peers: &[Ipv4Addr]) -> Result<()> {
-        let mut cmds = self.vm_delete_cmds(&l.id, Some(l))?;
-        cmds.extend(self.vm_add_cmds(l, peers));
+        let t = self.p.table;
+        let mut cmds = vm_delete_cmds(t, &self.elements()?, &l.id, Some(l));
+        cmds.extend(vm_add_cmds(t, l, peers));
         apply(cmds)
     }
 
     /// Remove every element of VM `id` (by comment), plus the elements its
     /// lease names (idempotent). Pool bindings stay.
     pub fn remove_vm(&self, id: &str, l: Option<&Lease>) -> Result<()> {
-        let cmds = self.vm_delete_cmds(id, l)?;
-        apply(cmds)
-    }
-
-    fn vm_delete_cmds(&self, id: &str, l: Option<&Lease>) -> Result<Vec<NfObject<'static>>> {
-        let elems = self.elements()?;
-        let mut keys: Vec<(String, ElemKey)> = Vec::new();
-        for e in &elems {
-            let tap = l.and_then(|l| l.active.as_ref()).map(|a| a.tap.as_str());
-            let mine = e.vm.as_deref() == Some(id)
-                || l.is_some_and(|l| match (&e.key, e.set.as_str()) {
-                    (ElemKey::Str(port), SET_PORTS) => tap == Some(port.as_str()),
-                    (ElemKey::Strs(v), SET_BIND | SET_MACS) => {
-                        tap.is_some() && v.first().map(String::as_str) == tap
-                    }
-                    // Another VM's pairs with this one.
-                    (ElemKey::Strs(v), SET_PAIRS | SET_VM_PAIRS) => v.contains(&l.ip.to_string()),
-                    (k, _) => k.port().is_some_and(|(p, port)| {
-                        l.forwards
-                            .iter()
-                            .any(|f| f.protocol == p && f.host_port == port)
-                    }),
-                });
-            if mine && !e.pool && e.set != SET_UPLINKS {
-                keys.push((e.set.clone(), e.key.clone()));
-            }
-        }
-        Ok(keys
-            .into_iter()
-            .map(|(set, key)| self.delete_elem_cmd(&set, &key))
-            .collect())
-    }
-
-    fn delete_elem_cmd(&self, set: &str, key: &ElemKey) -> NfObject<'static> {
-        let (name, family) = SETS
-            .iter()
-            .find(|(n, _)| *n == set)
-            .copied()
-            .unwrap_or((SET_HOST_PORTS, NfFamily::INet));
-        delete(element(family, self.p.table, name, vec![key.expr()]))
+        apply(vm_delete_cmds(self.p.table, &self.elements()?, id, l))
     }
 
     /// Delete specific elements (reconcile).
@@ -539,7 +254,7 @@ impl<'a> Nft<'a> {
         apply(
             elems
                 .iter()
-                .map(|e| self.delete_elem_cmd(&e.set, &e.key))
+                .map(|e| delete_elem_cmd(self.p.table, &e.set, &e.key))
                 .collect(),
         )
     }
@@ -556,69 +271,17 @@ impl<'a> Nft<'a> {
             .elements()?
             .into_iter()
             .filter(|e| e.key.port() == Some(key))
-            .map(|e| self.delete_elem_cmd(&e.set, &e.key))
+            .map(|e| delete_elem_cmd(self.p.table, &e.set, &e.key))
             .collect();
         apply(cmds)
     }
 
-    /// Every element of our sets and maps.
+    /// Every element of our sets and maps (one nft run for the three
+    /// tables: the whole ruleset, ours picked out).
     pub fn elements(&self) -> Result<Vec<Elem>> {
-        let mut out = Vec::new();
-        // One nft run for the three tables: the whole ruleset, ours picked out.
-        if let Some(v) = list(&["list", "ruleset"])? {
-            let objs = v
-                .get("nftables")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for o in objs {
-                let body = o.get("set").or_else(|| o.get("map"));
-                let Some(body) = body else { continue };
-                let ours = body.get("table").and_then(Value::as_str) == Some(self.p.table)
-                    && matches!(
-                        body.get("family").and_then(Value::as_str),
-                        Some("inet" | "ip" | "bridge")
-                    );
-                if !ours {
-                    continue;
-                }
-                let name = body
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let Some(elems) = body.get("elem").and_then(Value::as_array) else {
-                    continue;
-                };
-                for e in elems {
-                    // Map elements are [key, value]; set elements are the key.
-                    let k = match e.as_array() {
-                        Some(pair) if o.get("map").is_some() => {
-                            pair.first().cloned().unwrap_or(Value::Null)
-                        }
-                        _ => e.clone(),
-                    };
-                    let (val, comment) = match k.get("elem") {
-                        Some(inner) => (
-                            inner.get("val").cloned().unwrap_or(Value::Null),
-                            inner
-                                .get("comment")
-                                .and_then(Value::as_str)
-                                .map(str::to_string),
-                        ),
-                        None => (k.clone(), None),
-                    };
-                    let Some(key) = parse_key(&val) else { continue };
-                    out.push(Elem {
-                        set: name.clone(),
-                        key,
-                        pool: comment.as_deref() == Some(POOL_COMMENT),
-                        vm: comment.and_then(|c| c.strip_prefix("vm=").map(str::to_string)),
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Ok(list(&["list", "ruleset"])?
+            .map(|v| parse_elements(self.p.table, &v))
+            .unwrap_or_default())
     }
 
     /// Flush the uplinks set and put `uplinks` in it.
@@ -633,50 +296,7 @@ impl<'a> Nft<'a> {
                 ..Set::default()
             }),
         )))];
-        if !uplinks.is_empty() {
-            cmds.push(add(element(
-                NfFamily::INet,
-                t,
-                SET_UPLINKS,
-                uplinks.iter().map(|u| s(u.clone())).collect(),
-            )));
-        }
+        cmds.extend(uplinks_cmds(t, uplinks));
         apply(cmds)
     }
-}
-
-fn parse_key(v: &Value) -> Option<ElemKey> {
-    if let Some(s) = v.as_str() {
-        return Some(ElemKey::Str(s.to_string()));
-    }
-    let parts = v.get("concat")?.as_array()?;
-    // Strings, and prefixes of interval sets (`{"prefix": {"addr", "len"}}`).
-    let text = |p: &Value| -> Option<String> {
-        if let Some(s) = p.as_str() {
-            return Some(s.to_string());
-        }
-        let pre = p.get("prefix")?;
-        Some(format!(
-            "{}/{}",
-            pre.get("addr")?.as_str()?,
-            pre.get("len")?.as_u64()?
-        ))
-    };
-    if let Some(v) = parts.iter().map(text).collect::<Option<Vec<_>>>() {
-        return Some(ElemKey::Strs(v));
-    }
-    let (addr, rest) = match parts.first()?.as_str()?.parse::<Ipv4Addr>() {
-        Ok(a) => (Some(a), &parts[1..]),
-        Err(_) => (None, &parts[..]),
-    };
-    let proto = match rest.first()?.as_str()? {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        _ => return None,
-    };
-    let port = u16::try_from(rest.get(1)?.as_u64()?).ok()?;
-    Some(match addr {
-        Some(a) => ElemKey::AddrPort(a, proto, port),
-        None => ElemKey::Port(proto, port),
-    })
 }

@@ -10,4 +10,6 @@ for job in boot fs lifecycle net projects; do
     echo "$?" >"$MVM_OUT/job-$job.status"
     cat "$MVM_OUT/job-$job.log"
 done
+# The L2 kernel's log: KVM and seccomp (audit type=1326) messages.
+dmesg >"$MVM_OUT/l2-dmesg.log" 2>&1
 exit 0

@@ -66,6 +66,13 @@ cp "$P/hello.txt" "$OUT/host-hello-after-dry-run"
 rec commit m commit a
 cp "$P/hello.txt" "$OUT/host-hello-after-commit"
 ls "$P" >"$OUT/host-ls-after-commit"
+# A real guest replaces a folder with a file while the host edits a file
+# deep inside it: commit refuses and the host edit stays.
+mkdir -p "$P/deep/sub" && echo original >"$P/deep/sub/file.txt"
+rec guest-folder-to-file m exec a -- sh -c 'test -f /project/deep/sub/file.txt && rm -rf /project/deep && echo now-a-file >/project/deep'
+echo "host edit" >>"$P/deep/sub/file.txt"
+rec commit-deep m commit a --yes
+cp "$P/deep/sub/file.txt" "$OUT/host-deep-after-commit"
 # A conflict: the guest changes a file, the host changes it too.
 rec guest-edit2 m exec a -- sh -c 'echo guest2 >> /project/new.txt'
 echo "host edit" >>"$P/new.txt"

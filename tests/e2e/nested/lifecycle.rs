@@ -130,6 +130,22 @@ fn diff_and_commit_apply_guest_changes_only_when_asked() {
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn a_guest_folder_for_file_swap_cannot_delete_a_deep_host_edit() {
+    ok("guest-folder-to-file");
+    let (status, _, err) = step("commit-deep");
+    assert_ne!(status, Some(0), "commit applied over a deep host edit");
+    assert!(
+        err.contains("refusing to commit") && err.contains("deep/sub/file.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        result_file("life", "host-deep-after-commit"),
+        "original\nhost edit\n"
+    );
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
 fn killed_vmm_is_crashed_and_recovers() {
     assert!(states("list-crashed").contains(&("b".into(), "crashed".into())));
     ok("start-b2");

@@ -70,6 +70,12 @@ impl Fs {
         self.on_vcpu = on_vcpu;
     }
 
+    /// Bounds what the guest may store in the share's upper layer
+    /// ([`cowfs::Filesystem::set_budget`]).
+    pub fn set_budget(&mut self, budget: cowfs::UpperBudget) -> Result<(), FsError> {
+        Ok(self.server.set_budget(budget)?)
+    }
+
     /// Serve extended attributes or answer ENOSYS ([`cowfs::Server::set_xattr`]).
     pub fn set_xattr(&mut self, enabled: bool) {
         self.server.set_xattr(enabled);

@@ -1,5 +1,7 @@
 //! Hand-made guest "kernels" for tests on hosts whose KVM cannot boot
 //! Linux: a few instructions in a minimal ELF, with or without the PVH note.
+//! A crate of its own so that the vmm, cli and benchmark tests need not
+//! depend on the end-to-end harness (`mvm-e2e`) for them.
 
 pub const ENTRY: u64 = 0x10_0000;
 
@@ -81,4 +83,43 @@ pub fn elf_kernel(code: &[u8], pvh: bool) -> Vec<u8> {
     }
     f.extend_from_slice(code);
     f
+}
+
+/// What the start-up benchmark's guest ([`pvh_elf`]) prints first.
+pub const GREETING: &str = "MVM-TINY\n";
+
+/// After printing: reset (the VMM exits) or spin forever (the VMM stays up
+/// to be measured, then is killed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Reset,
+    Spin,
+}
+
+/// The native start-up benchmark's guest, for mvm and QEMU microvm alike:
+/// a PVH ELF that prints [`GREETING`] on COM1, then resets or spins. QEMU
+/// 7.2 divides by the note segment's alignment (`QEMU_ALIGN_UP(namesz,
+/// p_align)` in `get_elf_note_type`), which is why [`elf_kernel`] gives the
+/// PT_NOTE `p_align = 4`.
+pub fn pvh_elf(then: Then) -> Vec<u8> {
+    let end: &[u8] = match then {
+        Then::Reset => &[code::RESET, code::SPIN].concat(),
+        Then::Spin => code::SPIN,
+    };
+    elf_kernel(&program(&[&print(GREETING), end]), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_is_aligned() {
+        let elf = pvh_elf(Then::Spin);
+        assert_eq!(&elf[..4], b"\x7fELF");
+        // The second program header is the PT_NOTE.
+        assert_eq!(u32::from_le_bytes(elf[120..124].try_into().unwrap()), 4);
+        assert_eq!(u64::from_le_bytes(elf[168..176].try_into().unwrap()), 4);
+        assert!(pvh_elf(Then::Reset).len() > elf.len());
+    }
 }

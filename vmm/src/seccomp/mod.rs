@@ -1,0 +1,217 @@
+//! seccomp-bpf allowlists for the VMM's threads (built with rust-vmm's
+//! `seccompiler`, as Firecracker does).
+//!
+//! Two filters, stacked:
+//! - the **process** filter, installed on every thread of the process
+//!   (TSYNC) when the VM starts running: what the event loop (devices, the
+//!   API, the port proxy's bind and relay threads), the dump thread and
+//!   the exit path need. No exec, no fork (threads only), no mount, no
+//!   ptrace, no `open_by_handle_at`, no new namespaces, no kernel keyring,
+//!   no module or BPF loading;
+//! - the **vCPU** filter, added by each vCPU thread before its first
+//!   KVM_RUN: KVM, tap and vhost ioctls only, the file-system serving
+//!   calls (a FUSE request is served on the vCPU that notified), no new
+//!   sockets, no thread creation. The kernel applies both: a vCPU can do
+//!   only what both allow.
+//!
+//! The lists are in [`lists`]; each entry says who needs it. A call
+//! outside them kills the process (SIGSYS, the kernel logs the syscall
+//! number), or with [`Seccomp::Log`] is allowed and logged (the way to
+//! find a missing entry: `dmesg | grep 'type=1326'`).
+
+mod lists;
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::{Deserialize, Serialize};
+
+pub use lists::Rule;
+
+/// What the filters do with a call they do not allow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seccomp {
+    /// No filter (embedders that run other code in the process, tests).
+    #[default]
+    Off,
+    /// Kill the process: what mvm runs with.
+    Kill,
+    /// Allow and log (kernel audit log): for finding a missing entry.
+    Log,
+}
+
+impl std::str::FromStr for Seccomp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "kill" | "on" => Ok(Self::Kill),
+            "log" => Ok(Self::Log),
+            other => Err(format!(
+                "unknown seccomp mode '{other}' (expected on, off or log)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the {0} seccomp filter: {1}")]
+    Build(&'static str, String),
+    #[error("cannot install the {0} seccomp filter: {1}")]
+    Install(&'static str, String),
+}
+
+/// The compiled filters of one VM.
+#[derive(Debug, Clone)]
+pub struct Filters {
+    process: BpfProgram,
+    vcpu: BpfProgram,
+}
+
+impl Filters {
+    /// Compiles both filters with `mode`'s action (None for
+    /// [`Seccomp::Off`]).
+    pub fn new(mode: Seccomp) -> Result<Option<Self>, Error> {
+        let action = match mode {
+            Seccomp::Off => return Ok(None),
+            Seccomp::Kill => SeccompAction::KillProcess,
+            Seccomp::Log => SeccompAction::Log,
+        };
+        Ok(Some(Self {
+            process: compile("process", &lists::process(), action.clone())?,
+            vcpu: compile("vCPU", &lists::vcpu(), action)?,
+        }))
+    }
+
+    /// Filters every thread of the process (and those it starts later).
+    pub fn apply_to_process(&self) -> Result<(), Error> {
+        seccompiler::apply_filter_all_threads(&self.process)
+            .map_err(|e| Error::Install("process", e.to_string()))
+    }
+
+    /// Adds the vCPU filter to the calling thread.
+    pub fn apply_to_vcpu_thread(&self) -> Result<(), Error> {
+        seccompiler::apply_filter(&self.vcpu).map_err(|e| Error::Install("vCPU", e.to_string()))
+    }
+}
+
+/// The test hook: with `MVM_TEST_SECCOMP_VIOLATION` naming this thread's
+/// kind (`vcpu`, `process`), the thread makes a call no list allows, so a
+/// test can see the filter kill the process. `getppid` harms nothing
+/// where no filter is installed.
+pub fn test_violation(kind: &str) {
+    if std::env::var_os("MVM_TEST_SECCOMP_VIOLATION").is_some_and(|v| v == kind) {
+        // SAFETY: getppid takes no arguments and touches no memory.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+fn compile(
+    name: &'static str,
+    rules: &[(i64, Rule)],
+    mismatch: SeccompAction,
+) -> Result<BpfProgram, Error> {
+    let bad = |e: seccompiler::BackendError| Error::Build(name, e.to_string());
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut always = std::collections::BTreeSet::new();
+    for (nr, rule) in rules {
+        let conditions = match rule {
+            Rule::Any => {
+                always.insert(*nr);
+                continue;
+            }
+            Rule::ArgEq(arg, value) => {
+                vec![
+                    SeccompCondition::new(*arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, *value)
+                        .map_err(bad)?,
+                ]
+            }
+            Rule::ArgMasked(arg, mask, value) => vec![SeccompCondition::new(
+                *arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(u64::from(*mask)),
+                *value,
+            )
+            .map_err(bad)?],
+        };
+        map.entry(*nr)
+            .or_default()
+            .push(SeccompRule::new(conditions).map_err(bad)?);
+    }
+    // No rules: the call is allowed whatever its arguments.
+    for nr in always {
+        map.insert(nr, Vec::new());
+    }
+    let filter =
+        SeccompFilter::new(map, mismatch, SeccompAction::Allow, TargetArch::x86_64).map_err(bad)?;
+    BpfProgram::try_from(filter).map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_filters_compile_and_are_small() {
+        let f = Filters::new(Seccomp::Kill).unwrap().unwrap();
+        // The kernel's limit is 4096 instructions per filter.
+        assert!(f.process.len() < 1024, "{}", f.process.len());
+        assert!(f.vcpu.len() < 1024, "{}", f.vcpu.len());
+        assert!(Filters::new(Seccomp::Off).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_vcpu_list_is_inside_the_process_list() {
+        // Stacked filters: a vCPU call the process filter refuses would be
+        // refused anyway, so listing it would only mislead.
+        let process: std::collections::HashSet<i64> =
+            lists::process().iter().map(|(nr, _)| *nr).collect();
+        for (nr, _) in lists::vcpu() {
+            assert!(
+                process.contains(&nr),
+                "syscall {nr} is in the vCPU list only"
+            );
+        }
+    }
+
+    #[test]
+    fn dangerous_calls_are_in_neither_list() {
+        let all: Vec<i64> = lists::process()
+            .iter()
+            .chain(lists::vcpu().iter())
+            .map(|(nr, _)| *nr)
+            .collect();
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_chroot,
+            libc::SYS_open_by_handle_at,
+            libc::SYS_name_to_handle_at,
+            libc::SYS_unshare,
+            libc::SYS_setns,
+            libc::SYS_bpf,
+            libc::SYS_init_module,
+            libc::SYS_finit_module,
+            libc::SYS_kexec_load,
+            libc::SYS_keyctl,
+            libc::SYS_add_key,
+            libc::SYS_process_vm_writev,
+            libc::SYS_perf_event_open,
+            libc::SYS_setuid,
+            libc::SYS_setgid,
+        ] {
+            assert!(!all.contains(&nr), "syscall {nr} must not be allowed");
+        }
+    }
+}
