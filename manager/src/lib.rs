@@ -15,7 +15,7 @@
 //! ([`state::VmLock`]), start it ([`lifecycle::start_locked`]: kernel and
 //! initramfs, network, `vmm.json`, spawn `mvm _vmm`, wait for its API
 //! socket, declare the services to the agent), then wait for the services
-//! to be ready ([`up::wait_ready`]).
+//! to be ready ([`services::wait_ready`]).
 //!
 //! Nothing here prints: progress and warnings go to a [`Report`] the caller
 //! passes in, errors are [`Error`]s. See `examples/up.rs`.
@@ -31,6 +31,7 @@ pub mod paths;
 pub mod ports;
 pub mod project;
 pub mod report;
+pub mod services;
 pub mod startup;
 pub mod state;
 pub mod up;

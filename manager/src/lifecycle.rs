@@ -79,7 +79,7 @@ pub fn start_locked(dir: &VmDir, report: &dyn Report) -> crate::Result<bool> {
     // The VM runs from here on: a service that cannot start leaves it
     // running, so that its logs can be read.
     if !spec.services.is_empty() {
-        declare_services(dir, &spec).with_context(|| {
+        crate::services::declare(dir, &spec).with_context(|| {
             format!(
                 "VM '{0}' runs, but not all its services started (`mvm service {0}`, `mvm logs {0} --service NAME`)",
                 dir.name
@@ -87,35 +87,6 @@ pub fn start_locked(dir: &VmDir, report: &dyn Report) -> crate::Result<bool> {
         })?;
     }
     Ok(true)
-}
-
-/// How long a service waits for the services it depends on to be ready.
-const DEPENDENCY_WAIT: Duration = Duration::from_secs(300);
-
-/// Hands the VM's services to the guest agent, started, each once the
-/// services it depends on are ready. Their environment: the VM's, the
-/// host's variables its patterns name (read now, by this process), then
-/// the service's own.
-fn declare_services(dir: &VmDir, spec: &crate::state::VmSpec) -> crate::Result<()> {
-    let mut client = crate::agent::client(dir, Duration::from_secs(120))?;
-    let env = crate::project::env::resolve(spec, &[], &[])?;
-    for svc in &spec.services {
-        let deps = spec
-            .depends_on
-            .get(&svc.name)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        crate::up::wait_ready(&mut client, deps, DEPENDENCY_WAIT, |_| {})
-            .with_context(|| format!("service '{}' cannot start", svc.name))?;
-        let mut svc = svc.clone();
-        let own = std::mem::take(&mut svc.env);
-        svc.env = env.clone();
-        svc.env.extend(own);
-        client
-            .service_declare(&svc, true)
-            .with_context(|| format!("cannot start service '{}'", svc.name))?;
-    }
-    Ok(())
 }
 
 /// Starts `mvm ARGS...` in its own session (it survives the terminal and

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::bail;
-use agent_proto::{ServiceInfo, ServiceState};
+use agent_proto::ServiceInfo;
 
 use crate::create::CreateOptions;
 use crate::error::Context as _;
@@ -193,10 +193,10 @@ pub fn up(args: &UpOptions, report: &dyn Report) -> crate::Result<Up> {
     } else {
         let mut client = crate::agent::client(&dir, Duration::from_secs(120))?;
         let mut last = String::new();
-        wait_ready(&mut client, &names, args.timeout, |infos| {
+        crate::services::wait_ready(&mut client, &names, args.timeout, |infos| {
             let line = infos
                 .iter()
-                .map(|i| format!("{} {}", i.name, state_word(i)))
+                .map(|i| format!("{} {}", i.name, crate::services::state_word(i)))
                 .collect::<Vec<_>>()
                 .join(", ");
             if line != last {
@@ -229,66 +229,6 @@ pub fn check_owner(spec: &VmSpec, folder: &std::path::Path) -> crate::Result<()>
     Ok(())
 }
 
-fn state_word(i: &ServiceInfo) -> String {
-    format!("{:?}", i.state).to_lowercase()
-}
-
-/// Ready: running, and past its readiness probe if it has one.
-fn is_ready(i: &ServiceInfo) -> bool {
-    i.state == ServiceState::Running
-}
-
-/// Waits until every service in `names` is ready; fails at once when one
-/// has exited for good, or after `timeout`.
-pub fn wait_ready<S: agent_proto::client::Duplex>(
-    client: &mut agent_proto::client::Client<S>,
-    names: &[String],
-    timeout: Duration,
-    mut progress: impl FnMut(&[ServiceInfo]),
-) -> crate::Result<Vec<ServiceInfo>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let all = client
-            .service_status(None)
-            .map_err(|e| crate::error::err!("cannot read the services' status: {e}"))?;
-        let mine: Vec<ServiceInfo> = all
-            .into_iter()
-            .filter(|i| names.contains(&i.name))
-            .collect();
-        progress(&mine);
-        // Exited: ended and not restarted under its policy. (A service just
-        // declared shows as stopped until the supervisor has started it.)
-        if let Some(dead) = mine.iter().find(|i| i.state == ServiceState::Exited) {
-            bail!(
-                "service '{}' exited ({}) and is not restarted",
-                dead.name,
-                dead.last_exit
-                    .map(|e| format!("{e:?}"))
-                    .unwrap_or_else(|| "no status".into())
-            );
-        }
-        if mine.len() == names.len() && mine.iter().all(is_ready) {
-            return Ok(mine);
-        }
-        if Instant::now() > deadline {
-            let waiting: Vec<&str> = names
-                .iter()
-                .filter(|n| !mine.iter().any(|i| &i.name == *n && is_ready(i)))
-                .map(String::as_str)
-                .collect();
-            bail!(
-                "not ready after {}s: {}",
-                timeout.as_secs(),
-                waiting.join(", ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// The status lines `mvm up` prints: the VM, its services, its forwards.
 impl std::fmt::Display for UpStatus {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,7 +252,7 @@ impl std::fmt::Display for UpStatus {
                 out,
                 "  service {:<16} {:<8} pid {}",
                 i.name,
-                state_word(i),
+                crate::services::state_word(i),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
             )?;
         }

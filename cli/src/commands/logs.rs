@@ -23,14 +23,12 @@ pub struct LogsArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     if let Some(service) = args.service {
-        let mut c = if args.follow {
-            manager::agent::session_client(&dir, Duration::from_secs(10))?
-        } else {
-            manager::agent::client(&dir, Duration::from_secs(10))?
-        };
-        return c
-            .service_logs(&service, None, args.follow, &mut std::io::stdout())
-            .map_err(|e| anyhow::anyhow!("{e}"));
+        return Ok(manager::services::logs(
+            &dir.name,
+            &service,
+            args.follow,
+            &mut std::io::stdout(),
+        )?);
     }
     let path = dir.console_log();
     let mut out = std::io::stdout().lock();
