@@ -250,3 +250,60 @@ pub fn all_vms() -> crate::Result<Vec<VmDir>> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+/// What `mvm list` shows of a VM (its JSON is `mvm list --json`'s).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub state: RunState,
+    pub ip: Option<String>,
+    pub ports: Vec<String>,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    pub uptime_s: Option<u64>,
+    pub project: Option<String>,
+    pub pid: Option<i32>,
+}
+
+fn uptime_s(dir: &VmDir) -> Option<u64> {
+    let r = vmm::api::call(
+        &dir.api_socket(),
+        &vmm::api::ApiRequest::Status,
+        std::time::Duration::from_secs(1),
+    )
+    .ok()?;
+    r.uptime_ms.map(|ms| ms / 1000)
+}
+
+/// Every VM, by name, with its state; an unreadable one is skipped (and
+/// said).
+pub fn list(report: &dyn crate::Report) -> crate::Result<Vec<VmInfo>> {
+    let mut rows = Vec::new();
+    for dir in all_vms()? {
+        let Ok(spec) = dir.spec() else {
+            report.progress(&format!(
+                "skipping {}: unreadable vm.toml",
+                dir.path.display()
+            ));
+            continue;
+        };
+        let state = dir.run_state();
+        let running = matches!(state, RunState::Running | RunState::Paused);
+        rows.push(VmInfo {
+            name: spec.name.clone(),
+            state,
+            ip: if running && spec.network {
+                crate::net::ip(&spec)
+            } else {
+                None
+            },
+            ports: spec.ports.iter().map(|p| p.describe()).collect(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            uptime_s: if running { uptime_s(&dir) } else { None },
+            project: spec.project.as_ref().map(|p| p.display().to_string()),
+            pid: if running { dir.pid() } else { None },
+        });
+    }
+    Ok(rows)
+}
