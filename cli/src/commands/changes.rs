@@ -3,11 +3,8 @@
 
 use std::io::Write as _;
 
-use anyhow::{bail, Context};
 use clap::Args;
-
-use manager::changes::{finish_interrupted_commit, layers, report_recovery};
-use manager::state::{VmDir, VmLock};
+use manager::changes;
 
 use crate::report::Stderr;
 
@@ -56,13 +53,7 @@ fn letter(kind: cowfs::ChangeKind) -> char {
 }
 
 pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    {
-        let _lock = VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
-        finish_interrupted_commit(&dir, &Stderr)?;
-    }
-    let (project, upper) = layers(&dir)?;
-    let changes = cowfs::diff(&project, &upper).context("cannot compare the layers")?;
+    let (project, changes) = changes::diff(&args.name, &Stderr)?;
     for c in &changes {
         println!("{} {}", letter(c.kind), c.path.display());
     }
@@ -73,86 +64,44 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
 }
 
 pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    let _lock = VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
-    // Said even if this commit is then refused.
-    finish_interrupted_commit(&dir, &Stderr)?;
-    let (project, upper) = layers(&dir)?;
     let pause = std::env::var(PAUSE_ENV).ok();
     let hook = |point| {
         if let Some(p) = &pause {
             pause_at(p, point)
         }
     };
-    let mut opts = cowfs::CommitOptions {
+    let opts = changes::CommitOptions {
         dry_run: args.dry_run,
-        approval: if args.yes {
-            cowfs::Approval::All
-        } else {
-            cowfs::Approval::None
-        },
+        yes: args.yes,
+        approve: &mut |paths| ask_approval(paths).map_err(manager::Error::from),
         at_point: Some(&hook),
     };
-    let mut result = cowfs::commit(&project, &upper, &opts);
-    if let Err(cowfs::CommitError::NeedsApproval(paths)) = &result {
-        if ask_approval(paths)? {
-            opts.approval = cowfs::Approval::These(paths.iter().cloned().collect());
-            result = cowfs::commit(&project, &upper, &opts);
-        }
+    let (project, report) = changes::commit(&args.name, opts, &Stderr)?;
+    for c in &report.changes {
+        println!("{} {}", letter(c.kind), c.path.display());
     }
-    match result {
-        Ok(report) => {
-            if let Some(how) = report.recovered {
-                report_recovery(how, &project, &Stderr);
-            }
-            for c in &report.changes {
-                println!("{} {}", letter(c.kind), c.path.display());
-            }
-            let verb = if report.applied {
-                "applied"
-            } else {
-                "would apply"
-            };
-            eprintln!(
-                "mvm: {verb} {} change(s) to {}",
-                report.changes.len(),
-                project.display()
-            );
-            if !report.applied && !report.runs_on_host.is_empty() && !args.yes {
-                eprintln!(
-                    "mvm: these run on the host and need --yes: {}",
-                    path_list(&report.runs_on_host)
-                );
-            }
-            Ok(())
-        }
-        Err(cowfs::CommitError::Conflicts(conflicts)) => {
-            let first = conflicts.first().map(|c| c.to_string()).unwrap_or_default();
-            bail!(
-                "refusing to commit: {} path(s) changed on the host since the VM copied them (first: {first}); nothing was applied",
-                conflicts.len()
-            )
-        }
-        Err(cowfs::CommitError::NeedsApproval(paths)) => bail!(
-            "refusing to commit {} file(s) that run on the host without --yes: {}; nothing was applied",
-            paths.len(),
-            path_list(&paths)
-        ),
-        Err(e) => Err(e).context("commit failed"),
+    let verb = if report.applied {
+        "applied"
+    } else {
+        "would apply"
+    };
+    eprintln!(
+        "mvm: {verb} {} change(s) to {}",
+        report.changes.len(),
+        project.display()
+    );
+    if !report.applied && !report.runs_on_host.is_empty() && !args.yes {
+        eprintln!(
+            "mvm: these run on the host and need --yes: {}",
+            changes::path_list(&report.runs_on_host)
+        );
     }
-}
-
-fn path_list(paths: &[std::path::PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(())
 }
 
 /// On a terminal, lists the files that run on the host and asks y/N;
 /// elsewhere (scripts, CI) the answer is no: only `--yes` approves.
-fn ask_approval(paths: &[std::path::PathBuf]) -> anyhow::Result<bool> {
+fn ask_approval(paths: &[std::path::PathBuf]) -> std::io::Result<bool> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(false);
