@@ -122,3 +122,31 @@ macro_rules! bail {
 }
 
 pub(crate) use {bail, err};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Context reads as anyhow's did: the outer message alone, and the
+    /// whole chain through `source()`.
+    #[test]
+    fn context_chains_like_anyhow() {
+        let io: Result<()> = Err(std::io::Error::other("disk on fire").into());
+        let e = io
+            .context("cannot read vm.toml")
+            .context("VM 'web' cannot start")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "VM 'web' cannot start");
+        assert_eq!(
+            e.chain(),
+            "VM 'web' cannot start: cannot read vm.toml: disk on fire"
+        );
+        let none: Option<u8> = None;
+        assert_eq!(none.context("no VM").unwrap_err().chain(), "no VM");
+        let busy = Error::Busy {
+            name: "web".into(),
+            secs: 120,
+        };
+        assert!(busy.to_string().starts_with("another mvm command"));
+    }
+}
