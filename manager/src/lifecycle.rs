@@ -268,3 +268,34 @@ pub fn rm(name: &str, force: bool, report: &dyn Report) -> crate::Result<()> {
         .with_context(|| format!("cannot remove {}", doomed.display()))?;
     Ok(())
 }
+
+/// A throw-away VM (`mvm run` without --initrd): stopped and removed when
+/// dropped, whatever happened.
+pub struct Throwaway<'r> {
+    pub dir: VmDir,
+    report: &'r dyn Report,
+}
+
+/// Creates VM `opts.name` from `opts` alone (no project configuration)
+/// and starts it; it goes when the [`Throwaway`] does.
+pub fn throwaway<'r>(
+    opts: &crate::create::CreateOptions,
+    report: &'r dyn Report,
+) -> crate::Result<Throwaway<'r>> {
+    let dir = VmDir::of(&opts.name)?;
+    let spec = crate::create::validate(opts, &dir, &Default::default())?;
+    crate::create::write_vm(&dir, &spec)?;
+    let vm = Throwaway { dir, report };
+    start_locked(&vm.dir, report)?;
+    Ok(vm)
+}
+
+impl Drop for Throwaway<'_> {
+    fn drop(&mut self) {
+        let _ = stop_locked(&self.dir, Duration::from_secs(10), self.report);
+        if let Ok(spec) = self.dir.spec() {
+            crate::net::forget(&spec);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir.path);
+    }
+}

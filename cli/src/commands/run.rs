@@ -455,20 +455,6 @@ impl EarlyStop {
     }
 }
 
-/// Stops and removes a throw-away VM, whatever happened.
-struct Teardown(manager::state::VmDir);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let _ =
-            manager::lifecycle::stop_locked(&self.0, std::time::Duration::from_secs(10), &Stderr);
-        if let Ok(spec) = self.0.spec() {
-            manager::net::forget(&spec);
-        }
-        let _ = std::fs::remove_dir_all(&self.0.path);
-    }
-}
-
 /// `mvm run [-- COMMAND]` without --initrd: a throw-away managed VM for the
 /// project.
 fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -495,11 +481,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         share_home: args.share_home,
         ..CreateOptions::for_project(format!("run-{id}"), project)
     };
-    let dir = manager::state::VmDir::of(&create.name)?;
-    let spec = manager::create::validate(&create, &dir, &Default::default())?;
-    manager::create::write_vm(&dir, &spec)?;
-    let _teardown = Teardown(dir.clone());
-    manager::lifecycle::start_locked(&dir, &Stderr)?;
+    let vm = manager::lifecycle::throwaway(&create, &Stderr)?;
     use std::io::IsTerminal;
     let (argv, tty) = if args.command.is_empty() {
         let shell = crate::session::LOGIN_SHELL.to_string();
@@ -508,7 +490,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         (args.command, tty)
     };
-    crate::session::run(&dir.name, argv, Vec::new(), Vec::new(), None, tty)
+    crate::session::run(&vm.dir.name, argv, Vec::new(), Vec::new(), None, tty)
 }
 
 #[cfg(test)]
