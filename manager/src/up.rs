@@ -153,15 +153,8 @@ pub fn up(args: &UpOptions, report: &dyn Report) -> crate::Result<Up> {
     }
     let _lock = VmLock::acquire(&dir.path, &dir.name, report)?;
     let old = dir.spec()?;
-    if old.project.as_deref() != Some(folder.as_path()) {
-        bail!(
-            "VM '{name}' belongs to another project ({}); pass --name to choose another name",
-            old.project
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "none".into())
-        );
-    }
+    // Checked again under the lock: a concurrent `up` may have created it.
+    check_owner(&old, &folder)?;
     let mut spec = crate::create::spec_for(&create, &detected.config, Some(&old))?;
     spec.id = old.id.clone();
     spec.created = old.created;
