@@ -12,13 +12,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use manager::project::{self, lease};
-use manager::state::{RunState, VmDir};
+use manager::project::{self, direnv};
 
 use crate::report::Stderr;
 
@@ -72,11 +71,6 @@ pub fn direnv(args: DirenvArgs) -> anyhow::Result<()> {
     enter(args)
 }
 
-/// A file marking a VM that `--enter` started (and may stop).
-fn marker(dir: &VmDir) -> PathBuf {
-    dir.path.join("direnv-started")
-}
-
 fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     let folder = project::folder(args.dir.as_deref())?;
     let up = manager::up::UpOptions {
@@ -89,56 +83,12 @@ fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     };
     eprint!("{status}");
     let (spec, started) = (&status.spec, status.started_now);
-    let dir = VmDir::of(&spec.name)?;
-    if started {
-        std::fs::write(marker(&dir), b"")
-            .with_context(|| format!("cannot write {}", marker(&dir).display()))?;
-    }
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
-    let shell = args.shell_pid.unwrap_or_else(|| lease::shell_of(parent));
-    let l = lease::Lease::of(shell).with_context(|| format!("no process {shell}"))?;
-    lease::register(&dir.path, l)?;
-    let config = project::load(&folder, &Stderr)?
-        .config
-        .direnv
-        .unwrap_or_default();
-    if !config.keep_running && marker(&dir).exists() {
-        let grace = config.grace_secs.unwrap_or(60).to_string();
-        manager::lifecycle::spawn_detached(
-            &[
-                "_linger".as_ref(),
-                spec.name.as_ref(),
-                "--grace".as_ref(),
-                grace.as_ref(),
-            ],
-            &dir.path.join("linger.log"),
-        )
-        .context("cannot start the watcher that stops the VM on leaving")?;
-    }
+    direnv::hold(&folder, spec, started, args.shell_pid, &Stderr)?;
     let mut out = std::io::stdout().lock();
-    for (k, v) in exports(spec) {
+    for (k, v) in direnv::exports(spec) {
         writeln!(out, "export {k}={}", quote(&v))?;
     }
     Ok(())
-}
-
-/// The variables a shell in the folder gets.
-fn exports(spec: &manager::state::VmSpec) -> Vec<(String, String)> {
-    let mut v = vec![("MVM_VM".to_string(), spec.name.clone())];
-    if spec.network {
-        v.push(("MVM_VM_HOST".into(), format!("{}.mvm", spec.name)));
-        if let Some(ip) = manager::net::ip(spec) {
-            v.push(("MVM_VM_IP".into(), ip));
-        }
-    }
-    for p in &spec.ports {
-        v.push((
-            format!("MVM_PORT_{}", p.guest_port),
-            p.host_port.to_string(),
-        ));
-    }
-    v
 }
 
 /// Single-quoted for sh.
@@ -148,37 +98,11 @@ fn quote(s: &str) -> String {
 
 /// The watcher: one per VM (an flock), until the VM stops.
 pub fn linger(args: LingerArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    let Ok(_only) = manager::state::VmLock::acquire_named(&dir.path, "linger.lock") else {
-        return Ok(()); // another watcher has it
-    };
-    let project = dir.spec()?.project.context("the VM has no project")?;
-    let grace = Duration::from_secs(args.grace);
-    let mut empty_since: Option<Instant> = None;
-    loop {
-        if !matches!(dir.run_state(), RunState::Running | RunState::Paused) {
-            let _ = std::fs::remove_file(marker(&dir));
-            return Ok(());
-        }
-        if lease::prune(&dir.path, &project) > 0 {
-            empty_since = None;
-        } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= grace {
-            if !marker(&dir).exists() {
-                return Ok(()); // brought up by hand since: not ours to stop
-            }
-            eprintln!(
-                "mvm: no shell in {} for {}s: stopping VM '{}'",
-                project.display(),
-                args.grace,
-                dir.name
-            );
-            let _lock = manager::state::VmLock::acquire(&dir.path, &dir.name, &Stderr)?;
-            manager::lifecycle::stop_locked(&dir, Duration::from_secs(10), &Stderr)?;
-            let _ = std::fs::remove_file(marker(&dir));
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    Ok(direnv::linger(
+        &args.name,
+        Duration::from_secs(args.grace),
+        &Stderr,
+    )?)
 }
 
 /// `mvm init`: writes mvm.toml from what detection found (unless there is

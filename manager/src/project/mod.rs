@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod direnv;
 pub mod env;
 pub mod lease;
 pub mod trust;
