@@ -17,8 +17,16 @@
 //! socket, declare the services to the agent), then wait for the services
 //! to be ready ([`services::wait_ready`]).
 //!
+//! Around it: [`create`] (a spec from options and a project, validated:
+//! the one memory check), [`lifecycle`] (start, stop, restart, rm, the
+//! throw-away VM of `mvm run`), [`services`], [`ports`] (forwards, also
+//! while running, through the VMM's typed `PortOp`s), [`changes`] (the
+//! guest's changes to the project: diff, commit), [`project::direnv`].
+//!
 //! Nothing here prints: progress and warnings go to a [`Report`] the caller
-//! passes in, errors are [`Error`]s. See `examples/up.rs`.
+//! passes in, errors are [`Error`]s. A program that starts VMs must serve
+//! `EXE _vmm DIR` (and `_netd`, `_linger`) itself, as the VMM and helpers
+//! run as detached copies of the current executable: see `examples/up.rs`.
 
 pub mod agent;
 pub mod changes;
