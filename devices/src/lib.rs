@@ -4,4 +4,5 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod tap;
 pub mod virtio;

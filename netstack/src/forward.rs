@@ -395,12 +395,19 @@ fn wait_readable(fd: i32, timeout: Duration) -> bool {
 
 fn tcp_accept_loop(l: TcpListener, target: SocketAddr, stop: Arc<AtomicBool>) {
     let conns = Arc::new(AtomicUsize::new(0));
+    let mut spare = SpareFd::new();
     while !stop.load(Ordering::SeqCst) {
         if !wait_readable(l.as_raw_fd(), TICK) {
             continue;
         }
         let (client, peer) = match l.accept() {
             Ok(c) => c,
+            Err(e) if is_out_of_fds(&e) => {
+                // The pending connection would keep the listener readable
+                // and this loop spinning: shed it with the spare fd.
+                spare.shed(&l);
+                continue;
+            }
             Err(e) => {
                 tracing::debug!("proxy accept: {e}");
                 continue;
@@ -422,6 +429,34 @@ fn tcp_accept_loop(l: TcpListener, target: SocketAddr, stop: Arc<AtomicBool>) {
             });
         if r.is_err() {
             conns.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn is_out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// A descriptor held in reserve: out of descriptors, the accept loop
+/// closes it to accept the waiting connection and close it at once (the
+/// client sees a reset, not a hang), then takes it again.
+struct SpareFd(Option<std::os::unix::net::UnixDatagram>);
+
+impl SpareFd {
+    fn new() -> Self {
+        Self(std::os::unix::net::UnixDatagram::unbound().ok())
+    }
+
+    fn shed(&mut self, l: &TcpListener) {
+        self.0 = None;
+        match l.accept() {
+            Ok((_, peer)) => tracing::warn!(%peer, "proxy: out of file descriptors, refusing"),
+            Err(e) => tracing::debug!("proxy accept: {e}"),
+        }
+        *self = Self::new();
+        // Still out (another thread took the spare's slot): do not spin.
+        if self.0.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -1,72 +1,36 @@
-//! Persistent tap devices (TUNSETIFF / TUNSETPERSIST / TUNSETOWNER), so that
-//! the unprivileged VMM process can open its tap later by name.
+//! Persistent tap devices (TUNSETPERSIST / TUNSETOWNER), so that the
+//! unprivileged VMM process can open its tap later by name.
+//!
+//! Opening /dev/net/tun and attaching it to a tap (TUNSETIFF) is
+//! `devices::tap::attach`, the one implementation the VMM's data path uses
+//! too: `devices` owns it because the VMM depends on `devices` and must not
+//! pull in the host network plane's crates (see that module).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use crate::error::{Error, Result};
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
 
-/// The part of `struct ifreq` that TUNSETIFF reads and writes.
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-fn ifreq(name: &str) -> Result<IfReq> {
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(Error::io(
-            format!("tap name {name:?}"),
-            std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        ));
-    }
-    let mut r = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-        _pad: [0; 22],
-    };
-    r.name[..bytes.len()].copy_from_slice(bytes);
-    Ok(r)
-}
-
-fn open_tun() -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map_err(|e| Error::io("opening /dev/net/tun", e))
-}
-
-fn attach(f: &File, name: &str) -> Result<()> {
-    let mut req = ifreq(name)?;
-    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `req` is a
-    // properly sized and aligned prefix-compatible struct (40 bytes) that
-    // lives across the call.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(Error::io(
-            format!("TUNSETIFF {name}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+/// Attach to the tap `name` (blocking: this side only configures it).
+fn attach(name: &str) -> Result<File> {
+    let (file, _) = devices::tap::attach(name, false).map_err(|e| {
+        let kind = match &e {
+            devices::tap::TapError::InvalidName(_) => std::io::ErrorKind::InvalidInput,
+            _ => std::io::ErrorKind::Other,
+        };
+        Error::io(format!("TUNSETIFF {name}"), std::io::Error::new(kind, e))
+    })?;
+    Ok(file)
 }
 
 /// Create (or take over) the persistent tap `name`: IFF_TAP | IFF_NO_PI |
 /// IFF_VNET_HDR, single queue, owned by `owner_uid` so that process can open
 /// it without privilege.
 pub fn create_persistent_tap(name: &str, owner_uid: u32) -> Result<()> {
-    let f = open_tun()?;
-    attach(&f, name)?;
+    let f = attach(name)?;
     // SAFETY: TUNSETOWNER takes the uid by value; no memory is passed.
     let rc = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETOWNER as _, owner_uid as libc::c_ulong) };
     if rc < 0 {
@@ -90,7 +54,5 @@ pub fn create_persistent_tap(name: &str, owner_uid: u32) -> Result<()> {
 /// Open an existing persistent tap by name (what the VMM does): the returned
 /// file reads and writes frames with a `virtio_net_hdr` in front.
 pub fn open_tap(name: &str) -> Result<File> {
-    let f = open_tun()?;
-    attach(&f, name)?;
-    Ok(f)
+    attach(name)
 }

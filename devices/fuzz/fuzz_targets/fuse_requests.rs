@@ -75,6 +75,8 @@ const CAPS: [usize; 8] = [4096, 1 << 20, 0, 15, 16, 20, 150, 300];
 
 const LIMITS: Limits = Limits {
     max_inodes: 64,
+    // Small like the rest, so the fuzzer reaches the byte-bounded eviction.
+    max_inode_bytes: 1 << 16,
     max_handles: 16,
     max_dir_bytes: 1 << 16,
     max_tree_copy_entries: 32,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::lock;
 use devices::virtio::vsock::{CONN_BUF_SIZE, FIRST_LOCAL_PORT, HOST_CID, MAX_CONNECTIONS};
-use devices::virtio::{Interrupt, VirtioDevice, Vsock};
+use devices::virtio::{Activated, Interrupt, VirtioDevice, Vsock};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::{Queue, QueueT};
@@ -185,7 +185,9 @@ impl World {
             })
             .collect();
         let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-        lock(&dev).activate(mem.clone(), irq, queues).unwrap();
+        lock(&dev)
+            .activate(Activated::new(mem.clone(), irq, queues))
+            .unwrap();
         let mut em = EventManager::new().unwrap();
         em.add_subscriber(dev.clone() as Arc<Mutex<dyn MutEventSubscriber + Send>>);
         Self {

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::debug::{try_lock_patiently, DeviceSnapshot, QueueSnapshot, LOCK_PATIENCE};
 use super::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
-use super::{ActivateError, Interrupt, VirtioDevice};
+use super::{ActivateError, Activated, Interrupt, VirtioDevice};
 use crate::bus::{lock, BusDevice};
 
 /// Size of the address window each virtio-mmio device occupies.
@@ -558,7 +558,11 @@ impl MmioTransport {
         if dev.is_activated() {
             return Err(ActivateError::AlreadyActive.into());
         }
-        dev.activate(self.mem.clone(), self.interrupt.clone(), queues)?;
+        dev.activate(Activated::new(
+            self.mem.clone(),
+            self.interrupt.clone(),
+            queues,
+        ))?;
         debug!(device_type = self.device_type, "virtio device activated");
         Ok(())
     }
@@ -699,7 +703,7 @@ mod tests {
         let mem = guest_memory();
         let irq = interrupt();
         let mut dev = DummyDevice::new(&[4]);
-        dev.avail_features = 0;
+        dev.state.avail_features = 0;
         assert!(matches!(
             MmioTransport::new(mem.clone(), irq.clone(), shared(dev)),
             Err(MmioError::MissingVersion1)
@@ -713,7 +717,7 @@ mod tests {
             Err(MmioError::InvalidQueueMaxSize { .. })
         ));
         let mut dev = DummyDevice::new(&[4, 4]);
-        dev.queue_evts.pop();
+        dev.state.queue_evts.pop();
         assert!(matches!(
             MmioTransport::new(mem, irq, shared(dev)),
             Err(MmioError::QueueEventMismatch {
@@ -748,7 +752,7 @@ mod tests {
     #[test]
     fn feature_select_and_ack_masking() {
         let (mut t, dev) = transport(&[16]);
-        let offered = lock(&dev).avail_features;
+        let offered = lock(&dev).state.avail_features;
         wr(&mut t, REG_DEVICE_FEATURES_SEL, 0);
         assert_eq!(rd(&mut t, REG_DEVICE_FEATURES), offered as u32);
         wr(&mut t, REG_DEVICE_FEATURES_SEL, 1);
@@ -780,7 +784,7 @@ mod tests {
 
         wr(&mut t, REG_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
         assert_eq!(rd(&mut t, REG_STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK);
-        assert_eq!(lock(&dev).acked_features, offered & !0xffff_ffff);
+        assert_eq!(lock(&dev).state.acked_features, offered & !0xffff_ffff);
         // Frozen after FEATURES_OK.
         wr(&mut t, REG_DRIVER_FEATURES, u32::MAX);
         assert_eq!(t.acked_features, offered & !0xffff_ffff);
@@ -795,7 +799,7 @@ mod tests {
         wr(&mut t, REG_DRIVER_FEATURES, u32::MAX);
         wr(&mut t, REG_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
         assert_eq!(rd(&mut t, REG_STATUS), ACKNOWLEDGE | DRIVER);
-        assert_eq!(lock(&dev).acked_features, 0);
+        assert_eq!(lock(&dev).state.acked_features, 0);
         // Even straight to DRIVER_OK.
         wr(
             &mut t,
@@ -1123,13 +1127,13 @@ mod tests {
         assert!(t.serves_on_vcpu());
         wr(&mut t, REG_QUEUE_NOTIFY, 1);
         assert_eq!(lock(&dev).served, [1]);
-        assert!(lock(&dev).queue_evts[1].read().is_err());
+        assert!(lock(&dev).state.queue_evts[1].read().is_err());
         // Busy elsewhere (here: locked by this thread): the event loop
         // gets the notification instead of the vCPU waiting.
         {
             let held = lock(&dev);
             wr(&mut t, REG_QUEUE_NOTIFY, 0);
-            assert_eq!(held.queue_evts[0].read().unwrap(), 1);
+            assert_eq!(held.state.queue_evts[0].read().unwrap(), 1);
         }
         assert_eq!(lock(&dev).served, [1]);
         wr(&mut t, REG_QUEUE_NOTIFY, 2);
@@ -1176,12 +1180,12 @@ mod tests {
     fn queue_notify_writes_the_eventfd() {
         let (mut t, dev) = transport(&[16, 8]);
         wr(&mut t, REG_QUEUE_NOTIFY, 1);
-        assert!(lock(&dev).queue_evts[0].read().is_err());
-        assert_eq!(lock(&dev).queue_evts[1].read().unwrap(), 1);
+        assert!(lock(&dev).state.queue_evts[0].read().is_err());
+        assert_eq!(lock(&dev).state.queue_evts[1].read().unwrap(), 1);
         // Bogus indices are dropped.
         wr(&mut t, REG_QUEUE_NOTIFY, 2);
         wr(&mut t, REG_QUEUE_NOTIFY, u32::MAX);
-        assert!(lock(&dev).queue_evts[0].read().is_err());
-        assert!(lock(&dev).queue_evts[1].read().is_err());
+        assert!(lock(&dev).state.queue_evts[0].read().is_err());
+        assert!(lock(&dev).state.queue_evts[1].read().is_err());
     }
 }

@@ -4,12 +4,18 @@
 //! - a folder per device (`rng/`, `net/`, `fs/`, `vhost_user_fs/`, `vsock/`) with
 //!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
 //!   [`VirtioDevice`] impl) and `event_handler.rs` (its
-//!   `event_manager::MutEventSubscriber` impl);
-//! - the device owns one [`EventFd`] per queue from construction on, so the
-//!   event loop can watch them before the guest activates the device;
+//!   `event_manager::MutEventSubscriber` impl); net and vsock serve their
+//!   queues in `rx.rs` and `tx.rs`;
+//! - the device embeds a [`VirtioState`] (`common.rs`): features offered
+//!   and accepted, queue sizes, one [`EventFd`] per queue from construction
+//!   on (so the event loop can watch them before the guest activates the
+//!   device), and what it holds between DRIVER_OK and reset; the
+//!   [`VirtioDevice`] trait's default methods read it;
+//! - queues are served through `serve.rs`: the drain loop, used-ring
+//!   publishing and the EVENT_IDX notification decisions;
 //! - [`MmioTransport`] owns the register state and the queue configuration
-//!   and hands ready [`Queue`]s to [`VirtioDevice::activate`] when the driver
-//!   sets DRIVER_OK;
+//!   and hands ready [`Queue`](virtio_queue::Queue)s to
+//!   [`VirtioDevice::activate`] when the driver sets DRIVER_OK;
 //! - devices raise interrupts only through [`Interrupt`] and never know about
 //!   KVM, the bus or the CLI.
 //!
@@ -54,10 +60,6 @@
 //! );
 //! ```
 
-use std::sync::Arc;
-
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Logs a warning at most a logarithmic number of times per call site: the
@@ -73,6 +75,21 @@ macro_rules! warn_limited {
     }};
 }
 
+/// Writes the two [`VirtioDevice`] accessors of a device whose
+/// [`VirtioState`] is the field `$field`, inside its `impl VirtioDevice`.
+macro_rules! virtio_state_accessors {
+    ($field:ident) => {
+        fn state(&self) -> &$crate::virtio::VirtioState {
+            &self.$field
+        }
+
+        fn state_mut(&mut self) -> &mut $crate::virtio::VirtioState {
+            &mut self.$field
+        }
+    };
+}
+
+mod common;
 pub mod debug;
 pub mod fs;
 pub mod interrupt;
@@ -86,6 +103,7 @@ pub mod vsock;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
+pub use common::{Activated, VirtioState};
 pub use fs::Fs;
 pub use interrupt::{Interrupt, IrqLine};
 pub use mmio::{cmdline_device, MmioError, MmioTransport, MMIO_DEVICE_WINDOW};
@@ -139,21 +157,38 @@ pub enum ActivateError {
 }
 
 /// A virtio device as seen by its transport.
+///
+/// A device keeps its features, queues and activation in a
+/// [`VirtioState`] and hands it out through [`state`](Self::state) and
+/// [`state_mut`](Self::state_mut); the default methods read it from there.
 pub trait VirtioDevice: Send {
     /// The virtio device ID (`TYPE_*`).
-    fn device_type(&self) -> u32;
+    fn device_type(&self) -> u32 {
+        self.state().device_type()
+    }
+
+    /// The state the default methods below read.
+    fn state(&self) -> &VirtioState;
+
+    fn state_mut(&mut self) -> &mut VirtioState;
 
     /// Maximum size of each queue; the length is the number of queues. Each
     /// must be a power of two in `1..=32768`.
-    fn queue_max_sizes(&self) -> &[u16];
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.state().queue_sizes()
+    }
 
     /// Features offered to the driver. Must include `VIRTIO_F_VERSION_1`.
-    fn avail_features(&self) -> u64;
+    fn avail_features(&self) -> u64 {
+        self.state().avail_features()
+    }
 
     /// The features the driver accepted (always a subset of
     /// [`avail_features`](Self::avail_features)), set once when the driver
     /// writes FEATURES_OK.
-    fn set_acked_features(&mut self, features: u64);
+    fn set_acked_features(&mut self, features: u64) {
+        self.state_mut().set_acked_features(features);
+    }
 
     /// Reads from the device-specific configuration space. `offset` and
     /// `data.len()` come from the guest: out-of-range bytes read as zero.
@@ -174,7 +209,9 @@ pub trait VirtioDevice: Send {
 
     /// One eventfd per queue, created with the device, that the transport (or
     /// a KVM ioeventfd) signals when the driver notifies that queue.
-    fn queue_events(&self) -> &[EventFd];
+    fn queue_events(&self) -> &[EventFd] {
+        self.state().queue_events()
+    }
 
     /// Whether the driver's queue notifications are served right away on
     /// the notifying vCPU's thread ([`serve_notification`]) instead of
@@ -196,15 +233,10 @@ pub trait VirtioDevice: Send {
         let _ = index;
     }
 
-    /// Starts the device. `queues` has one entry per
+    /// Starts the device. `active.queues` has one entry per
     /// [`queue_max_sizes`](Self::queue_max_sizes) entry, in order; every
-    /// ready queue has been checked against `mem`.
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError>;
+    /// ready queue has been checked against `active.mem`.
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError>;
 
     /// Returns the device to its pre-activation state, dropping queues and
     /// memory. Returns false if the device cannot be reset, in which case it
@@ -213,13 +245,18 @@ pub trait VirtioDevice: Send {
         false
     }
 
-    fn is_activated(&self) -> bool;
+    fn is_activated(&self) -> bool {
+        self.state().is_activated()
+    }
 
     /// The device's own queue positions and anything else that tells why
     /// it might be stuck, for the VMM's state dump. Called with the device
     /// lock held, from a thread that is not the device's: keep it cheap.
     fn debug_state(&self) -> debug::DeviceDebug {
-        debug::DeviceDebug::default()
+        debug::DeviceDebug {
+            queues: self.state().queue_progress(),
+            notes: Vec::new(),
+        }
     }
 }
 

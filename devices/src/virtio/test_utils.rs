@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::features::VIRTIO_F_VERSION_1;
 use super::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
-use super::{ActivateError, Interrupt, MmioTransport, VirtioDevice};
+use super::{ActivateError, Activated, Interrupt, MmioTransport, VirtioDevice, VirtioState};
 use crate::bus::BusDevice;
 
 pub(crate) const DUMMY_TYPE: u32 = 0x2a;
@@ -37,10 +37,7 @@ pub(crate) const STATUS: u64 = 0x70;
 pub(crate) const QUEUE_DESC_LOW: u64 = 0x80;
 
 pub(crate) struct DummyDevice {
-    pub avail_features: u64,
-    pub acked_features: u64,
-    pub sizes: Vec<u16>,
-    pub queue_evts: Vec<EventFd>,
+    pub state: VirtioState,
     pub config: [u8; 8],
     pub activated: bool,
     pub activations: u32,
@@ -55,13 +52,13 @@ pub(crate) struct DummyDevice {
 impl DummyDevice {
     pub fn new(sizes: &[u16]) -> Self {
         Self {
-            avail_features: (1 << VIRTIO_F_VERSION_1) | (1 << 29) | (1 << 5),
-            acked_features: 0,
-            sizes: sizes.to_vec(),
-            queue_evts: sizes
-                .iter()
-                .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-                .collect(),
+            state: VirtioState::new(
+                DUMMY_TYPE,
+                "dummy",
+                (1 << VIRTIO_F_VERSION_1) | (1 << 29) | (1 << 5),
+                sizes,
+            )
+            .unwrap(),
             config: [0, 1, 2, 3, 4, 5, 6, 7],
             activated: false,
             activations: 0,
@@ -75,18 +72,7 @@ impl DummyDevice {
 }
 
 impl VirtioDevice for DummyDevice {
-    fn device_type(&self) -> u32 {
-        DUMMY_TYPE
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.sizes
-    }
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
+    virtio_state_accessors!(state);
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_from_slice(&self.config, offset, data);
     }
@@ -101,9 +87,6 @@ impl VirtioDevice for DummyDevice {
             dst.copy_from_slice(data);
         }
     }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
     fn serves_on_vcpu(&self) -> bool {
         self.on_vcpu
     }
@@ -116,18 +99,13 @@ impl VirtioDevice for DummyDevice {
             notes: vec!["dummy".into()],
         }
     }
-    fn activate(
-        &mut self,
-        _mem: GuestMemoryMmap,
-        _interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         if self.fail_activate {
             return Err(ActivateError::QueueNotReady(0));
         }
         self.activated = true;
         self.activations += 1;
-        self.queues = queues;
+        self.queues = active.queues;
         Ok(())
     }
     fn reset(&mut self) -> bool {

@@ -1,32 +1,19 @@
-use std::sync::Arc;
-
 use tracing::debug;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::GuestMemoryMmap;
 
 use super::guest_io::{Buffers, GuestReply, GuestRequest};
 use super::{
-    FsError, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE, TAG_LEN,
+    FsError, FEATURES, HIPRIO, HIPRIO_BATCH, MAX_REPLY, MAX_REQUEST, NUM_QUEUES, QUEUE_SIZE,
+    TAG_LEN,
 };
-use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
-
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queues: Vec<Queue>,
-}
+use crate::virtio::{read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState};
 
 /// The virtio-fs device: one share, served by a [`cowfs::Server`].
 pub struct Fs {
     config: [u8; TAG_LEN + 4],
-    acked_features: u64,
-    queue_sizes: [u16; NUM_QUEUES],
-    queue_evts: [EventFd; NUM_QUEUES],
+    state: VirtioState,
     server: cowfs::Server,
-    active: Option<Active>,
     /// Serve the guest's notifications on its vCPU thread (the default).
     on_vcpu: bool,
     /// Buffers of the chain being served, reused so a busy guest costs
@@ -48,15 +35,12 @@ impl Fs {
     ) -> Result<Self, FsError> {
         let config = super::config_space(tag).ok_or_else(|| FsError::Tag(tag.to_string()))?;
         let fs = cowfs::Filesystem::with_limits(&share, limits)?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(FsError::EventFd);
         Ok(Self {
             config,
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE; NUM_QUEUES],
-            queue_evts: [evt()?, evt()?],
+            state: super::virtio_state("virtio-fs", FEATURES, QUEUE_SIZE)
+                .map_err(FsError::EventFd)?,
             server: cowfs::Server::new(fs),
             on_vcpu: true,
-            active: None,
             bufs: ChainBuffers::default(),
         })
     }
@@ -93,19 +77,15 @@ impl Fs {
     /// activation or for an unknown index.
     pub fn process_queue(&mut self, index: usize) {
         let hiprio_used = self.drain_hiprio();
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let (mem, interrupt) = (&active.mem, &active.interrupt);
-        let signalled = match active.queues.get_mut(index) {
-            Some(queue) if index != HIPRIO && queue.ready() => {
-                let (server, bufs) = (&mut self.server, &mut self.bufs);
+        let signalled = match self.state.serving(index) {
+            Some(q) if index != HIPRIO && q.queue.ready() => {
+                let (mem, server, bufs) = (q.mem, &mut self.server, &mut self.bufs);
                 crate::virtio::serve::serve_queue(
                     "virtio-fs",
-                    queue,
+                    q.queue,
                     mem,
-                    interrupt,
-                    &self.queue_evts[index],
+                    q.interrupt,
+                    q.evt,
                     |chain| serve_chain(mem, chain, server, bufs),
                 )
             }
@@ -114,9 +94,8 @@ impl Fs {
         // One interrupt line for both queues: the request queue's interrupt
         // (if any) already makes the driver look at the high-priority one.
         if hiprio_used && !signalled {
-            let hiprio = &mut active.queues[HIPRIO];
-            if hiprio.needs_notification(mem).unwrap_or(true) {
-                interrupt.signal_used_queue();
+            if let Some(q) = self.state.serving(HIPRIO) {
+                crate::virtio::serve::notify_used(q.queue, q.mem, q.interrupt, true);
             }
         }
     }
@@ -134,24 +113,16 @@ impl Fs {
     /// (or half the ring, so it cannot fill the ring unnoticed). Without EVENT_IDX
     /// every notification is served as it comes.
     fn drain_hiprio(&mut self) -> bool {
-        let Some(active) = &mut self.active else {
+        let Some(q) = self.state.serving(HIPRIO) else {
             return false;
         };
-        let Some(queue) = active.queues.get_mut(HIPRIO) else {
-            return false;
-        };
-        if !queue.ready() {
+        if !q.queue.ready() {
             return false;
         }
-        let (mem, server, bufs) = (&active.mem, &mut self.server, &mut self.bufs);
-        crate::virtio::serve::drain_queue(
-            "virtio-fs",
-            queue,
-            mem,
-            &self.queue_evts[HIPRIO],
-            HIPRIO_BATCH,
-            |chain| serve_chain(mem, chain, server, bufs),
-        )
+        let (mem, server, bufs) = (q.mem, &mut self.server, &mut self.bufs);
+        crate::virtio::serve::drain_queue("virtio-fs", q.queue, mem, q.evt, HIPRIO_BATCH, |chain| {
+            serve_chain(mem, chain, server, bufs)
+        })
     }
 }
 
@@ -180,18 +151,11 @@ fn serve_chain(
     bufs.writable.clear();
     let mut seen_writable = false;
     for desc in chain {
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            warn_limited!(
-                addr = desc.addr().0,
-                len,
-                "virtio-fs: buffer outside guest memory"
-            );
-            return 0;
-        }
+        let len = match crate::virtio::serve::guest_buffer("virtio-fs", mem, &desc) {
+            Some(0) => continue,
+            Some(len) => len,
+            None => return 0,
+        };
         if desc.is_write_only() {
             seen_writable = true;
             bufs.writable.push(desc.addr(), len, MAX_REPLY);
@@ -232,28 +196,10 @@ fn tag_of(config: &[u8]) -> String {
 }
 
 impl VirtioDevice for Fs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
+    virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.config, offset, data);
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
     }
 
     fn serves_on_vcpu(&self) -> bool {
@@ -264,49 +210,16 @@ impl VirtioDevice for Fs {
         self.process_queue(index);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        super::check_activation(self.active.is_some(), &queues)?;
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queues,
-        });
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         // The driver may have queued buffers (and its notification been
         // dropped) before DRIVER_OK: look at the queues once now.
-        for evt in &self.queue_evts {
-            if let Err(e) = evt.write(1) {
-                warn_limited!(error = %e, "virtio-fs: cannot kick queue after activation");
-            }
-        }
-        debug!(acked_features = self.acked_features, "virtio-fs activated");
-        Ok(())
+        self.state.activate(active, 0..NUM_QUEUES)
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         // A new driver starts with INIT: forget every inode and handle.
         self.server.reset();
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
-        crate::virtio::debug::DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| crate::virtio::debug::progress_of(&a.queues))
-                .unwrap_or_default(),
-            notes: Vec::new(),
-        }
     }
 }

@@ -1,6 +1,3 @@
-use std::io;
-use std::os::fd::AsRawFd;
-
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error};
 
@@ -19,29 +16,14 @@ impl MutEventSubscriber for Fs {
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        let Some(index) = self
-            .queue_events()
-            .iter()
-            .position(|e| e.as_raw_fd() == events.fd())
-        else {
-            warn_limited!(fd = events.fd(), "virtio-fs: event for an unknown fd");
-            return;
-        };
         if !events.event_set().contains(EventSet::IN) {
             warn_limited!(events = ?events.event_set(), "virtio-fs: unexpected queue eventfd state");
             return;
         }
-        // Drain before processing so a notification that arrives meanwhile
-        // re-arms the fd rather than being lost.
-        if let Err(e) = self.queue_events()[index].read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                warn_limited!(error = %e, "virtio-fs: cannot read a queue eventfd");
-            }
-        }
-        if self.is_activated() {
-            self.process_queue(index);
-        } else {
-            debug!("virtio-fs: notification before activation ignored");
+        match self.state().take_queue_event(events.fd()) {
+            None => warn_limited!(fd = events.fd(), "virtio-fs: event for an unknown fd"),
+            Some(index) if self.is_activated() => self.process_queue(index),
+            Some(_) => debug!("virtio-fs: notification before activation ignored"),
         }
     }
 }

@@ -88,28 +88,24 @@ pub fn config_space(tag: &str) -> Option<[u8; TAG_LEN + 4]> {
     Some(config)
 }
 
-/// What any virtio-fs device needs before it starts: not started yet,
-/// the high-priority queue and one request queue, the latter ready (the
-/// high-priority one may be left unused).
-pub(crate) fn check_activation(
-    active: bool,
-    queues: &[virtio_queue::Queue],
-) -> Result<(), crate::virtio::ActivateError> {
-    use crate::virtio::ActivateError;
-    use virtio_queue::QueueT;
-    if active {
-        return Err(ActivateError::AlreadyActive);
-    }
-    if queues.len() != NUM_QUEUES {
-        return Err(ActivateError::QueueCount {
-            expected: NUM_QUEUES,
-            got: queues.len(),
-        });
-    }
-    if !queues[1].ready() {
-        return Err(ActivateError::QueueNotReady(1));
-    }
-    Ok(())
+/// Features the built-in device offers.
+const FEATURES: u64 = (1 << crate::virtio::features::VIRTIO_F_VERSION_1)
+    | (1 << crate::virtio::features::VIRTIO_RING_F_EVENT_IDX);
+
+/// The state of any virtio-fs device: the high-priority queue and one
+/// request queue, the former optional (the driver may leave it unused).
+pub(crate) fn virtio_state(
+    name: &'static str,
+    features: u64,
+    queue_size: u16,
+) -> std::io::Result<crate::virtio::VirtioState> {
+    Ok(crate::virtio::VirtioState::new(
+        crate::virtio::TYPE_FS,
+        name,
+        features,
+        &[queue_size; NUM_QUEUES],
+    )?
+    .with_optional_queue(HIPRIO))
 }
 
 #[derive(Debug, thiserror::Error)]

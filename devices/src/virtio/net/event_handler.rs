@@ -1,4 +1,3 @@
-use std::io;
 use std::os::fd::AsRawFd;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -29,13 +28,7 @@ impl<B: NetBackend> Net<B> {
 }
 
 fn drain(evt: &vmm_sys_util::eventfd::EventFd) {
-    // Drain before processing so a notification that arrives meanwhile
-    // re-arms the fd rather than being lost.
-    if let Err(e) = evt.read() {
-        if e.kind() != io::ErrorKind::WouldBlock {
-            warn_limited!(error = %e, "virtio-net: cannot read a queue eventfd");
-        }
-    }
+    crate::virtio::common::drain_eventfd("virtio-net", evt);
 }
 
 impl<B: NetBackend> MutEventSubscriber for Net<B> {

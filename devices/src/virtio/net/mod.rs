@@ -45,12 +45,14 @@ mod backend;
 mod device;
 mod event_handler;
 pub mod header;
+mod rx;
 mod tap;
+mod tx;
 mod vhost;
 
+pub use crate::tap::{Tap, TapError};
 pub use backend::{MemBackend, NetBackend};
 pub use device::{Net, NetStats};
-pub use tap::{Tap, TapError};
 
 /// Maximum size of each queue.
 pub const QUEUE_SIZE: u16 = 256;

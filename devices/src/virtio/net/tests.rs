@@ -18,7 +18,7 @@ use crate::bus::{lock, BusDevice};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use crate::virtio::status::{DEVICE_NEEDS_RESET, DRIVER_OK};
 use crate::virtio::test_utils::*;
-use crate::virtio::{Interrupt, MmioTransport, VirtioDevice, INT_CONFIG, TYPE_NET};
+use crate::virtio::{Activated, Interrupt, MmioTransport, VirtioDevice, INT_CONFIG, TYPE_NET};
 
 const SIZE: u16 = 16;
 /// Guest buffers live from here to the end of the 1 MiB guest memory.
@@ -237,32 +237,41 @@ fn activate_checks_queues_and_sets_offloads() {
         q
     };
     assert!(net
-        .activate(mem.clone(), irq.clone(), vec![ready()])
+        .activate(Activated::new(mem.clone(), irq.clone(), vec![ready()]))
         .is_err());
     let err = net
-        .activate(
+        .activate(Activated::new(
             mem.clone(),
             irq.clone(),
             vec![ready(), Queue::new(SIZE).unwrap()],
-        )
+        ))
         .unwrap_err();
     assert!(matches!(
         err,
         crate::virtio::ActivateError::QueueNotReady(1)
     ));
     net.set_acked_features(BASE | OFFLOADS | (1 << 63));
-    net.activate(mem.clone(), irq.clone(), vec![ready(), ready()])
-        .unwrap();
+    net.activate(Activated::new(
+        mem.clone(),
+        irq.clone(),
+        vec![ready(), ready()],
+    ))
+    .unwrap();
     assert_eq!(
         net.backend().offload,
         libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
     );
     assert!(net
-        .activate(mem.clone(), irq.clone(), vec![ready(), ready()])
+        .activate(Activated::new(
+            mem.clone(),
+            irq.clone(),
+            vec![ready(), ready()]
+        ))
         .is_err());
     assert!(net.reset());
     net.set_acked_features(BASE | (1 << VIRTIO_NET_F_GUEST_TSO4));
-    net.activate(mem, irq, vec![ready(), ready()]).unwrap();
+    net.activate(Activated::new(mem, irq, vec![ready(), ready()]))
+        .unwrap();
     assert_eq!(net.backend().offload, 0, "TSO needs GUEST_CSUM");
 }
 

@@ -68,7 +68,7 @@ impl Vhost {
         mem: &GuestMemoryMmap,
         acked: u64,
         queues: [&Queue; 2],
-        kicks: &[EventFd; 2],
+        kicks: &[EventFd],
     ) -> io::Result<()> {
         self.stop();
         let net = KernNet::new(Arc::new(mem.clone())).map_err(|e| err("open", e))?;

@@ -1,67 +1,50 @@
 use std::io;
-use std::sync::Arc;
 
-use tracing::{debug, error};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use tracing::error;
+use virtio_queue::DescriptorChain;
+use vm_memory::{Bytes, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{RngError, MAX_BYTES_PER_CHAIN, QUEUE_SIZE};
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{ActivateError, Interrupt, VirtioDevice, TYPE_RNG};
-
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queue: Queue,
-}
+use crate::virtio::{ActivateError, Activated, VirtioDevice, VirtioState, TYPE_RNG};
 
 /// The virtio entropy device.
 pub struct Rng {
-    acked_features: u64,
-    queue_sizes: [u16; 1],
-    queue_evts: [EventFd; 1],
-    active: Option<Active>,
+    state: VirtioState,
     /// Reused for every request so a busy guest costs no allocations.
     scratch: Vec<u8>,
 }
 
 impl Rng {
     pub fn new() -> Result<Self, RngError> {
+        let features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
         Ok(Self {
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE],
-            queue_evts: [EventFd::new(EFD_NONBLOCK).map_err(RngError::EventFd)?],
-            active: None,
+            state: VirtioState::new(TYPE_RNG, "virtio-rng", features, &[QUEUE_SIZE])
+                .map_err(RngError::EventFd)?,
             scratch: vec![0; MAX_BYTES_PER_CHAIN],
         })
     }
 
     /// The eventfd the guest's notifications arrive on.
     pub fn queue_event(&self) -> &EventFd {
-        &self.queue_evts[0]
+        &self.state.queue_evts[0]
     }
 
     /// Serves every request in the queue (up to one queue's worth per call,
     /// so a guest that keeps refilling cannot monopolise the event loop) and
     /// interrupts the guest if it asked to be told. No-op before activation.
     pub fn process_queue(&mut self) {
-        let Some(active) = &mut self.active else {
+        let Some(q) = self.state.serving(0) else {
             return;
         };
-        let Active {
-            mem,
-            interrupt,
-            queue,
-        } = active;
-        let scratch = &mut self.scratch;
+        let (mem, scratch) = (q.mem, &mut self.scratch);
         crate::virtio::serve::serve_queue(
             "virtio-rng",
-            queue,
+            q.queue,
             mem,
-            interrupt,
-            &self.queue_evts[0],
+            q.interrupt,
+            q.evt,
             |chain| fill_chain(mem, chain, scratch),
         );
     }
@@ -87,19 +70,12 @@ fn fill_chain(
         if room == 0 {
             break;
         }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
         // The whole buffer must be guest memory, not just the part we fill.
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            warn_limited!(
-                addr = desc.addr().0,
-                len,
-                "virtio-rng: buffer outside guest memory"
-            );
-            return 0;
-        }
+        let len = match crate::virtio::serve::guest_buffer("virtio-rng", mem, &desc) {
+            Some(0) => continue,
+            Some(len) => len,
+            None => return 0,
+        };
         let n = room.min(len);
         let buf = &mut scratch[..n];
         if let Err(e) = getrandom(buf) {
@@ -139,86 +115,24 @@ fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 }
 
 impl VirtioDevice for Rng {
-    fn device_type(&self) -> u32 {
-        TYPE_RNG
-    }
+    virtio_state_accessors!(state);
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
-
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let queue = match <[Queue; 1]>::try_from(queues) {
-            Ok([queue]) => queue,
-            Err(queues) => {
-                return Err(ActivateError::QueueCount {
-                    expected: 1,
-                    got: queues.len(),
-                })
-            }
-        };
-        if !queue.ready() {
-            return Err(ActivateError::QueueNotReady(0));
-        }
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queue,
-        });
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         // The driver may have queued buffers (and its notification been
         // dropped) before DRIVER_OK: look at the queue once now.
-        if let Err(e) = self.queue_evts[0].write(1) {
-            warn_limited!(error = %e, "virtio-rng: cannot kick queue after activation");
-        }
-        debug!(acked_features = self.acked_features, "virtio-rng activated");
-        Ok(())
+        self.state.activate(active, [0])
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
-    fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {
-        crate::virtio::debug::DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| crate::virtio::debug::progress_of([&a.queue]))
-                .unwrap_or_default(),
-            notes: Vec::new(),
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::{Queue, QueueT};
 
     #[test]
     fn getrandom_fills_large_buffers() {
@@ -238,22 +152,23 @@ mod tests {
         let irq = crate::virtio::test_utils::interrupt();
         let mut rng = Rng::new().unwrap();
         assert!(matches!(
-            rng.activate(mem.clone(), irq.clone(), vec![]),
+            rng.activate(Activated::new(mem.clone(), irq.clone(), vec![])),
             Err(ActivateError::QueueCount { expected: 1, .. })
         ));
         let q = Queue::new(QUEUE_SIZE).unwrap();
         assert!(matches!(
-            rng.activate(mem.clone(), irq.clone(), vec![q]),
+            rng.activate(Activated::new(mem.clone(), irq.clone(), vec![q])),
             Err(ActivateError::QueueNotReady(0))
         ));
         let mut q = Queue::new(QUEUE_SIZE).unwrap();
         q.set_ready(true);
-        rng.activate(mem.clone(), irq.clone(), vec![q]).unwrap();
+        rng.activate(Activated::new(mem.clone(), irq.clone(), vec![q]))
+            .unwrap();
         assert!(rng.is_activated());
         let mut q = Queue::new(QUEUE_SIZE).unwrap();
         q.set_ready(true);
         assert!(matches!(
-            rng.activate(mem, irq, vec![q]),
+            rng.activate(Activated::new(mem, irq, vec![q])),
             Err(ActivateError::AlreadyActive)
         ));
         assert!(rng.reset());

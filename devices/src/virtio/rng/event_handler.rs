@@ -1,6 +1,3 @@
-use std::io;
-use std::os::fd::AsRawFd;
-
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error};
 
@@ -17,22 +14,13 @@ impl MutEventSubscriber for Rng {
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.fd() != self.queue_event().as_raw_fd() {
-            warn_limited!(fd = events.fd(), "virtio-rng: event for an unknown fd");
-            return;
-        }
         if !events.event_set().contains(EventSet::IN) {
             warn_limited!(events = ?events.event_set(), "virtio-rng: unexpected queue eventfd state");
             return;
         }
-        // Drain before processing so a notification that arrives meanwhile
-        // re-arms the fd rather than being lost.
-        if let Err(e) = self.queue_event().read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                warn_limited!(error = %e, "virtio-rng: cannot read the queue eventfd");
-            }
-        }
-        if self.is_activated() {
+        if self.state().take_queue_event(events.fd()).is_none() {
+            warn_limited!(fd = events.fd(), "virtio-rng: event for an unknown fd");
+        } else if self.is_activated() {
             self.process_queue();
         } else {
             debug!("virtio-rng: notification before activation ignored");

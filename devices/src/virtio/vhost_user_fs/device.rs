@@ -1,6 +1,5 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
 
 use tracing::debug;
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
@@ -14,7 +13,7 @@ use crate::virtio::features::{
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use crate::virtio::fs::{config_space, NUM_QUEUES, TAG_LEN};
-use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
+use crate::virtio::{read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState};
 
 /// VHOST_USER_F_PROTOCOL_FEATURES: a vhost-user bit, never offered to the
 /// guest.
@@ -31,29 +30,21 @@ fn wanted_protocol() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
 }
 
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    /// Queues handed to the backend, to stop them at reset.
-    started: Vec<usize>,
-}
-
 /// A virtio-fs device served by a vhost-user backend.
 pub struct VhostUserFs {
     frontend: Frontend,
     config: [u8; TAG_LEN + 4],
-    /// Features the backend offers, restricted to [`RING_FEATURES`].
-    avail_features: u64,
-    acked_features: u64,
+    /// Offers the features the backend offers, restricted to
+    /// [`RING_FEATURES`]. Its queue eventfds are the kicks (KVM
+    /// ioeventfds), read by the backend.
+    state: VirtioState,
     /// Whether VHOST_USER_F_PROTOCOL_FEATURES was negotiated (then rings
     /// are enabled explicitly).
     protocol: bool,
-    queue_sizes: [u16; NUM_QUEUES],
-    /// Kick eventfds (KVM ioeventfds), read by the backend.
-    kick_evts: [EventFd; NUM_QUEUES],
     /// Signalled by the backend when the guest should be interrupted.
     pub(super) call_evts: [EventFd; NUM_QUEUES],
-    pub(super) interrupt: Option<Arc<Interrupt>>,
-    active: Option<Active>,
+    /// Queues handed to the backend, to stop them at reset.
+    started: Vec<usize>,
 }
 
 impl VhostUserFs {
@@ -95,17 +86,16 @@ impl VhostUserFs {
         }
         let evt = || EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd);
         debug!(socket = %socket.display(), features, protocol, "vhost-user-fs connected");
+        let state =
+            crate::virtio::fs::virtio_state("vhost-user-fs", features & RING_FEATURES, queue_size)
+                .map_err(Error::EventFd)?;
         Ok(Self {
             frontend,
             config,
-            avail_features: features & RING_FEATURES,
-            acked_features: 0,
+            state,
             protocol,
-            queue_sizes: [queue_size; NUM_QUEUES],
-            kick_evts: [evt()?, evt()?],
             call_evts: [evt()?, evt()?],
-            interrupt: None,
-            active: None,
+            started: Vec::new(),
         })
     }
 
@@ -114,7 +104,7 @@ impl VhostUserFs {
         let p = |what| move |e| Error::Protocol(what, e);
         let extra = if self.protocol { PROTOCOL_FEATURES } else { 0 };
         self.frontend
-            .set_features(self.acked_features | extra)
+            .set_features(self.state.acked_features() | extra)
             .map_err(p("SET_FEATURES"))?;
         let regions = memory_regions(mem).ok_or(Error::Missing(
             "file-backed guest memory (the VMM must map guest RAM from a memfd)",
@@ -156,7 +146,7 @@ impl VhostUserFs {
                 .set_vring_call(i, &self.call_evts[i])
                 .map_err(p("SET_VRING_CALL"))?;
             self.frontend
-                .set_vring_kick(i, &self.kick_evts[i])
+                .set_vring_kick(i, &self.state.queue_evts[i])
                 .map_err(p("SET_VRING_KICK"))?;
             if self.protocol {
                 self.frontend
@@ -201,65 +191,31 @@ pub(crate) fn memory_regions(mem: &GuestMemoryMmap) -> Option<Vec<VhostUserMemor
 }
 
 impl VirtioDevice for VhostUserFs {
-    fn device_type(&self) -> u32 {
-        TYPE_FS
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
-    }
+    virtio_state_accessors!(state);
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.config, offset, data);
     }
 
-    fn queue_events(&self) -> &[EventFd] {
-        &self.kick_evts
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        crate::virtio::fs::check_activation(self.active.is_some(), &queues)?;
-        // Interrupts may come as soon as the first ring runs.
-        self.interrupt = Some(interrupt);
-        let started = match self.start(&mem, &queues) {
-            Ok(s) => s,
-            Err(e) => {
-                self.interrupt = None;
-                return Err(ActivateError::Backend(std::io::Error::other(e.to_string())));
-            }
-        };
-        self.active = Some(Active { started });
-        debug!(
-            acked_features = self.acked_features,
-            "vhost-user-fs activated"
-        );
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
+        self.state.check_activation(&active.queues)?;
+        // The backend's first calls are served once the lock we run under
+        // is released, by then with the interrupt in place.
+        self.started = self
+            .start(&active.mem, &active.queues)
+            .map_err(|e| ActivateError::Backend(std::io::Error::other(e.to_string())))?;
+        // The kicks are the backend's: nothing to look at here.
+        self.state.set_active(active, []);
         Ok(())
     }
 
     fn reset(&mut self) -> bool {
-        if let Some(active) = self.active.take() {
-            self.stop(&active.started);
+        if self.state.is_activated() {
+            let started = std::mem::take(&mut self.started);
+            self.stop(&started);
         }
-        self.interrupt = None;
-        self.acked_features = 0;
+        self.state.reset();
         true
-    }
-
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
 
     fn debug_state(&self) -> crate::virtio::debug::DeviceDebug {

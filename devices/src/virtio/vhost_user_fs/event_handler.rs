@@ -1,10 +1,10 @@
-use std::io;
 use std::os::fd::AsRawFd;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::error;
 
 use super::VhostUserFs;
+use crate::virtio::VirtioDevice;
 
 impl MutEventSubscriber for VhostUserFs {
     fn init(&mut self, ops: &mut EventOps) {
@@ -22,13 +22,9 @@ impl MutEventSubscriber for VhostUserFs {
             warn_limited!(fd = events.fd(), "vhost-user-fs: event for an unknown fd");
             return;
         };
-        if let Err(e) = evt.read() {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                warn_limited!(error = %e, "vhost-user-fs: cannot read a call eventfd");
-            }
-        }
+        crate::virtio::common::drain_eventfd("vhost-user-fs", evt);
         // A call before activation or after reset has no one to tell.
-        if let Some(interrupt) = &self.interrupt {
+        if let Some(interrupt) = self.state().interrupt() {
             interrupt.signal_used_queue();
         }
     }

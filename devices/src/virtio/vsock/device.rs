@@ -4,54 +4,45 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use event_manager::EventOps;
-use tracing::{debug, error};
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use tracing::error;
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::muxer::{Muxer, CTL_QUEUE_STALL};
-use super::packet::{Header, HDR_SIZE};
+use super::muxer::Muxer;
 use super::{Timeouts, VsockError, MAX_PKT_PAYLOAD, QUEUE_SIZE, RX_QUEUE, TX_QUEUE};
-use crate::virtio::debug::{progress_of, DeviceDebug};
+use crate::virtio::debug::DeviceDebug;
 use crate::virtio::features::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use crate::virtio::{read_config_from_slice, ActivateError, Interrupt, VirtioDevice, TYPE_VSOCK};
+use crate::virtio::{
+    read_config_from_slice, ActivateError, Activated, VirtioDevice, VirtioState, TYPE_VSOCK,
+};
 
-/// What the device holds between DRIVER_OK and reset.
-struct Active {
-    mem: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queues: [Queue; 3],
-}
+const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// The virtio-vsock device with its Unix-socket backend.
 pub struct Vsock {
-    guest_cid: u64,
+    pub(super) guest_cid: u64,
     uds_path: PathBuf,
     pub(super) listener: UnixListener,
     /// (st_dev, st_ino) of the socket we bound, so Drop removes only ours.
     listener_id: Option<(u64, u64)>,
-    acked_features: u64,
-    queue_sizes: [u16; 3],
-    queue_evts: [EventFd; 3],
+    pub(super) state: VirtioState,
     /// Fires at the earliest connection or handshake deadline.
     pub(super) timer: TimerFd,
     timer_armed_for: Option<Instant>,
     /// Asks the event loop for a pass when something changed outside it
     /// (a reset), so closed sockets leave the loop promptly.
     pub(super) wake: EventFd,
-    active: Option<Active>,
     pub(super) muxer: Muxer,
     /// tx processing paused until the guest takes the RSTs we owe it.
-    tx_stalled: bool,
+    pub(super) tx_stalled: bool,
     /// Guest buffers of the chain being handled, (address, length).
-    segs: Vec<(GuestAddress, usize)>,
+    pub(super) segs: Vec<(GuestAddress, usize)>,
     /// One tx packet's payload.
-    tx_scratch: Vec<u8>,
+    pub(super) tx_scratch: Vec<u8>,
 }
 
 impl Vsock {
@@ -87,13 +78,11 @@ impl Vsock {
             uds_path,
             listener,
             listener_id,
-            acked_features: 0,
-            queue_sizes: [QUEUE_SIZE; 3],
-            queue_evts: [evt()?, evt()?, evt()?],
+            state: VirtioState::new(TYPE_VSOCK, "virtio-vsock", FEATURES, &[QUEUE_SIZE; 3])
+                .map_err(VsockError::EventFd)?,
             timer,
             timer_armed_for: None,
             wake: evt()?,
-            active: None,
             tx_stalled: false,
             segs: Vec::new(),
             tx_scratch: vec![0; MAX_PKT_PAYLOAD],
@@ -127,176 +116,7 @@ impl Vsock {
     }
 
     pub(super) fn queue_event(&self, index: usize) -> &EventFd {
-        &self.queue_evts[index]
-    }
-
-    /// Handles everything in the tx queue (one queue's worth per call).
-    pub fn process_tx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let Active {
-            mem,
-            interrupt,
-            queues,
-        } = active;
-        let queue = &mut queues[TX_QUEUE];
-        let mut budget = queue.size();
-        let mut used_any = false;
-        let mut expect_more = false;
-        'outer: loop {
-            if let Err(e) = queue.disable_notification(mem) {
-                warn_limited!(error = %e, "virtio-vsock: cannot disable tx notifications");
-                break;
-            }
-            let mut popped = 0u32;
-            while budget > 0 {
-                if self.muxer.ctl_queue_len() >= CTL_QUEUE_STALL {
-                    // The guest is not taking our replies; come back when it
-                    // does (process_rx re-kicks tx).
-                    self.tx_stalled = true;
-                    break 'outer;
-                }
-                let Some(chain) = queue.pop_descriptor_chain(&*mem) else {
-                    break;
-                };
-                budget -= 1;
-                popped += 1;
-                let head = chain.head_index();
-                let parsed = read_tx_packet(mem, chain, &mut self.segs, &mut self.tx_scratch);
-                if let Err(e) = queue.add_used(mem, head, 0) {
-                    warn_limited!(head, error = %e, "virtio-vsock: cannot return a tx chain");
-                } else {
-                    used_any = true;
-                }
-                match parsed {
-                    Ok((hdr, len)) => {
-                        if hdr.src_cid != self.guest_cid {
-                            warn_limited!(
-                                src_cid = hdr.src_cid,
-                                guest_cid = self.guest_cid,
-                                "virtio-vsock: packet with a spoofed source CID dropped"
-                            );
-                            continue;
-                        }
-                        self.muxer.on_guest_packet(&hdr, &self.tx_scratch[..len]);
-                    }
-                    Err(TxError::Malformed(hdr)) => {
-                        if hdr.src_cid != self.guest_cid {
-                            warn_limited!(
-                                src_cid = hdr.src_cid,
-                                "virtio-vsock: malformed packet with a spoofed source CID dropped"
-                            );
-                            continue;
-                        }
-                        warn_limited!(
-                            len = hdr.len,
-                            op = hdr.op,
-                            "virtio-vsock: packet length does not match its buffer"
-                        );
-                        self.muxer.on_malformed(&hdr);
-                    }
-                    Err(TxError::Unreadable) => {
-                        warn_limited!("virtio-vsock: tx chain without a readable header dropped");
-                    }
-                }
-            }
-            if expect_more && popped == 0 {
-                warn_limited!("virtio-vsock: tx available ring index runs ahead of its entries");
-                break;
-            }
-            if budget == 0 {
-                if let Err(e) = self.queue_evts[TX_QUEUE].write(1) {
-                    warn_limited!(error = %e, "virtio-vsock: cannot re-arm the tx eventfd");
-                }
-                break;
-            }
-            match queue.enable_notification(mem) {
-                Ok(true) => expect_more = true,
-                Ok(false) => break,
-                Err(e) => {
-                    warn_limited!(error = %e, "virtio-vsock: cannot enable tx notifications");
-                    break;
-                }
-            }
-        }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
-    }
-
-    /// Fills rx buffers with whatever the connections have for the guest
-    /// (one queue's worth per call).
-    pub fn process_rx(&mut self) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        let Active {
-            mem,
-            interrupt,
-            queues,
-        } = active;
-        let queue = &mut queues[RX_QUEUE];
-        self.muxer.settle(Instant::now());
-        let mut budget = queue.size();
-        let mut used_any = false;
-        while self.muxer.has_rx_work() {
-            if budget == 0 {
-                if let Err(e) = self.queue_evts[RX_QUEUE].write(1) {
-                    warn_limited!(error = %e, "virtio-vsock: cannot re-arm the rx eventfd");
-                }
-                break;
-            }
-            let Some(chain) = pop_or_listen(queue, mem) else {
-                break;
-            };
-            budget -= 1;
-            let head = chain.head_index();
-            let room = match writable_room(mem, chain, &mut self.segs) {
-                Some(room) if room >= HDR_SIZE => room - HDR_SIZE,
-                bad => {
-                    warn_limited!(
-                        room = ?bad,
-                        "virtio-vsock: rx buffer too small or outside guest memory"
-                    );
-                    if queue.add_used(mem, head, 0).is_ok() {
-                        used_any = true;
-                    }
-                    continue;
-                }
-            };
-            let Some((hdr, len)) = self.muxer.next_rx(room) else {
-                // Nothing to send after all: the buffer stays the guest's.
-                queue.go_to_previous_position();
-                break;
-            };
-            let payload = &self.muxer.scratch[..len];
-            let written = scatter(mem, &self.segs, &hdr.to_bytes(), payload);
-            let used_len = if written {
-                (HDR_SIZE + len) as u32
-            } else {
-                // Validated just above, so this is a VMM bug or a memory
-                // hot-unplug; the data is lost and the guest sees a zero
-                // length buffer.
-                error!("virtio-vsock: cannot write an rx buffer");
-                0
-            };
-            match queue.add_used(mem, head, used_len) {
-                Ok(()) => used_any = true,
-                Err(e) => {
-                    warn_limited!(head, error = %e, "virtio-vsock: cannot return an rx chain")
-                }
-            }
-        }
-        if used_any && queue.needs_notification(mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
-        if self.tx_stalled && self.muxer.ctl_queue_len() < CTL_QUEUE_STALL {
-            self.tx_stalled = false;
-            if let Err(e) = self.queue_evts[TX_QUEUE].write(1) {
-                warn_limited!(error = %e, "virtio-vsock: cannot kick tx after a stall");
-            }
-        }
+        &self.state.queue_evts[index]
     }
 
     /// What every event ends with: deliver to the guest, sync the event
@@ -381,243 +201,22 @@ fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Pops the next chain; when the ring looks empty, asks the driver to
-/// notify us about new buffers and looks once more (the driver may have
-/// added one in between).
-fn pop_or_listen<'a>(
-    queue: &mut Queue,
-    mem: &'a GuestMemoryMmap,
-) -> Option<DescriptorChain<&'a GuestMemoryMmap>> {
-    if let Some(chain) = queue.pop_descriptor_chain(mem) {
-        return Some(chain);
-    }
-    match queue.enable_notification(mem) {
-        Ok(true) => queue.pop_descriptor_chain(mem),
-        Ok(false) => None,
-        Err(e) => {
-            warn_limited!(error = %e, "virtio-vsock: cannot enable rx notifications");
-            None
-        }
-    }
-}
-
-enum TxError {
-    /// No complete header in readable guest memory.
-    Unreadable,
-    /// A header whose `len` is too large or larger than the buffer.
-    Malformed(Header),
-}
-
-/// Collects the chain's device-readable buffers (those before the first
-/// writable one), enough for a header and a maximal payload, into `segs`.
-/// Returns their total length, or None if one lies outside guest memory.
-fn readable_segments(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-) -> Option<usize> {
-    collect_segments(mem, chain, segs, false)
-}
-
-fn collect_segments(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-    writable: bool,
-) -> Option<usize> {
-    const ENOUGH: usize = HDR_SIZE + MAX_PKT_PAYLOAD;
-    segs.clear();
-    let mut total = 0usize;
-    for desc in chain {
-        if desc.is_write_only() != writable {
-            if writable {
-                // Readable buffers before the writable ones: skip them.
-                continue;
-            }
-            break;
-        }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !GuestMemoryBackend::check_range(mem, desc.addr(), len) {
-            return None;
-        }
-        // Cap what we keep: a huge chain costs nothing beyond a full packet.
-        let len = len.min(ENOUGH - total);
-        segs.push((desc.addr(), len));
-        total += len;
-        if total == ENOUGH {
-            break;
-        }
-    }
-    Some(total)
-}
-
-/// Room in the chain's device-writable buffers (capped at a full packet).
-fn writable_room(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-) -> Option<usize> {
-    collect_segments(mem, chain, segs, true)
-}
-
-/// Reads one guest packet: the header, and for any op the `len` payload
-/// bytes that must follow it (into `scratch`). Returns the header and the
-/// payload length.
-fn read_tx_packet(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-    segs: &mut Vec<(GuestAddress, usize)>,
-    scratch: &mut [u8],
-) -> Result<(Header, usize), TxError> {
-    let total = readable_segments(mem, chain, segs).ok_or(TxError::Unreadable)?;
-    if total < HDR_SIZE {
-        return Err(TxError::Unreadable);
-    }
-    let mut raw = [0u8; HDR_SIZE];
-    if !gather(mem, segs, 0, &mut raw) {
-        return Err(TxError::Unreadable);
-    }
-    let hdr = Header::parse(&raw);
-    let len = hdr.len as usize;
-    if len > MAX_PKT_PAYLOAD || len > total - HDR_SIZE || len > scratch.len() {
-        return Err(TxError::Malformed(hdr));
-    }
-    if !gather(mem, segs, HDR_SIZE, &mut scratch[..len]) {
-        return Err(TxError::Unreadable);
-    }
-    Ok((hdr, len))
-}
-
-/// Copies `buf.len()` bytes starting `offset` bytes into the buffers.
-fn gather(
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, usize)],
-    mut offset: usize,
-    buf: &mut [u8],
-) -> bool {
-    let mut done = 0;
-    for &(addr, len) in segs {
-        if done == buf.len() {
-            break;
-        }
-        if offset >= len {
-            offset -= len;
-            continue;
-        }
-        let n = (len - offset).min(buf.len() - done);
-        let Some(at) = addr.0.checked_add(offset as u64) else {
-            return false;
-        };
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(at))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-        offset = 0;
-    }
-    done == buf.len()
-}
-
-/// Writes `hdr` then `payload` across the buffers.
-fn scatter(
-    mem: &GuestMemoryMmap,
-    segs: &[(GuestAddress, usize)],
-    hdr: &[u8],
-    payload: &[u8],
-) -> bool {
-    let mut parts = [hdr, payload];
-    let mut part = 0;
-    for &(addr, len) in segs {
-        let mut at = addr.0;
-        let mut room = len;
-        while room > 0 && part < parts.len() {
-            let src = parts[part];
-            if src.is_empty() {
-                part += 1;
-                continue;
-            }
-            let n = room.min(src.len());
-            if mem.write_slice(&src[..n], GuestAddress(at)).is_err() {
-                return false;
-            }
-            parts[part] = &src[n..];
-            at += n as u64;
-            room -= n;
-        }
-    }
-    parts.iter().all(|p| p.is_empty())
-}
-
 impl VirtioDevice for Vsock {
-    fn device_type(&self) -> u32 {
-        TYPE_VSOCK
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX)
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features();
-    }
+    virtio_state_accessors!(state);
 
     /// `le64 guest_cid`.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_from_slice(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        interrupt: Arc<Interrupt>,
-        queues: Vec<Queue>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let queues = <[Queue; 3]>::try_from(queues).map_err(|q| ActivateError::QueueCount {
-            expected: 3,
-            got: q.len(),
-        })?;
-        if let Some(i) = queues.iter().position(|q| !q.ready()) {
-            return Err(ActivateError::QueueNotReady(i));
-        }
-        self.active = Some(Active {
-            mem,
-            interrupt,
-            queues,
-        });
+    fn activate(&mut self, active: Activated) -> Result<(), ActivateError> {
         // Packets queued before DRIVER_OK, and host connections waiting for
         // the driver: look at both directions once now.
-        for q in [RX_QUEUE, TX_QUEUE] {
-            if let Err(e) = self.queue_evts[q].write(1) {
-                warn_limited!(error = %e, "virtio-vsock: cannot kick a queue after activation");
-            }
-        }
-        debug!(
-            guest_cid = self.guest_cid,
-            acked_features = self.acked_features,
-            "virtio-vsock activated"
-        );
-        Ok(())
+        self.state.activate(active, [RX_QUEUE, TX_QUEUE])
     }
 
     fn reset(&mut self) -> bool {
-        self.active = None;
-        self.acked_features = 0;
+        self.state.reset();
         self.tx_stalled = false;
         // The guest forgot its sockets; host peers see theirs closed.
         self.muxer.reset();
@@ -628,21 +227,13 @@ impl VirtioDevice for Vsock {
         true
     }
 
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
-    }
-
     fn debug_state(&self) -> DeviceDebug {
         let mut notes = self.muxer.debug_lines();
         if self.tx_stalled {
             notes.push("tx stalled: waiting for the guest to take our control packets".into());
         }
         DeviceDebug {
-            queues: self
-                .active
-                .as_ref()
-                .map(|a| progress_of(&a.queues))
-                .unwrap_or_default(),
+            queues: self.state.queue_progress(),
             notes,
         }
     }

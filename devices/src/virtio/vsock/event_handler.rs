@@ -1,19 +1,11 @@
-use std::io;
 use std::os::fd::AsRawFd;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error};
 
 use super::{Vsock, EVENT_QUEUE, RX_QUEUE, TX_QUEUE};
+use crate::virtio::common::drain_eventfd;
 use crate::virtio::VirtioDevice;
-
-fn drain(evt: &vmm_sys_util::eventfd::EventFd, what: &str) {
-    if let Err(e) = evt.read() {
-        if e.kind() != io::ErrorKind::WouldBlock {
-            warn_limited!(what, error = %e, "virtio-vsock: cannot read an eventfd");
-        }
-    }
-}
 
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
@@ -41,9 +33,9 @@ impl MutEventSubscriber for Vsock {
         let set = events.event_set();
         if fd == self.queue_event(RX_QUEUE).as_raw_fd() {
             // New rx buffers: finish_round fills them.
-            drain(self.queue_event(RX_QUEUE), "rx");
+            drain_eventfd("virtio-vsock rx", self.queue_event(RX_QUEUE));
         } else if fd == self.queue_event(TX_QUEUE).as_raw_fd() {
-            drain(self.queue_event(TX_QUEUE), "tx");
+            drain_eventfd("virtio-vsock tx", self.queue_event(TX_QUEUE));
             if self.is_activated() {
                 self.process_tx();
             } else {
@@ -52,13 +44,13 @@ impl MutEventSubscriber for Vsock {
         } else if fd == self.queue_event(EVENT_QUEUE).as_raw_fd() {
             // The event queue only ever carries transport resets, which this
             // device does not send; its buffers simply stay posted.
-            drain(self.queue_event(EVENT_QUEUE), "event");
+            drain_eventfd("virtio-vsock event", self.queue_event(EVENT_QUEUE));
         } else if fd == self.listener.as_raw_fd() {
             self.muxer.accept(&self.listener);
         } else if fd == self.timer.as_raw_fd() {
             self.on_timer();
         } else if fd == self.wake.as_raw_fd() {
-            drain(&self.wake, "wake");
+            drain_eventfd("virtio-vsock wake", &self.wake);
         } else {
             self.muxer.on_fd_event(fd, set);
         }

@@ -15,6 +15,9 @@ mod device;
 mod event_handler;
 mod muxer;
 pub mod packet;
+mod rx;
+mod segments;
+mod tx;
 
 use std::path::PathBuf;
 use std::time::Duration;

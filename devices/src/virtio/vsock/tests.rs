@@ -24,7 +24,7 @@ use crate::bus::{lock, BusDevice};
 use crate::virtio::features::VIRTIO_F_VERSION_1;
 use crate::virtio::status::{DEVICE_NEEDS_RESET, DRIVER_OK};
 use crate::virtio::test_utils::*;
-use crate::virtio::{Interrupt, MmioTransport, VirtioDevice, TYPE_VSOCK};
+use crate::virtio::{Activated, Interrupt, MmioTransport, VirtioDevice, TYPE_VSOCK};
 
 const CID: u64 = 3;
 const QSIZE: u16 = 128;
@@ -1187,7 +1187,7 @@ fn activation_needs_three_ready_queues() {
         q
     };
     assert!(matches!(
-        v.activate(mem.clone(), irq.clone(), vec![q(), q()]),
+        v.activate(Activated::new(mem.clone(), irq.clone(), vec![q(), q()])),
         Err(crate::virtio::ActivateError::QueueCount {
             expected: 3,
             got: 2
@@ -1195,13 +1195,21 @@ fn activation_needs_three_ready_queues() {
     ));
     let idle = Queue::new(QSIZE).unwrap();
     assert!(matches!(
-        v.activate(mem.clone(), irq.clone(), vec![q(), q(), idle]),
+        v.activate(Activated::new(
+            mem.clone(),
+            irq.clone(),
+            vec![q(), q(), idle]
+        )),
         Err(crate::virtio::ActivateError::QueueNotReady(2))
     ));
-    v.activate(mem.clone(), irq.clone(), vec![q(), q(), q()])
-        .unwrap();
+    v.activate(Activated::new(
+        mem.clone(),
+        irq.clone(),
+        vec![q(), q(), q()],
+    ))
+    .unwrap();
     assert!(matches!(
-        v.activate(mem, irq, vec![q(), q(), q()]),
+        v.activate(Activated::new(mem, irq, vec![q(), q(), q()])),
         Err(crate::virtio::ActivateError::AlreadyActive)
     ));
     assert!(v.reset());
