@@ -35,6 +35,7 @@
 
 pub mod b64;
 pub mod client;
+pub mod cmdline;
 pub mod frame;
 pub mod msg;
 

@@ -1,14 +1,9 @@
 //! `mvm`: per-project Linux microVMs on our own VMM.
 
-mod agent;
+mod args;
 mod commands;
-mod cpio;
-mod guest_image;
-mod net;
-mod paths;
-mod project;
-mod startup;
-mod state;
+mod report;
+mod session;
 mod terminal;
 
 use std::process::ExitCode;
@@ -127,7 +122,7 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => commands::run::run(args),
         Command::Vmm(args) => commands::vmm_process::run(args),
-        Command::Netd => ok(net::run_daemon()),
+        Command::Netd => ok(commands::net_cmd::netd()),
         Command::Service(args) => ok(commands::service::service(args)),
         Command::Port(args) => ok(commands::port::port(args)),
         Command::Net(args) => ok(commands::net_cmd::net(args)),

@@ -8,6 +8,9 @@
 //! {"op":"resume"}  -> {"ok":true,"state":"running",...}
 //! {"op":"stop"}    -> {"ok":true,"state":"stopping",...}
 //! {"op":"debug"}   -> {"ok":true,...,"data":{vcpus, ioapic, devices}}   (a crate::dump::VmDump)
+//! {"op":"port_add","forward":"8080:80"}     -> {"ok":true,"data":null}   (a PortOp, served
+//! {"op":"port_remove","forward":"8080:80"}  -> {"ok":true,"data":null}    by the embedding
+//! {"op":"port_list"} -> {"ok":true,"data":["127.0.0.1:8080:80/tcp"]}      program's Extension)
 //! anything else    -> {"ok":false,"error":"..."}
 //! ```
 //!
@@ -43,6 +46,20 @@ pub enum ApiRequest {
     Stop,
     /// A state dump ([`crate::dump::VmDump`]) in `data`.
     Debug,
+}
+
+/// Port-forward operations: the VMM keeps no forwards itself, it hands
+/// these to the [`Extension`] of the program that embeds it (mvm's VMM
+/// process serves the host-loopback side of a VM's forwards).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PortOp {
+    /// Start forwarding `forward` (`[ADDRESS:]HOST:GUEST[/tcp|/udp]`).
+    PortAdd { forward: String },
+    /// Stop forwarding `forward`.
+    PortRemove { forward: String },
+    /// The forwards, as a JSON array of strings in `data`.
+    PortList,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,15 +105,19 @@ impl ApiResponse {
     }
 }
 
-/// Handles operations the VMM itself does not know (e.g. port forwards
-/// kept by the embedding program): gets the whole request, returns data
-/// for the response or an error message.
-pub type Extension = Box<dyn FnMut(&serde_json::Value) -> Result<serde_json::Value, String> + Send>;
+/// Serves the [`PortOp`]s, which the embedding program keeps: returns
+/// data for the response or an error message.
+pub type Extension = Box<dyn FnMut(&PortOp) -> Result<serde_json::Value, String> + Send>;
 
-/// Sends an arbitrary JSON request (an extension operation).
-pub fn call_raw(
+/// Sends one port operation to a VM's API socket and reads the response.
+pub fn call_port(socket: &Path, op: &PortOp, timeout: Duration) -> Result<ApiResponse, ApiError> {
+    send(socket, op, timeout)
+}
+
+/// Sends one request line and reads the response line.
+fn send(
     socket: &Path,
-    request: &serde_json::Value,
+    request: &impl Serialize,
     timeout: Duration,
 ) -> Result<ApiResponse, ApiError> {
     let connect = |e| ApiError::Connect(socket.to_path_buf(), e);
@@ -148,9 +169,7 @@ pub fn call(
     request: &ApiRequest,
     timeout: Duration,
 ) -> Result<ApiResponse, ApiError> {
-    let value = serde_json::to_value(request)
-        .map_err(|e| ApiError::Protocol(socket.to_path_buf(), e.to_string()))?;
-    call_raw(socket, &value, timeout)
+    send(socket, request, timeout)
 }
 
 /// Serves the API socket on the event loop.
@@ -228,23 +247,23 @@ impl ApiServer {
     }
 
     fn handle(&mut self, line: &[u8]) -> ApiResponse {
-        let value: serde_json::Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => return ApiResponse::error(format!("bad request: {e}")),
-        };
-        let request: ApiRequest = match serde_json::from_value(value.clone()) {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(line) {
+            return ApiResponse::error(format!("bad request: {e}"));
+        }
+        let request: ApiRequest = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => {
-                return match &mut self.extension {
-                    Some(ext) => match ext(&value) {
+                let op = serde_json::from_slice::<PortOp>(line);
+                return match (&mut self.extension, op) {
+                    (Some(ext), Ok(op)) => match ext(&op) {
                         Ok(data) => ApiResponse {
                             data: Some(data),
                             ..self.ok_response()
                         },
                         Err(msg) => ApiResponse::error(msg),
                     },
-                    None => ApiResponse::error(format!("bad request: {e}")),
-                }
+                    _ => ApiResponse::error(format!("bad request: {e}")),
+                };
             }
         };
         match request {
@@ -373,5 +392,27 @@ impl MutEventSubscriber for ApiServer {
                 let _ = ops.remove(Events::new(&stream, EventSet::IN));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod port_op_tests {
+    use super::*;
+
+    /// The JSON on the socket is the shape older clients and servers use.
+    #[test]
+    fn port_ops_keep_their_wire_shape() {
+        let add = PortOp::PortAdd {
+            forward: "8080:80".into(),
+        };
+        let json = serde_json::to_string(&add).unwrap();
+        assert_eq!(json, r#"{"op":"port_add","forward":"8080:80"}"#);
+        assert_eq!(serde_json::from_str::<PortOp>(&json).unwrap(), add);
+        assert_eq!(
+            serde_json::to_string(&PortOp::PortList).unwrap(),
+            r#"{"op":"port_list"}"#
+        );
+        // Not a VMM request: it goes to the extension.
+        assert!(serde_json::from_str::<ApiRequest>(&json).is_err());
     }
 }

@@ -42,7 +42,7 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Host(#[from] kvm::KvmError),
-    #[error("--cpus {requested} is out of range: this host's KVM allows 1 to {max}")]
+    #[error("cpus {requested} is out of range: this host's KVM allows 1 to {max}")]
     Cpus { requested: u8, max: usize },
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),

@@ -39,7 +39,7 @@ pub enum LoadError {
     InitrdMissing(PathBuf),
     #[error("cannot read initrd {0}: {1}")]
     InitrdUnreadable(PathBuf, std::io::Error),
-    #[error("initrd {path} ({size} bytes) does not fit in guest memory above the kernel; give the VM more --memory")]
+    #[error("initrd {path} ({size} bytes) does not fit in guest memory above the kernel; give the VM more memory (memory_mib)")]
     InitrdTooBig { path: PathBuf, size: u64 },
     #[error("invalid kernel command line: {0}")]
     Cmdline(String),

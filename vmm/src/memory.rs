@@ -12,9 +12,9 @@ use crate::arch::layout::{MMIO_GAP_END, MMIO_GAP_START};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("--memory {requested} MiB is more than this host has ({host} MiB of RAM)")]
+    #[error("memory_mib {requested} is more than this host has ({host} MiB of RAM)")]
     MoreThanHost { requested: u64, host: u64 },
-    #[error("--memory {0} MiB is too small: a Linux guest needs at least {min} MiB", min = crate::config::MIN_MEMORY_MIB)]
+    #[error("memory_mib {0} is too small: a Linux guest needs at least {min} MiB", min = crate::config::MIN_MEMORY_MIB)]
     TooSmall(u64),
     #[error("cannot read the host's memory size from /proc/meminfo: {0}")]
     HostInfo(std::io::Error),

@@ -197,8 +197,8 @@ fn bad_configs_are_refused_with_clear_errors() {
         f(&mut c);
         Vm::new(&c).err().expect("must fail").to_string()
     };
-    assert!(err(&|c| c.cpus = 0).contains("--cpus 0"));
-    assert!(err(&|c| c.cpus = 255).contains("--cpus 255"));
+    assert!(err(&|c| c.cpus = 0).contains("cpus 0 is out of range"));
+    assert!(err(&|c| c.cpus = 255).contains("cpus 255 is out of range"));
     assert!(err(&|c| c.memory_mib = 1 << 40).contains("more than this host has"));
     assert!(err(&|c| c.memory_mib = 1).contains("too small"));
     assert!(err(&|c| c.kernel = "/nonexistent/vmlinux".into()).contains("does not exist"));

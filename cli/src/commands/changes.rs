@@ -3,11 +3,10 @@
 
 use std::io::Write as _;
 
-use anyhow::{bail, Context};
 use clap::Args;
+use manager::changes;
 
-use crate::guest_image::PROJECT_TAG;
-use crate::state::{VmDir, VmLock};
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -45,62 +44,6 @@ fn pause_at(wanted: &str, point: u32) {
     }
 }
 
-/// Finishes a commit of this VM's project that was interrupted (killed),
-/// so the host folder is whole again. Every command that uses the VM's
-/// upper layer (diff, commit, start, stop) calls this first, with the VM
-/// locked.
-pub fn finish_interrupted_commit(dir: &VmDir) -> anyhow::Result<()> {
-    let spec = dir.spec()?;
-    let Some(project) = spec.project.as_ref() else {
-        return Ok(());
-    };
-    let upper = dir.upper_dir(&spec, PROJECT_TAG);
-    if !upper.is_dir() || !project.is_dir() {
-        return Ok(());
-    }
-    let done = cowfs::recover(project, &upper).with_context(|| {
-        format!(
-            "cannot finish an interrupted commit to {}",
-            project.display()
-        )
-    })?;
-    if let Some(how) = done {
-        report_recovery(how, project);
-    }
-    Ok(())
-}
-
-fn report_recovery(how: cowfs::Recovery, project: &std::path::Path) {
-    let what = match how {
-        cowfs::Recovery::RolledBack => "undone (none of it had been applied)",
-        cowfs::Recovery::RolledForward => "completed",
-    };
-    eprintln!(
-        "mvm: an interrupted commit to {} was {what}",
-        project.display()
-    );
-}
-
-fn layers(dir: &VmDir) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let spec = dir.spec()?;
-    let Some(project) = spec.project.clone() else {
-        bail!("VM '{}' has no project folder", dir.name);
-    };
-    let upper = dir.upper_dir(&spec, PROJECT_TAG);
-    if !upper.is_dir() {
-        bail!(
-            "VM '{}' has no changes to show: it is not running{}",
-            dir.name,
-            if spec.persistent {
-                " and has not run yet"
-            } else {
-                " (its changes are dropped at stop unless created --persistent)"
-            }
-        );
-    }
-    Ok((project, upper))
-}
-
 fn letter(kind: cowfs::ChangeKind) -> char {
     match kind {
         cowfs::ChangeKind::Added => 'A',
@@ -110,13 +53,7 @@ fn letter(kind: cowfs::ChangeKind) -> char {
 }
 
 pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    {
-        let _lock = VmLock::acquire(&dir.path, &dir.name)?;
-        finish_interrupted_commit(&dir)?;
-    }
-    let (project, upper) = layers(&dir)?;
-    let changes = cowfs::diff(&project, &upper).context("cannot compare the layers")?;
+    let (project, changes) = changes::diff(&args.name, &Stderr)?;
     for c in &changes {
         println!("{} {}", letter(c.kind), c.path.display());
     }
@@ -127,86 +64,44 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
 }
 
 pub fn commit(args: CommitArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    let _lock = VmLock::acquire(&dir.path, &dir.name)?;
-    // Said even if this commit is then refused.
-    finish_interrupted_commit(&dir)?;
-    let (project, upper) = layers(&dir)?;
     let pause = std::env::var(PAUSE_ENV).ok();
     let hook = |point| {
         if let Some(p) = &pause {
             pause_at(p, point)
         }
     };
-    let mut opts = cowfs::CommitOptions {
+    let opts = changes::CommitOptions {
         dry_run: args.dry_run,
-        approval: if args.yes {
-            cowfs::Approval::All
-        } else {
-            cowfs::Approval::None
-        },
+        yes: args.yes,
+        approve: &mut |paths| ask_approval(paths).map_err(manager::Error::from),
         at_point: Some(&hook),
     };
-    let mut result = cowfs::commit(&project, &upper, &opts);
-    if let Err(cowfs::CommitError::NeedsApproval(paths)) = &result {
-        if ask_approval(paths)? {
-            opts.approval = cowfs::Approval::These(paths.iter().cloned().collect());
-            result = cowfs::commit(&project, &upper, &opts);
-        }
+    let (project, report) = changes::commit(&args.name, opts, &Stderr)?;
+    for c in &report.changes {
+        println!("{} {}", letter(c.kind), c.path.display());
     }
-    match result {
-        Ok(report) => {
-            if let Some(how) = report.recovered {
-                report_recovery(how, &project);
-            }
-            for c in &report.changes {
-                println!("{} {}", letter(c.kind), c.path.display());
-            }
-            let verb = if report.applied {
-                "applied"
-            } else {
-                "would apply"
-            };
-            eprintln!(
-                "mvm: {verb} {} change(s) to {}",
-                report.changes.len(),
-                project.display()
-            );
-            if !report.applied && !report.runs_on_host.is_empty() && !args.yes {
-                eprintln!(
-                    "mvm: these run on the host and need --yes: {}",
-                    path_list(&report.runs_on_host)
-                );
-            }
-            Ok(())
-        }
-        Err(cowfs::CommitError::Conflicts(conflicts)) => {
-            let first = conflicts.first().map(|c| c.to_string()).unwrap_or_default();
-            bail!(
-                "refusing to commit: {} path(s) changed on the host since the VM copied them (first: {first}); nothing was applied",
-                conflicts.len()
-            )
-        }
-        Err(cowfs::CommitError::NeedsApproval(paths)) => bail!(
-            "refusing to commit {} file(s) that run on the host without --yes: {}; nothing was applied",
-            paths.len(),
-            path_list(&paths)
-        ),
-        Err(e) => Err(e).context("commit failed"),
+    let verb = if report.applied {
+        "applied"
+    } else {
+        "would apply"
+    };
+    eprintln!(
+        "mvm: {verb} {} change(s) to {}",
+        report.changes.len(),
+        project.display()
+    );
+    if !report.applied && !report.runs_on_host.is_empty() && !args.yes {
+        eprintln!(
+            "mvm: these run on the host and need --yes: {}",
+            changes::path_list(&report.runs_on_host)
+        );
     }
-}
-
-fn path_list(paths: &[std::path::PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(())
 }
 
 /// On a terminal, lists the files that run on the host and asks y/N;
 /// elsewhere (scripts, CI) the answer is no: only `--yes` approves.
-fn ask_approval(paths: &[std::path::PathBuf]) -> anyhow::Result<bool> {
+fn ask_approval(paths: &[std::path::PathBuf]) -> std::io::Result<bool> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(false);

@@ -12,7 +12,7 @@ use clap::Args;
 use vmm::api::{call, ApiRequest};
 use vmm::dump::VmDump;
 
-use crate::state::{RunState, VmDir};
+use manager::state::{RunState, VmDir};
 
 /// Enough for vCPUs that take their time to answer, and for the device
 /// locks the dump tries without waiting forever.

@@ -12,13 +12,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::project::{self, lease};
-use crate::state::{RunState, VmDir};
+use manager::project::{self, direnv};
+
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct DirenvArgs {
@@ -70,72 +71,24 @@ pub fn direnv(args: DirenvArgs) -> anyhow::Result<()> {
     enter(args)
 }
 
-/// A file marking a VM that `--enter` started (and may stop).
-fn marker(dir: &VmDir) -> PathBuf {
-    dir.path.join("direnv-started")
-}
-
 fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     let folder = project::folder(args.dir.as_deref())?;
-    let up = super::up::UpArgs {
+    let up = manager::up::UpOptions {
         dir: Some(folder.clone()),
-        name: None,
-        dry_run: false,
-        config: None,
-        env: Vec::new(),
-        env_host: Vec::new(),
-        timeout: 300,
+        ..Default::default()
     };
     // Progress and status go to stderr: stdout is what the shell evaluates.
-    let (spec, started) =
-        super::up::bring_up(&up, &mut std::io::stderr())?.context("nothing was brought up")?;
-    let dir = VmDir::of(&spec.name)?;
-    if started {
-        std::fs::write(marker(&dir), b"")
-            .with_context(|| format!("cannot write {}", marker(&dir).display()))?;
-    }
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
-    let shell = args.shell_pid.unwrap_or_else(|| lease::shell_of(parent));
-    let l = lease::Lease::of(shell).with_context(|| format!("no process {shell}"))?;
-    lease::register(&dir.path, l)?;
-    let config = project::load(&folder)?.config.direnv.unwrap_or_default();
-    if !config.keep_running && marker(&dir).exists() {
-        let grace = config.grace_secs.unwrap_or(60).to_string();
-        super::lifecycle::spawn_detached(
-            &[
-                "_linger".as_ref(),
-                spec.name.as_ref(),
-                "--grace".as_ref(),
-                grace.as_ref(),
-            ],
-            &dir.path.join("linger.log"),
-        )
-        .context("cannot start the watcher that stops the VM on leaving")?;
-    }
+    let manager::up::Up::Up(status) = manager::up::up(&up, &Stderr)? else {
+        anyhow::bail!("nothing was brought up");
+    };
+    eprint!("{status}");
+    let (spec, started) = (&status.spec, status.started_now);
+    direnv::hold(&folder, spec, started, args.shell_pid, &Stderr)?;
     let mut out = std::io::stdout().lock();
-    for (k, v) in exports(&spec) {
+    for (k, v) in direnv::exports(spec) {
         writeln!(out, "export {k}={}", quote(&v))?;
     }
     Ok(())
-}
-
-/// The variables a shell in the folder gets.
-fn exports(spec: &crate::state::VmSpec) -> Vec<(String, String)> {
-    let mut v = vec![("MVM_VM".to_string(), spec.name.clone())];
-    if spec.network {
-        v.push(("MVM_VM_HOST".into(), format!("{}.mvm", spec.name)));
-        if let Some(ip) = crate::net::ip(spec) {
-            v.push(("MVM_VM_IP".into(), ip));
-        }
-    }
-    for p in &spec.ports {
-        v.push((
-            format!("MVM_PORT_{}", p.guest_port),
-            p.host_port.to_string(),
-        ));
-    }
-    v
 }
 
 /// Single-quoted for sh.
@@ -145,37 +98,11 @@ fn quote(s: &str) -> String {
 
 /// The watcher: one per VM (an flock), until the VM stops.
 pub fn linger(args: LingerArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    let Ok(_only) = crate::state::VmLock::acquire_named(&dir.path, "linger.lock") else {
-        return Ok(()); // another watcher has it
-    };
-    let project = dir.spec()?.project.context("the VM has no project")?;
-    let grace = Duration::from_secs(args.grace);
-    let mut empty_since: Option<Instant> = None;
-    loop {
-        if !matches!(dir.run_state(), RunState::Running | RunState::Paused) {
-            let _ = std::fs::remove_file(marker(&dir));
-            return Ok(());
-        }
-        if lease::prune(&dir.path, &project) > 0 {
-            empty_since = None;
-        } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= grace {
-            if !marker(&dir).exists() {
-                return Ok(()); // brought up by hand since: not ours to stop
-            }
-            eprintln!(
-                "mvm: no shell in {} for {}s: stopping VM '{}'",
-                project.display(),
-                args.grace,
-                dir.name
-            );
-            let _lock = crate::state::VmLock::acquire(&dir.path, &dir.name)?;
-            super::lifecycle::stop_locked(&dir, Duration::from_secs(10))?;
-            let _ = std::fs::remove_file(marker(&dir));
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    Ok(direnv::linger(
+        &args.name,
+        Duration::from_secs(args.grace),
+        &Stderr,
+    )?)
 }
 
 /// `mvm init`: writes mvm.toml from what detection found (unless there is
@@ -186,8 +113,8 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     if toml_path.exists() {
         println!("{} exists; left as it is", toml_path.display());
     } else {
-        let d = project::load(&folder)?;
-        super::up::report(&d);
+        let d = project::load(&folder, &Stderr)?;
+        manager::up::report_detected(&d, &Stderr);
         let text = toml::to_string_pretty(&d.config).context("cannot render mvm.toml")?;
         let text = format!(
             "# written by mvm init from what it detected; see `mvm config --schema`\n{text}"

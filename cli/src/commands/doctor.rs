@@ -38,18 +38,18 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<bool> {
         }
         Err(e) => r.fail(&e.to_string()),
     }
-    match crate::commands::run::kernel_path(None) {
+    match manager::image::kernel_path(None) {
         Ok(k) => match vmm::loader::probe_kernel(&k) {
             Ok(_) => r.ok(&format!("guest kernel: {}", k.display())),
             Err(e) => r.fail(&e.to_string()),
         },
         Err(e) => r.fail(&e.to_string()),
     }
-    match crate::guest_image::mvm_init() {
+    match manager::image::mvm_init() {
         Ok(p) => r.ok(&format!("guest agent: {}", p.display())),
         Err(e) => r.fail(&e.to_string()),
     }
-    match crate::state::home() {
+    match manager::state::home() {
         Ok(h) => {
             let probe = std::fs::create_dir_all(&h).and_then(|_| {
                 let f = h.join(".doctor-probe");

@@ -1,9 +1,9 @@
 //! `mvm list`: every VM with its state, as a table or JSON.
 
 use clap::Args;
-use serde::Serialize;
+use manager::state;
 
-use crate::state::{self, RunState};
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -12,54 +12,8 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct Row {
-    name: String,
-    state: RunState,
-    ip: Option<String>,
-    ports: Vec<String>,
-    cpus: u8,
-    memory_mib: u64,
-    uptime_s: Option<u64>,
-    project: Option<String>,
-    pid: Option<i32>,
-}
-
-fn uptime_s(dir: &state::VmDir) -> Option<u64> {
-    let r = vmm::api::call(
-        &dir.api_socket(),
-        &vmm::api::ApiRequest::Status,
-        std::time::Duration::from_secs(1),
-    )
-    .ok()?;
-    r.uptime_ms.map(|ms| ms / 1000)
-}
-
 pub fn list(args: ListArgs) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for dir in state::all_vms()? {
-        let Ok(spec) = dir.spec() else {
-            eprintln!("mvm: skipping {}: unreadable vm.toml", dir.path.display());
-            continue;
-        };
-        let state = dir.run_state();
-        let running = matches!(state, RunState::Running | RunState::Paused);
-        rows.push(Row {
-            name: spec.name.clone(),
-            state,
-            ip: if running && spec.network {
-                crate::net::ip(&spec)
-            } else {
-                None
-            },
-            ports: spec.ports.iter().map(|p| p.describe()).collect(),
-            cpus: spec.cpus,
-            memory_mib: spec.memory_mib,
-            uptime_s: if running { uptime_s(&dir) } else { None },
-            project: spec.project.as_ref().map(|p| p.display().to_string()),
-            pid: if running { dir.pid() } else { None },
-        });
-    }
+    let rows = state::list(&Stderr)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::state::VmDir;
+use manager::state::VmDir;
 
 #[derive(Args)]
 pub struct LogsArgs {
@@ -23,14 +23,12 @@ pub struct LogsArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let dir = VmDir::existing(&args.name)?;
     if let Some(service) = args.service {
-        let mut c = if args.follow {
-            crate::agent::session_client(&dir, Duration::from_secs(10))?
-        } else {
-            crate::agent::client(&dir, Duration::from_secs(10))?
-        };
-        return c
-            .service_logs(&service, None, args.follow, &mut std::io::stdout())
-            .map_err(|e| anyhow::anyhow!("{e}"));
+        return Ok(manager::services::logs(
+            &dir.name,
+            &service,
+            args.follow,
+            &mut std::io::stdout(),
+        )?);
     }
     let path = dir.console_log();
     let mut out = std::io::stdout().lock();

@@ -19,3 +19,39 @@ pub mod vmm_process;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_GUEST_PANIC: u8 = 3;
 pub const EXIT_GUEST_FAULT: u8 = 4;
+
+/// mvm's exit status for how a guest ended (saying why when it failed).
+pub fn exit_code(reason: &vmm::ExitReason) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if reason.is_clean() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("mvm: {reason}");
+    match reason {
+        vmm::ExitReason::GuestPanic => ExitCode::from(EXIT_GUEST_PANIC),
+        _ => ExitCode::from(EXIT_GUEST_FAULT),
+    }
+}
+
+/// The VMM's errors name its configuration fields (`memory_mib`); the
+/// command line says them in its flags, as it always has.
+pub fn in_flags(e: vmm::Error) -> anyhow::Error {
+    use vmm::memory::MemoryError;
+    match e {
+        vmm::Error::Cpus { requested, max } => anyhow::anyhow!(
+            "--cpus {requested} is out of range: this host's KVM allows 1 to {max}"
+        ),
+        vmm::Error::Memory(MemoryError::MoreThanHost { requested, host }) => anyhow::anyhow!(
+            "--memory {requested} MiB is more than this host has ({host} MiB of RAM)"
+        ),
+        vmm::Error::Memory(MemoryError::TooSmall(mib)) => anyhow::anyhow!(
+            "--memory {mib} MiB is too small: a Linux guest needs at least {} MiB",
+            vmm::config::MIN_MEMORY_MIB
+        ),
+        vmm::Error::Load(vmm::loader::LoadError::InitrdTooBig { path, size }) => anyhow::anyhow!(
+            "initrd {} ({size} bytes) does not fit in guest memory above the kernel; give the VM more --memory",
+            path.display()
+        ),
+        e => e.into(),
+    }
+}

@@ -53,7 +53,7 @@ fn parse_subnet(s: &str) -> Result<netstack::Subnet, String> {
 }
 
 pub fn net(args: NetArgs) -> anyhow::Result<()> {
-    let mut cfg = crate::net::config()?;
+    let mut cfg = manager::net::config()?;
     match args.action {
         NetAction::Setup {
             user: uid,
@@ -74,7 +74,7 @@ pub fn net(args: NetArgs) -> anyhow::Result<()> {
             }
             let uid = uid
                 .or_else(|| std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()))
-                .unwrap_or_else(crate::net::uid);
+                .unwrap_or_else(manager::net::uid);
             let setup =
                 netstack::setup_host(&cfg, uid, pool).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
@@ -94,5 +94,14 @@ pub fn net(args: NetArgs) -> anyhow::Result<()> {
             println!("removed the mvm network");
             Ok(())
         }
+    }
+}
+
+/// `mvm _netd`: serves DHCP and DNS for all VMs until killed.
+pub fn netd() -> anyhow::Result<()> {
+    let daemon = manager::net::start_daemon()?;
+    eprintln!("mvm-netd: serving DHCP and DNS on {}", daemon.bridge);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

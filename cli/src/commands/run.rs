@@ -7,9 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use vmm::{Console, ExitReason, Vm, VmConfig};
+use manager::net::NetMode;
+use vmm::{Console, Vm, VmConfig};
 
-use super::{EXIT_GUEST_FAULT, EXIT_GUEST_PANIC};
+use manager::create::{parse_memory, CreateOptions};
+use manager::image::kernel_path;
+
+use crate::args::NetArg;
+use crate::report::Stderr;
 
 #[derive(Args)]
 #[command(
@@ -94,7 +99,7 @@ pub struct RunArgs {
     /// line). Taken down when the VM ends, Ctrl-C included.
     #[arg(long, value_enum, value_name = "tap|vhost|none", num_args = 0..=1,
           default_missing_value = "tap", require_equals = false)]
-    net: Option<crate::net::NetMode>,
+    net: Option<NetArg>,
 
     /// No network interface (same as --net none).
     #[arg(long, conflicts_with = "net")]
@@ -154,7 +159,7 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
             // A ':' in the path: the last part is the tag.
             None => {
                 let share = parse_share_two(s).ok_or_else(bad)?;
-                crate::state::validate_share_tag(&share.tag)?;
+                manager::state::validate_share_tag(&share.tag)?;
                 return Ok(share);
             }
         },
@@ -164,7 +169,7 @@ pub fn parse_share(s: &str) -> Result<ShareArg, String> {
         return Err(bad());
     }
     // The tag names the share's upper folder on the host.
-    crate::state::validate_share_tag(tag)?;
+    manager::state::validate_share_tag(tag)?;
     Ok(ShareArg {
         path: path.into(),
         tag: tag.into(),
@@ -197,7 +202,7 @@ pub fn parse_vhost_user_fs(s: &str) -> Result<vmm::VhostUserFsConfig, String> {
     if socket.is_empty() || tag.is_empty() || !queue_size.is_power_of_two() || queue_size < 2 {
         return Err(bad());
     }
-    crate::state::validate_share_tag(tag)?;
+    manager::state::validate_share_tag(tag)?;
     Ok(vmm::VhostUserFsConfig {
         socket: socket.into(),
         tag: tag.into(),
@@ -291,18 +296,20 @@ pub fn share_configs(
             mode: vmm::ShareMode::Cow,
             xattr: false,
         });
-        cmdline.push_str(" mvm.share=project:/project");
+        let mut w = agent_proto::cmdline::Writer::new();
+        w.share("project", "/project", false);
+        cmdline.push_str(&w.appended());
     }
     let mut out = Vec::new();
     for s in all {
         let path = std::fs::canonicalize(&s.path).map_err(|_| {
             anyhow::anyhow!("share '{}': {} does not exist", s.tag, s.path.display())
         })?;
-        crate::state::refuse_pseudo_fs(&path)
+        manager::state::refuse_pseudo_fs(&path)
             .map_err(|e| anyhow::anyhow!("share '{}': {e}", s.tag))?;
         let upper = if s.mode == vmm::ShareMode::Cow {
             let u = scratch.0.join("upper").join(&s.tag);
-            crate::state::create_upper_dir(&u, &path)?;
+            manager::state::create_upper_dir(&u, &path)?;
             Some(u)
         } else {
             None
@@ -320,34 +327,6 @@ pub fn share_configs(
         });
     }
     Ok((out, cmdline))
-}
-
-pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let mib = vmm::parse_memory_mib(s).map_err(|e| e.to_string())?;
-    if mib < vmm::config::MIN_MEMORY_MIB {
-        return Err(format!(
-            "{s} is too small: a Linux guest needs at least {} MiB",
-            vmm::config::MIN_MEMORY_MIB
-        ));
-    }
-    Ok(mib)
-}
-
-pub fn kernel_path(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(k) = arg {
-        return Ok(k);
-    }
-    if let Some(k) = std::env::var_os("MVM_KERNEL").filter(|v| !v.is_empty()) {
-        return Ok(k.into());
-    }
-    match crate::paths::cached_kernel() {
-        Some(k) if k.exists() => Ok(k),
-        Some(k) => bail!(
-            "no guest kernel: pass --kernel PATH, set MVM_KERNEL, or build ours with guest-kernel/build.sh (looked for {})",
-            k.display()
-        ),
-        None => bail!("no guest kernel: pass --kernel PATH or set MVM_KERNEL"),
-    }
 }
 
 fn console(arg: &str) -> Console {
@@ -395,17 +374,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(EarlyStop::default());
     let on_signal = stop.clone();
     crate::terminal::forward_signals(move |sig| on_signal.signal(sig));
-    if !args.allow_net.is_empty()
-        && (args.no_net || args.net.and_then(crate::net::NetMode::backend).is_none())
-    {
+    let mode = args.net.map(|n| n.mode(false)).unwrap_or(NetMode::None);
+    if !args.allow_net.is_empty() && (args.no_net || mode.backend().is_none()) {
         bail!("--allow-net needs a network interface: add --net");
     }
     let net =
-        match args.net.and_then(crate::net::NetMode::backend) {
+        match mode.backend() {
             Some(backend) if !args.no_net => {
-                let n = crate::net::RawRunNet::attach(&args.allow_net)?;
-                config.net = Some(crate::net::vmm_net(&n.net, backend));
-                config.cmdline.push_str(" mvm.net=dhcp");
+                let n = manager::net::RawRunNet::attach(&args.allow_net, &Stderr)?;
+                config.net = Some(manager::net::vmm_net(&n.net, backend, &Stderr));
+                config
+                    .cmdline
+                    .push_str(&agent_proto::cmdline::Writer::new().dhcp().appended());
                 eprintln!(
                 "mvm: network: tap {}, MAC {}, DHCP address {} (gateway and DNS {}), name {}.mvm",
                 n.net.tap, n.net.mac, n.net.ip, n.net.gateway(), n.net.name
@@ -415,12 +395,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
 
-    let mut vm = Vm::new(&config)?;
+    let mut vm = Vm::new(&config).map_err(super::in_flags)?;
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");
     }
     if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {
-        vm.on_first_run(move || crate::startup::write_report(path.as_ref()));
+        vm.on_first_run(move || manager::startup::write_report(path.as_ref()));
     }
     stop.arm(vm.stop_handle());
     let reason = vm.run().context("the VM failed")?;
@@ -429,7 +409,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("mvm: stopped by signal {sig}");
         return Ok(ExitCode::from(128 + sig as u8));
     }
-    Ok(exit_code(&reason))
+    Ok(super::exit_code(&reason))
 }
 
 /// A stop request that may arrive before the VM exists: kept until it does.
@@ -475,30 +455,6 @@ impl EarlyStop {
     }
 }
 
-pub fn exit_code(reason: &ExitReason) -> ExitCode {
-    if reason.is_clean() {
-        return ExitCode::SUCCESS;
-    }
-    eprintln!("mvm: {reason}");
-    match reason {
-        ExitReason::GuestPanic => ExitCode::from(EXIT_GUEST_PANIC),
-        _ => ExitCode::from(EXIT_GUEST_FAULT),
-    }
-}
-
-/// Stops and removes a throw-away VM, whatever happened.
-struct Teardown(crate::state::VmDir);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let _ = super::lifecycle::stop_locked(&self.0, std::time::Duration::from_secs(10));
-        if let Ok(spec) = self.0.spec() {
-            crate::net::forget(&spec);
-        }
-        let _ = std::fs::remove_dir_all(&self.0.path);
-    }
-}
-
 /// `mvm run [-- COMMAND]` without --initrd: a throw-away managed VM for the
 /// project.
 fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -515,31 +471,26 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p,
         None => std::env::current_dir().context("cannot tell the current folder")?,
     };
-    let id = crate::state::spec_new_id()?;
-    let create = super::create::CreateArgs {
+    let id = manager::state::spec_new_id()?;
+    let create = CreateOptions {
         cpus: Some(args.cpus),
-        memory: Some(args.memory),
-        net: args.net.unwrap_or(crate::net::NetMode::Tap),
-        no_net: args.no_net,
+        memory_mib: Some(args.memory),
+        net: args.net.unwrap_or(NetArg::Tap).mode(args.no_net),
         allow_net: args.allow_net,
         kernel: args.kernel,
         share_home: args.share_home,
-        ..super::create::CreateArgs::for_project(format!("run-{id}"), project)
+        ..CreateOptions::for_project(format!("run-{id}"), project)
     };
-    let dir = crate::state::VmDir::of(&create.name)?;
-    let spec = super::create::validate(&create, &dir, &Default::default())?;
-    super::create::write_vm(&dir, &spec)?;
-    let _teardown = Teardown(dir.clone());
-    super::lifecycle::start_locked(&dir)?;
+    let vm = manager::lifecycle::throwaway(&create, &Stderr)?;
     use std::io::IsTerminal;
     let (argv, tty) = if args.command.is_empty() {
-        let shell = super::exec::LOGIN_SHELL.to_string();
+        let shell = crate::session::LOGIN_SHELL.to_string();
         (vec!["/bin/sh".into(), "-c".into(), shell], true)
     } else {
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         (args.command, tty)
     };
-    super::exec::run(&dir.name, argv, Vec::new(), Vec::new(), None, tty)
+    crate::session::run(&vm.dir.name, argv, Vec::new(), Vec::new(), None, tty)
 }
 
 #[cfg(test)]
@@ -603,10 +554,10 @@ mod tests {
         assert!(!stale.exists() && a.exists());
         // Upper layers: new and existing folders end up 0700.
         let upper = a.join("upper/project");
-        crate::state::create_private_dir(&upper).unwrap();
+        manager::state::create_private_dir(&upper).unwrap();
         assert_eq!((mode(&a.join("upper")), mode(&upper)), (0o700, 0o700));
         std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        crate::state::create_private_dir(&upper).unwrap();
+        manager::state::create_private_dir(&upper).unwrap();
         assert_eq!(mode(&upper), 0o700);
         // A share's upper root shows the guest its host folder's mode (a
         // 0700 root locks non-root guest users out); its parents stay 0700.
@@ -614,7 +565,7 @@ mod tests {
         std::fs::create_dir(&lower).unwrap();
         std::fs::set_permissions(&lower, std::fs::Permissions::from_mode(0o755)).unwrap();
         let share_upper = a.join("upper/root");
-        crate::state::create_upper_dir(&share_upper, &lower).unwrap();
+        manager::state::create_upper_dir(&share_upper, &lower).unwrap();
         assert_eq!((mode(&a.join("upper")), mode(&share_upper)), (0o700, 0o755));
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -3,7 +3,8 @@
 
 use clap::{Args, Subcommand};
 
-use crate::state::VmDir;
+use manager::services::{self, Action};
+use manager::state::VmDir;
 
 #[derive(Args)]
 pub struct ServiceArgs {
@@ -36,20 +37,19 @@ pub enum ServiceAction {
 }
 
 pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
-    let dir = VmDir::existing(&args.name)?;
-    let mut c = crate::agent::client(&dir, std::time::Duration::from_secs(10))?;
-    let fail = |e: agent_proto::client::ClientError| anyhow::anyhow!("{e}");
+    let name = &args.name;
     match args.action.unwrap_or(ServiceAction::Status) {
         ServiceAction::Status => {
+            let services = services::status(name)?;
             println!(
                 "{:<16} {:<9} {:>7} {:>8}  LAST EXIT",
                 "SERVICE", "STATE", "PID", "RESTARTS"
             );
-            for s in c.service_status(None).map_err(fail)? {
+            for s in services {
                 println!(
                     "{:<16} {:<9} {:>7} {:>8}  {}",
                     s.name,
-                    format!("{:?}", s.state).to_lowercase(),
+                    services::state_word(&s),
                     s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     s.restarts,
                     s.last_exit
@@ -58,12 +58,16 @@ pub fn service(args: ServiceArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        ServiceAction::Start { service } => c.service_start(&service).map_err(fail)?,
-        ServiceAction::Stop { service } => c.service_stop(&service).map_err(fail)?,
-        ServiceAction::Restart { service } => c.service_restart(&service).map_err(fail)?,
-        ServiceAction::Logs { service, follow } => c
-            .service_logs(&service, None, follow, &mut std::io::stdout())
-            .map_err(fail)?,
+        ServiceAction::Start { service } => services::control(name, &service, Action::Start)?,
+        ServiceAction::Stop { service } => services::control(name, &service, Action::Stop)?,
+        ServiceAction::Restart { service } => services::control(name, &service, Action::Restart)?,
+        ServiceAction::Logs { service, follow } => {
+            // A plain client, as ever: its request timeout bounds a silent follow.
+            let dir = VmDir::existing(name)?;
+            let mut c = manager::agent::client(&dir, std::time::Duration::from_secs(10))?;
+            c.service_logs(&service, None, follow, &mut std::io::stdout())
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::project::{self, detect::CONFIG_FILE, trust};
+use manager::project::{self, detect::CONFIG_FILE, trust};
 
 #[derive(Args)]
 pub struct TrustArgs {

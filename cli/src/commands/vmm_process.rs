@@ -1,14 +1,12 @@
-//! `mvm _vmm DIR` (hidden): the detached VMM process of a managed VM. It
-//! boots the VM described by DIR/vmm.json and cleans its runtime files up
-//! when the guest ends.
+//! `mvm _vmm DIR` (hidden): the detached VMM process of a managed VM (its
+//! body is `manager::vmm_process::run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
-use crate::state::VmDir;
+use crate::report::Stderr;
 
 #[derive(Args)]
 pub struct VmmArgs {
@@ -17,79 +15,9 @@ pub struct VmmArgs {
 }
 
 pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
-    let name = args
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = VmDir {
-        name,
-        path: args.dir.clone(),
-    };
-    let json = std::fs::read(dir.vmm_config())
-        .with_context(|| format!("cannot read {}", dir.vmm_config().display()))?;
-    let config: vmm::VmConfig = serde_json::from_slice(&json)
-        .with_context(|| format!("{} is not a VM config", dir.vmm_config().display()))?;
-    let mut vm = vmm::Vm::new(&config)?;
-    if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
-        tracing::warn!("no state dump on SIGUSR1: {e}");
-    }
-    let proxy = std::sync::Arc::new(netstack::PortProxy::new());
-    if let Ok(plan) = std::fs::read(crate::net::proxy_plan_path(&dir)) {
-        let plan: crate::net::ProxyPlan = serde_json::from_slice(&plan).with_context(|| {
-            format!(
-                "{} is not a proxy plan",
-                crate::net::proxy_plan_path(&dir).display()
-            )
-        })?;
-        for f in &plan.forwards {
-            proxy
-                .add(f, plan.guest_ip)
-                .map_err(|e| anyhow::anyhow!("port forward {f}: {e}"))?;
-        }
-        let ext_proxy = proxy.clone();
-        let guest_ip = plan.guest_ip;
-        vm.set_api_extension(Box::new(move |req| port_op(&ext_proxy, guest_ip, req)));
-    }
-    let reason = vm.run().context("the VM failed")?;
-    eprintln!("mvm: VM '{}' ended: {reason}", dir.name);
-    // Only clean up what is ours: a newer VMM may have been started.
-    if dir.pid() == Some(std::process::id() as i32) {
-        let _ = dir.clear_runtime();
-    }
-    Ok(super::run::exit_code(&reason))
-}
-
-/// The API's port operations: the loopback side of a forward lives here,
-/// in the VM's own process, so it ends with the VM.
-fn port_op(
-    proxy: &netstack::PortProxy,
-    guest_ip: std::net::Ipv4Addr,
-    req: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let forward = || -> Result<netstack::PortForward, String> {
-        req["forward"]
-            .as_str()
-            .ok_or("missing \"forward\"")?
-            .parse()
-            .map_err(|e: netstack::Error| e.to_string())
-    };
-    match req["op"].as_str() {
-        Some("port_add") => {
-            proxy
-                .add(&forward()?, guest_ip)
-                .map_err(|e| e.to_string())?;
-            Ok(serde_json::Value::Null)
-        }
-        Some("port_remove") => {
-            proxy.remove(&forward()?);
-            Ok(serde_json::Value::Null)
-        }
-        Some("port_list") => Ok(serde_json::json!(proxy
-            .list()
-            .iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>())),
-        other => Err(format!("unknown operation {other:?}")),
-    }
+    let reason = manager::vmm_process::run(&args.dir, &Stderr).map_err(|e| match e {
+        manager::Error::Vmm(e) => super::in_flags(e),
+        e => e.into(),
+    })?;
+    Ok(super::exit_code(&reason))
 }

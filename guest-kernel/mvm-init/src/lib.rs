@@ -13,7 +13,8 @@
 //! `mvm-init --test-listen-unix PATH` use.
 
 pub mod boot;
-pub mod cmdline;
+/// The kernel command line: one module with the host, in agent-proto.
+pub use agent_proto::cmdline;
 pub mod dhcp;
 pub mod exec;
 pub mod mounts;

@@ -16,10 +16,10 @@ pub use spec::{new_id as spec_new_id, validate_name, ExtraShare, VmSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 
 /// `$MVM_HOME`, else `$XDG_DATA_HOME/mvm`, else `~/.local/share/mvm`.
-pub fn home() -> anyhow::Result<PathBuf> {
+pub fn home() -> crate::Result<PathBuf> {
     if let Some(h) = std::env::var_os("MVM_HOME").filter(|v| !v.is_empty()) {
         return Ok(h.into());
     }
@@ -35,7 +35,7 @@ pub fn home() -> anyhow::Result<PathBuf> {
 /// Creates `path` (and missing parents) readable by its owner only, and
 /// makes it 0700 if it was already there: upper layers and VM state hold
 /// what the guest wrote, which no other host user should reach.
-pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+pub fn create_private_dir(path: &Path) -> crate::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -49,7 +49,7 @@ pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 /// [`create_private_dir`]), but the guest sees the share's root with the
 /// upper's own mode: it takes the host folder's, or a 0700 root would lock
 /// every guest user but root out (services with `user = ...`).
-pub fn create_upper_dir(upper: &Path, lower: &Path) -> anyhow::Result<()> {
+pub fn create_upper_dir(upper: &Path, lower: &Path) -> crate::Result<()> {
     create_private_dir(upper)?;
     let mode = std::fs::metadata(lower)
         .with_context(|| format!("cannot read {}", lower.display()))?
@@ -58,7 +58,7 @@ pub fn create_upper_dir(upper: &Path, lower: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set the mode of {}", upper.display()))
 }
 
-pub fn vms_dir() -> anyhow::Result<PathBuf> {
+pub fn vms_dir() -> crate::Result<PathBuf> {
     Ok(home()?.join("vms"))
 }
 
@@ -92,7 +92,7 @@ pub struct VmDir {
 }
 
 impl VmDir {
-    pub fn of(name: &str) -> anyhow::Result<VmDir> {
+    pub fn of(name: &str) -> crate::Result<VmDir> {
         validate_name(name)?;
         Ok(VmDir {
             name: name.to_string(),
@@ -101,10 +101,10 @@ impl VmDir {
     }
 
     /// The VM folder, which must exist.
-    pub fn existing(name: &str) -> anyhow::Result<VmDir> {
+    pub fn existing(name: &str) -> crate::Result<VmDir> {
         let dir = VmDir::of(name)?;
         if !dir.spec_path().exists() {
-            bail!("no VM named '{name}' (see `mvm list`)");
+            return Err(crate::Error::NoSuchVm(name.to_string()));
         }
         Ok(dir)
     }
@@ -149,7 +149,7 @@ impl VmDir {
         base.join("upper").join(tag)
     }
 
-    pub fn spec(&self) -> anyhow::Result<VmSpec> {
+    pub fn spec(&self) -> crate::Result<VmSpec> {
         VmSpec::load(&self.spec_path())
     }
 
@@ -181,7 +181,7 @@ impl VmDir {
     }
 
     /// Removes what a VMM leaves while it runs (pid, sockets, run dir).
-    pub fn clear_runtime(&self) -> anyhow::Result<()> {
+    pub fn clear_runtime(&self) -> crate::Result<()> {
         for f in [
             self.pid_path(),
             self.api_socket(),
@@ -207,7 +207,7 @@ impl VmDir {
     }
 }
 
-pub fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
+pub fn remove_if_exists(p: &Path) -> crate::Result<()> {
     match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -230,7 +230,7 @@ pub fn process_is_vmm(pid: i32, vm_dir: &Path) -> bool {
 }
 
 /// All VM folders, sorted by name.
-pub fn all_vms() -> anyhow::Result<Vec<VmDir>> {
+pub fn all_vms() -> crate::Result<Vec<VmDir>> {
     let dir = vms_dir()?;
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
@@ -249,4 +249,61 @@ pub fn all_vms() -> anyhow::Result<Vec<VmDir>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// What `mvm list` shows of a VM (its JSON is `mvm list --json`'s).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub state: RunState,
+    pub ip: Option<String>,
+    pub ports: Vec<String>,
+    pub cpus: u8,
+    pub memory_mib: u64,
+    pub uptime_s: Option<u64>,
+    pub project: Option<String>,
+    pub pid: Option<i32>,
+}
+
+fn uptime_s(dir: &VmDir) -> Option<u64> {
+    let r = vmm::api::call(
+        &dir.api_socket(),
+        &vmm::api::ApiRequest::Status,
+        std::time::Duration::from_secs(1),
+    )
+    .ok()?;
+    r.uptime_ms.map(|ms| ms / 1000)
+}
+
+/// Every VM, by name, with its state; an unreadable one is skipped (and
+/// said).
+pub fn list(report: &dyn crate::Report) -> crate::Result<Vec<VmInfo>> {
+    let mut rows = Vec::new();
+    for dir in all_vms()? {
+        let Ok(spec) = dir.spec() else {
+            report.progress(&format!(
+                "skipping {}: unreadable vm.toml",
+                dir.path.display()
+            ));
+            continue;
+        };
+        let state = dir.run_state();
+        let running = matches!(state, RunState::Running | RunState::Paused);
+        rows.push(VmInfo {
+            name: spec.name.clone(),
+            state,
+            ip: if running && spec.network {
+                crate::net::ip(&spec)
+            } else {
+                None
+            },
+            ports: spec.ports.iter().map(|p| p.describe()).collect(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            uptime_s: if running { uptime_s(&dir) } else { None },
+            project: spec.project.as_ref().map(|p| p.display().to_string()),
+            pid: if running { dir.pid() } else { None },
+        });
+    }
+    Ok(rows)
 }

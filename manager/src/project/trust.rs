@@ -7,18 +7,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::Context;
 
 use super::config::ProjectConfig;
 
 /// Where trusts are kept: one file per trusted mvm.toml.
-fn trust_dir() -> anyhow::Result<PathBuf> {
+fn trust_dir() -> crate::Result<PathBuf> {
     Ok(crate::state::home()?.join("trust"))
 }
 
 /// The record of `file`: named by the hash of its path, holding the hash
 /// of the trusted content and the path.
-fn record(file: &Path) -> anyhow::Result<PathBuf> {
+fn record(file: &Path) -> crate::Result<PathBuf> {
     Ok(trust_dir()?.join(hex(&sha256(file.as_os_str().as_encoded_bytes()))))
 }
 
@@ -34,7 +34,7 @@ pub fn is_trusted(file: &Path, content: &[u8]) -> bool {
 }
 
 /// Trusts `file` with this content (replacing an older trust of it).
-pub fn trust(file: &Path, content: &[u8]) -> anyhow::Result<()> {
+pub fn trust(file: &Path, content: &[u8]) -> crate::Result<()> {
     let dir = trust_dir()?;
     crate::state::create_private_dir(&dir)?;
     let rec = record(file)?;
@@ -45,7 +45,7 @@ pub fn trust(file: &Path, content: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Forgets the trust of `file`; false when there was none.
-pub fn revoke(file: &Path) -> anyhow::Result<bool> {
+pub fn revoke(file: &Path) -> crate::Result<bool> {
     match std::fs::remove_file(record(file)?) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -81,18 +81,24 @@ pub fn strip_untrusted(project: &Path, config: &mut ProjectConfig) -> Vec<String
 /// Applies the trust rule to a project's mvm.toml (`text`, as parsed into
 /// `config`): untrusted, what it asks beyond the folder is dropped, and one
 /// line says what and how to allow it.
-pub fn gate(project: &Path, file: &Path, text: &str, config: &mut ProjectConfig) {
+pub fn gate(
+    project: &Path,
+    file: &Path,
+    text: &str,
+    config: &mut ProjectConfig,
+    report: &dyn crate::Report,
+) {
     if is_trusted(file, text.as_bytes()) {
         return;
     }
     let skipped = strip_untrusted(project, config);
     if !skipped.is_empty() {
-        eprintln!(
-            "mvm: {} is not trusted, skipped: {}; run `mvm trust {}` to allow them",
+        report.progress(&format!(
+            "{} is not trusted, skipped: {}; run `mvm trust {}` to allow them",
             file.display(),
             skipped.join(", "),
             project.display()
-        );
+        ));
     }
 }
 

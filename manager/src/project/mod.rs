@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod direnv;
 pub mod env;
 pub mod lease;
 pub mod trust;
@@ -10,15 +11,15 @@ pub mod trust;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 
 use config::{ProjectConfig, Restart, ShareMode};
 
 /// The absolute project folder.
-pub fn folder(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn folder(dir: Option<&Path>) -> crate::Result<PathBuf> {
     let dir = dir.unwrap_or(Path::new("."));
     let abs = std::fs::canonicalize(dir)
-        .map_err(|_| anyhow::anyhow!("project folder '{}' does not exist", dir.display()))?;
+        .map_err(|_| crate::error::err!("project folder '{}' does not exist", dir.display()))?;
     if !abs.is_dir() {
         bail!("project '{}' is not a folder", dir.display());
     }
@@ -27,20 +28,27 @@ pub fn folder(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Detects the project's configuration (see `detect`); an mvm.toml the
 /// user has not trusted gets nothing beyond the folder (see `trust`).
-pub fn load(dir: &Path) -> anyhow::Result<detect::Detected> {
-    let mut d = detect::detect(dir, detect::host_has_nix()).map_err(|e| anyhow::anyhow!(e))?;
+pub fn load(dir: &Path, report: &dyn crate::Report) -> crate::Result<detect::Detected> {
+    let mut d =
+        detect::detect(dir, detect::host_has_nix()).map_err(|e| crate::error::err!("{e}"))?;
     if let Some(text) = &d.config_text {
-        trust::gate(dir, &dir.join(detect::CONFIG_FILE), text, &mut d.config);
+        trust::gate(
+            dir,
+            &dir.join(detect::CONFIG_FILE),
+            text,
+            &mut d.config,
+            report,
+        );
     }
     Ok(d)
 }
 
 /// A configuration file given explicitly (`mvm up --config`): parsed as
 /// mvm.toml, nothing detected around it.
-pub fn load_file(file: &Path) -> anyhow::Result<detect::Detected> {
+pub fn load_file(file: &Path) -> crate::Result<detect::Detected> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read --config {}: {e}", file.display()))?;
-    let config = config::parse(file, &text).map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| crate::error::err!("cannot read --config {}: {e}", file.display()))?;
+    let config = config::parse(file, &text).map_err(|e| crate::error::err!("{e}"))?;
     Ok(detect::Detected {
         config,
         found: vec![format!("{} (--config)", file.display())],
@@ -51,7 +59,7 @@ pub fn load_file(file: &Path) -> anyhow::Result<detect::Detected> {
 
 /// A valid VM name from a folder name: lowercase, runs of anything else
 /// become '-', at most 32 characters.
-pub fn name_from_folder(dir: &Path) -> anyhow::Result<String> {
+pub fn name_from_folder(dir: &Path) -> crate::Result<String> {
     let base = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -77,7 +85,7 @@ pub fn name_from_folder(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The VM's name: given, else the config's, else from the folder.
-pub fn vm_name(dir: &Path, config: &ProjectConfig, given: Option<&str>) -> anyhow::Result<String> {
+pub fn vm_name(dir: &Path, config: &ProjectConfig, given: Option<&str>) -> crate::Result<String> {
     match given.or(config.name.as_deref()) {
         Some(n) => {
             crate::state::validate_name(n)?;
@@ -94,8 +102,8 @@ pub type Dependencies = BTreeMap<String, Vec<String>>;
 /// each one's dependencies.
 pub fn services(
     config: &ProjectConfig,
-) -> anyhow::Result<(Vec<agent_proto::ServiceSpec>, Dependencies)> {
-    let order = config::service_order(config).map_err(|(k, e)| anyhow::anyhow!("{k}: {e}"))?;
+) -> crate::Result<(Vec<agent_proto::ServiceSpec>, Dependencies)> {
+    let order = config::service_order(config).map_err(|(k, e)| crate::error::err!("{k}: {e}"))?;
     let mut specs = Vec::new();
     let mut deps = BTreeMap::new();
     for name in order {
@@ -129,7 +137,7 @@ pub fn services(
                 (None, None) => None,
             }),
         };
-        spec.validate().map_err(|e| anyhow::anyhow!(e))?;
+        spec.validate().map_err(|e| crate::error::err!("{e}"))?;
         if !s.depends_on.is_empty() {
             deps.insert(name.clone(), s.depends_on.clone());
         }
@@ -140,19 +148,19 @@ pub fn services(
 
 /// The config's extra shares with host folders made absolute (relative to
 /// the project); each must exist.
-pub fn shares(dir: &Path, config: &ProjectConfig) -> anyhow::Result<Vec<crate::state::ExtraShare>> {
+pub fn shares(dir: &Path, config: &ProjectConfig) -> crate::Result<Vec<crate::state::ExtraShare>> {
     config
         .shares
         .iter()
         .map(|s| {
             let host = dir.join(&s.host);
             let abs = std::fs::canonicalize(&host).map_err(|_| {
-                anyhow::anyhow!("shares: host folder '{}' does not exist", host.display())
+                crate::error::err!("shares: host folder '{}' does not exist", host.display())
             })?;
             if !abs.is_dir() {
                 bail!("shares: '{}' is not a folder", host.display());
             }
-            crate::state::refuse_pseudo_fs(&abs).map_err(|e| anyhow::anyhow!("shares: {e}"))?;
+            crate::state::refuse_pseudo_fs(&abs).map_err(|e| crate::error::err!("shares: {e}"))?;
             Ok(crate::state::ExtraShare {
                 host: abs,
                 guest: s.guest.clone(),

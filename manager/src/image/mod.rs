@@ -4,21 +4,38 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 
-use crate::cpio::{CpioWriter, Entry};
+pub mod cpio;
+
 use crate::state::{VmDir, VmSpec};
-
-/// The vsock port the guest agent listens on.
-pub const AGENT_PORT: u32 = 1024;
+use cpio::{CpioWriter, Entry};
 
 /// The guest kernel: the spec's, then $MVM_KERNEL, then the cached build.
-pub fn kernel(spec: &VmSpec) -> anyhow::Result<PathBuf> {
-    crate::commands::run::kernel_path(spec.kernel.clone())
+pub fn kernel(spec: &VmSpec) -> crate::Result<PathBuf> {
+    kernel_path(spec.kernel.clone())
+}
+
+/// `given`, else $MVM_KERNEL, else the kernel guest-kernel/build.sh built.
+pub fn kernel_path(given: Option<PathBuf>) -> crate::Result<PathBuf> {
+    if let Some(k) = given {
+        return Ok(k);
+    }
+    if let Some(k) = std::env::var_os("MVM_KERNEL").filter(|v| !v.is_empty()) {
+        return Ok(k.into());
+    }
+    match crate::paths::cached_kernel() {
+        Some(k) if k.exists() => Ok(k),
+        Some(k) => bail!(
+            "no guest kernel: pass --kernel PATH, set MVM_KERNEL, or build ours with guest-kernel/build.sh (looked for {})",
+            k.display()
+        ),
+        None => bail!("no guest kernel: pass --kernel PATH or set MVM_KERNEL"),
+    }
 }
 
 /// `mvm-init`: $MVM_INIT, else beside the running `mvm`.
-pub fn mvm_init() -> anyhow::Result<PathBuf> {
+pub fn mvm_init() -> crate::Result<PathBuf> {
     if let Some(p) = std::env::var_os("MVM_INIT").filter(|v| !v.is_empty()) {
         return Ok(p.into());
     }
@@ -72,14 +89,14 @@ fn busybox_applets(bb: &Path) -> Vec<String> {
 }
 
 /// Writes the initramfs to `out`.
-pub fn write_initramfs(out: &Path) -> anyhow::Result<()> {
+pub fn write_initramfs(out: &Path) -> crate::Result<()> {
     let init = mvm_init()?;
     let init_bytes =
         std::fs::read(&init).with_context(|| format!("cannot read {}", init.display()))?;
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut w = CpioWriter::new(std::io::BufWriter::new(file));
-    let io = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", out.display());
+    let io = |e: std::io::Error| crate::error::err!("cannot write {}: {e}", out.display());
     for dir in [
         "dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc", "bin", "sbin", "usr", "usr/bin",
         "project",
@@ -245,30 +262,26 @@ fn expand(patterns: &[&str]) -> Vec<PathBuf> {
 }
 
 /// The kernel command line mvm-init reads.
-pub fn cmdline(spec: &VmSpec) -> String {
+pub fn cmdline(spec: &VmSpec) -> agent_proto::cmdline::Writer {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut c = format!(
-        "mvm.hostname={} mvm.time={now} mvm.agent_port={AGENT_PORT}",
-        spec.name
-    );
+    let mut c = agent_proto::cmdline::Writer::new();
+    c.hostname(&spec.name)
+        .time(now)
+        .agent_port(agent_proto::DEFAULT_AGENT_PORT);
     if spec.host_root {
-        c.push_str(&format!(" mvm.root={ROOT_TAG}"));
+        c.root(ROOT_TAG);
     }
     if spec.project.is_some() {
-        c.push_str(&format!(" mvm.share={PROJECT_TAG}:/project"));
+        c.share(PROJECT_TAG, "/project", false);
     }
     if spec.host_root && spec.home.is_some() {
-        c.push_str(&format!(
-            " mvm.share={HOME_TAG}:{}",
-            crate::state::GUEST_HOME
-        ));
+        c.share(HOME_TAG, crate::state::GUEST_HOME, false);
     }
     for (i, s) in spec.shares.iter().enumerate() {
-        let ro = if s.ro { ":ro" } else { "" };
-        c.push_str(&format!(" mvm.share={}:{}{ro}", extra_tag(i), s.guest));
+        c.share(&extra_tag(i), &s.guest, s.ro);
     }
     c
 }
@@ -290,7 +303,7 @@ struct View {
 /// masked: mvm's state (other VMs' sockets, this VM's own upper layers)
 /// and the project's host copy (the guest works on its copy-on-write view
 /// at /project), wherever they are.
-fn system_view(project: Option<&Path>) -> anyhow::Result<View> {
+fn system_view(project: Option<&Path>) -> crate::Result<View> {
     let mut masked: Vec<PathBuf> = EMPTY_IN_VIEW.iter().map(PathBuf::from).collect();
     masked.push(crate::state::home()?);
     masked.extend(project.map(Path::to_path_buf));
@@ -303,9 +316,9 @@ fn system_view(project: Option<&Path>) -> anyhow::Result<View> {
 
 /// The host's system view, the chosen home paths and the project, each
 /// under its own upper layer; then the project's extra shares.
-pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig>> {
+pub fn shares(dir: &VmDir, spec: &VmSpec) -> crate::Result<Vec<vmm::ShareConfig>> {
     let mut shares = Vec::new();
-    let mut add = |tag: &str, path: &Path, view: View, xattr: bool| -> anyhow::Result<()> {
+    let mut add = |tag: &str, path: &Path, view: View, xattr: bool| -> crate::Result<()> {
         let upper = dir.upper_dir(spec, tag);
         crate::state::create_upper_dir(&upper, path)?;
         shares.push(vmm::ShareConfig {
@@ -328,7 +341,7 @@ pub fn shares(dir: &VmDir, spec: &VmSpec) -> anyhow::Result<Vec<vmm::ShareConfig
         if let Some(home) = &spec.home {
             for p in &home.paths {
                 crate::state::refuse_pseudo_fs(&home.dir.join(p))
-                    .map_err(|e| anyhow::anyhow!("home path of VM '{}': {e}", spec.name))?;
+                    .map_err(|e| crate::error::err!("home path of VM '{}': {e}", spec.name))?;
             }
             // The chosen paths only; the rest of the home (keys, tokens,
             // shell history) stays absent, mvm's state in it too.
@@ -383,18 +396,20 @@ pub fn vm_config(
     dir: &VmDir,
     spec: &VmSpec,
     net: Option<&netstack::VmNet>,
-) -> anyhow::Result<vmm::VmConfig> {
+    report: &dyn crate::Report,
+) -> crate::Result<vmm::VmConfig> {
     let run = dir.run_dir();
     crate::state::create_private_dir(&run)?;
     let initrd = run.join("initramfs.cpio");
     write_initramfs(&initrd)?;
     let mut config = vmm::VmConfig::new(kernel(spec)?);
     config.initrd = Some(initrd);
-    config.cmdline = cmdline(spec);
+    let mut line = cmdline(spec);
     if let Some(n) = net {
-        config.net = Some(crate::net::vmm_net(n, spec.net_backend));
-        config.cmdline.push_str(" mvm.net=dhcp");
+        config.net = Some(crate::net::vmm_net(n, spec.net_backend, report));
+        line.dhcp();
     }
+    config.cmdline = line.to_string();
     config.cpus = spec.cpus;
     config.memory_mib = spec.memory_mib;
     config.console = vmm::Console::File(dir.console_log());

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// VM names become host names (`NAME.mvm`) and folder names.
-pub fn validate_name(name: &str) -> anyhow::Result<()> {
+pub fn validate_name(name: &str) -> crate::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name
@@ -101,23 +101,24 @@ pub struct ExtraShare {
 }
 
 impl VmSpec {
-    pub fn load(path: &Path) -> anyhow::Result<VmSpec> {
+    pub fn load(path: &Path) -> crate::Result<VmSpec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let spec: VmSpec = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{} is not a valid VM spec: {}", path.display(), e.message())
+            crate::error::err!("{} is not a valid VM spec: {}", path.display(), e.message())
         })?;
         // Guest paths go onto the kernel command line: a hand-edited spec
         // must not smuggle arguments in.
         for s in &spec.shares {
-            super::validate_guest_path(&s.guest)
-                .map_err(|e| anyhow::anyhow!("{} is not a valid VM spec: {e}", path.display()))?;
+            super::validate_guest_path(&s.guest).map_err(|e| {
+                crate::error::err!("{} is not a valid VM spec: {e}", path.display())
+            })?;
         }
         Ok(spec)
     }
 
     /// Writes the spec atomically (temp file + rename).
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, path: &Path) -> crate::Result<()> {
         let text = toml::to_string_pretty(self).context("cannot serialise the VM spec")?;
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -145,7 +146,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A fresh random VM id: 8 hex digits from the kernel's random source.
-pub fn new_id() -> anyhow::Result<String> {
+pub fn new_id() -> crate::Result<String> {
     let mut b = [0u8; 4];
     let mut f = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
     std::io::Read::read_exact(&mut f, &mut b).context("cannot read /dev/urandom")?;

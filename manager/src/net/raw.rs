@@ -9,33 +9,40 @@ use netstack::VmNet;
 /// and have a VM folder).
 const PREFIX: &str = "raw-";
 
-pub struct RawRunNet {
+pub struct RawRunNet<'r> {
     pub net: VmNet,
+    report: &'r dyn crate::Report,
 }
 
-impl RawRunNet {
+impl<'r> RawRunNet<'r> {
     /// A tap on the bridge with a lease the DHCP server answers, owned by
     /// this process. Asked for explicitly, so a host that does not allow
     /// it is an error (saying what is missing), not a silent "no network".
-    pub fn attach(allow: &[netstack::Cidr]) -> anyhow::Result<RawRunNet> {
+    pub fn attach(
+        allow: &[netstack::Cidr],
+        report: &'r dyn crate::Report,
+    ) -> crate::Result<RawRunNet<'r>> {
         super::reconcile();
         let id = crate::state::spec_new_id()?;
         let name = format!("{PREFIX}{id}");
         let net = super::attach_id(&id, &name, false, allow)?
-            .map_err(|e| anyhow::anyhow!("--net: cannot attach the VM to the network: {e}"))?;
+            .map_err(|e| crate::error::err!("--net: cannot attach the VM to the network: {e}"))?;
         // From here on, Drop undoes the attach.
-        let guard = RawRunNet { net };
+        let guard = RawRunNet { net, report };
         super::set_owner_pid(&guard.net.id, std::process::id());
         super::ensure_daemon()?;
         Ok(guard)
     }
 }
 
-impl Drop for RawRunNet {
+impl Drop for RawRunNet<'_> {
     fn drop(&mut self) {
         if let Ok(cfg) = super::config() {
             if let Err(e) = netstack::forget_vm(&cfg, &self.net.id) {
-                eprintln!("mvm: cannot take tap {} off the network: {e}", self.net.tap);
+                self.report.progress(&format!(
+                    "cannot take tap {} off the network: {e}",
+                    self.net.tap
+                ));
             }
         }
     }

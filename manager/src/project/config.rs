@@ -291,7 +291,7 @@ impl TryFrom<MemoryFields> for Memory {
             MemoryFields::Mib(n) => n.to_string(),
             MemoryFields::Text(s) => s,
         };
-        crate::commands::run::parse_memory(&text).map(Memory)
+        crate::create::parse_memory(&text).map(Memory)
     }
 }
 

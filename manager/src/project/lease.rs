@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::Context;
 
 /// Fields of /proc/PID/stat after the command name: (ppid, start time).
 fn stat(pid: i32) -> Option<(i32, u64)> {
@@ -74,7 +74,7 @@ pub fn dir(vm: &Path) -> PathBuf {
 }
 
 /// Records a lease (one file per shell: PID holding "PID START").
-pub fn register(vm: &Path, lease: Lease) -> anyhow::Result<()> {
+pub fn register(vm: &Path, lease: Lease) -> crate::Result<()> {
     let d = dir(vm);
     std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     let p = d.join(lease.pid.to_string());

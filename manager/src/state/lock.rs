@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
 
 /// How long a command waits for another one working on the same VM
 /// (a start in the nested host can take a minute).
@@ -26,23 +26,31 @@ pub struct VmLock {
 impl VmLock {
     /// Takes the lock, waiting up to two minutes for another `mvm`
     /// working on the VM; fails naming the VM after that.
-    pub fn acquire(vm_path: &Path, name: &str) -> anyhow::Result<VmLock> {
+    pub fn acquire(
+        vm_path: &Path,
+        name: &str,
+        report: &dyn crate::Report,
+    ) -> crate::Result<VmLock> {
         let deadline = Instant::now() + WAIT;
         let quiet_until = Instant::now() + QUIET;
         let mut told = false;
         loop {
             match Self::try_take(vm_path, "lock")? {
                 Some(l) => return Ok(l),
-                None if Instant::now() > deadline => bail!(
-                    "another mvm command is still working on VM '{name}' after {} s; try again when it is done",
-                    WAIT.as_secs()
-                ),
+                None if Instant::now() > deadline => {
+                    return Err(crate::Error::Busy {
+                        name: name.to_string(),
+                        secs: WAIT.as_secs(),
+                    })
+                }
                 None => {
                     if !told && Instant::now() > quiet_until {
                         let holder = holder(&vm_path.join("lock"))
                             .map(|p| format!(" (pid {p})"))
                             .unwrap_or_default();
-                        eprintln!("mvm: waiting for another mvm command{holder} working on VM '{name}'...");
+                        report.progress(&format!(
+                            "waiting for another mvm command{holder} working on VM '{name}'..."
+                        ));
                         told = true;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -53,7 +61,7 @@ impl VmLock {
 
     /// Another lock in the VM folder (`file`), e.g. one watcher per VM;
     /// fails at once if it is held.
-    pub fn acquire_named(vm_path: &Path, file: &str) -> anyhow::Result<VmLock> {
+    pub fn acquire_named(vm_path: &Path, file: &str) -> crate::Result<VmLock> {
         match Self::try_take(vm_path, file)? {
             Some(l) => Ok(l),
             None => bail!("{file} in {} is held by another mvm", vm_path.display()),
@@ -61,7 +69,7 @@ impl VmLock {
     }
 
     /// The lock, or None when another process holds it.
-    fn try_take(vm_path: &Path, file: &str) -> anyhow::Result<Option<VmLock>> {
+    fn try_take(vm_path: &Path, file: &str) -> crate::Result<Option<VmLock>> {
         let path = vm_path.join(file);
         let mut file = File::options()
             .create(true)

@@ -1,4 +1,6 @@
-//! Configuration from the kernel command line (`/proc/cmdline`).
+//! The `mvm.*` keys of the kernel command line: written by the host
+//! ([`Writer`]) and parsed by mvm-init ([`parse`], from `/proc/cmdline`),
+//! one module so that the two cannot drift apart.
 //!
 //! | key | meaning |
 //! | --- | --- |
@@ -23,7 +25,94 @@
 //! Unknown `mvm.*` keys are reported as warnings and ignored, so an older
 //! init keeps booting with a newer host.
 
+use std::fmt::Display;
 use std::net::Ipv4Addr;
+
+/// The prefix of every key.
+pub const PREFIX: &str = "mvm.";
+/// The keys, without [`PREFIX`].
+pub mod key {
+    pub const ROOT: &str = "root";
+    pub const ROOT_OVERLAY: &str = "root_overlay";
+    pub const SHARE: &str = "share";
+    pub const HOSTNAME: &str = "hostname";
+    pub const IP: &str = "ip";
+    pub const NET: &str = "net";
+    pub const IFACE: &str = "iface";
+    pub const TIME: &str = "time";
+    pub const AGENT_PORT: &str = "agent_port";
+    pub const SERVICES: &str = "services";
+    pub const DEBUG: &str = "debug";
+    pub const AGENT_UNIX: &str = "agent_unix";
+}
+
+/// Longest interface name plus its NUL (Linux's IFNAMSIZ).
+const IFNAMSIZ: usize = 16;
+
+/// Builds the `mvm.*` part of a command line, key by key, each word
+/// separated by one space.
+#[derive(Debug, Default, Clone)]
+pub struct Writer {
+    line: String,
+}
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer::default()
+    }
+
+    fn push(&mut self, key: &str, value: impl Display) -> &mut Writer {
+        if !self.line.is_empty() {
+            self.line.push(' ');
+        }
+        self.line.push_str(&format!("{PREFIX}{key}={value}"));
+        self
+    }
+
+    pub fn hostname(&mut self, name: &str) -> &mut Writer {
+        self.push(key::HOSTNAME, name)
+    }
+    /// The wall clock, in UNIX seconds.
+    pub fn time(&mut self, unix_secs: u64) -> &mut Writer {
+        self.push(key::TIME, unix_secs)
+    }
+    pub fn agent_port(&mut self, port: u32) -> &mut Writer {
+        self.push(key::AGENT_PORT, port)
+    }
+    /// The root is virtio-fs share `tag`.
+    pub fn root(&mut self, tag: &str) -> &mut Writer {
+        self.push(key::ROOT, tag)
+    }
+    /// Mount virtio-fs share `tag` at `mountpoint`.
+    pub fn share(&mut self, tag: &str, mountpoint: &str, read_only: bool) -> &mut Writer {
+        let ro = if read_only { ":ro" } else { "" };
+        self.push(key::SHARE, format!("{tag}:{mountpoint}{ro}"))
+    }
+    /// DHCP on the interface.
+    pub fn dhcp(&mut self) -> &mut Writer {
+        self.push(key::NET, "dhcp")
+    }
+
+    /// The words written so far, space-separated.
+    pub fn as_str(&self) -> &str {
+        &self.line
+    }
+
+    /// The words, each after a space: to append to a command line.
+    pub fn appended(&self) -> String {
+        if self.line.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.line)
+        }
+    }
+}
+
+impl Display for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
@@ -74,7 +163,7 @@ impl Default for Config {
             net: NetConfig::None,
             iface: None,
             time: None,
-            agent_port: agent_proto::DEFAULT_AGENT_PORT,
+            agent_port: crate::DEFAULT_AGENT_PORT,
             services_file: None,
             agent_unix: None,
             debug: false,
@@ -196,24 +285,24 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
     let mut c = Config::default();
     let mut net_key: Option<&str> = None;
     for word in split(cmdline) {
-        let Some(rest) = word.strip_prefix("mvm.") else {
+        let Some(rest) = word.strip_prefix(PREFIX) else {
             continue;
         };
         let (key, v) = match rest.split_once('=') {
             Some((k, v)) => (k, v),
             None => (rest, ""),
         };
-        let full = format!("mvm.{key}");
+        let full = format!("{PREFIX}{key}");
         match key {
-            "root" => {
+            key::ROOT => {
                 if v.is_empty() {
                     return Err("mvm.root=: empty tag".into());
                 }
                 c.root = Some(v.to_string());
             }
-            "root_overlay" => c.root_overlay = parse_bool(&full, v)?,
-            "share" => c.shares.push(parse_share(v)?),
-            "hostname" => {
+            key::ROOT_OVERLAY => c.root_overlay = parse_bool(&full, v)?,
+            key::SHARE => c.shares.push(parse_share(v)?),
+            key::HOSTNAME => {
                 // Not worth failing the boot over: keep the default name.
                 if valid_hostname(v) {
                     c.hostname = Some(v.to_string());
@@ -222,13 +311,13 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
                         .push(format!("ignoring mvm.hostname={v}: not a valid hostname"));
                 }
             }
-            "ip" | "net" => {
+            key::IP | key::NET => {
                 if let Some(prev) = net_key {
                     return Err(format!(
                         "{full}={v}: conflicts with an earlier mvm.{prev}= (give one network setting)"
                     ));
                 }
-                c.net = if key == "ip" {
+                c.net = if key == key::IP {
                     parse_ip(v)?
                 } else {
                     match v {
@@ -237,39 +326,39 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
                         _ => return Err(format!("mvm.net={v}: expected dhcp or none")),
                     }
                 };
-                net_key = Some(if key == "ip" { "ip" } else { "net" });
+                net_key = Some(if key == key::IP { key::IP } else { key::NET });
             }
-            "iface" => {
-                if v.is_empty() || v.len() >= libc::IFNAMSIZ || v.contains('/') {
+            key::IFACE => {
+                if v.is_empty() || v.len() >= IFNAMSIZ || v.contains('/') {
                     return Err(format!("mvm.iface={v}: not an interface name"));
                 }
                 c.iface = Some(v.to_string());
             }
-            "time" => {
+            key::TIME => {
                 c.time = Some(
                     v.parse()
                         .map_err(|_| format!("mvm.time={v}: expected UNIX seconds"))?,
                 )
             }
-            "agent_port" => {
+            key::AGENT_PORT => {
                 c.agent_port = match v.parse::<u32>() {
                     Ok(p) if p > 0 && p != u32::MAX => p,
                     _ => return Err(format!("mvm.agent_port={v}: expected a port number")),
                 }
             }
-            "services" => {
+            key::SERVICES => {
                 if !v.starts_with('/') {
                     return Err(format!("mvm.services={v}: expected an absolute path"));
                 }
                 c.services_file = Some(v.to_string());
             }
-            "agent_unix" => {
+            key::AGENT_UNIX => {
                 if !v.starts_with('/') {
                     return Err(format!("mvm.agent_unix={v}: expected an absolute path"));
                 }
                 c.agent_unix = Some(v.to_string());
             }
-            "debug" => c.debug = parse_bool(&full, v)?,
+            key::DEBUG => c.debug = parse_bool(&full, v)?,
             _ => c.warnings.push(format!("ignoring unknown option {word}")),
         }
     }
@@ -340,6 +429,29 @@ mod tests {
             Some("/project/.mvm/services.json")
         );
         assert_eq!(c.warnings, ["ignoring unknown option mvm.future=x"]);
+    }
+
+    #[test]
+    fn what_the_host_writes_parses_back() {
+        let mut w = Writer::new();
+        w.hostname("web")
+            .time(1764000000)
+            .agent_port(crate::DEFAULT_AGENT_PORT)
+            .root("root")
+            .share("project", "/project", false)
+            .share("nix", "/nix/store", true)
+            .dhcp();
+        assert_eq!(
+            w.as_str(),
+            "mvm.hostname=web mvm.time=1764000000 mvm.agent_port=1024 mvm.root=root \
+             mvm.share=project:/project mvm.share=nix:/nix/store:ro mvm.net=dhcp"
+        );
+        let c = parse(&format!("console=ttyS0{}", w.appended())).unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("web"));
+        assert_eq!(c.root.as_deref(), Some("root"));
+        assert_eq!(c.shares.len(), 2);
+        assert_eq!(c.net, NetConfig::Dhcp);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

@@ -28,15 +28,15 @@ pub fn resolve(
     spec: &crate::state::VmSpec,
     extra_patterns: &[String],
     extra: &[(String, String)],
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> crate::Result<BTreeMap<String, String>> {
     let mut env = spec.env.clone();
     env.extend(from_host(&spec.env_host, host_vars()));
     for p in extra_patterns {
         let pattern =
-            EnvPattern::try_from(p.clone()).map_err(|e| anyhow::anyhow!("--env-host {e}"))?;
+            EnvPattern::try_from(p.clone()).map_err(|e| crate::error::err!("--env-host {e}"))?;
         let found = from_host(std::slice::from_ref(&pattern.0), host_vars());
         if found.is_empty() && !p.ends_with('*') {
-            anyhow::bail!("--env-host {p}: the host has no variable {p}");
+            crate::error::bail!("--env-host {p}: the host has no variable {p}");
         }
         env.extend(found);
     }

@@ -6,17 +6,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::Context;
 use netstack::{NetConfig, PortForward, VmNet};
 
 use crate::state::{self, VmDir, VmSpec};
+use crate::Report;
 
 mod raw;
 pub use raw::RawRunNet;
 
-/// `--net` of `mvm create` and `mvm run`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// A VM's network interface: its data path, or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NetMode {
+    #[default]
     Tap,
     Vhost,
     None,
@@ -36,12 +38,14 @@ impl NetMode {
 /// The VMM's view of an attached VM's interface. vhost-net only where this
 /// process can use it; otherwise one line says why and the tap path is
 /// taken (the VMM runs as this user on this host, so it could not either).
-pub fn vmm_net(n: &VmNet, backend: vmm::NetBackend) -> vmm::NetConfig {
+pub fn vmm_net(n: &VmNet, backend: vmm::NetBackend, report: &dyn Report) -> vmm::NetConfig {
     let backend = match backend {
         vmm::NetBackend::Vhost => match vmm::vhost_net_usable() {
             Ok(()) => backend,
             Err(why) => {
-                eprintln!("mvm: warning: vhost-net unavailable ({why}); using the tap path");
+                report.warn(&format!(
+                    "vhost-net unavailable ({why}); using the tap path"
+                ));
                 vmm::NetBackend::Tap
             }
         },
@@ -58,17 +62,17 @@ pub fn vmm_net(n: &VmNet, backend: vmm::NetBackend) -> vmm::NetConfig {
 /// `$MVM_HOME/net`. A host where several users share one bridge (the NixOS
 /// module) points every user's mvm at one folder, so there is one DHCP
 /// server and one lease table.
-pub fn state_dir() -> anyhow::Result<PathBuf> {
+pub fn state_dir() -> crate::Result<PathBuf> {
     match std::env::var_os("MVM_NET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => Ok(PathBuf::from(dir)),
         None => Ok(state::home()?.join("net")),
     }
 }
 
-pub fn config() -> anyhow::Result<NetConfig> {
+pub fn config() -> crate::Result<NetConfig> {
     let dir = state_dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    NetConfig::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))
+    NetConfig::load(&dir).map_err(|e| crate::error::err!("{e}"))
 }
 
 pub fn uid() -> u32 {
@@ -78,14 +82,14 @@ pub fn uid() -> u32 {
 
 /// Attaches the VM: `None` (after saying why) when this host does not let
 /// this user create VM networks.
-pub fn attach(spec: &VmSpec) -> anyhow::Result<Option<VmNet>> {
+pub fn attach(spec: &VmSpec, report: &dyn Report) -> crate::Result<Option<VmNet>> {
     match attach_id(&spec.id, &spec.name, spec.allow_vm_to_vm, &spec.allow_net)? {
         Ok(n) => Ok(Some(n)),
         Err(e @ (netstack::Error::MissingPrivilege { .. } | netstack::Error::NoBridge(_))) => {
-            eprintln!("mvm: VM '{}' starts without a network: {e}", spec.name);
+            report.progress(&format!("VM '{}' starts without a network: {e}", spec.name));
             Ok(None)
         }
-        Err(e) => Err(anyhow::anyhow!(
+        Err(e) => Err(crate::error::err!(
             "cannot attach VM '{}' to the network: {e}",
             spec.name
         )),
@@ -98,7 +102,7 @@ fn attach_id(
     name: &str,
     allow_vm_to_vm: bool,
     allow: &[netstack::Cidr],
-) -> anyhow::Result<netstack::Result<VmNet>> {
+) -> crate::Result<netstack::Result<VmNet>> {
     let cfg = config()?;
     let vm = netstack::VmSpec {
         id: id.into(),
@@ -111,16 +115,16 @@ fn attach_id(
 }
 
 /// The port forwards of `spec` that the host plane does not have yet.
-pub fn sync_forwards(spec: &VmSpec) -> anyhow::Result<()> {
+pub fn sync_forwards(spec: &VmSpec) -> crate::Result<()> {
     let cfg = config()?;
     let have = netstack::list_forwards(&cfg, &spec.id).unwrap_or_default();
     for f in &spec.ports {
         if !have.contains(f) {
-            netstack::add_forward(&cfg, &spec.id, f).map_err(|e| anyhow::anyhow!("{e}"))?;
+            netstack::add_forward(&cfg, &spec.id, f).map_err(|e| crate::error::err!("{e}"))?;
         }
     }
     for f in have.iter().filter(|f| !spec.ports.contains(f)) {
-        netstack::remove_forward(&cfg, &spec.id, f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        netstack::remove_forward(&cfg, &spec.id, f).map_err(|e| crate::error::err!("{e}"))?;
     }
     Ok(())
 }
@@ -182,7 +186,7 @@ pub fn proxy_plan_path(dir: &VmDir) -> PathBuf {
 }
 
 /// Starts the host's DHCP and DNS servers (`mvm _netd`) unless running.
-pub fn ensure_daemon() -> anyhow::Result<()> {
+pub fn ensure_daemon() -> crate::Result<()> {
     let dir = state_dir()?;
     let pid_file = dir.join("netd.pid");
     if let Some(pid) = std::fs::read_to_string(&pid_file)
@@ -194,29 +198,38 @@ pub fn ensure_daemon() -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let child =
-        crate::commands::lifecycle::spawn_detached(&["_netd".as_ref()], &dir.join("netd.log"))
-            .context("cannot start the network daemon")?;
+    let child = crate::lifecycle::spawn_detached(&["_netd".as_ref()], &dir.join("netd.log"))
+        .context("cannot start the network daemon")?;
     std::fs::write(&pid_file, format!("{}\n", child.id()))?;
     // Give it a moment to bind; a failure shows in netd.log.
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
 }
 
-/// `mvm _netd`: serves DHCP and DNS for all VMs until killed.
-pub fn run_daemon() -> anyhow::Result<()> {
+/// The host's DHCP and DNS servers for all VMs (`mvm _netd`), serving
+/// until dropped.
+pub struct NetDaemon {
+    /// The bridge they serve.
+    pub bridge: String,
+    _dhcp: netstack::DhcpServer,
+    _dns: netstack::DnsServer,
+}
+
+/// Starts the DHCP and DNS servers and records this process as netd.
+pub fn start_daemon() -> crate::Result<NetDaemon> {
     let cfg = config()?;
     let dir = state_dir()?;
-    let _dhcp = netstack::DhcpServer::start(&cfg.bridge, cfg.dhcp_params(), &dir)
-        .map_err(|e| anyhow::anyhow!("DHCP server: {e}"))?;
-    let _dns = netstack::DnsServer::start(cfg.dns_config(), &dir)
-        .map_err(|e| anyhow::anyhow!("DNS server: {e}"))?;
+    let dhcp = netstack::DhcpServer::start(&cfg.bridge, cfg.dhcp_params(), &dir)
+        .map_err(|e| crate::error::err!("DHCP server: {e}"))?;
+    let dns = netstack::DnsServer::start(cfg.dns_config(), &dir)
+        .map_err(|e| crate::error::err!("DNS server: {e}"))?;
     // Whoever started it (ensure_daemon or a service manager), later mvm
     // runs find it by this file.
     std::fs::write(dir.join("netd.pid"), format!("{}\n", std::process::id()))
         .context("cannot write netd.pid")?;
-    eprintln!("mvm-netd: serving DHCP and DNS on {}", cfg.bridge);
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    Ok(NetDaemon {
+        bridge: cfg.bridge.to_string(),
+        _dhcp: dhcp,
+        _dns: dns,
+    })
 }

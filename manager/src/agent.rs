@@ -3,11 +3,10 @@
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::error::{bail, Context};
 use agent_proto::client::{connect_unix_timeout, Client};
 use agent_proto::ShutdownAction;
-use anyhow::{bail, Context};
 
-use crate::guest_image::AGENT_PORT;
 use crate::state::VmDir;
 
 /// How long one request to the agent may wait for its answer: the agent
@@ -24,15 +23,15 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connects and shakes hands with the agent, retrying while the guest is
 /// still booting, for at most `wait`. Every request on it then waits at
-/// most [`REQUEST_TIMEOUT`] for its answer.
-pub fn client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+/// most `REQUEST_TIMEOUT` (60 s) for its answer.
+pub fn client(dir: &VmDir, wait: Duration) -> crate::Result<Client<UnixStream>> {
     connect(dir, wait, Some(REQUEST_TIMEOUT))
 }
 
 /// A client for a session that may be silent for as long as its command
 /// runs (exec, shell, following logs): no read timeout after the handshake.
 /// Pair it with [`watch`].
-pub fn session_client(dir: &VmDir, wait: Duration) -> anyhow::Result<Client<UnixStream>> {
+pub fn session_client(dir: &VmDir, wait: Duration) -> crate::Result<Client<UnixStream>> {
     connect(dir, wait, None)
 }
 
@@ -40,7 +39,7 @@ fn connect(
     dir: &VmDir,
     wait: Duration,
     read_timeout: Option<Duration>,
-) -> anyhow::Result<Client<UnixStream>> {
+) -> crate::Result<Client<UnixStream>> {
     match dir.run_state() {
         crate::state::RunState::Running => {}
         crate::state::RunState::Paused => bail!("VM '{}' is paused", dir.name),
@@ -63,7 +62,7 @@ fn connect(
         let attempt = match bounded(left + HANDSHAKE_TIMEOUT, move || {
             let stream = connect_unix_timeout(
                 &socket,
-                Some(AGENT_PORT),
+                Some(agent_proto::DEFAULT_AGENT_PORT),
                 Some(left.max(Duration::from_millis(200))),
             )?;
             // The timeout is a property of the socket, shared by clones:
@@ -100,7 +99,7 @@ fn connect(
 
 /// Asks the guest to shut down cleanly (services stopped, file systems
 /// synced); the VMM ends when the guest resets.
-pub fn shutdown(dir: &VmDir, _timeout: Duration) -> anyhow::Result<()> {
+pub fn shutdown(dir: &VmDir, _timeout: Duration) -> crate::Result<()> {
     // A live agent answers at once; a guest without one must not hold
     // `stop` up for long.
     let mut c = client(dir, Duration::from_secs(2))?;
@@ -108,15 +107,24 @@ pub fn shutdown(dir: &VmDir, _timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Watches a VM while a long session runs in it: every [`WATCH_INTERVAL`]
+/// Watches a VM while a long session runs in it: every `WATCH_INTERVAL` (30 s)
 /// a fresh connection pings the agent, and when that fails (a stalled
-/// guest or VMM) one line says so and points at `mvm debug`. The session
-/// itself goes on waiting: a silent command is not a stalled VM.
+/// guest or VMM) `on_change` hears of it, and again when it answers
+/// again. The session itself goes on waiting: a silent command is not a
+/// stalled VM.
 pub struct Watch {
     stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
-pub fn watch(dir: &VmDir) -> Watch {
+/// What [`watch`] noticed.
+pub enum Health<'a> {
+    /// The VM stopped answering, for this reason.
+    Stalled(&'a crate::Error),
+    /// It answers again.
+    Answers,
+}
+
+pub fn watch(dir: &VmDir, on_change: impl Fn(Health) + Send + 'static) -> Watch {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let dir = dir.clone();
     let spawned = std::thread::Builder::new()
@@ -127,17 +135,14 @@ pub fn watch(dir: &VmDir) -> Watch {
                 stopped.recv_timeout(WATCH_INTERVAL)
             {
                 let alive = connect(&dir, WATCH_TIMEOUT, Some(WATCH_TIMEOUT))
-                    .and_then(|mut c| c.ping().map_err(anyhow::Error::from));
+                    .and_then(|mut c| c.ping().map_err(crate::Error::from));
                 match alive {
                     Err(e) if !said => {
-                        eprintln!(
-                            "\r\nmvm: VM '{}' stopped answering: {e:#}\r\nmvm: `mvm debug {}` shows what its vCPUs and devices are doing\r",
-                            dir.name, dir.name
-                        );
+                        on_change(Health::Stalled(&e));
                         said = true;
                     }
                     Ok(()) if said => {
-                        eprintln!("\r\nmvm: VM '{}' answers again\r", dir.name);
+                        on_change(Health::Answers);
                         said = false;
                     }
                     _ => {}
@@ -164,8 +169,8 @@ struct Overstayed;
 /// thread that cannot be started runs nothing and reports why).
 fn bounded<T: Send + 'static>(
     limit: Duration,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<anyhow::Result<T>, Overstayed> {
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<crate::Result<T>, Overstayed> {
     let (tx, rx) = std::sync::mpsc::channel();
     if let Err(e) = std::thread::Builder::new()
         .name("agent-connect".into())
@@ -173,7 +178,7 @@ fn bounded<T: Send + 'static>(
             let _ = tx.send(f());
         })
     {
-        return Ok(Err(anyhow::anyhow!("cannot start a thread: {e}")));
+        return Ok(Err(crate::error::err!("cannot start a thread: {e}")));
     }
     rx.recv_timeout(limit).map_err(|_| Overstayed)
 }

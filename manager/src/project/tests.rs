@@ -374,7 +374,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         shell: None,
         created: 0,
     };
-    let c = crate::guest_image::cmdline(&spec);
+    let c = crate::image::cmdline(&spec).to_string();
     assert!(
         !c.contains("s3cret") && !c.contains("API_TOKEN") && !c.contains("AWS"),
         "{c}"
