@@ -126,6 +126,16 @@ fn create_validates_and_leaves_nothing_on_failure() {
         &["create", "web", "--kernel", "/etc/hostname"],
         "is not a kernel",
     );
+    for (flag, value, needle) in [
+        ("--disk", "lots", "invalid disk size 'lots'"),
+        ("--disk", "10M", "disk size '10M' is too small"),
+        ("--seccomp", "maybe", "unknown seccomp mode 'maybe'"),
+    ] {
+        let o = env.mvm(&["create", "web", flag, value]);
+        assert_eq!(o.status.code(), Some(2));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(needle), "{e}");
+    }
     let o = env.mvm(&["create", "web", "--port", "0:80"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("'0:80'"));

@@ -42,6 +42,10 @@ pub struct CreateOptions {
     pub kernel: Option<PathBuf>,
     /// Home paths (~/PATH) shared copy-on-write.
     pub share_home: Vec<String>,
+    /// The copy-on-write layers' byte budget in MiB (see [`parse_disk`]).
+    pub disk_mib: Option<u64>,
+    /// seccomp on the VMM (default on); off or log only for debugging.
+    pub seccomp: Option<vmm::seccomp::Seccomp>,
 }
 
 impl CreateOptions {
@@ -255,6 +259,10 @@ pub fn spec_for(
         cpus,
         memory_mib: memory,
         persistent: opts.persistent || base.persistent,
+        disk_mib: opts
+            .disk_mib
+            .or(base.disk.map(|d| d.0))
+            .unwrap_or(DEFAULT_DISK_MIB),
         host_root,
         network,
         net_backend: opts.net.backend().unwrap_or_default(),
@@ -273,6 +281,7 @@ pub fn spec_for(
         home,
         shell: base.shell.as_ref().map(|c| c.argv()),
         created,
+        seccomp: opts.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill),
     })
 }
 
@@ -317,6 +326,25 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         return Err(format!(
             "{s} is too small: a Linux guest needs at least {} MiB",
             vmm::config::MIN_MEMORY_MIB
+        ));
+    }
+    Ok(mib)
+}
+
+/// What a VM's copy-on-write layers may hold unless told otherwise: room
+/// for a toolchain's build folders, and a bound on a runaway guest.
+pub const DEFAULT_DISK_MIB: u64 = 20 * 1024;
+/// The smallest budget: a guest's first writes (shell history, caches).
+pub const MIN_DISK_MIB: u64 = 64;
+
+/// Parses the upper-layer budget ("20G", "512M", MiB as an integer).
+pub fn parse_disk(s: &str) -> Result<u64, String> {
+    let mib = vmm::parse_memory_mib(s).map_err(|_| {
+        format!("invalid disk size '{s}': use MiB or a size such as 512M, 20G or 1T")
+    })?;
+    if mib < MIN_DISK_MIB {
+        return Err(format!(
+            "disk size '{s}' is too small: use at least {MIN_DISK_MIB}M"
         ));
     }
     Ok(mib)

@@ -29,6 +29,7 @@
 //! run as detached copies of the current executable: see `examples/up.rs`.
 
 pub mod agent;
+pub mod cgroup;
 pub mod changes;
 pub mod create;
 pub mod error;

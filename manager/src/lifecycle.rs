@@ -76,6 +76,12 @@ pub fn start_locked(dir: &VmDir, report: &dyn Report) -> crate::Result<bool> {
         }
     }
     result?;
+    if let Err(e) = crate::cgroup::mount_point() {
+        report.warn(&format!(
+            "VM '{}' runs without a cgroup (no CPU, memory or task bounds): {e}; `mvm doctor` says how to get one",
+            dir.name
+        ));
+    }
     // The VM runs from here on: a service that cannot start leaves it
     // running, so that its logs can be read.
     if !spec.services.is_empty() {
@@ -257,6 +263,7 @@ pub fn rm(name: &str, force: bool, report: &dyn Report) -> crate::Result<()> {
     if let Ok(spec) = dir.spec() {
         crate::net::forget(&spec);
     }
+    crate::cgroup::remove_stale(&crate::cgroup::key(&dir));
     // Rename first so a concurrent mvm never sees a half-removed VM.
     let doomed = dir
         .path

@@ -23,6 +23,9 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         .with_context(|| format!("cannot read {}", dir.vmm_config().display()))?;
     let config: vmm::VmConfig = serde_json::from_slice(&json)
         .with_context(|| format!("{} is not a VM config", dir.vmm_config().display()))?;
+    // In its cgroup before guest memory is taken, so all of it counts.
+    let cgroup = enter_cgroup(&crate::cgroup::key(&dir), &config);
+    raise_fd_limit(config.shares.len());
     let mut vm = vmm::Vm::new(&config)?;
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");
@@ -44,13 +47,73 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         let guest_ip = plan.guest_ip;
         vm.set_api_extension(Box::new(move |op| port_op(&ext_proxy, guest_ip, op)));
     }
-    let reason = vm.run().context("the VM failed")?;
+    let reason = vm.run().context("the VM failed");
+    if let Some(cg) = cgroup {
+        if let Err(e) = cg.leave_and_remove() {
+            tracing::warn!("{e}");
+        }
+    }
+    let reason = reason?;
     report.progress(&format!("VM '{}' ended: {reason}", dir.name));
     // Only clean up what is ours: a newer VMM may have been started.
     if dir.pid() == Some(std::process::id() as i32) {
         let _ = dir.clear_runtime();
     }
     Ok(reason)
+}
+
+/// The VM's cgroup, entered; None (logged) where there is none to make.
+fn enter_cgroup(name: &str, config: &vmm::VmConfig) -> Option<crate::cgroup::VmCgroup> {
+    let limits = crate::cgroup::CgroupLimits {
+        cpus: config.cpus,
+        memory_mib: config.memory_mib,
+    };
+    let cg = crate::cgroup::VmCgroup::create(name, limits)
+        .map_err(|e| tracing::warn!("no cgroup: {e}"))
+        .ok()?;
+    match cg.enter() {
+        Ok(()) => Some(cg),
+        Err(e) => {
+            tracing::warn!("no cgroup: {e}");
+            let _ = cg.leave_and_remove();
+            None
+        }
+    }
+}
+
+/// Raises the soft limit on open files to what the shares' file servers
+/// may hold (each up to its handle limit) plus the rest of the VMM, within
+/// the hard limit; past it a guest gets EMFILE and the listeners shed.
+fn raise_fd_limit(shares: usize) {
+    let want = (shares as u64) * (cowfs::Limits::default().max_handles as u64) + 1024;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= want {
+        return;
+    }
+    // Root may raise the hard limit too; others stay within theirs.
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return;
+    }
+    lim.rlim_cur = want.min(lim.rlim_max);
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 || lim.rlim_cur < want {
+        tracing::warn!(
+            "open-file limit {} is below the {want} the shares may use",
+            lim.rlim_cur
+        );
+    }
 }
 
 /// The API's port operations: the loopback side of a forward lives here,

@@ -99,6 +99,8 @@ for d in proc sys dev; do
 done
 mount -o bind /dev/pts /newroot/dev/pts
 mount -o bind /dev/shm /newroot/dev/shm
+# The unified cgroup hierarchy, as on NixOS: mvm gives each VM a cgroup.
+mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup || say "warning: no cgroup2 (VMs run without cgroups)"
 # L1's /run describes L1 (its netns, locks, sockets): give L2 a fresh one.
 # /tmp stays L1's (through the overlay), so L1 paths under /tmp keep working.
 mkdir -p /newroot/run && mount -t tmpfs -o mode=755 tmpfs /newroot/run

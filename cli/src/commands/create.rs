@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use manager::create::{parse_env, parse_memory, parse_service, CreateOptions};
+use manager::create::{parse_disk, parse_env, parse_memory, parse_service, CreateOptions};
 use netstack::PortForward;
 
 use crate::args::NetArg;
@@ -74,6 +74,14 @@ pub struct CreateArgs {
     /// copy-on-write: the host's never changes. Repeatable.
     #[arg(long = "share-home", value_name = "PATH")]
     pub share_home: Vec<String>,
+    /// What the guest may store in its copy-on-write layers (root and
+    /// project together; past it writes fail with "no space left"): MiB or
+    /// a size such as 20G [default: the project's, else 20G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk)]
+    pub disk: Option<u64>,
+    /// seccomp on the VMM: on (default), off or log; for debugging only.
+    #[arg(long, value_name = "on|off|log", hide = true)]
+    pub seccomp: Option<vmm::seccomp::Seccomp>,
 }
 
 impl CreateArgs {
@@ -94,6 +102,8 @@ impl CreateArgs {
             allow_net: self.allow_net,
             kernel: self.kernel,
             share_home: self.share_home,
+            disk_mib: self.disk,
+            seccomp: self.seccomp,
         }
     }
 }

@@ -78,5 +78,15 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<bool> {
             "vhost-net unusable ({e}): `--net vhost` takes the tap path; `modprobe vhost_net` and access to /dev/vhost-net enable it"
         )),
     }
+    // Optional: VMs run without CPU, memory and task bounds otherwise.
+    match manager::cgroup::mount_point() {
+        Ok(m) => r.ok(&format!(
+            "cgroup v2 at {}: each VM gets cpu.max, memory.max and pids.max",
+            m.display()
+        )),
+        Err(e) => r.warn(&format!(
+            "{e}: VMs run without CPU, memory and task bounds; run mvm as root on a host with the unified cgroup hierarchy (systemd.unified_cgroup_hierarchy=1, the default on NixOS), or mount it: `mount -t cgroup2 none /sys/fs/cgroup`"
+        )),
+    }
     Ok(!r.failed)
 }

@@ -129,6 +129,16 @@ pub struct RunArgs {
     /// Boot even on a PVM-backed KVM host (for PVM-enabled guest kernels).
     #[arg(long, hide = true)]
     allow_pvm_host: bool,
+
+    /// What the guest may store in its copy-on-write layers (all shares
+    /// together; past it writes fail with "no space left"): MiB or a size
+    /// such as 20G [default: the project's, else 20G].
+    #[arg(long, value_name = "SIZE", value_parser = manager::create::parse_disk)]
+    disk: Option<u64>,
+
+    /// seccomp on the VMM: on (default), off or log; for debugging only.
+    #[arg(long, value_name = "on|off|log", hide = true)]
+    seccomp: Option<vmm::seccomp::Seccomp>,
 }
 
 #[derive(Clone, Debug)]
@@ -357,6 +367,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.console = console(&args.console);
     config.rng = !args.no_rng;
     config.allow_pvm_host = args.allow_pvm_host;
+    config.seccomp = args.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill);
+    config.upper_bytes = Some(args.disk.unwrap_or(manager::create::DEFAULT_DISK_MIB) << 20);
     let scratch = ScratchDir::new()?;
     let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
     config.shares = shares;
@@ -479,6 +491,8 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         allow_net: args.allow_net,
         kernel: args.kernel,
         share_home: args.share_home,
+        disk_mib: args.disk,
+        seccomp: args.seccomp,
         ..CreateOptions::for_project(format!("run-{id}"), project)
     };
     let vm = manager::lifecycle::throwaway(&create, &Stderr)?;

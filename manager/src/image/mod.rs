@@ -415,6 +415,8 @@ pub fn vm_config(
     config.console = vmm::Console::File(dir.console_log());
     config.api_socket = Some(dir.api_socket());
     config.shares = shares(dir, spec)?;
+    config.upper_bytes = Some(spec.disk_mib << 20);
+    config.seccomp = spec.seccomp;
     config.vsock = Some(vmm::VsockConfig {
         cid: u64::from(spec.cid()),
         socket: dir.vsock_socket(),

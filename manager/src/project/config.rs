@@ -24,6 +24,11 @@ pub struct ProjectConfig {
     /// Guest memory: MiB as an integer, or a size with a unit ("512M", "2G"); default 1G.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// What the guest may store in its copy-on-write layers (root and
+    /// project together; past it writes fail with "no space left"): a
+    /// size such as "20G"; default 20G.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Disk>,
     /// Keep the guest's writes (root and project upper layers) across restarts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub persistent: bool,
@@ -269,56 +274,78 @@ impl CommandLine {
     }
 }
 
-/// Guest memory in MiB; written as an integer (MiB) or "512M"/"2G".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "MemoryFields", into = "String")]
-pub struct Memory(pub u64);
+/// A size in MiB written as an integer (MiB) or with a unit ("512M",
+/// "2G"), checked by `$parse`, with its JSON schema.
+macro_rules! size_mib {
+    ($(#[$doc:meta])* $name:ident, $fields:ident, $parse:path, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "SizeFields", into = "String")]
+        pub struct $name(pub u64);
+
+        impl TryFrom<SizeFields> for $name {
+            type Error = String;
+            fn try_from(m: SizeFields) -> Result<Self, String> {
+                let text = match m {
+                    SizeFields::Mib(n) => n.to_string(),
+                    SizeFields::Text(s) => s,
+                };
+                $parse(&text).map($name)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(m: $name) -> String {
+                if m.0.is_multiple_of(1024) {
+                    format!("{}G", m.0 / 1024)
+                } else {
+                    format!("{}M", m.0)
+                }
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": $what,
+                    "anyOf": [
+                        {"type": "integer", "minimum": 1},
+                        {"type": "string", "pattern": "^[0-9]+[KkMmGgTt]?[iI]?[bB]?$"}
+                    ]
+                })
+            }
+        }
+    };
+}
 
 #[derive(Deserialize)]
 #[serde(
     untagged,
     expecting = "MiB as an integer or a size such as \"512M\" or \"2G\""
 )]
-enum MemoryFields {
+enum SizeFields {
     Mib(u64),
     Text(String),
 }
 
-impl TryFrom<MemoryFields> for Memory {
-    type Error = String;
-    fn try_from(m: MemoryFields) -> Result<Self, String> {
-        let text = match m {
-            MemoryFields::Mib(n) => n.to_string(),
-            MemoryFields::Text(s) => s,
-        };
-        crate::create::parse_memory(&text).map(Memory)
-    }
-}
+size_mib!(
+    /// Guest memory in MiB; written as an integer (MiB) or "512M"/"2G".
+    Memory,
+    SizeFields,
+    crate::create::parse_memory,
+    "MiB as an integer, or a size with a unit K, M, G (\"512M\", \"2G\")"
+);
 
-impl From<Memory> for String {
-    fn from(m: Memory) -> String {
-        if m.0.is_multiple_of(1024) {
-            format!("{}G", m.0 / 1024)
-        } else {
-            format!("{}M", m.0)
-        }
-    }
-}
-
-impl JsonSchema for Memory {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Memory".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "MiB as an integer, or a size with a unit K, M, G (\"512M\", \"2G\")",
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": "^[0-9]+[KkMmGg]?[iI]?[bB]?$"}
-            ]
-        })
-    }
-}
+size_mib!(
+    /// The byte budget of the guest's copy-on-write layers, in MiB.
+    Disk,
+    SizeFields,
+    crate::create::parse_disk,
+    "MiB as an integer, or a size with a unit M, G, T (\"20G\")"
+);
 
 /// A string key holding a netstack value parsed with `FromStr` (its
 /// one-line error becomes the TOML error), with its JSON schema.

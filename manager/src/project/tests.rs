@@ -28,6 +28,7 @@ fn full_config_parses_and_orders_services() {
 name = "shop"
 cpus = 4
 memory = "2G"
+disk = "50G"
 persistent = true
 root = "host"
 ports = ["8080:3000", "5353:53/udp"]
@@ -54,6 +55,7 @@ cwd = "cache"
     .unwrap();
     assert_eq!(c.cpus, Some(4));
     assert_eq!(c.memory.unwrap().0, 2048);
+    assert_eq!(c.disk.unwrap().0, 50 * 1024);
     assert_eq!(c.ports.len(), 2);
     let (specs, deps) = super::services(&c).unwrap();
     let order: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -97,6 +99,8 @@ fn errors_name_file_line_and_key() {
     );
     let e = err("memory = \"lots\"\n");
     assert!(e.contains(":1:") && e.contains("`memory`"), "{e}");
+    let e = err("disk = \"1M\"\n");
+    assert!(e.contains("`disk`") && e.contains("too small"), "{e}");
     let e = err("ports = [\"80\"]\n");
     assert!(e.contains("`ports`") && e.contains("\"80\""), "{e}");
     let e = err("env_host = [\"A-B\"]\n");
@@ -353,6 +357,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         cpus: 1,
         memory_mib: 512,
         persistent: false,
+        disk_mib: crate::create::DEFAULT_DISK_MIB,
         host_root: true,
         network: true,
         net_backend: Default::default(),
@@ -373,6 +378,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         home: None,
         shell: None,
         created: 0,
+        seccomp: vmm::seccomp::Seccomp::Kill,
     };
     let c = crate::image::cmdline(&spec).to_string();
     assert!(

@@ -37,6 +37,10 @@ pub struct VmSpec {
     /// Keep the guest's writes (upper layers) across restarts.
     #[serde(default)]
     pub persistent: bool,
+    /// What the guest may store in its upper layers together, in MiB
+    /// (ENOSPC past it).
+    #[serde(default = "default_disk")]
+    pub disk_mib: u64,
     /// The guest's root is the host's own `/`, read-only underneath a
     /// per-VM copy-on-write layer (so the host's tools are there); false:
     /// the minimal initramfs root (busybox).
@@ -84,6 +88,10 @@ pub struct VmSpec {
     pub shell: Option<Vec<String>>,
     /// Unix time of `mvm create`.
     pub created: u64,
+    /// seccomp on the VMM's threads: on unless turned off for debugging
+    /// (hidden `--seccomp`).
+    #[serde(default = "seccomp_on", skip_serializing_if = "is_seccomp_on")]
+    pub seccomp: vmm::seccomp::Seccomp,
 }
 
 /// A host folder mounted in the guest besides the project.
@@ -139,6 +147,18 @@ fn yes() -> bool {
     true
 }
 
+fn seccomp_on() -> vmm::seccomp::Seccomp {
+    vmm::seccomp::Seccomp::Kill
+}
+
+fn is_seccomp_on(s: &vmm::seccomp::Seccomp) -> bool {
+    *s == vmm::seccomp::Seccomp::Kill
+}
+
+fn default_disk() -> u64 {
+    crate::create::DEFAULT_DISK_MIB
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -188,6 +208,7 @@ mod tests {
             cpus: 2,
             memory_mib: 1024,
             persistent: true,
+            disk_mib: 2048,
             host_root: true,
             network: true,
             net_backend: vmm::NetBackend::Vhost,
@@ -203,6 +224,7 @@ mod tests {
             home: None,
             shell: None,
             created: 1,
+            seccomp: vmm::seccomp::Seccomp::Kill,
         };
         let dir = std::env::temp_dir().join(format!("mvm-spec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -32,6 +32,41 @@ rec create-b m create b --memory 256M --no-host-root --no-net \
 rec start-a m start a
 rec start-b m start b
 rec list m list --json
+# The VMM: its own cgroup with the VM's bounds, seccomp on every thread,
+# an open-file limit for its shares.
+pid_a=$(cat "$MVM_HOME/vms/a/pid")
+cat "/proc/$pid_a/cgroup" >"$OUT/a-cgroup"
+cg_a="/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$pid_a/cgroup")"
+for f in cpu.max memory.max pids.max; do cat "$cg_a/$f" >"$OUT/a-$f" 2>&1; done
+for t in /proc/"$pid_a"/task/*; do
+    awk -v t="$(cat "$t/comm")" '/^(Seccomp|NoNewPrivs):/ {print t, $1, $2}' "$t/status"
+done >"$OUT/a-seccomp"
+grep "Max open files" "/proc/$pid_a/limits" >"$OUT/a-nofile"
+# A guest that takes more memory than its cgroup allows is contained: its
+# VMM alone is killed, the host and the other VMs go on.
+rec create-c m create c --memory 256M --no-host-root --no-net
+rec start-c m start c
+pid_c=$(cat "$MVM_HOME/vms/c/pid")
+cg_c="/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$pid_c/cgroup")"
+echo "$cg_c" >"$OUT/c-cgroup"
+echo $((160 << 20)) >"$cg_c/memory.max"
+rec fill-c m exec c -- sh -c 'mkdir -p /run/fill && mount -t tmpfs -o size=240m tmpfs /run/fill && dd if=/dev/zero of=/run/fill/f bs=1M count=230'
+until_ok 60 gone "$pid_c"
+cat "$cg_c/memory.events" >"$OUT/c-memory.events" 2>&1
+rec list-c m list --json
+rec exec-a-after-oom m exec a -- echo alive
+rec rm-c m rm c
+test -e "$cg_c" && echo present >"$OUT/c-cgroup-after-rm" || echo gone >"$OUT/c-cgroup-after-rm"
+# The copy-on-write layers' budget: past --disk the guest gets ENOSPC,
+# its df shows the budget, and the host holds no more than that.
+P2=/tmp/disk-project
+rm -rf "$P2" && mkdir -p "$P2"
+rec create-d m create d --project "$P2" --disk 100M --memory 256M --no-net
+rec start-d m start d
+rec fill-d m exec d -- sh -c 'dd if=/dev/zero of=/project/big bs=1M count=200 2>&1; echo "dd=$?"; df -m /project | tail -n 1'
+du -sm "$MVM_HOME/vms/d" >"$OUT/d-du"
+ls "$P2" >"$OUT/d-host-project"
+rec rm-d m rm -f d
 rec exec-status m exec a -- sh -c 'echo out; echo err >&2; exit 3'
 rec exec-project m exec a -- cat /project/hello.txt
 rec exec-hostname m exec b -- hostname

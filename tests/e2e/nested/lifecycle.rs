@@ -245,3 +245,76 @@ fn debug_dumps_a_running_vm_over_the_api_and_on_sigusr1() {
     assert_ne!(status, Some(0));
     assert!(err.contains("b-missing"), "{err}");
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn the_vmm_runs_in_its_cgroup_filtered_with_its_bounds() {
+    let (_, _, err) = step("start-a");
+    assert!(!err.contains("without a cgroup"), "{err}");
+    // VM a: 2 vCPUs, 512 MiB.
+    let cgroup = result_file("life", "a-cgroup");
+    assert!(cgroup.contains("0::/mvm/a."), "{cgroup}");
+    assert_eq!(result_file("life", "a-cpu.max").trim(), "250000 100000");
+    assert_eq!(
+        result_file("life", "a-memory.max").trim(),
+        ((512u64 + 256) << 20).to_string()
+    );
+    assert_eq!(result_file("life", "a-pids.max").trim(), "4096");
+    let seccomp = result_file("life", "a-seccomp");
+    let lines: Vec<&str> = seccomp.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("vcpu1 ")), "{seccomp}");
+    for l in &lines {
+        assert!(
+            l.ends_with("Seccomp: 2") || l.ends_with("NoNewPrivs: 1"),
+            "a thread without its filter: {l}"
+        );
+    }
+    let nofile = result_file("life", "a-nofile");
+    let soft: u64 = nofile.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(soft >= 2 * 4096, "{nofile}");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn a_guest_past_its_memory_bound_is_contained() {
+    ok("start-c");
+    let events = result_file("life", "c-memory.events");
+    let oom_kills: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(oom_kills >= 1, "{events}");
+    assert!(states("list-c").contains(&("c".into(), "crashed".into())));
+    // The host and the other VM go on; rm takes the cgroup away.
+    assert_eq!(ok("exec-a-after-oom"), "alive\n");
+    ok("rm-c");
+    assert_eq!(result_file("life", "c-cgroup-after-rm").trim(), "gone");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn writes_past_the_disk_budget_get_enospc() {
+    ok("start-d");
+    let (_, out, err) = step("fill-d");
+    assert!(out.contains("No space left on device"), "{out}{err}");
+    assert!(!out.contains("dd=0"), "{out}");
+    // df: 1M-blocks, used, available: the size is the budget.
+    let df = out.lines().last().unwrap_or_default();
+    let size: u64 = df
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!((95..=100).contains(&size), "{df}");
+    let du: u64 = result_file("life", "d-du")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(du <= 110, "the VM folder holds {du} MiB");
+    assert_eq!(result_file("life", "d-host-project").trim(), "");
+    ok("rm-d");
+}
