@@ -86,6 +86,9 @@ pub struct VmConfig {
     /// running other code in it keeps them off.
     #[serde(default)]
     pub seccomp: crate::seccomp::Seccomp,
+    /// Which threads the process filter covers.
+    #[serde(default)]
+    pub seccomp_scope: crate::seccomp::Scope,
 }
 
 /// How a share treats the host directory.
@@ -258,6 +261,7 @@ impl VmConfig {
             api_socket: None,
             allow_pvm_host: false,
             seccomp: crate::seccomp::Seccomp::Off,
+            seccomp_scope: crate::seccomp::Scope::Process,
         }
     }
 

@@ -59,6 +59,7 @@ pub struct Vm {
     api_server: Option<Arc<Mutex<crate::api::ApiServer>>>,
     dumper: Arc<Dumper>,
     seccomp: Option<Arc<crate::seccomp::Filters>>,
+    seccomp_scope: crate::seccomp::Scope,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -289,6 +290,7 @@ impl Vm {
             api_server,
             dumper,
             seccomp,
+            seccomp_scope: config.seccomp_scope,
         })
     }
 
@@ -336,7 +338,7 @@ impl Vm {
         let stop_all = |threads| vcpu::stop_all(&control, threads, Duration::from_secs(1));
         // Every thread filtered from here on; each vCPU adds its own.
         if let Some(filters) = &self.seccomp {
-            filters.apply_to_process()?;
+            filters.apply_to_process(self.seccomp_scope)?;
             crate::seccomp::test_violation("process");
         }
         for vcpu in self.vcpus.drain(..) {

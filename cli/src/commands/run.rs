@@ -368,6 +368,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.rng = !args.no_rng;
     config.allow_pvm_host = args.allow_pvm_host;
     config.seccomp = args.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill);
+    // This process tears the network down once the VM ends (netlink,
+    // nft): the filter covers the VM's own thread and those it starts.
+    config.seccomp_scope = vmm::seccomp::Scope::Thread;
     config.upper_bytes = Some(args.disk.unwrap_or(manager::create::DEFAULT_DISK_MIB) << 20);
     let scratch = ScratchDir::new()?;
     let (shares, share_cmdline) = share_configs(&args.shares, args.project.as_ref(), &scratch)?;
@@ -415,7 +418,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         vm.on_first_run(move || manager::startup::write_report(path.as_ref()));
     }
     stop.arm(vm.stop_handle());
-    let reason = vm.run().context("the VM failed")?;
+    let vm_thread = std::thread::Builder::new()
+        .name("vmm".into())
+        .spawn(move || vm.run())
+        .context("cannot start the VM's thread")?;
+    let reason = vm_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the VM's thread panicked"))?
+        .context("the VM failed")?;
     drop(net);
     if let Some(sig) = stop.received() {
         eprintln!("mvm: stopped by signal {sig}");

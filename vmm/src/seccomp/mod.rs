@@ -58,6 +58,20 @@ impl std::str::FromStr for Seccomp {
     }
 }
 
+/// Which threads the process filter covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every thread of the process (TSYNC): a process that is only the VMM.
+    #[default]
+    Process,
+    /// The thread that runs the VM and the threads it starts (vCPUs, port
+    /// relays): for a program with more to do once the VM ends (`mvm run`
+    /// tears its network down with netlink and nft). Its other threads
+    /// stay unfiltered.
+    Thread,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot build the {0} seccomp filter: {1}")]
@@ -88,10 +102,14 @@ impl Filters {
         }))
     }
 
-    /// Filters every thread of the process (and those it starts later).
-    pub fn apply_to_process(&self) -> Result<(), Error> {
-        seccompiler::apply_filter_all_threads(&self.process)
-            .map_err(|e| Error::Install("process", e.to_string()))
+    /// Filters every thread of the process (and those it starts later),
+    /// or with [`Scope::Thread`] the calling thread (and those it starts).
+    pub fn apply_to_process(&self, scope: Scope) -> Result<(), Error> {
+        match scope {
+            Scope::Process => seccompiler::apply_filter_all_threads(&self.process),
+            Scope::Thread => seccompiler::apply_filter(&self.process),
+        }
+        .map_err(|e| Error::Install("process", e.to_string()))
     }
 
     /// Adds the vCPU filter to the calling thread.
