@@ -7,22 +7,14 @@ mod common;
 use common::*;
 use cowfs::abi::{op, ROOT_ID};
 use cowfs::client::Client;
-use cowfs::{Filesystem, Limits, Server, ShareConfig, ShareMode, UpperBudget};
+use cowfs::{Filesystem, Limits, Server, UpperBudget};
 use zerocopy::FromBytes;
 
 const MIB: u64 = 1 << 20;
 const NOSPC: i32 = 28;
 
 fn budgeted(l: &Layers, budget: &UpperBudget) -> Client {
-    let config = ShareConfig {
-        lower: l.lower.clone(),
-        upper: Some(l.upper.clone()),
-        mode: ShareMode::Cow,
-        masked: Vec::new(),
-        visible: None,
-        hidden: Vec::new(),
-    };
-    let mut fs = Filesystem::with_limits(&config, Limits::default()).unwrap();
+    let mut fs = Filesystem::with_limits(&cow_config(l), Limits::default()).unwrap();
     fs.set_budget(budget.clone()).unwrap();
     let mut c = Client::new(Server::new(fs));
     c.init().unwrap();

@@ -69,18 +69,20 @@ pub fn client_with(config: ShareConfig, limits: Limits) -> Client {
     c
 }
 
+/// The cow share of `l`: its lower and upper, no masks, no view.
+pub fn cow_config(l: &Layers) -> ShareConfig {
+    ShareConfig {
+        lower: l.lower.clone(),
+        upper: Some(l.upper.clone()),
+        mode: ShareMode::Cow,
+        masked: Vec::new(),
+        visible: None,
+        hidden: Vec::new(),
+    }
+}
+
 pub fn cow_client(l: &Layers) -> Client {
-    client_with(
-        ShareConfig {
-            lower: l.lower.clone(),
-            upper: Some(l.upper.clone()),
-            mode: ShareMode::Cow,
-            masked: Vec::new(),
-            visible: None,
-            hidden: Vec::new(),
-        },
-        Limits::default(),
-    )
+    client_with(cow_config(l), Limits::default())
 }
 
 /// A content hash of a whole tree (names, types, modes, sizes, data,
