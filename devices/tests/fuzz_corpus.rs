@@ -1,0 +1,42 @@
+//! The fuzz targets of `devices/fuzz` replayed over their committed corpora
+//! (`devices/fuzz/corpus/<target>/`): the same `run` the libFuzzer binaries
+//! call, built here by path so no nightly toolchain is needed.
+
+#[path = "../fuzz/targets/replay.rs"]
+mod replay;
+
+#[path = "../fuzz/targets/fuse_requests.rs"]
+mod fuse_requests;
+#[path = "../fuzz/targets/mmio_fs.rs"]
+mod mmio_fs;
+#[path = "../fuzz/targets/mmio_rng.rs"]
+mod mmio_rng;
+#[path = "../fuzz/targets/net_tx.rs"]
+mod net_tx;
+#[path = "../fuzz/targets/vsock_packets.rs"]
+mod vsock_packets;
+
+#[test]
+fn fuse_requests_corpus() {
+    replay::corpus("fuse_requests", fuse_requests::run);
+}
+
+#[test]
+fn mmio_fs_corpus() {
+    replay::corpus("mmio_fs", mmio_fs::run);
+}
+
+#[test]
+fn mmio_rng_corpus() {
+    replay::corpus("mmio_rng", mmio_rng::run);
+}
+
+#[test]
+fn net_tx_corpus() {
+    replay::corpus("net_tx", net_tx::run);
+}
+
+#[test]
+fn vsock_packets_corpus() {
+    replay::corpus("vsock_packets", vsock_packets::run);
+}
