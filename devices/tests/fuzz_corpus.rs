@@ -5,6 +5,8 @@
 #[path = "../fuzz/targets/replay.rs"]
 mod replay;
 
+#[path = "../fuzz/targets/commit_upper.rs"]
+mod commit_upper;
 #[path = "../fuzz/targets/fuse_requests.rs"]
 mod fuse_requests;
 #[path = "../fuzz/targets/mmio_fs.rs"]
@@ -13,8 +15,15 @@ mod mmio_fs;
 mod mmio_rng;
 #[path = "../fuzz/targets/net_tx.rs"]
 mod net_tx;
+#[path = "../fuzz/targets/origin_log.rs"]
+mod origin_log;
 #[path = "../fuzz/targets/vsock_packets.rs"]
 mod vsock_packets;
+
+#[test]
+fn commit_upper_corpus() {
+    replay::corpus("commit_upper", commit_upper::run);
+}
 
 #[test]
 fn fuse_requests_corpus() {
@@ -34,6 +43,11 @@ fn mmio_rng_corpus() {
 #[test]
 fn net_tx_corpus() {
     replay::corpus("net_tx", net_tx::run);
+}
+
+#[test]
+fn origin_log_corpus() {
+    replay::corpus("origin_log", origin_log::run);
 }
 
 #[test]
