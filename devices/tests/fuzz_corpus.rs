@@ -17,6 +17,8 @@ mod mmio_rng;
 mod net_tx;
 #[path = "../fuzz/targets/origin_log.rs"]
 mod origin_log;
+#[path = "../fuzz/targets/port_io.rs"]
+mod port_io;
 #[path = "../fuzz/targets/vsock_packets.rs"]
 mod vsock_packets;
 
@@ -48,6 +50,11 @@ fn net_tx_corpus() {
 #[test]
 fn origin_log_corpus() {
     replay::corpus("origin_log", origin_log::run);
+}
+
+#[test]
+fn port_io_corpus() {
+    replay::corpus("port_io", port_io::run);
 }
 
 #[test]
