@@ -19,6 +19,8 @@ mod net_tx;
 mod origin_log;
 #[path = "../fuzz/targets/port_io.rs"]
 mod port_io;
+#[path = "../fuzz/targets/vhost_user.rs"]
+mod vhost_user;
 #[path = "../fuzz/targets/vsock_packets.rs"]
 mod vsock_packets;
 
@@ -55,6 +57,11 @@ fn origin_log_corpus() {
 #[test]
 fn port_io_corpus() {
     replay::corpus("port_io", port_io::run);
+}
+
+#[test]
+fn vhost_user_corpus() {
+    replay::corpus("vhost_user", vhost_user::run);
 }
 
 #[test]
