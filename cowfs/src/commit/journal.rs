@@ -196,7 +196,10 @@ impl Journal {
         // reach past the lower root (`chmod ..` changed its parent).
         let name = |s: &str| {
             unhex(s)
-                .filter(|n| n.split(|&b| b == b'/').all(|c| !matches!(c, b"" | b"." | b"..")))
+                .filter(|n| {
+                    n.split(|&b| b == b'/')
+                        .all(|c| !matches!(c, b"" | b"." | b".."))
+                })
                 .ok_or(Errno::INVAL)
         };
         // Recovery deletes staged and set-aside names: only ever ours, and

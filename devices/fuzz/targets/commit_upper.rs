@@ -125,7 +125,11 @@ fn inside(upper: &Path, rel: &Path) -> Option<PathBuf> {
 fn build(upper: &Path, outside: &Path, data: &[u8]) {
     let mut input = Input(data);
     while let Some(op) = input.u8() {
-        let Some(rel) = (if op & 7 == 5 { Some(PathBuf::new()) } else { input.path() }) else {
+        let Some(rel) = (if op & 7 == 5 {
+            Some(PathBuf::new())
+        } else {
+            input.path()
+        }) else {
             return;
         };
         let Some(at) = inside(upper, &rel) else {
@@ -168,7 +172,10 @@ fn build(upper: &Path, outside: &Path, data: &[u8]) {
             4 if nofollow() => std::fs::write(at.join(".wh..wh..opq"), b""),
             5 => {
                 let name = RESERVED[usize::from(arg & 3)];
-                let len = usize::from(u16::from_le_bytes([input.u8().unwrap_or(0), input.u8().unwrap_or(0)]));
+                let len = usize::from(u16::from_le_bytes([
+                    input.u8().unwrap_or(0),
+                    input.u8().unwrap_or(0),
+                ]));
                 let content = input.bytes(len).to_vec();
                 std::fs::write(upper.join(std::ffi::OsStr::from_bytes(name)), content)
             }
@@ -193,13 +200,19 @@ fn build(upper: &Path, outside: &Path, data: &[u8]) {
 }
 
 fn nofollow_at(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false)
+    std::fs::symlink_metadata(p)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
 }
 
 pub fn run(data: &[u8]) {
     let base = scratch::dir("commit-upper-fuzz");
     let project = base.path();
-    let (lower, upper, outside) = (project.join("lower"), project.join("upper"), project.join("outside"));
+    let (lower, upper, outside) = (
+        project.join("lower"),
+        project.join("upper"),
+        project.join("outside"),
+    );
     std::fs::create_dir_all(lower.join("dir/sub")).unwrap();
     std::fs::create_dir_all(outside.join("g")).unwrap();
     std::fs::create_dir(&upper).unwrap();
@@ -208,7 +221,11 @@ pub fn run(data: &[u8]) {
     std::fs::write(lower.join("dir/b.txt"), b"b").unwrap();
     std::fs::write(lower.join("dir/sub/c"), b"c").unwrap();
     std::fs::write(lower.join("exec.sh"), b"#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(lower.join("exec.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        lower.join("exec.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("../outside", lower.join("ln")).unwrap();
     std::os::unix::fs::symlink("../outside/f", lower.join("dir/lnf")).unwrap();
     let before = scratch::state(project, &[&lower, &upper]);
@@ -228,5 +245,8 @@ pub fn run(data: &[u8]) {
 
     let after = scratch::state(project, &[&lower, &upper]);
     scratch::unlock(project);
-    assert!(after == before, "something outside the lower and upper changed");
+    assert!(
+        after == before,
+        "something outside the lower and upper changed"
+    );
 }

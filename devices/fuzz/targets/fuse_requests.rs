@@ -128,7 +128,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Object> {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();
-            let data = if m.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() };
+            let data = if m.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
             let obj = Object {
                 size: m.size(),
                 mode: m.mode(),
@@ -150,7 +154,11 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let parent = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         // Fixtures of earlier runs (libFuzzer exits without destructors).
         for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -175,7 +183,8 @@ fn fixture() -> &'static Fixture {
         use std::os::unix::fs::PermissionsExt;
         for (name, mode) in [("suid", 0o4755), ("capbin", 0o755)] {
             std::fs::write(lower.join(name), b"#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(lower.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::set_permissions(lower.join(name), std::fs::Permissions::from_mode(mode))
+                .unwrap();
         }
         let _ = rustix::fs::setxattr(
             lower.join("capbin").as_path(),
@@ -219,7 +228,10 @@ fn pick(list: &[u64], sel: u8) -> Option<u64> {
 
 pub fn run(data: &[u8]) {
     let f = fixture();
-    let upper = tempfile::Builder::new().prefix("upper").tempdir_in(&f.base).unwrap();
+    let upper = tempfile::Builder::new()
+        .prefix("upper")
+        .tempdir_in(&f.base)
+        .unwrap();
     let fs = Filesystem::with_limits(
         &ShareConfig {
             lower: f.lower.clone(),
@@ -266,7 +278,11 @@ pub fn run(data: &[u8]) {
         let mut out = Vec::new();
         let written = c.server.handle(&req, c.capacity, &mut out).unwrap();
         assert_eq!(written, out.len());
-        assert!(written <= c.capacity, "reply of {written} bytes for capacity {}", c.capacity);
+        assert!(
+            written <= c.capacity,
+            "reply of {written} bytes for capacity {}",
+            c.capacity
+        );
         if written == 0 {
             continue;
         }
@@ -295,8 +311,15 @@ pub fn run(data: &[u8]) {
                     fhs.push(u64::from_le_bytes(payload[0..8].try_into().unwrap()));
                 }
                 op::READDIRPLUS => {
-                    if let Ok(items) = devices::virtio::fs::cowfs::client::parse_dirents(payload, true) {
-                        nodes.extend(items.iter().filter_map(|i| i.entry.map(|e| e.nodeid)).filter(|&n| n != 0));
+                    if let Ok(items) =
+                        devices::virtio::fs::cowfs::client::parse_dirents(payload, true)
+                    {
+                        nodes.extend(
+                            items
+                                .iter()
+                                .filter_map(|i| i.entry.map(|e| e.nodeid))
+                                .filter(|&n| n != 0),
+                        );
                     }
                 }
                 _ => {}
@@ -308,5 +331,9 @@ pub fn run(data: &[u8]) {
         assert!(fs.inode_count() <= LIMITS.max_inodes);
         assert!(fs.handle_count() <= LIMITS.max_handles);
     }
-    assert_eq!(snapshot(&f.lower), f.lower_state, "the lower directory changed");
+    assert_eq!(
+        snapshot(&f.lower),
+        f.lower_state,
+        "the lower directory changed"
+    );
 }

@@ -53,8 +53,14 @@ pub fn run(data: &[u8]) {
         None
     };
     if let Some(p) = placed {
-        assert!(p.addr >= k.end.max(HIMEM_START), "the initramfs overlaps the kernel");
-        assert!(p.addr + p.size <= RAM, "the initramfs is past the end of memory");
+        assert!(
+            p.addr >= k.end.max(HIMEM_START),
+            "the initramfs overlaps the kernel"
+        );
+        assert!(
+            p.addr + p.size <= RAM,
+            "the initramfs is past the end of memory"
+        );
     }
     let _ = write_zero_page(&mem, RAM, k.setup_header, 0, placed);
     let _ = write_pvh_start_info(&mem, RAM, placed);

@@ -46,7 +46,11 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if kind.is_dir() {
                 todo.push(path.clone());
             }
-            let data = if kind.is_file() { std::fs::read(&path).unwrap() } else { Vec::new() };
+            let data = if kind.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
             out.push((path, data));
         }
     }
@@ -58,7 +62,11 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let parent = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         // Fixtures of earlier runs (libFuzzer exits without destructors).
         for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -74,13 +82,20 @@ fn fixture() -> &'static Fixture {
         std::fs::write(lower.join("a"), b"lower file a").unwrap();
         std::fs::write(lower.join("dir/b"), vec![7u8; 9000]).unwrap();
         let lower_state = snapshot(&lower);
-        Fixture { base, lower, lower_state }
+        Fixture {
+            base,
+            lower,
+            lower_state,
+        }
     })
 }
 
 pub fn run(data: &[u8]) {
     let f = fixture();
-    let upper = tempfile::Builder::new().prefix("upper").tempdir_in(&f.base).unwrap();
+    let upper = tempfile::Builder::new()
+        .prefix("upper")
+        .tempdir_in(&f.base)
+        .unwrap();
     let share = ShareConfig {
         lower: f.lower.clone(),
         upper: Some(upper.path().to_path_buf()),
@@ -146,5 +161,8 @@ pub fn run(data: &[u8]) {
     }
     drop(t);
     drop(fs);
-    assert!(snapshot(&f.lower) == f.lower_state, "the lower directory changed");
+    assert!(
+        snapshot(&f.lower) == f.lower_state,
+        "the lower directory changed"
+    );
 }

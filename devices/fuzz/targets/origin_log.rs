@@ -67,9 +67,18 @@ pub fn run(data: &[u8]) {
         log.set_identity(1, (2, 3));
         log.drop_identity(1);
         let loaded = read_records(root.as_fd()).expect("the compacted log reads back");
-        assert!(same(&loaded, &log.records), "compaction changed the records");
+        assert!(
+            same(&loaded, &log.records),
+            "compaction changed the records"
+        );
         let again = OriginLog::open(root.as_fd()).expect("the compacted log loads");
-        assert!(same(&again.records, &log.records), "reloading changed the records");
+        assert!(
+            same(&again.records, &log.records),
+            "reloading changed the records"
+        );
     }
-    assert!(scratch::state(base.path(), &[&upper]) == before, "something outside the upper changed");
+    assert!(
+        scratch::state(base.path(), &[&upper]) == before,
+        "something outside the upper changed"
+    );
 }

@@ -19,7 +19,9 @@
 use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
-use devices::legacy::{I8042, I8042_PORT_BASE, I8042_PORT_LEN, Serial, COM1_PORT_BASE, COM1_PORT_LEN};
+use devices::legacy::{
+    Serial, COM1_PORT_BASE, COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 #[path = "mmio_input.rs"]
@@ -48,7 +50,8 @@ pub fn run(data: &[u8]) {
         Box::new(std::io::sink()),
     )));
     let mut bus = Bus::new();
-    bus.insert(serial.clone(), COM1_PORT_BASE, COM1_PORT_LEN).unwrap();
+    bus.insert(serial.clone(), COM1_PORT_BASE, COM1_PORT_LEN)
+        .unwrap();
     let i8042 = Arc::new(Mutex::new(I8042::new(reset.try_clone().unwrap())));
     bus.insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN).unwrap();
 
@@ -57,7 +60,8 @@ pub fn run(data: &[u8]) {
     while let Some(op) = input.u8() {
         match op & 3 {
             0 => {
-                let (Some(port), Some(width), Some(value)) = (port(&mut input), input.width(), input.u64())
+                let (Some(port), Some(width), Some(value)) =
+                    (port(&mut input), input.width(), input.u64())
                 else {
                     break;
                 };

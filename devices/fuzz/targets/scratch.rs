@@ -12,8 +12,15 @@ use std::path::{Path, PathBuf};
 /// I/O per input); removed on drop.
 pub fn dir(prefix: &str) -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-    tempfile::Builder::new().prefix(prefix).tempdir_in(parent).unwrap()
+    let parent = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .unwrap()
 }
 
 /// What an object looks like: mode, size, content (files), target (links).
@@ -35,7 +42,10 @@ pub fn state(root: &Path, skip: &[&Path]) -> BTreeMap<PathBuf, Object> {
         let data = if m.is_file() {
             std::fs::read(&p).unwrap_or_default()
         } else if m.is_symlink() {
-            std::fs::read_link(&p).unwrap_or_default().into_os_string().into_encoded_bytes()
+            std::fs::read_link(&p)
+                .unwrap_or_default()
+                .into_os_string()
+                .into_encoded_bytes()
         } else {
             Vec::new()
         };
@@ -47,7 +57,14 @@ pub fn state(root: &Path, skip: &[&Path]) -> BTreeMap<PathBuf, Object> {
             }
         }
         let size = if m.is_dir() { 0 } else { m.size() };
-        out.insert(p, Object { mode: m.mode(), size, data });
+        out.insert(
+            p,
+            Object {
+                mode: m.mode(),
+                size,
+                data,
+            },
+        );
     }
     out
 }
@@ -60,7 +77,13 @@ pub fn unlock(root: &Path) {
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {
                 let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
-                todo.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()));
+                todo.extend(
+                    std::fs::read_dir(&p)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path()),
+                );
             }
             _ => {}
         }

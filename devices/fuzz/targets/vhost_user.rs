@@ -49,7 +49,8 @@ fn backend(listener: UnixListener, script: Vec<u8>) {
     };
     let mut input = Input(&script);
     // Only ever waits this long for a front end blocked on a reply.
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     loop {
         let mut hdr = [0u8; 12];
         if s.read_exact(&mut hdr).is_err() {
@@ -94,8 +95,12 @@ fn memfd_memory() -> GuestMemoryMmap {
     let fd = rustix::fs::memfd_create("fuzz-guest-ram", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
     let file = std::fs::File::from(fd);
     file.set_len(MEM).unwrap();
-    GuestMemoryMmap::from_ranges_with_files([(GuestAddress(0), MEM as usize, Some(FileOffset::new(file, 0)))])
-        .unwrap()
+    GuestMemoryMmap::from_ranges_with_files([(
+        GuestAddress(0),
+        MEM as usize,
+        Some(FileOffset::new(file, 0)),
+    )])
+    .unwrap()
 }
 
 fn wr(t: &mut MmioTransport, offset: u64, v: u32) {
