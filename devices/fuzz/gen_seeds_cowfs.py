@@ -2,19 +2,9 @@
 """Writes seed inputs for the cowfs on-disk targets: corpus/origin_log/
 (copy-up logs, well formed and not, at odd kinds of file) and
 corpus/commit_upper/ (hostile upper layers, see targets/commit_upper.rs)."""
-import os
 import struct
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def write(target, seeds):
-    out = os.path.join(HERE, "corpus", target)
-    os.makedirs(out, exist_ok=True)
-    for name, data in seeds.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
-    print(f"wrote {len(seeds)} seeds to {out}")
+from seedlib import write
 
 
 def hx(b):

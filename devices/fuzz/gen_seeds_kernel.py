@@ -3,8 +3,9 @@
 corpus/kernel_loader/: ELF vmlinux images (with and without the PVH note)
 and bzImages, well formed and hostile, with initramfs of odd sizes (see
 targets/kernel_loader.rs for the input layout)."""
-import os
 import struct
+
+from seedlib import write
 
 ENTRY = 0x100000
 
@@ -75,9 +76,4 @@ seeds = {
     "initrd_pages": seed(elf(), 4, b"\x00" * 8193),
     "empty": b"\x04\x00\x00",
 }
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "kernel_loader")
-os.makedirs(out, exist_ok=True)
-for name, data in seeds.items():
-    with open(os.path.join(out, name), "wb") as f:
-        f.write(data)
-print(f"wrote {len(seeds)} seeds to {out}")
+write("kernel_loader", seeds)

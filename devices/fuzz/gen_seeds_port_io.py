@@ -2,8 +2,9 @@
 """Writes seed inputs for the port_io target into corpus/port_io/: Linux's
 8250 probe and console set-up, console output and input, the i8042 reset,
 straddling and odd-width accesses (see targets/port_io.rs)."""
-import os
 import struct
+
+from seedlib import write
 
 
 def com(off):  # port byte for COM1 + off
@@ -45,9 +46,4 @@ seeds = {
     + r(kbd(-1), 3) + b"\x00" + RAW(0xffff) + b"\x03" + struct.pack("<Q", 1)
     + b"\x01" + RAW(0x3ff) + b"\x00" + b"\x01" + RAW(0xfffc) + b"\x8f",
 }
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "port_io")
-os.makedirs(out, exist_ok=True)
-for name, data in seeds.items():
-    with open(os.path.join(out, name), "wb") as f:
-        f.write(data)
-print(f"wrote {len(seeds)} seeds to {out}")
+write("port_io", seeds)

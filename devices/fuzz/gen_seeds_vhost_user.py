@@ -4,8 +4,9 @@ backends that negotiate with and without protocol features (MQ,
 REPLY_ACK), then answer or refuse the activation and the reset, and some
 that lie (wrong sizes, too few queues, 32-bit only, hanging up midway).
 See targets/vhost_user.rs for the script format."""
-import os
 import struct
+
+from seedlib import write
 
 VERSION_1 = 1 << 32
 PROTOCOL = 1 << 30
@@ -42,9 +43,4 @@ seeds = {
     "hangup_in_activation": ans() + ans(VERSION_1) + ans() * 5 + HANGUP,
     "hangup_at_reset": ans() + ans(VERSION_1) + ans() * 12 + HANGUP,
 }
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "vhost_user")
-os.makedirs(out, exist_ok=True)
-for name, data in seeds.items():
-    with open(os.path.join(out, name), "wb") as f:
-        f.write(data)
-print(f"wrote {len(seeds)} seeds to {out}")
+write("vhost_user", seeds)

@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 
 use devices::virtio::fs::cowfs::{commit, diff, Approval, CommitOptions};
 
+#[path = "mmio_input.rs"]
+mod mmio_input;
+use mmio_input::Input;
+
 #[path = "scratch.rs"]
 mod scratch;
 
@@ -69,40 +73,27 @@ const TARGETS: [&str; 8] = [
     "dir/sub",
 ];
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let (head, rest) = self.0.split_at(n.min(self.0.len()));
-        self.0 = rest;
-        head
-    }
-    fn path(&mut self) -> Option<PathBuf> {
-        let n = (self.u8()? & 3) + 1;
-        let mut p = PathBuf::new();
-        for _ in 0..n {
-            let b = usize::from(self.u8()?);
-            let c = match NAMES.get(b) {
-                Some(c) => c.to_vec(),
-                None => {
-                    let len = usize::from(self.u8()?);
-                    self.bytes(len).to_vec()
-                }
-            };
-            // One component each, and never up (the builder writes only
-            // inside the upper; escaping is cowfs's to refuse, not ours).
-            if c.is_empty() || c.contains(&b'/') || c.contains(&0) || c == b"." || c == b".." {
-                return None;
+/// A path: a count byte, then each component (see the module comment).
+fn path(input: &mut Input) -> Option<PathBuf> {
+    let n = (input.u8()? & 3) + 1;
+    let mut p = PathBuf::new();
+    for _ in 0..n {
+        let b = usize::from(input.u8()?);
+        let c = match NAMES.get(b) {
+            Some(c) => c.to_vec(),
+            None => {
+                let len = usize::from(input.u8()?);
+                input.bytes(len).to_vec()
             }
-            p.push(std::ffi::OsStr::from_bytes(&c));
+        };
+        // One component each, and never up (the builder writes only
+        // inside the upper; escaping is cowfs's to refuse, not ours).
+        if c.is_empty() || c.contains(&b'/') || c.contains(&0) || c == b"." || c == b".." {
+            return None;
         }
-        Some(p)
+        p.push(std::ffi::OsStr::from_bytes(&c));
     }
+    Some(p)
 }
 
 /// `upper/rel` if no ancestor of it inside the upper is a symlink or a
@@ -128,7 +119,7 @@ fn build(upper: &Path, outside: &Path, data: &[u8]) {
         let Some(rel) = (if op & 7 == 5 {
             Some(PathBuf::new())
         } else {
-            input.path()
+            path(&mut input)
         }) else {
             return;
         };
