@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 
 use devices::virtio::fs::cowfs::{commit, diff, Approval, CommitOptions};
 
-#[path = "mmio_input.rs"]
-mod mmio_input;
-use mmio_input::Input;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 #[path = "scratch.rs"]
 mod scratch;

@@ -25,9 +25,9 @@ use devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-#[path = "mmio_input.rs"]
-mod mmio_input;
-use mmio_input::Input;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 struct Fixture {
     base: PathBuf,

@@ -17,9 +17,9 @@ use devices::virtio::{Interrupt, MmioTransport, Rng, VirtioDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-#[path = "mmio_input.rs"]
-mod mmio_input;
-use mmio_input::Input;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 pub fn run(data: &[u8]) {
     // Two regions with a hole between them, so rings and buffers can

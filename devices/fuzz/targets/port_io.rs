@@ -24,9 +24,9 @@ use devices::legacy::{
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-#[path = "mmio_input.rs"]
-mod mmio_input;
-use mmio_input::Input;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 fn port(input: &mut Input) -> Option<u64> {
     let p = input.u8()?;

@@ -30,9 +30,9 @@ use devices::virtio::{Interrupt, MmioTransport};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-#[path = "mmio_input.rs"]
-mod mmio_input;
-use mmio_input::Input;
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 const MEM: u64 = 0x1_0000;
 const SIZE: u16 = 16;
