@@ -2,6 +2,10 @@
 //! (`devices/fuzz/corpus/<target>/`): the same `run` the libFuzzer binaries
 //! call, built here by path so no nightly toolchain is needed.
 
+// Each target includes its helpers (`input.rs`, `scratch.rs`) itself, so
+// that it builds alone as a libFuzzer binary: here they load more than once.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "../fuzz/targets/replay.rs"]
 mod replay;
 
