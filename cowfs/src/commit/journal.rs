@@ -192,11 +192,21 @@ impl Journal {
         };
         let mut j = Self::new(Vec::new(), Vec::new());
         j.phase = phase;
-        let name = |s: &str| unhex(s).filter(|n| !n.is_empty()).ok_or(Errno::INVAL);
-        // Recovery deletes staged and set-aside names: only ever ours.
+        // A relative path of real names: a `..` (or `.`) would let a step
+        // reach past the lower root (`chmod ..` changed its parent).
+        let name = |s: &str| {
+            unhex(s)
+                .filter(|n| {
+                    n.split(|&b| b == b'/')
+                        .all(|c| !matches!(c, b"" | b"." | b".."))
+                })
+                .ok_or(Errno::INVAL)
+        };
+        // Recovery deletes staged and set-aside names: only ever ours, and
+        // one name beside the target.
         let temporary = |s: &str| {
             name(s).and_then(|n| {
-                n.starts_with(&temporary_prefix())
+                (n.starts_with(&temporary_prefix()) && !n.contains(&b'/'))
                     .then_some(n)
                     .ok_or(Errno::INVAL)
             })
@@ -378,6 +388,12 @@ mod tests {
             "mvm-cowfs-commit 1\nphase apply\nput 61\n",
             // A host file named as a temporary (recovery would delete it).
             "mvm-cowfs-commit 1\nphase staging\nput 61 62 2e77682e2e77682e746d702e636f6d6d69742e31\n",
+            // Targets up or beside the root, a temporary that is a path.
+            "mvm-cowfs-commit 1\nphase apply\nchmod 2e2e 0\n",
+            "mvm-cowfs-commit 1\nphase apply\nremove 612f2e2e 2e77682e2e77682e2e746d702e636f6d6d69742e31\n",
+            "mvm-cowfs-commit 1\nphase apply\nchmod 2e 0\n",
+            "mvm-cowfs-commit 1\nphase apply\nchmod 612f2f62 0\n",
+            "mvm-cowfs-commit 1\nphase staging\nput 61 2e77682e2e77682e2e746d702e636f6d6d69742e312f78 2e77682e2e77682e2e746d702e636f6d6d69742e31\n",
         ] {
             assert_eq!(Journal::parse(bad), Err(Errno::INVAL), "{bad:?}");
         }

@@ -1,0 +1,9 @@
+#![no_main]
+//! libFuzzer entry point; the target itself is `targets/origin_log.rs`, which the
+//! main workspace's corpus replay test (`devices/tests/fuzz_corpus.rs`)
+//! also compiles.
+
+#[path = "../targets/origin_log.rs"]
+mod target;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));

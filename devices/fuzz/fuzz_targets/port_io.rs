@@ -1,0 +1,9 @@
+#![no_main]
+//! libFuzzer entry point; the target itself is `targets/port_io.rs`, which the
+//! main workspace's corpus replay test (`devices/tests/fuzz_corpus.rs`)
+//! also compiles.
+
+#[path = "../targets/port_io.rs"]
+mod target;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));
