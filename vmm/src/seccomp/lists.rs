@@ -144,7 +144,12 @@ pub fn vcpu() -> Vec<(i64, Rule)> {
     v.extend(device_ioctls());
     // A device activated by a vCPU may make eventfds (vhost's call and
     // kick) and register them with the event loop.
-    v.extend(any(&[SYS_sendmsg, SYS_recvmsg, SYS_epoll_ctl, SYS_eventfd2]));
+    v.extend(any(&[
+        SYS_sendmsg,
+        SYS_recvmsg,
+        SYS_epoll_ctl,
+        SYS_eventfd2,
+    ]));
     v
 }
 
