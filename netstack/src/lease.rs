@@ -11,10 +11,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -141,24 +140,14 @@ impl Store {
 
     pub(crate) fn lock(&self) -> Result<StoreLock> {
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(format!("locking {}", path.display()), err));
-            }
+        match crate::lockfile::lock_exclusive(&path, true) {
+            Ok(Some(file)) => Ok(StoreLock { _file: file }),
+            Ok(None) => Err(Error::io(
+                format!("locking {}", path.display()),
+                std::io::ErrorKind::WouldBlock.into(),
+            )),
+            Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
         }
-        Ok(StoreLock { _file: file })
     }
 
     fn lease_path(&self, id: &str) -> PathBuf {

@@ -34,6 +34,7 @@ mod forward;
 mod host;
 mod lease;
 mod link;
+pub mod lockfile;
 mod nft;
 mod privilege;
 mod tap;

@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -71,22 +70,11 @@ impl VmLock {
     /// The lock, or None when another process holds it.
     fn try_take(vm_path: &Path, file: &str) -> crate::Result<Option<VmLock>> {
         let path = vm_path.join(file);
-        let mut file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Ok(None);
-            }
-            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
-        }
+        let Some(mut file) = netstack::lockfile::lock_exclusive(&path, false)
+            .with_context(|| format!("cannot lock {}", path.display()))?
+        else {
+            return Ok(None);
+        };
         // The holder's pid, for the waiting line of the next command.
         let _ = file
             .set_len(0)
