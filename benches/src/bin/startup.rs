@@ -57,6 +57,10 @@ struct Cli {
     /// The initramfs that goes with --kernel.
     #[arg(long, value_name = "PATH", requires = "kernel")]
     initrd: Option<PathBuf>,
+    /// An extra argument for every `mvm run` (repeatable), e.g.
+    /// `--mvm-arg=--seccomp=off` to measure what the filters cost.
+    #[arg(long = "mvm-arg", value_name = "ARG", allow_hyphen_values = true)]
+    mvm_args: Vec<String>,
 }
 
 /// Targets from the issue (Firecracker publishes 8 CPU ms and 5 MiB).
@@ -126,6 +130,7 @@ struct Setup {
     report: PathBuf,
     /// The real guest kernel and initramfs, for `mvm_real`.
     real: Option<(PathBuf, PathBuf)>,
+    mvm_args: Vec<String>,
 }
 
 impl Setup {
@@ -135,6 +140,7 @@ impl Setup {
             .arg(self.memory_mib.to_string())
             .arg("--kernel")
             .arg(kernel)
+            .args(&self.mvm_args)
             .env_remove("MVM_LOG")
             .env_remove("MVM_STARTUP_REPORT")
             .stderr(Stdio::null());
@@ -345,6 +351,7 @@ fn main() {
         report: work.join("startup-report.json"),
         // clap makes them go together.
         real: args.kernel.clone().zip(args.initrd.clone()),
+        mvm_args: args.mvm_args.clone(),
     };
 
     let mut noop = Series::default();
