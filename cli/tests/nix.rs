@@ -1,10 +1,17 @@
 //! The Nix side (flake.nix, nix/) checked against the real mvm, as far as a
-//! machine without a Nix store can: every .nix file parses; the host
-//! module's VM options are generated from the very schema `mvm config
-//! --schema` prints; the systemd units' command lines (nix/units.json) run
-//! with this mvm; the Nix kernel build reads the same fragment and check as
-//! guest-kernel/build.sh. Needs `nix-instantiate` (Debian's nix-bin, which
-//! scripts/install-deps.sh installs).
+//! machine without nixpkgs can: every .nix file parses; the host module and
+//! the devenv module are evaluated by the module system (`lib.evalModules`
+//! of nixpkgs' lib, nix/tests/eval.nix, with the NixOS and devenv options
+//! they set declared by nix/tests/stubs.nix), so option types, defaults and
+//! the generated units are checked and a wrong value is an error; the units
+//! the module generates run with this mvm; the VM options are generated from
+//! the very schema `mvm config --schema` prints; the Nix kernel build reads
+//! the same fragment and check as guest-kernel/build.sh.
+//!
+//! Needs `nix-instantiate` (Debian's nix-bin, which scripts/install-deps.sh
+//! installs) and nixpkgs' lib (nix-community/nixpkgs.lib) at
+//! `../shared/nix/nixpkgs-lib` beside the repository or `$MVM_NIXPKGS_LIB`;
+//! without it the tests fail, they do not skip.
 
 mod common;
 
@@ -576,6 +583,19 @@ fn host_module_options_shape_the_units() {
         .unwrap()
         .contains(r#"GROUP="vmusers""#));
     assert_eq!(host["firewall"], serde_json::json!({}));
+
+    // A project path with a quote, systemd's %specifier and $VARIABLE
+    // signs: one word, the signs doubled (literal for systemd).
+    let host = eval.host(
+        None,
+        Some(
+            r#"{ lib, ... }: { services.mvm.vms.web.project = lib.mkForce "/home/alice/50%'s $HOME"; }"#,
+        ),
+    );
+    assert_eq!(
+        unit_argv(&eval, &host, "mvm-vm-web", "ExecStop"),
+        ["down", "/home/alice/50%%'s $$HOME", "--name", "web"]
+    );
 
     // Disabled: the module sets nothing.
     let host = eval.host(

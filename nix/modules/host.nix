@@ -37,10 +37,11 @@ let
   vmHome = "${stateDir}/declarative";
 
   # units.json argv with @placeholders@ filled in, as one ExecStart line.
+  # systemd expands %specifiers and $VARIABLES in it: doubled, they are literal.
   command = argv: values:
-    lib.escapeShellArgs ([ mvm ] ++ map
+    lib.escapeShellArgs (map (lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ]) ([ mvm ] ++ map
       (a: lib.replaceStrings (map (k: "@${k}@") (lib.attrNames values)) (lib.attrValues values) a)
-      argv);
+      argv));
 
   toml = pkgs.formats.toml { };
   vmConfigFile = name: vm:
