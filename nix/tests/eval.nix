@@ -2,17 +2,18 @@
 # system (nixpkgs' lib.evalModules), without nixpkgs itself: the NixOS and
 # devenv options they set are declared by stubs.nix with their real types,
 # so a wrong value, in the modules or in a configuration, is an evaluation
-# error. cli/tests/nix_eval.rs runs it:
+# error. cli/tests/nix.rs runs it:
 #
 #   nix-instantiate --eval --strict --json --read-write-mode --store DIR \
-#     nix/tests/eval.nix --argstr nixpkgsLib ../shared/nix/nixpkgs-lib \
+#     nix/tests/eval.nix --arg nixpkgsLib ../shared/nix/nixpkgs-lib \
 #     [--argstr module devenv] [--arg configuration ./my.nix] [--arg extra '{ ... }']
 #
 # (--store DIR: builtins.toFile, the stand-in for pkgs.formats.toml, writes
 # the VMs' mvm.toml into DIR/nix/store rather than /nix/store.)
 # Output: the parts of the evaluated configuration the modules produce.
 {
-  # A checkout of nixpkgs' lib (nix-community/nixpkgs.lib): the folder holding lib/.
+  # A checkout of nixpkgs' lib (nix-community/nixpkgs.lib): the folder
+  # holding lib/, as a path (--arg) or an absolute path string (--argstr).
   nixpkgsLib,
   # "host" (modules/host.nix) or "devenv" (devenv/devenv.nix, as devenv.yaml imports it).
   module ? "host",
@@ -24,7 +25,10 @@
   mvmOutPath ? "/nix/store/00000000000000000000000000000000-mvm-0.1.0",
 }:
 let
-  lib = import (/. + "${nixpkgsLib}/lib");
+  lib = import (
+    if builtins.isPath nixpkgsLib then nixpkgsLib + "/lib"
+    else if builtins.substring 0 1 nixpkgsLib == "/" then /. + "${nixpkgsLib}/lib"
+    else throw "eval.nix: nixpkgsLib must be an absolute path (--argstr) or a path (--arg): ${nixpkgsLib}");
   stubs = import ./stubs.nix { inherit lib mvmOutPath; };
 
   checked = config:
