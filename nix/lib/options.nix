@@ -25,7 +25,12 @@ let
   optionsOf = lib.mapAttrs (name: n:
     if n.required or false
     then mkOption { type = typeOf n; description = n.description; }
-    else mkOption { type = types.nullOr (typeOf n); default = null; description = n.description; });
+    # (A node that is nullable already is not wrapped twice.)
+    else mkOption {
+      type = if n.kind == "nullable" then typeOf n else types.nullOr (typeOf n);
+      default = null;
+      description = n.description;
+    });
 in
 {
   inherit typeOf optionsOf;

@@ -37,10 +37,11 @@ let
   vmHome = "${stateDir}/declarative";
 
   # units.json argv with @placeholders@ filled in, as one ExecStart line.
+  # systemd expands %specifiers and $VARIABLES in it: doubled, they are literal.
   command = argv: values:
-    lib.escapeShellArgs ([ mvm ] ++ map
+    lib.escapeShellArgs (map (lib.replaceStrings [ "%" "$" ] [ "%%" "$$" ]) ([ mvm ] ++ map
       (a: lib.replaceStrings (map (k: "@${k}@") (lib.attrNames values)) (lib.attrValues values) a)
-      argv);
+      argv));
 
   toml = pkgs.formats.toml { };
   vmConfigFile = name: vm:
@@ -120,6 +121,13 @@ in
       SUBSYSTEM=="misc", KERNEL=="tun", MODE="0666"
     '';
 
+    # DHCP and DNS from the VMs to `mvm _netd` on the bridge: NixOS's
+    # firewall (on by default) drops what an interface does not allow.
+    networking.firewall.interfaces.virbr-mvm = mkIf cfg.network.enable {
+      allowedUDPPorts = [ 53 67 ];
+      allowedTCPPorts = [ 53 ];
+    };
+
     systemd.tmpfiles.rules = [
       "d ${stateDir} 0755 root root -"
       "d ${netDir} 0750 ${cfg.user} ${cfg.group} -"
@@ -177,7 +185,7 @@ in
               project = vm.project;
               config = toString (vmConfigFile name vm);
             };
-            ExecStop = command units.vm.stop { inherit name; };
+            ExecStop = command units.vm.stop { inherit name; project = vm.project; };
             Restart = "on-failure";
             TimeoutStartSec = 300;
           };
