@@ -108,7 +108,10 @@ pub fn create(opts: &CreateOptions, report: &dyn Report) -> crate::Result<VmSpec
         }
         None => Default::default(),
     };
-    let spec = validate(opts, &dir, &base)?;
+    // Ports are picked and written under one lock: copies created at once
+    // never pick the same free port.
+    let _ports = state::VmLock::acquire_ports()?;
+    let spec = validate(opts, &dir, &base, report)?;
     write_vm(&dir, &spec)?;
     Ok(spec)
 }
@@ -145,20 +148,28 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> crate::Result<()> {
 }
 
 /// The spec of a new VM: the project's configuration `base`, with the
-/// command line's options over it.
-pub fn validate(opts: &CreateOptions, dir: &VmDir, base: &ProjectConfig) -> crate::Result<VmSpec> {
+/// command line's options over it (the caller holds
+/// [`state::VmLock::acquire_ports`] until the spec is written).
+pub fn validate(
+    opts: &CreateOptions,
+    dir: &VmDir,
+    base: &ProjectConfig,
+    report: &dyn Report,
+) -> crate::Result<VmSpec> {
     if dir.spec_path().exists() {
         return Err(crate::Error::VmExists(opts.name.clone()));
     }
-    spec_for(opts, base, None)
+    spec_for(opts, base, None, report)
 }
 
 /// A VM's spec from `base` and `opts`; `own`: the VM's current spec when it
-/// exists (its own forwards may be bound by it already).
+/// exists (its own forwards may be bound by it already). The project's
+/// ports that are taken move to free ones (see [`move_taken_ports`]).
 pub fn spec_for(
     opts: &CreateOptions,
     base: &ProjectConfig,
     own: Option<&VmSpec>,
+    report: &dyn Report,
 ) -> crate::Result<VmSpec> {
     let project = match &opts.project {
         Some(p) => Some(crate::project::folder(Some(p))?),
@@ -177,12 +188,13 @@ pub fn spec_for(
         vmm::loader::probe_kernel(k)?;
     }
     // The command line's forwards replace the project's on the same host port.
-    let mut ports: Vec<PortForward> = base
+    let declared: Vec<PortForward> = base
         .ports
         .iter()
         .map(|p| p.0)
         .filter(|p| !opts.ports.iter().any(|q| q.same_host_port(p)))
         .collect();
+    let mut ports = move_taken_ports(&opts.name, &declared, &opts.ports, own, report)?;
     ports.extend(opts.ports.iter().copied());
     for p in &opts.env_host {
         crate::project::config::EnvPattern::try_from(p.clone())
@@ -283,6 +295,109 @@ pub fn spec_for(
         created,
         seccomp: opts.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill),
     })
+}
+
+/// How far above a taken declared port the search for a free one goes.
+const MOVE_SPAN: u16 = 100;
+
+/// The project's declared forwards of VM `name`, each taken one (another
+/// VM's spec forwards its host port, or a host process holds it) moved to
+/// a free host port: the one the VM had moved it to before (`own`), else
+/// the first free one above it, skipping ports any VM's spec forwards.
+/// One line per new move goes to `report`. `explicit` (the command line's
+/// forwards) are never moved; a taken one stays an error (in `spec_for`).
+pub fn move_taken_ports(
+    name: &str,
+    declared: &[PortForward],
+    explicit: &[PortForward],
+    own: Option<&VmSpec>,
+    report: &dyn Report,
+) -> crate::Result<Vec<PortForward>> {
+    if declared.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Who forwards what: every other VM's spec.
+    let mut others: Vec<(String, PortForward)> = Vec::new();
+    for other in state::all_vms()? {
+        if other.name == name {
+            continue;
+        }
+        if let Ok(o) = other.spec() {
+            others.extend(o.ports.iter().map(|p| (o.name.clone(), *p)));
+        }
+    }
+    let held_by = |p: &PortForward| {
+        others
+            .iter()
+            .find(|(_, q)| q.same_host_port(p))
+            .map(|(n, _)| n.clone())
+    };
+    let owns = |p: &PortForward| own.is_some_and(|o| o.ports.iter().any(|q| q.same_host_port(p)));
+    // Why `p` cannot be used, if it cannot.
+    let taken = |p: &PortForward| -> Option<String> {
+        if let Some(n) = held_by(p) {
+            return Some(format!("VM '{n}'"));
+        }
+        if !owns(p) && check_port_free(p).is_err() {
+            return Some("in use on the host".into());
+        }
+        None
+    };
+    let mut out: Vec<PortForward> = declared.to_vec();
+    for i in 0..out.len() {
+        let p = out[i];
+        let Some(why) = taken(&p) else { continue };
+        // Not one this VM forwards otherwise (declared, explicit or moved).
+        let in_list = |q: &PortForward, out: &[PortForward]| {
+            out.iter()
+                .chain(declared)
+                .chain(explicit)
+                .any(|r| r.same_host_port(q))
+        };
+        let before = own.and_then(|o| {
+            o.ports
+                .iter()
+                .find(|q| {
+                    q.guest_port == p.guest_port
+                        && q.protocol == p.protocol
+                        && q.addr == p.addr
+                        && q.host_port != p.host_port
+                        && !declared.iter().any(|d| d.same_host_port(q))
+                })
+                .copied()
+        });
+        let scan = (1..=MOVE_SPAN).filter_map(|d| {
+            p.host_port
+                .checked_add(d)
+                .map(|h| PortForward { host_port: h, ..p })
+        });
+        let found = before
+            .into_iter()
+            .chain(scan)
+            .find(|q| !in_list(q, &out) && taken(q).is_none());
+        let Some(q) = found else {
+            bail!(
+                "host port {} is taken ({why}) and none of {}..{} is free; pass -p HOST:{} to choose one",
+                p.host_port,
+                p.host_port.saturating_add(1),
+                p.host_port.saturating_add(MOVE_SPAN),
+                p.guest_port
+            );
+        };
+        if !own.is_some_and(|o| o.ports.contains(&q)) {
+            let udp = if q.protocol == netstack::Protocol::Udp {
+                "/udp"
+            } else {
+                ""
+            };
+            report.progress(&format!(
+                "host port {} is taken ({why}); VM '{name}' forwards {}:{}{udp} instead",
+                p.host_port, q.host_port, q.guest_port
+            ));
+        }
+        out[i] = q;
+    }
+    Ok(out)
 }
 
 /// The project's `home` entries and `--share-home`, resolved in the host
