@@ -194,7 +194,7 @@ pub fn spec_for(
         .map(|p| p.0)
         .filter(|p| !opts.ports.iter().any(|q| q.same_host_port(p)))
         .collect();
-    let mut ports = move_taken_ports(&opts.name, &declared, &opts.ports, own, report)?;
+    let (mut ports, moves) = move_taken_ports(&opts.name, &declared, &opts.ports, own)?;
     ports.extend(opts.ports.iter().copied());
     for p in &opts.env_host {
         crate::project::config::EnvPattern::try_from(p.clone())
@@ -264,8 +264,13 @@ pub fn spec_for(
     env.extend(opts.env.iter().cloned());
     let mut env_host: Vec<String> = base.env_host.iter().map(|p| p.0.clone()).collect();
     env_host.extend(opts.env_host.iter().cloned());
+    let id = crate::state::spec_new_id()?;
+    // Said once all else passed: a refused VM moved nothing.
+    for m in &moves {
+        report.progress(m);
+    }
     Ok(VmSpec {
-        id: crate::state::spec_new_id()?,
+        id,
         name: opts.name.clone(),
         project,
         cpus,
@@ -304,17 +309,17 @@ const MOVE_SPAN: u16 = 100;
 /// VM's spec forwards its host port, or a host process holds it) moved to
 /// a free host port: the one the VM had moved it to before (`own`), else
 /// the first free one above it, skipping ports any VM's spec forwards.
-/// One line per new move goes to `report`. `explicit` (the command line's
+/// Also one line per new move, to report. `explicit` (the command line's
 /// forwards) are never moved; a taken one stays an error (in `spec_for`).
 pub fn move_taken_ports(
     name: &str,
     declared: &[PortForward],
     explicit: &[PortForward],
     own: Option<&VmSpec>,
-    report: &dyn Report,
-) -> crate::Result<Vec<PortForward>> {
+) -> crate::Result<(Vec<PortForward>, Vec<String>)> {
+    let mut moves = Vec::new();
     if declared.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), moves));
     }
     // Who forwards what: every other VM's spec.
     let mut others: Vec<(String, PortForward)> = Vec::new();
@@ -390,14 +395,14 @@ pub fn move_taken_ports(
             } else {
                 ""
             };
-            report.progress(&format!(
+            moves.push(format!(
                 "host port {} is taken ({why}); VM '{name}' forwards {}:{}{udp} instead",
                 p.host_port, q.host_port, q.guest_port
             ));
         }
         out[i] = q;
     }
-    Ok(out)
+    Ok((out, moves))
 }
 
 /// The project's `home` entries and `--share-home`, resolved in the host

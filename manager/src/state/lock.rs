@@ -67,16 +67,16 @@ impl VmLock {
         }
     }
 
-    /// The host-port lock (`vms/.ports.lock`, one for all VMs): held by a
+    /// The host-port lock (`$MVM_HOME/ports.lock`, one for all VMs): held by a
     /// command while it picks host ports and writes them to a spec, so two
     /// copies of a project created at once never pick the same free port.
     /// Its holders take it last (after their VM's lock) and never start a
     /// VM under it, so waiting for it is short.
     pub fn acquire_ports() -> crate::Result<VmLock> {
-        let vms = super::vms_dir()?;
-        std::fs::create_dir_all(&vms)
-            .with_context(|| format!("cannot create {}", vms.display()))?;
-        let path = vms.join(".ports.lock");
+        let home = super::home()?;
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create {}", home.display()))?;
+        let path = home.join("ports.lock");
         let file = netstack::lockfile::lock_exclusive(&path, true)
             .with_context(|| format!("cannot lock {}", path.display()))?
             .with_context(|| format!("cannot lock {}", path.display()))?;
