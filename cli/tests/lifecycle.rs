@@ -551,6 +551,24 @@ fn copies_of_one_project() {
         format!("127.0.0.1:{}->3000/tcp\n", hosts[1])
     );
 
+    // direnv exports a copy's own port.
+    let me = std::process::id().to_string();
+    let exports = env.ok(&[
+        "direnv",
+        "--enter",
+        p,
+        "--name",
+        "web-2",
+        "--shell-pid",
+        &me,
+    ]);
+    assert!(
+        exports.contains("export MVM_VM='web-2'")
+            && exports.contains(&format!("export MVM_PORT_3000='{}'", hosts[1])),
+        "{exports}"
+    );
+    assert_eq!(env.pid("web-2"), pids[1]);
+
     // A port a host process holds is skipped as well.
     let _held = std::net::TcpListener::bind(("127.0.0.1", declared + 3)).unwrap();
     let o = env.mvm(&["create", "web-4", "--project", p]);
