@@ -194,7 +194,12 @@ pub fn spec_for(
         .map(|p| p.0)
         .filter(|p| !opts.ports.iter().any(|q| q.same_host_port(p)))
         .collect();
-    let (mut ports, moves) = move_taken_ports(&opts.name, &declared, &opts.ports, own)?;
+    let others = if declared.is_empty() {
+        Vec::new()
+    } else {
+        forwards_of_others(&opts.name)?
+    };
+    let (mut ports, moves) = move_taken_ports(&opts.name, &declared, &opts.ports, own, &others)?;
     ports.extend(opts.ports.iter().copied());
     for p in &opts.env_host {
         crate::project::config::EnvPattern::try_from(p.clone())
@@ -305,8 +310,22 @@ pub fn spec_for(
 /// How far above a taken declared port the search for a free one goes.
 const MOVE_SPAN: u16 = 100;
 
-/// The project's declared forwards of VM `name`, each taken one (another
-/// VM's spec forwards its host port, or a host process holds it) moved to
+/// Every forward in the specs of VMs other than `name`, with its VM's name.
+pub fn forwards_of_others(name: &str) -> crate::Result<Vec<(String, PortForward)>> {
+    let mut others = Vec::new();
+    for other in state::all_vms()? {
+        if other.name == name {
+            continue;
+        }
+        if let Ok(o) = other.spec() {
+            others.extend(o.ports.iter().map(|p| (o.name.clone(), *p)));
+        }
+    }
+    Ok(others)
+}
+
+/// The project's declared forwards of VM `name`, each taken one (`others`,
+/// other VMs' forwards, has its host port, or a host process holds it) moved to
 /// a free host port: the one the VM had moved it to before (`own`), else
 /// the first free one above it, skipping ports any VM's spec forwards.
 /// Also one line per new move, to report. `explicit` (the command line's
@@ -316,21 +335,9 @@ pub fn move_taken_ports(
     declared: &[PortForward],
     explicit: &[PortForward],
     own: Option<&VmSpec>,
+    others: &[(String, PortForward)],
 ) -> crate::Result<(Vec<PortForward>, Vec<String>)> {
     let mut moves = Vec::new();
-    if declared.is_empty() {
-        return Ok((Vec::new(), moves));
-    }
-    // Who forwards what: every other VM's spec.
-    let mut others: Vec<(String, PortForward)> = Vec::new();
-    for other in state::all_vms()? {
-        if other.name == name {
-            continue;
-        }
-        if let Ok(o) = other.spec() {
-            others.extend(o.ports.iter().map(|p| (o.name.clone(), *p)));
-        }
-    }
     let held_by = |p: &PortForward| {
         others
             .iter()
@@ -478,4 +485,105 @@ pub fn check_memory(mib: u64) -> crate::Result<()> {
         bail!("memory {mib} MiB is more than this host has ({host_mib} MiB)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(host: u16, guest: u16) -> PortForward {
+        PortForward::tcp(host, guest)
+    }
+
+    fn held(name: &str, ports: impl IntoIterator<Item = u16>) -> Vec<(String, PortForward)> {
+        ports
+            .into_iter()
+            .map(|h| (name.to_string(), fwd(h, 80)))
+            .collect()
+    }
+
+    #[test]
+    fn a_taken_declared_port_moves_to_the_next_free_one() {
+        let (ports, moves) = move_taken_ports(
+            "web-2",
+            &[fwd(47100, 3000)],
+            &[],
+            None,
+            &held("web", [47100]),
+        )
+        .unwrap();
+        assert_eq!(ports, [fwd(47101, 3000)]);
+        assert_eq!(
+            moves,
+            ["host port 47100 is taken (VM 'web'); VM 'web-2' forwards 47101:3000 instead"]
+        );
+        // Free: it stays, nothing said.
+        let (ports, moves) = move_taken_ports("web", &[fwd(47110, 3000)], &[], None, &[]).unwrap();
+        assert_eq!((ports, moves.len()), (vec![fwd(47110, 3000)], 0));
+    }
+
+    #[test]
+    fn a_move_skips_the_vms_own_other_ports_and_others_ports() {
+        // 47301 is declared too, 47302 given on the command line, 47303 another VM's.
+        let mut others = held("web", [47300]);
+        others.extend(held("web-3", [47303]));
+        let (ports, _) = move_taken_ports(
+            "web-2",
+            &[fwd(47300, 3000), fwd(47301, 4000)],
+            &[fwd(47302, 5000)],
+            None,
+            &others,
+        )
+        .unwrap();
+        assert_eq!(ports, [fwd(47304, 3000), fwd(47301, 4000)]);
+    }
+
+    #[test]
+    fn a_port_moved_before_is_kept_and_not_said_again() {
+        let own = spec_for(
+            &CreateOptions {
+                name: "web-2".into(),
+                memory_mib: Some(64),
+                ports: vec![fwd(47509, 3000)],
+                ..Default::default()
+            },
+            &ProjectConfig::default(),
+            None,
+            &crate::report::Silent,
+        )
+        .unwrap();
+        let (ports, moves) = move_taken_ports(
+            "web-2",
+            &[fwd(47500, 3000)],
+            &[],
+            Some(&own),
+            &held("web", [47500]),
+        )
+        .unwrap();
+        assert_eq!((ports, moves.len()), (vec![fwd(47509, 3000)], 0));
+    }
+
+    #[test]
+    fn a_port_held_on_the_host_moves_and_a_full_range_is_an_error() {
+        let _l = std::net::TcpListener::bind(("127.0.0.1", 47700)).unwrap();
+        let (ports, moves) = move_taken_ports("web", &[fwd(47700, 3000)], &[], None, &[]).unwrap();
+        assert_eq!(ports, [fwd(47701, 3000)]);
+        assert_eq!(
+            moves,
+            ["host port 47700 is taken (in use on the host); VM 'web' forwards 47701:3000 instead"]
+        );
+        let e = move_taken_ports(
+            "web-2",
+            &[fwd(47900, 3000)],
+            &[],
+            None,
+            &held("web", 47900..=48000),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "host port 47900 is taken (VM 'web') and none of 47901..48000 is free; pass -p HOST:3000 to choose one"
+        );
+    }
 }
