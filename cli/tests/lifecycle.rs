@@ -439,3 +439,193 @@ fn direnv_enter_and_leave() {
     assert!(bash.wait().unwrap().success());
     env.ok(&["rm", "dproj"]);
 }
+
+/// Copies of one project folder (`mvm up --name`, `mvm create --project`),
+/// three of them up at once: each its own VM (ID, folder), the project's
+/// declared port moved to a free one for each copy but the first (said on
+/// stderr, kept across `up`, shown by `mvm port` and `mvm list --json`); a
+/// port in use on the host is skipped too; an explicit `-p` that is taken
+/// is still refused, naming the port.
+#[test]
+fn copies_of_one_project() {
+    let env = Env::new("copies");
+    let project = env.home.join("web");
+    std::fs::create_dir(&project).unwrap();
+    let p = project.to_str().unwrap();
+    std::fs::write(
+        project.join("mvm.toml"),
+        "memory = 64\nnetwork = false\nroot = \"minimal\"\ncpus = 1\nports = [\"18190:3000\"]\n",
+    )
+    .unwrap();
+    let declared = 18190u16;
+    // 18190..=18192 must be free on this host for the test's arithmetic.
+    for port in declared..declared + 4 {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is in use on this host"
+        );
+    }
+    let up = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .args(["up", p, "--name", name])
+            .env("MVM_HOME", &env.home)
+            .env("MVM_KERNEL", &env.kernel)
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .spawn_output()
+    };
+    // The first copy takes the declared port; two more come up at once.
+    let first = env.mvm(&["up", p]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("is taken"));
+    let (a, b) = (up("web-2"), up("web-3"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let mut moved = Vec::new();
+    for (name, o) in [("web-2", &a), ("web-3", &b)] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("is taken"))
+            .unwrap_or_else(|| panic!("{name} said no move: {err}"));
+        assert!(
+            line.starts_with(&format!(
+                "mvm: host port {declared} is taken (VM 'web'); VM '{name}' forwards "
+            )) && line.ends_with(":3000 instead"),
+            "{line}"
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("VM '{name}' is up")));
+    }
+    let names = ["web", "web-2", "web-3"];
+    let mut ids = Vec::new();
+    let mut hosts = Vec::new();
+    for name in names {
+        assert_eq!(env.state(name), "running", "{name}");
+        let spec = std::fs::read_to_string(env.vm_dir(name).join("vm.toml")).unwrap();
+        let id = spec
+            .lines()
+            .find_map(|l| l.strip_prefix("id = "))
+            .unwrap()
+            .to_string();
+        ids.push(id);
+        // `mvm port` shows the real forward.
+        let ports = env.ok(&["port", name]);
+        let host: u16 = ports
+            .trim()
+            .strip_prefix("127.0.0.1:")
+            .and_then(|r| r.strip_suffix("->3000/tcp"))
+            .unwrap_or_else(|| panic!("{name}: {ports}"))
+            .parse()
+            .unwrap();
+        hosts.push(host);
+        if name != "web" {
+            moved.push(host);
+        }
+    }
+    assert_eq!(hosts[0], declared);
+    moved.sort();
+    assert_eq!(moved, [declared + 1, declared + 2], "{hosts:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "distinct IDs");
+    let pids: Vec<i32> = names.iter().map(|n| env.pid(n)).collect();
+    assert!(pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2]);
+    // `mvm list --json` shows each copy's own port.
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
+    for (name, host) in names.iter().zip(&hosts) {
+        let row = rows.iter().find(|r| r["name"] == *name).unwrap();
+        assert_eq!(
+            row["ports"],
+            serde_json::json!([format!("127.0.0.1:{host}->3000/tcp")]),
+            "{name}"
+        );
+        assert_eq!(row["project"], p);
+    }
+    // Up again: the moved port stays, nothing is said, the VM is reused.
+    let again = env.mvm(&["up", p, "--name", "web-2"]);
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("is taken"));
+    assert_eq!(env.pid("web-2"), pids[1]);
+    assert_eq!(
+        env.ok(&["port", "web-2"]),
+        format!("127.0.0.1:{}->3000/tcp\n", hosts[1])
+    );
+
+    // direnv exports a copy's own port.
+    let me = std::process::id().to_string();
+    let exports = env.ok(&[
+        "direnv",
+        "--enter",
+        p,
+        "--name",
+        "web-2",
+        "--shell-pid",
+        &me,
+    ]);
+    assert!(
+        exports.contains("export MVM_VM='web-2'")
+            && exports.contains(&format!("export MVM_PORT_3000='{}'", hosts[1])),
+        "{exports}"
+    );
+    assert_eq!(env.pid("web-2"), pids[1]);
+
+    // A port a host process holds is skipped as well.
+    let _held = std::net::TcpListener::bind(("127.0.0.1", declared + 3)).unwrap();
+    let o = env.mvm(&["create", "web-4", "--project", p]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "host port {declared} is taken (VM 'web'); VM 'web-4' forwards {}:3000 instead",
+            declared + 4
+        )),
+        "{err}"
+    );
+    // Explicit forwards are never moved: taken, they are refused (one
+    // line after what detection found).
+    let refused = |port: &str, needle: &str| {
+        let o = env.mvm(&["create", "web-5", "--project", p, "-p", port]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "-p {port} should be refused");
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| *l != "mvm: found mvm.toml")
+            .collect();
+        assert_eq!(lines.len(), 1, "one line expected: {err}");
+        assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+    };
+    refused(
+        &format!("{declared}:3000"),
+        &format!("host port {declared} is already forwarded to VM 'web'"),
+    );
+    refused(
+        &format!("{}:80", declared + 3),
+        &format!("host port {}/tcp is already in use", declared + 3),
+    );
+    assert!(!env.vm_dir("web-5").exists());
+
+    for name in ["web-2", "web-3"] {
+        assert!(env
+            .ok(&["down", p, "--name", name, "--rm"])
+            .contains("removed"));
+    }
+    env.ok(&["down", p, "--rm"]);
+    env.ok(&["rm", "web-4"]);
+    assert!(env.ok(&["list", "--json"]).trim() == "[]");
+}
+
+/// A command's output, waited for on a thread (so several run at once).
+trait SpawnOutput {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<Output>;
+}
+
+impl SpawnOutput for Command {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<Output> {
+        let child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::spawn(move || child.wait_with_output().unwrap())
+    }
+}

@@ -233,3 +233,95 @@ fn raw_run_net_bad_values_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("'fast'") && err.contains("vhost"), "{err}");
 }
+
+/// Copies of one project folder on the real network plane: three managed
+/// VMs (`mvm up --name`) up at once, each with its own tap, lease and IP
+/// and its own forward of the project's declared port (moved for the
+/// second and third), its VMM's proxy listening there; `down --rm` leaves
+/// no tap or lease.
+#[test]
+fn project_copies_get_their_own_tap_lease_address_and_port() {
+    if !can_run() {
+        return;
+    }
+    let ns = Ns::new("copies");
+    let k = kernel(
+        &ns.home.join("kernels"),
+        "spin",
+        &program(&[&print("up\n"), code::SPIN]),
+    );
+    let project = ns.home.join("web");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("mvm.toml"),
+        "memory = 64\nroot = \"minimal\"\ncpus = 1\nports = [\"18290:3000\"]\n",
+    )
+    .unwrap();
+    let p = project.to_str().unwrap();
+    let mvm = |args: &[&str]| {
+        let o = ns
+            .mvm(args)
+            .env("MVM_KERNEL", &k)
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mvm {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Never leave a VMM behind, whatever fails below.
+    struct Reap(PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                    let _ = sh(&format!("kill -9 {}", pid.trim()));
+                }
+            }
+        }
+    }
+    let _reap = Reap(ns.home.join("vms"));
+    let names = ["web", "web-2", "web-3"];
+    for name in names {
+        mvm(&["up", p, "--name", name]);
+    }
+    wait_for("three taps and leases", || {
+        ns.taps().len() == 3 && ns.leases().len() == 3
+    });
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&mvm(&["list", "--json"])).unwrap();
+    let mut ips = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let row = rows.iter().find(|r| r["name"] == *name).unwrap();
+        assert_eq!(row["state"], "running", "{name}");
+        let ip = row["ip"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no IP"));
+        ips.push(ip.to_string());
+        let port = 18290 + i;
+        assert_eq!(
+            row["ports"],
+            serde_json::json!([format!("127.0.0.1:{port}->3000/tcp")]),
+            "{name}"
+        );
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "{rows:?}");
+    // Each copy's VMM listens on its own port.
+    let listening = ns.sh("ss -ltnpH");
+    for port in 18290..18293 {
+        assert!(
+            listening.contains(&format!("127.0.0.1:{port} ")),
+            "{port}: {listening}"
+        );
+    }
+    for name in names {
+        mvm(&["down", p, "--name", name, "--rm"]);
+    }
+    assert_eq!(ns.taps(), Vec::<String>::new(), "taps left");
+    assert_eq!(ns.leases(), Vec::<String>::new(), "leases left");
+}

@@ -108,7 +108,10 @@ pub fn create(opts: &CreateOptions, report: &dyn Report) -> crate::Result<VmSpec
         }
         None => Default::default(),
     };
-    let spec = validate(opts, &dir, &base)?;
+    // Ports are picked and written under one lock: copies created at once
+    // never pick the same free port.
+    let _ports = state::VmLock::acquire_ports()?;
+    let spec = validate(opts, &dir, &base, report)?;
     write_vm(&dir, &spec)?;
     Ok(spec)
 }
@@ -145,20 +148,28 @@ pub fn write_vm(dir: &VmDir, spec: &VmSpec) -> crate::Result<()> {
 }
 
 /// The spec of a new VM: the project's configuration `base`, with the
-/// command line's options over it.
-pub fn validate(opts: &CreateOptions, dir: &VmDir, base: &ProjectConfig) -> crate::Result<VmSpec> {
+/// command line's options over it (the caller holds
+/// [`state::VmLock::acquire_ports`] until the spec is written).
+pub fn validate(
+    opts: &CreateOptions,
+    dir: &VmDir,
+    base: &ProjectConfig,
+    report: &dyn Report,
+) -> crate::Result<VmSpec> {
     if dir.spec_path().exists() {
         return Err(crate::Error::VmExists(opts.name.clone()));
     }
-    spec_for(opts, base, None)
+    spec_for(opts, base, None, report)
 }
 
 /// A VM's spec from `base` and `opts`; `own`: the VM's current spec when it
-/// exists (its own forwards may be bound by it already).
+/// exists (its own forwards may be bound by it already). The project's
+/// ports that are taken move to free ones (see [`move_taken_ports`]).
 pub fn spec_for(
     opts: &CreateOptions,
     base: &ProjectConfig,
     own: Option<&VmSpec>,
+    report: &dyn Report,
 ) -> crate::Result<VmSpec> {
     let project = match &opts.project {
         Some(p) => Some(crate::project::folder(Some(p))?),
@@ -177,12 +188,18 @@ pub fn spec_for(
         vmm::loader::probe_kernel(k)?;
     }
     // The command line's forwards replace the project's on the same host port.
-    let mut ports: Vec<PortForward> = base
+    let declared: Vec<PortForward> = base
         .ports
         .iter()
         .map(|p| p.0)
         .filter(|p| !opts.ports.iter().any(|q| q.same_host_port(p)))
         .collect();
+    let others = if declared.is_empty() {
+        Vec::new()
+    } else {
+        forwards_of_others(&opts.name)?
+    };
+    let (mut ports, moves) = move_taken_ports(&opts.name, &declared, &opts.ports, own, &others)?;
     ports.extend(opts.ports.iter().copied());
     for p in &opts.env_host {
         crate::project::config::EnvPattern::try_from(p.clone())
@@ -252,8 +269,13 @@ pub fn spec_for(
     env.extend(opts.env.iter().cloned());
     let mut env_host: Vec<String> = base.env_host.iter().map(|p| p.0.clone()).collect();
     env_host.extend(opts.env_host.iter().cloned());
+    let id = crate::state::spec_new_id()?;
+    // Said once all else passed: a refused VM moved nothing.
+    for m in &moves {
+        report.progress(m);
+    }
     Ok(VmSpec {
-        id: crate::state::spec_new_id()?,
+        id,
         name: opts.name.clone(),
         project,
         cpus,
@@ -283,6 +305,111 @@ pub fn spec_for(
         created,
         seccomp: opts.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill),
     })
+}
+
+/// How far above a taken declared port the search for a free one goes.
+const MOVE_SPAN: u16 = 100;
+
+/// Every forward in the specs of VMs other than `name`, with its VM's name.
+pub fn forwards_of_others(name: &str) -> crate::Result<Vec<(String, PortForward)>> {
+    let mut others = Vec::new();
+    for other in state::all_vms()? {
+        if other.name == name {
+            continue;
+        }
+        if let Ok(o) = other.spec() {
+            others.extend(o.ports.iter().map(|p| (o.name.clone(), *p)));
+        }
+    }
+    Ok(others)
+}
+
+/// The project's declared forwards of VM `name`, each taken one (`others`,
+/// other VMs' forwards, has its host port, or a host process holds it) moved to
+/// a free host port: the one the VM had moved it to before (`own`), else
+/// the first free one above it, skipping ports any VM's spec forwards.
+/// Also one line per new move, to report. `explicit` (the command line's
+/// forwards) are never moved; a taken one stays an error (in `spec_for`).
+pub fn move_taken_ports(
+    name: &str,
+    declared: &[PortForward],
+    explicit: &[PortForward],
+    own: Option<&VmSpec>,
+    others: &[(String, PortForward)],
+) -> crate::Result<(Vec<PortForward>, Vec<String>)> {
+    let mut moves = Vec::new();
+    let held_by = |p: &PortForward| {
+        others
+            .iter()
+            .find(|(_, q)| q.same_host_port(p))
+            .map(|(n, _)| n.clone())
+    };
+    let owns = |p: &PortForward| own.is_some_and(|o| o.ports.iter().any(|q| q.same_host_port(p)));
+    // Why `p` cannot be used, if it cannot.
+    let taken = |p: &PortForward| -> Option<String> {
+        if let Some(n) = held_by(p) {
+            return Some(format!("VM '{n}'"));
+        }
+        if !owns(p) && check_port_free(p).is_err() {
+            return Some("in use on the host".into());
+        }
+        None
+    };
+    let mut out: Vec<PortForward> = declared.to_vec();
+    for i in 0..out.len() {
+        let p = out[i];
+        let Some(why) = taken(&p) else { continue };
+        // Not one this VM forwards otherwise (declared, explicit or moved).
+        let in_list = |q: &PortForward, out: &[PortForward]| {
+            out.iter()
+                .chain(declared)
+                .chain(explicit)
+                .any(|r| r.same_host_port(q))
+        };
+        let before = own.and_then(|o| {
+            o.ports
+                .iter()
+                .find(|q| {
+                    q.guest_port == p.guest_port
+                        && q.protocol == p.protocol
+                        && q.addr == p.addr
+                        && q.host_port != p.host_port
+                        && !declared.iter().any(|d| d.same_host_port(q))
+                })
+                .copied()
+        });
+        let scan = (1..=MOVE_SPAN).filter_map(|d| {
+            p.host_port
+                .checked_add(d)
+                .map(|h| PortForward { host_port: h, ..p })
+        });
+        let found = before
+            .into_iter()
+            .chain(scan)
+            .find(|q| !in_list(q, &out) && taken(q).is_none());
+        let Some(q) = found else {
+            bail!(
+                "host port {} is taken ({why}) and none of {}..{} is free; pass -p HOST:{} to choose one",
+                p.host_port,
+                p.host_port.saturating_add(1),
+                p.host_port.saturating_add(MOVE_SPAN),
+                p.guest_port
+            );
+        };
+        if !own.is_some_and(|o| o.ports.contains(&q)) {
+            let udp = if q.protocol == netstack::Protocol::Udp {
+                "/udp"
+            } else {
+                ""
+            };
+            moves.push(format!(
+                "host port {} is taken ({why}); VM '{name}' forwards {}:{}{udp} instead",
+                p.host_port, q.host_port, q.guest_port
+            ));
+        }
+        out[i] = q;
+    }
+    Ok((out, moves))
 }
 
 /// The project's `home` entries and `--share-home`, resolved in the host
@@ -358,4 +485,105 @@ pub fn check_memory(mib: u64) -> crate::Result<()> {
         bail!("memory {mib} MiB is more than this host has ({host_mib} MiB)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(host: u16, guest: u16) -> PortForward {
+        PortForward::tcp(host, guest)
+    }
+
+    fn held(name: &str, ports: impl IntoIterator<Item = u16>) -> Vec<(String, PortForward)> {
+        ports
+            .into_iter()
+            .map(|h| (name.to_string(), fwd(h, 80)))
+            .collect()
+    }
+
+    #[test]
+    fn a_taken_declared_port_moves_to_the_next_free_one() {
+        let (ports, moves) = move_taken_ports(
+            "web-2",
+            &[fwd(47100, 3000)],
+            &[],
+            None,
+            &held("web", [47100]),
+        )
+        .unwrap();
+        assert_eq!(ports, [fwd(47101, 3000)]);
+        assert_eq!(
+            moves,
+            ["host port 47100 is taken (VM 'web'); VM 'web-2' forwards 47101:3000 instead"]
+        );
+        // Free: it stays, nothing said.
+        let (ports, moves) = move_taken_ports("web", &[fwd(47110, 3000)], &[], None, &[]).unwrap();
+        assert_eq!((ports, moves.len()), (vec![fwd(47110, 3000)], 0));
+    }
+
+    #[test]
+    fn a_move_skips_the_vms_own_other_ports_and_others_ports() {
+        // 47301 is declared too, 47302 given on the command line, 47303 another VM's.
+        let mut others = held("web", [47300]);
+        others.extend(held("web-3", [47303]));
+        let (ports, _) = move_taken_ports(
+            "web-2",
+            &[fwd(47300, 3000), fwd(47301, 4000)],
+            &[fwd(47302, 5000)],
+            None,
+            &others,
+        )
+        .unwrap();
+        assert_eq!(ports, [fwd(47304, 3000), fwd(47301, 4000)]);
+    }
+
+    #[test]
+    fn a_port_moved_before_is_kept_and_not_said_again() {
+        let own = spec_for(
+            &CreateOptions {
+                name: "web-2".into(),
+                memory_mib: Some(64),
+                ports: vec![fwd(47509, 3000)],
+                ..Default::default()
+            },
+            &ProjectConfig::default(),
+            None,
+            &crate::report::Silent,
+        )
+        .unwrap();
+        let (ports, moves) = move_taken_ports(
+            "web-2",
+            &[fwd(47500, 3000)],
+            &[],
+            Some(&own),
+            &held("web", [47500]),
+        )
+        .unwrap();
+        assert_eq!((ports, moves.len()), (vec![fwd(47509, 3000)], 0));
+    }
+
+    #[test]
+    fn a_port_held_on_the_host_moves_and_a_full_range_is_an_error() {
+        let _l = std::net::TcpListener::bind(("127.0.0.1", 47700)).unwrap();
+        let (ports, moves) = move_taken_ports("web", &[fwd(47700, 3000)], &[], None, &[]).unwrap();
+        assert_eq!(ports, [fwd(47701, 3000)]);
+        assert_eq!(
+            moves,
+            ["host port 47700 is taken (in use on the host); VM 'web' forwards 47701:3000 instead"]
+        );
+        let e = move_taken_ports(
+            "web-2",
+            &[fwd(47900, 3000)],
+            &[],
+            None,
+            &held("web", 47900..=48000),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "host port 47900 is taken (VM 'web') and none of 47901..48000 is free; pass -p HOST:3000 to choose one"
+        );
+    }
 }

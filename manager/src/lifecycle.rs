@@ -290,8 +290,11 @@ pub fn throwaway<'r>(
     report: &'r dyn Report,
 ) -> crate::Result<Throwaway<'r>> {
     let dir = VmDir::of(&opts.name)?;
-    let spec = crate::create::validate(opts, &dir, &Default::default())?;
-    crate::create::write_vm(&dir, &spec)?;
+    {
+        let _ports = crate::state::VmLock::acquire_ports()?;
+        let spec = crate::create::validate(opts, &dir, &Default::default(), report)?;
+        crate::create::write_vm(&dir, &spec)?;
+    }
     let vm = Throwaway { dir, report };
     start_locked(&vm.dir, report)?;
     Ok(vm)

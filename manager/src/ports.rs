@@ -35,6 +35,7 @@ fn change(
 ) -> crate::Result<PortForward> {
     let dir = VmDir::existing(name)?;
     let _lock = VmLock::acquire(&dir.path, &dir.name, report)?;
+    let _ports = VmLock::acquire_ports()?;
     let mut spec = dir.spec()?;
     let running = matches!(dir.run_state(), RunState::Running | RunState::Paused);
     if rm {

@@ -143,7 +143,9 @@ pub fn up(args: &UpOptions, report: &dyn Report) -> crate::Result<Up> {
     }
     let create = CreateOptions::for_project(name.clone(), folder.clone());
     if !dir.spec_path().exists() {
-        let spec = crate::create::validate(&create, &dir, &detected.config)?;
+        // Ports are picked and written under one lock (see `create`).
+        let _ports = crate::state::VmLock::acquire_ports()?;
+        let spec = crate::create::validate(&create, &dir, &detected.config, report)?;
         match crate::create::write_vm(&dir, &spec) {
             Ok(()) => report.progress(&format!("created VM '{name}' for {}", folder.display())),
             // Another `mvm up` (a second shell entering) created it first.
@@ -155,18 +157,21 @@ pub fn up(args: &UpOptions, report: &dyn Report) -> crate::Result<Up> {
     let old = dir.spec()?;
     // Checked again under the lock: a concurrent `up` may have created it.
     check_owner(&old, &folder)?;
-    let mut spec = crate::create::spec_for(&create, &detected.config, Some(&old))?;
-    spec.id = old.id.clone();
-    spec.created = old.created;
     let running = matches!(dir.run_state(), RunState::Running | RunState::Paused);
-    if spec != old {
-        if running {
-            report.progress(&format!("VM '{name}' runs with an older configuration; `mvm down && mvm up` applies the project's current one"));
-        } else {
-            spec.save(&dir.spec_path())?;
-            report.progress(&format!(
-                "updated VM '{name}' from the project's configuration"
-            ));
+    {
+        let _ports = crate::state::VmLock::acquire_ports()?;
+        let mut spec = crate::create::spec_for(&create, &detected.config, Some(&old), report)?;
+        spec.id = old.id.clone();
+        spec.created = old.created;
+        if spec != old {
+            if running {
+                report.progress(&format!("VM '{name}' runs with an older configuration; `mvm down && mvm up` applies the project's current one"));
+            } else {
+                spec.save(&dir.spec_path())?;
+                report.progress(&format!(
+                    "updated VM '{name}' from the project's configuration"
+                ));
+            }
         }
     }
     let spec = dir.spec()?;

@@ -32,6 +32,10 @@ pub struct DirenvArgs {
     /// The shell taking the lease [default: the shell running direnv].
     #[arg(long, value_name = "PID", requires = "enter")]
     pub shell_pid: Option<i32>,
+    /// The VM to bring up: a copy of the project (`mvm up --name`)
+    /// [default: as `mvm up` derives it].
+    #[arg(long, requires = "enter")]
+    pub name: Option<String>,
 }
 
 #[derive(Args)]
@@ -75,6 +79,7 @@ fn enter(args: DirenvArgs) -> anyhow::Result<()> {
     let folder = project::folder(args.dir.as_deref())?;
     let up = manager::up::UpOptions {
         dir: Some(folder.clone()),
+        name: args.name.clone(),
         ..Default::default()
     };
     // Progress and status go to stderr: stdout is what the shell evaluates.

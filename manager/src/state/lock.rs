@@ -67,6 +67,22 @@ impl VmLock {
         }
     }
 
+    /// The host-port lock (`$MVM_HOME/ports.lock`, one for all VMs): held by a
+    /// command while it picks host ports and writes them to a spec, so two
+    /// copies of a project created at once never pick the same free port.
+    /// Its holders take it last (after their VM's lock) and never start a
+    /// VM under it, so waiting for it is short.
+    pub fn acquire_ports() -> crate::Result<VmLock> {
+        let home = super::home()?;
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create {}", home.display()))?;
+        let path = home.join("ports.lock");
+        let file = netstack::lockfile::lock_exclusive(&path, true)
+            .with_context(|| format!("cannot lock {}", path.display()))?
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(VmLock { _file: file })
+    }
+
     /// The lock, or None when another process holds it.
     fn try_take(vm_path: &Path, file: &str) -> crate::Result<Option<VmLock>> {
         let path = vm_path.join(file);

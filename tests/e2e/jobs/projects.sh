@@ -3,9 +3,10 @@
 # command (`mvm up` in its folder): the service answers through its
 # forwarded port, host edits reach the dev server, guest writes stay in the
 # VM, the DB example's tests pass in the VM, `mvm down` leaves nothing
-# running. Also records `mvm up` -> first HTTP answer of the Node.js example
-# and its VMM's memory (benches/jobs/nested-project-up.sh measures them
-# against node started directly on the host).
+# running; three copies of one folder up at once, each answering through
+# its own host port. Also records `mvm up` -> first HTTP answer of the
+# Node.js example and its VMM's memory (benches/jobs/nested-project-up.sh
+# measures them against node started directly on the host).
 # Steps leave $MVM_OUT/proj/<step>.{out,err,status}; numbers in *.ms/*.kib.
 set -u
 : "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}"
@@ -174,6 +175,47 @@ diag multi-service
 rec ms-down m down
 vmms multi-service >"$OUT/ms-vmms-left"
 m down --rm >/dev/null 2>&1
+
+# --- copies: three VMs of one folder at once, each through its own port --
+# node-web with a small mvm.toml (declared port 3100): the first copy takes
+# it, `mvm up --name web-2/web-3` move to free ones (said on stderr). Each
+# copy writes its own page in its own upper layer, so an answer names the
+# copy that served it.
+CP=/tmp/proj-copies
+rm -rf "$CP" && cp -r "$E2E_DIR/../../examples/node-web" "$CP"
+cat >"$CP/mvm.toml" <<'TOML'
+name = "web"
+memory = "384M"
+cpus = 1
+ports = ["3100:3000"]
+
+[services.web]
+command = "node server.js"
+env = { HOST = "0.0.0.0", PORT = "3000" }
+ready = { port = 3000 }
+TOML
+cd "$CP"
+for c in web web-2 web-3; do
+    rec "copies-up-$c" m up --name "$c" --timeout 300
+done
+rec copies-list m list --json
+for c in web web-2 web-3; do
+    rec "copies-port-$c" m port "$c"
+    port=$(sed -n 's/^127\.0\.0\.1:\([0-9]*\)->3000\/tcp$/\1/p' "$OUT/copies-port-$c.out")
+    echo "$port" >"$OUT/copies-hostport-$c"
+    rec "copies-page-$c" m exec "$c" -- sh -c "echo 'served by $c' >/project/page.txt"
+    rec "copies-http-$c" poll "http://127.0.0.1:${port:-1}/" "served by $c" 60
+done
+# direnv's exports for a copy: its own MVM_PORT_3000.
+rec copies-direnv m direnv --enter --name web-2 --shell-pid $$
+cp page.txt "$OUT/copies-host-page"
+for c in web web-2 web-3; do
+    diag "$c"
+done
+for c in web-3 web-2 web; do
+    rec "copies-down-$c" m down --name "$c" --rm
+    vmms "$c" >"$OUT/copies-vmms-left-$c"
+done
 
 ps -eo args | grep -c "[_]vmm " >"$OUT/vmms-left"
 ls -A "$MVM_HOME/vms" >"$OUT/vms-left" 2>&1

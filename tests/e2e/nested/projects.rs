@@ -148,3 +148,75 @@ fn multi_service_parts_find_each_other() {
     assert_eq!(result_file("proj", "vmms-left").trim(), "0");
     assert_eq!(result_file("proj", "vms-left").trim(), "");
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn three_copies_of_one_folder_answer_through_their_own_ports() {
+    let copies = ["web", "web-2", "web-3"];
+    let mut ports = Vec::new();
+    for c in copies {
+        let up = ok(&format!("copies-up-{c}"));
+        assert!(up.contains(&format!("VM '{c}' is up")), "{up}");
+        let port: u16 = result_file("proj", &format!("copies-hostport-{c}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{c}: no forward of guest port 3000"));
+        assert!(
+            up.contains(&format!("http://localhost:{port} -> guest port 3000")),
+            "{up}"
+        );
+        ports.push(port);
+    }
+    // The first copy has the declared port; the others were moved, and said so.
+    assert_eq!(ports[0], 3100, "{ports:?}");
+    for (c, port) in copies.iter().zip(&ports).skip(1) {
+        let (_, _, err) = step(&format!("copies-up-{c}"));
+        assert!(
+            err.contains(&format!(
+                "host port 3100 is taken (VM 'web'); VM '{c}' forwards {port}:3000 instead"
+            )),
+            "{err}"
+        );
+    }
+    let mut distinct = ports.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{ports:?}");
+    // Each answered through its own port with its own page (its own upper
+    // layer); the host's page did not change.
+    for c in copies {
+        ok(&format!("copies-page-{c}"));
+        let body = ok(&format!("copies-http-{c}"));
+        assert!(
+            body.starts_with(&format!("served by {c} (node v")),
+            "{c}: {body}"
+        );
+    }
+    assert!(
+        result_file("proj", "copies-host-page").starts_with("hello from node-web"),
+        "the host's page changed"
+    );
+    // `mvm list --json` shows each copy's own forward.
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ok("copies-list")).unwrap();
+    for (c, port) in copies.iter().zip(&ports) {
+        let row = list.iter().find(|r| r["name"] == *c).expect(c);
+        assert_eq!(
+            row["ports"],
+            serde_json::json!([format!("127.0.0.1:{port}->3000/tcp")]),
+            "{c}"
+        );
+    }
+    let exports = ok("copies-direnv");
+    assert!(
+        exports.contains(&format!("export MVM_PORT_3000='{}'", ports[1])),
+        "{exports}"
+    );
+    for c in copies {
+        ok(&format!("copies-down-{c}"));
+        assert_eq!(
+            result_file("proj", &format!("copies-vmms-left-{c}")).trim(),
+            "0",
+            "{c}: a VMM still runs after mvm down"
+        );
+    }
+}
