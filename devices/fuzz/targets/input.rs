@@ -1,5 +1,6 @@
 //! The input reader of the targets that take operations from bytes
-//! (`mmio_rng`, `mmio_fs`, `port_io`, `vhost_user`, `commit_upper`); each
+//! (`mmio_rng`, `mmio_fs`, `port_io`, `vhost_user`, `commit_upper`,
+//! `net_tx`, `vsock_packets`); each
 //! uses part of it.
 #![allow(dead_code)]
 
@@ -16,6 +17,9 @@ impl Input<'_> {
     }
     pub fn u16(&mut self) -> Option<u16> {
         self.take().map(u16::from_le_bytes)
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
     }
     pub fn u64(&mut self) -> Option<u64> {
         self.take().map(u64::from_le_bytes)

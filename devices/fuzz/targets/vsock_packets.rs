@@ -47,30 +47,9 @@ const RX_SIZES: [u32; 4] = [4096, 44, 10, 100];
 const MAX_PAYLOAD: usize = 0x2000 - 0x100;
 const LISTEN_PORT: u32 = 80;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|[b]| b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head
-    }
-}
+#[path = "input.rs"]
+mod input;
+use input::Input;
 
 /// The driver's side of one split ring.
 struct Ring {
