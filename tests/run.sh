@@ -70,7 +70,19 @@ else
     BASE="$(mktemp -d "/tmp/mvm checkout.XXXXXX")"
     CHECKOUT="$BASE/mvm"
     mkdir "$CHECKOUT"
+    # Copies keep their files' times, and every copy builds into the same
+    # target dir. A file changed after the previous copy was taken but
+    # before that copy's build ran (an edit during a run) would look older
+    # than what was built from its old content: cargo would call the
+    # build fresh. Such files get a new time in this copy.
+    STAMP="$TARGET_DIR/e2e-copy.stamp"
+    NEXT_STAMP="$(mktemp "$TARGET_DIR/e2e-copy.stamp.XXXXXX")"
     copy_checkout "$CHECKOUT"
+    if [ -e "$STAMP" ]; then
+        (cd "$ROOT" && find . \( -path ./target -o -path ./.git \) -prune -o -type f -newer "$STAMP" -print0) \
+            | (cd "$CHECKOUT" && xargs -0 -r touch -c --)
+    fi
+    mv "$NEXT_STAMP" "$STAMP"
     PASSED=0
     on_exit() {
         if [ "$PASSED" = 1 ]; then
