@@ -250,14 +250,7 @@ fn big_directory_renames_fall_back_to_exdev() {
         fs::write(l.lower.join(format!("dir/f{i}")), b"x").unwrap();
     }
     let mut c = client_with(
-        ShareConfig {
-            lower: l.lower.clone(),
-            upper: Some(l.upper.clone()),
-            mode: ShareMode::Cow,
-            masked: Vec::new(),
-            visible: None,
-            hidden: Vec::new(),
-        },
+        cow_config(&l),
         Limits {
             max_tree_copy_entries: 10,
             ..Limits::default()
@@ -415,15 +408,7 @@ fn config_errors() {
 #[test]
 fn protocol_edges() {
     let l = layers();
-    let fs = Filesystem::new(&ShareConfig {
-        lower: l.lower.clone(),
-        upper: Some(l.upper.clone()),
-        mode: ShareMode::Cow,
-        masked: Vec::new(),
-        visible: None,
-        hidden: Vec::new(),
-    })
-    .unwrap();
+    let fs = Filesystem::new(&cow_config(&l)).unwrap();
     let mut c = Client::new(Server::new(fs));
     // Before INIT: EIO.
     assert_eq!(c.getattr(ROOT_ID).unwrap_err(), EIO);
@@ -670,14 +655,7 @@ fn xattrs_switched_off_are_enosys() {
 fn handle_and_inode_tables_are_bounded() {
     let l = layers();
     let mut c = client_with(
-        ShareConfig {
-            lower: l.lower.clone(),
-            upper: Some(l.upper.clone()),
-            mode: ShareMode::Cow,
-            masked: Vec::new(),
-            visible: None,
-            hidden: Vec::new(),
-        },
+        cow_config(&l),
         Limits {
             max_inodes: 16,
             max_handles: 8,

@@ -277,7 +277,7 @@ impl CommandLine {
 /// A size in MiB written as an integer (MiB) or with a unit ("512M",
 /// "2G"), checked by `$parse`, with its JSON schema.
 macro_rules! size_mib {
-    ($(#[$doc:meta])* $name:ident, $fields:ident, $parse:path, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $parse:path, $what:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "SizeFields", into = "String")]
@@ -334,7 +334,6 @@ enum SizeFields {
 size_mib!(
     /// Guest memory in MiB; written as an integer (MiB) or "512M"/"2G".
     Memory,
-    SizeFields,
     crate::create::parse_memory,
     "MiB as an integer, or a size with a unit K, M, G (\"512M\", \"2G\")"
 );
@@ -342,7 +341,6 @@ size_mib!(
 size_mib!(
     /// The byte budget of the guest's copy-on-write layers, in MiB.
     Disk,
-    SizeFields,
     crate::create::parse_disk,
     "MiB as an integer, or a size with a unit M, G, T (\"20G\")"
 );
