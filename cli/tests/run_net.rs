@@ -48,8 +48,9 @@ impl Ns {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // A complete lease, not the temporary file of its write.
         wait_for("the tap and lease", || {
-            self.taps().len() == 1 && self.leases().len() == 1
+            self.taps().len() == 1 && self.leases().iter().any(|l| l.ends_with(".json"))
         });
         child
     }

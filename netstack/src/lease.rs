@@ -193,6 +193,27 @@ impl Store {
         }
     }
 
+    /// Delete the temporary files of writes that a killed process left
+    /// half done. Call with the store lock held: every write takes it, so
+    /// no temporary file is then in use.
+    pub(crate) fn sweep_temporaries(&self) -> Result<usize> {
+        let mut n = 0;
+        for dir in [self.leases_dir(), self.dir.clone()] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for ent in rd.flatten() {
+                let p = ent.path();
+                if p.extension().and_then(|e| e.to_str()) == Some("tmp") {
+                    match fs::remove_file(&p) {
+                        Ok(()) => n += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(format!("removing {}", p.display()), e)),
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     pub(crate) fn load_host(&self) -> Result<HostState> {
         Ok(read_json(&self.dir.join("host.json"))?.unwrap_or_default())
     }
@@ -370,6 +391,25 @@ mod tests {
         assert!(r.by_name("web").is_none()); // not attached
         st.remove("web").unwrap();
         st.remove("web").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_files_are_swept() {
+        let dir = std::env::temp_dir().join(format!("netstack-sweep-{}", std::process::id()));
+        let st = Store::open(&dir).unwrap();
+        let _g = st.lock().unwrap();
+        st.save(&lease("web", [10, 77, 0, 9])).unwrap();
+        fs::write(st.leases_dir().join("dead.json.tmp"), b"{\"half").unwrap();
+        fs::write(dir.join("host.json.tmp"), b"{").unwrap();
+        assert_eq!(st.sweep_temporaries().unwrap(), 2);
+        let left: Vec<_> = fs::read_dir(st.leases_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("web.json")]);
+        assert!(!dir.join("host.json.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,18 +21,23 @@ pub struct ReconcileReport {
     pub taps_removed: Vec<String>,
     /// Set/map elements with no attached VM, deleted.
     pub elements_removed: usize,
+    /// Half-written state files of killed writers, deleted.
+    pub temporaries_removed: usize,
 }
 
 /// Remove what VMs that crashed left behind: detach VMs whose owner process
 /// is gone, delete `mvm-*` taps that no attached VM uses, and delete rule
 /// elements of VMs that are not attached. Uses the configuration stored in
-/// `state_dir`. Pool taps and leases stay.
+/// `state_dir`. Pool taps and leases stay; half-written state files go.
 pub fn reconcile(state_dir: &Path) -> Result<ReconcileReport> {
     let cfg = NetConfig::load(state_dir)?;
     let store = Store::open(state_dir)?;
     let _lock = store.lock()?;
     let mut rt = Rtnl::open()?;
-    let mut rep = ReconcileReport::default();
+    let mut rep = ReconcileReport {
+        temporaries_removed: store.sweep_temporaries()?,
+        ..Default::default()
+    };
     for mut l in store.load_all()? {
         if let Some(a) = &l.active {
             if !active_alive(a) {
@@ -72,7 +77,7 @@ pub fn reconcile(state_dir: &Path) -> Result<ReconcileReport> {
             nft.delete_elems(&stale)?;
         }
     }
-    if !rep.detached.is_empty() || !rep.taps_removed.is_empty() || rep.elements_removed > 0 {
+    if rep != ReconcileReport::default() {
         tracing::info!(?rep, "reconciled");
     }
     Ok(rep)
