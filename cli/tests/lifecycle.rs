@@ -629,3 +629,87 @@ impl SpawnOutput for Command {
         std::thread::spawn(move || child.wait_with_output().unwrap())
     }
 }
+
+/// Capability bits of `vmm::jail::ROOT_CAPS`.
+fn root_caps_mask() -> u64 {
+    vmm::jail::ROOT_CAPS.iter().fold(0, |m, &c| m | 1 << c)
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_vmm_runs_jailed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jail is for a VMM started as root");
+        return;
+    }
+    let env = Env::new("jail");
+    env.ok(&["create", "vm1", "--memory", "64M", "--no-net"]);
+    env.ok(&["start", "vm1"]);
+    wait_for("console output", || {
+        env.ok(&["logs", "vm1"]).contains("tiny guest up")
+    });
+    let pid = env.pid("vm1");
+    // Every thread: filtered, no new privileges, root's powers cut to
+    // serving files.
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(tasks.len() >= 2, "a vCPU and the event loop at least");
+    for t in tasks {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        let caps = |k| u64::from_str_radix(&status_field(&status, k), 16).unwrap();
+        assert_eq!(status_field(&status, "Seccomp:"), "2", "{status}");
+        assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{status}");
+        assert_eq!(caps("CapEff:"), root_caps_mask(), "{status}");
+        assert_eq!(caps("CapPrm:"), root_caps_mask(), "{status}");
+        assert_eq!(caps("CapBnd:"), root_caps_mask(), "{status}");
+        assert_eq!(caps("CapAmb:"), 0, "{status}");
+    }
+    // Its root holds its own folder and a /proc of its own, nothing else.
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let vm_dir = std::fs::canonicalize(env.vm_dir("vm1")).unwrap();
+    assert!(root
+        .join(vm_dir.strip_prefix("/").unwrap())
+        .join("console.log")
+        .exists());
+    for gone in ["etc/shadow", "root", "home", "dev/kvm", "usr", "sys"] {
+        assert!(!root.join(gone).exists(), "{gone} is in the jail");
+    }
+    let mut top: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    let first = vm_dir.components().nth(1).unwrap();
+    let mut want = vec![
+        "proc".to_string(),
+        first.as_os_str().to_string_lossy().into_owned(),
+    ];
+    want.sort();
+    assert_eq!(top, want);
+    // The host's mount table did not change: the jail's mounts are the
+    // VMM's own.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*vm_dir.to_string_lossy()), "{mounts}");
+    // It still stops cleanly and removes its runtime files from inside.
+    env.ok(&["stop", "vm1"]);
+    assert!(!alive(pid));
+    assert!(!env.vm_dir("vm1").join("api.sock").exists());
+
+    // --no-jail (debugging): root's full powers, the host's root.
+    env.ok(&["create", "vm2", "--memory", "64M", "--no-net", "--no-jail"]);
+    env.ok(&["start", "vm2"]);
+    let pid = env.pid("vm2");
+    assert!(PathBuf::from(format!("/proc/{pid}/root/etc")).exists());
+    env.ok(&["rm", "--force", "vm2"]);
+}

@@ -48,8 +48,12 @@ pub struct CgroupLimits {
 /// The cgroup of one VM.
 #[derive(Debug)]
 pub struct VmCgroup {
-    mount: PathBuf,
     path: PathBuf,
+    /// The root cgroup's `cgroup.procs`, to move back to.
+    root_procs: std::fs::File,
+    /// The `mvm` cgroup folder and this VM's name in it, to remove it.
+    parent: std::fs::File,
+    name: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
@@ -111,7 +115,18 @@ impl VmCgroup {
         let path = parent.join(name);
         remove_dir(&path)?;
         std::fs::create_dir(&path).map_err(io(&path))?;
-        let cg = VmCgroup { mount, path };
+        // Opened now: a jailed VMM leaves and removes its cgroup through
+        // these, without /sys.
+        let root_procs = mount.join("cgroup.procs");
+        let cg = VmCgroup {
+            root_procs: std::fs::OpenOptions::new()
+                .write(true)
+                .open(&root_procs)
+                .map_err(io(&root_procs))?,
+            parent: std::fs::File::open(&parent).map_err(io(&parent))?,
+            name: name.to_string(),
+            path,
+        };
         let quota = u64::from(limits.cpus) * PERIOD_US + PERIOD_US / 2;
         write(&cg.path.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
         let bytes = (limits.memory_mib + VMM_OVERHEAD_MIB) << 20;
@@ -137,11 +152,23 @@ impl VmCgroup {
     /// Moves the calling process back to the root cgroup and removes the
     /// VM's (the VM ended).
     pub fn leave_and_remove(self) -> Result<(), CgroupError> {
-        write(
-            &self.mount.join("cgroup.procs"),
-            &std::process::id().to_string(),
-        )?;
-        remove_dir(&self.path)
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        (&self.root_procs)
+            .write_all(std::process::id().to_string().as_bytes())
+            .map_err(io(&self.path))?;
+        let name = std::ffi::CString::new(self.name.as_bytes())
+            .map_err(|_| io(&self.path)(std::io::ErrorKind::InvalidInput.into()))?;
+        // SAFETY: a valid directory fd and NUL-terminated name.
+        if unsafe { libc::unlinkat(self.parent.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) }
+            != 0
+        {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(io(&self.path)(e));
+            }
+        }
+        Ok(())
     }
 }
 

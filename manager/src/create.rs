@@ -46,6 +46,8 @@ pub struct CreateOptions {
     pub disk_mib: Option<u64>,
     /// seccomp on the VMM (default on); off or log only for debugging.
     pub seccomp: Option<vmm::seccomp::Seccomp>,
+    /// No jail for the VMM: for debugging only.
+    pub no_jail: bool,
 }
 
 impl CreateOptions {
@@ -304,6 +306,7 @@ pub fn spec_for(
         shell: base.shell.as_ref().map(|c| c.argv()),
         created,
         seccomp: opts.seccomp.unwrap_or(vmm::seccomp::Seccomp::Kill),
+        jail: !opts.no_jail,
     })
 }
 

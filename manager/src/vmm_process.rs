@@ -23,10 +23,19 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         .with_context(|| format!("cannot read {}", dir.vmm_config().display()))?;
     let config: vmm::VmConfig = serde_json::from_slice(&json)
         .with_context(|| format!("{} is not a VM config", dir.vmm_config().display()))?;
+    // Namespaces are per thread: taken while this is the only one.
+    if config.jail.is_some() {
+        vmm::jail::unshare_namespaces().map_err(vmm::Error::from)?;
+    }
     // In its cgroup before guest memory is taken, so all of it counts.
     let cgroup = enter_cgroup(&crate::cgroup::key(&dir), &config);
     raise_fd_limit(config.shares.len());
     let mut vm = vmm::Vm::new(&config)?;
+    // Everything is open: from here on the VMM needs no host path but its
+    // own folder, and none of root's powers but serving files.
+    if let Some(jail) = &config.jail {
+        jail.enter().map_err(vmm::Error::from)?;
+    }
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");
     }

@@ -89,6 +89,13 @@ pub struct VmConfig {
     /// Which threads the process filter covers.
     #[serde(default)]
     pub seccomp_scope: crate::seccomp::Scope,
+    /// The jail the process enters once the VM is built
+    /// ([`crate::jail`]): the embedder calls
+    /// [`crate::jail::unshare_namespaces`] first thing and
+    /// [`crate::jail::JailConfig::enter`] after [`crate::Vm::new`]; `Vm`
+    /// itself never does (it may share its process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<crate::jail::JailConfig>,
 }
 
 /// How a share treats the host directory.
@@ -262,6 +269,7 @@ impl VmConfig {
             allow_pvm_host: false,
             seccomp: crate::seccomp::Seccomp::Off,
             seccomp_scope: crate::seccomp::Scope::Process,
+            jail: None,
         }
     }
 

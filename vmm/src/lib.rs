@@ -20,6 +20,7 @@ pub mod arch;
 pub mod config;
 pub mod console_file;
 pub mod dump;
+pub mod jail;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
@@ -42,6 +43,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Host(#[from] kvm::KvmError),
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
     #[error("cpus {requested} is out of range: this host's KVM allows 1 to {max}")]
     Cpus { requested: u8, max: usize },
     #[error(transparent)]

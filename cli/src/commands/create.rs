@@ -82,6 +82,10 @@ pub struct CreateArgs {
     /// seccomp on the VMM: on (default), off or log; for debugging only.
     #[arg(long, value_name = "on|off|log", hide = true)]
     pub seccomp: Option<vmm::seccomp::Seccomp>,
+    /// Run the VMM unjailed (as mvm's own user, all its privileges): for
+    /// debugging only.
+    #[arg(long, hide = true)]
+    pub no_jail: bool,
 }
 
 impl CreateArgs {
@@ -104,6 +108,7 @@ impl CreateArgs {
             share_home: self.share_home,
             disk_mib: self.disk,
             seccomp: self.seccomp,
+            no_jail: self.no_jail,
         }
     }
 }

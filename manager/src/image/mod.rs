@@ -417,6 +417,7 @@ pub fn vm_config(
     config.shares = shares(dir, spec)?;
     config.upper_bytes = Some(spec.disk_mib << 20);
     config.seccomp = spec.seccomp;
+    config.jail = jail(dir, spec)?;
     config.vsock = Some(vmm::VsockConfig {
         cid: u64::from(spec.cid()),
         socket: dir.vsock_socket(),
@@ -425,6 +426,26 @@ pub fn vm_config(
     // PVM-backed host, where standard kernels cannot boot.
     config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");
     Ok(config)
+}
+
+/// The VMM's jail: root only (an unprivileged mvm cannot make mount
+/// namespaces), rooted on the VM folder's empty `jail/`, keeping the VM
+/// folder itself (console log rotation, host-side vsock sockets, the
+/// runtime files it removes when the guest ends).
+fn jail(dir: &VmDir, spec: &VmSpec) -> crate::Result<Option<vmm::jail::JailConfig>> {
+    // SAFETY: geteuid has no preconditions.
+    if !spec.jail || unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let root = dir.path.join("jail");
+    crate::state::create_private_dir(&root)?;
+    let keep = std::fs::canonicalize(&dir.path)
+        .with_context(|| format!("cannot resolve {}", dir.path.display()))?;
+    Ok(Some(vmm::jail::JailConfig {
+        root,
+        keep: vec![keep],
+        user: None,
+    }))
 }
 
 #[cfg(test)]

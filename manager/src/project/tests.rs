@@ -379,6 +379,7 @@ fn env_values_stay_off_the_kernel_command_line() {
         shell: None,
         created: 0,
         seccomp: vmm::seccomp::Seccomp::Kill,
+        jail: true,
     };
     let c = crate::image::cmdline(&spec).to_string();
     assert!(

@@ -92,6 +92,10 @@ pub struct VmSpec {
     /// (hidden `--seccomp`).
     #[serde(default = "seccomp_on", skip_serializing_if = "is_seccomp_on")]
     pub seccomp: vmm::seccomp::Seccomp,
+    /// The VMM runs jailed (vmm::jail) when mvm runs as root: on unless
+    /// turned off for debugging (hidden `--no-jail`).
+    #[serde(default = "jail_on", skip_serializing_if = "is_jail_on")]
+    pub jail: bool,
 }
 
 /// A host folder mounted in the guest besides the project.
@@ -145,6 +149,14 @@ fn is_tap(b: &vmm::NetBackend) -> bool {
 
 fn yes() -> bool {
     true
+}
+
+fn jail_on() -> bool {
+    true
+}
+
+fn is_jail_on(on: &bool) -> bool {
+    *on
 }
 
 fn seccomp_on() -> vmm::seccomp::Seccomp {
@@ -225,6 +237,7 @@ mod tests {
             shell: None,
             created: 1,
             seccomp: vmm::seccomp::Seccomp::Kill,
+            jail: true,
         };
         let dir = std::env::temp_dir().join(format!("mvm-spec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

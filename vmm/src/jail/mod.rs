@@ -1,0 +1,330 @@
+//! The VMM's jail, after Firecracker's jailer: a process that builds a VM
+//! as root (KVM, guest memory, taps, share and socket fds, all opened by
+//! [`crate::Vm::new`]) then, before it runs the guest, gives up what it
+//! does not need to serve it:
+//!
+//! - its own **mount, IPC and UTS namespaces** ([`unshare_namespaces`], at
+//!   process start, while the process has one thread, so every thread
+//!   shares them);
+//! - a **new root** ([`JailConfig::enter`]): an empty read-only tmpfs
+//!   holding only the folders named in [`JailConfig::keep`] (bind-mounted
+//!   at their own paths, `nosuid,nodev,noexec`) and a `/proc` that lists
+//!   only the processes this one may see (the file server reopens its own
+//!   fds through `/proc/self/fd`). No `/dev`, no `/etc`, no home: a
+//!   device or file-server bug cannot open a host path by name; it has
+//!   the fds it was given;
+//! - its **credentials**: with [`JailConfig::user`] set, every uid and gid
+//!   becomes that user's and every capability goes; as root otherwise,
+//!   the capabilities (bounding, permitted, effective, inheritable,
+//!   ambient) shrink to [`ROOT_CAPS`], what serving shares with the
+//!   guest's file owners takes;
+//! - `no_new_privs`, so nothing it could still exec gains any.
+//!
+//! seccomp ([`crate::seccomp`]) then filters what is left, and the cgroup
+//! (the manager's) bounds its CPU, memory and tasks.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Why the jail could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("jail: {0} failed: {1}")]
+    Sys(String, std::io::Error),
+    #[error("jail: {0}")]
+    Setup(String),
+}
+
+/// The capabilities a jailed VMM that stays root keeps: set the owners
+/// the guest gives its files (CHOWN, FOWNER, FSETID), read and write
+/// share files whatever their mode (DAC_*), and let a port forward bind
+/// a port below 1024 on the host (NET_BIND_SERVICE). No SYS_ADMIN,
+/// NET_ADMIN, SYS_MODULE, SYS_PTRACE, KILL, SETUID, MKNOD...
+pub const ROOT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    2,  // CAP_DAC_READ_SEARCH
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    10, // CAP_NET_BIND_SERVICE
+];
+
+/// What the VMM keeps inside its jail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailConfig {
+    /// An empty folder the jail's root is mounted on (in the VMM's own
+    /// mount namespace; the host sees it stay empty).
+    pub root: PathBuf,
+    /// Host folders that stay reachable, at the same paths: where the VMM
+    /// writes after it starts (its console log's rotation, host-side vsock
+    /// sockets). Shares need none: their fds are open already.
+    pub keep: Vec<PathBuf>,
+    /// Run as this (uid, gid), with no capabilities; None stays root
+    /// with [`ROOT_CAPS`].
+    pub user: Option<(u32, u32)>,
+}
+
+static UNSHARED: AtomicBool = AtomicBool::new(false);
+
+/// Gives the calling process its own mount, IPC and UTS namespaces, with
+/// every mount private (nothing it mounts shows on the host, nothing the
+/// host mounts later shows in it). Call first thing in the process: the
+/// namespaces are per thread, so it must be the only thread.
+pub fn unshare_namespaces() -> Result<(), JailError> {
+    require_one_thread("unsharing namespaces")?;
+    // SAFETY: unshare takes flags only; the process is single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) } != 0 {
+        return Err(last("unshare(mount, ipc, uts)"));
+    }
+    mount(
+        None::<&Path>,
+        "/",
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    UNSHARED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+impl JailConfig {
+    /// Moves the calling process into the jail: new root, credentials,
+    /// `no_new_privs`. After [`unshare_namespaces`] and everything the VM
+    /// opens by path, while the process still has one thread (capability
+    /// changes are per thread; threads made later inherit them).
+    pub fn enter(&self) -> Result<(), JailError> {
+        if !UNSHARED.load(Ordering::SeqCst) {
+            return Err(JailError::Setup(
+                "unshare_namespaces() was not called at process start".into(),
+            ));
+        }
+        require_one_thread("entering the jail")?;
+        // Read before the host's /proc is gone.
+        let last_cap = last_cap();
+        self.pivot()?;
+        match self.user {
+            Some((uid, gid)) if uid != 0 => drop_to_user(uid, gid)?,
+            _ => keep_only(ROOT_CAPS, last_cap)?,
+        }
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(last("prctl(PR_SET_NO_NEW_PRIVS)"));
+        }
+        Ok(())
+    }
+
+    fn pivot(&self) -> Result<(), JailError> {
+        let root = &self.root;
+        let secure = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        mount(
+            Some("tmpfs"),
+            root,
+            Some("tmpfs"),
+            secure,
+            Some("mode=0755,size=1m,nr_inodes=256"),
+        )?;
+        for path in &self.keep {
+            let target = root.join(path.strip_prefix("/").unwrap_or(path));
+            std::fs::create_dir_all(&target)
+                .map_err(|e| JailError::Sys(format!("mkdir {}", target.display()), e))?;
+            mount(Some(path), &target, None, libc::MS_BIND, None)?;
+            mount(
+                None::<&Path>,
+                &target,
+                None,
+                libc::MS_REMOUNT | libc::MS_BIND | secure,
+                None,
+            )?;
+        }
+        let proc_dir = root.join("proc");
+        std::fs::create_dir(&proc_dir)
+            .map_err(|e| JailError::Sys(format!("mkdir {}", proc_dir.display()), e))?;
+        // Only this process's own entries (subset=pid: no /proc/sys, no
+        // /proc/kcore...; hidepid: no one else's processes).
+        let proc_opts = "hidepid=invisible,subset=pid";
+        if mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            secure,
+            Some(proc_opts),
+        )
+        .is_err()
+        {
+            // Kernels before 5.8 know neither option.
+            mount(Some("proc"), &proc_dir, Some("proc"), secure, None)?;
+        }
+        chdir(root)?;
+        // pivot_root(".", "."): the old root ends up under the new one,
+        // where the lazy unmount below removes it from this namespace.
+        let dot = c".";
+        // SAFETY: both arguments are valid NUL-terminated strings.
+        if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
+            return Err(last("pivot_root"));
+        }
+        // SAFETY: a valid NUL-terminated path and integer flags.
+        if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(last("unmounting the old root"));
+        }
+        chdir(Path::new("/"))?;
+        mount(
+            None::<&Path>,
+            "/",
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | secure,
+            None,
+        )
+    }
+}
+
+/// Every uid and gid to `uid`/`gid`, no supplementary groups; leaving
+/// uid 0 clears every capability set (no SECBIT_KEEP_CAPS).
+fn drop_to_user(uid: u32, gid: u32) -> Result<(), JailError> {
+    // SAFETY: setgroups with a zero-length list reads nothing.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(last("setgroups"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
+        return Err(last("setresgid"));
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+        return Err(last("setresuid"));
+    }
+    // Leaving root clears the capabilities; the ambient set too, but
+    // clear it explicitly in case a kernel keeps it.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    Ok(())
+}
+
+/// Shrinks every capability set to `keep`.
+fn keep_only(keep: &[u32], last_cap: u32) -> Result<(), JailError> {
+    for cap in 0..=last_cap {
+        if !keep.contains(&cap) {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+                return Err(last(&format!(
+                    "dropping capability {cap} from the bounding set"
+                )));
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(last("clearing the ambient capabilities"));
+    }
+    let mask = keep.iter().fold(0u64, |m, &c| m | 1 << c);
+    let header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let half = |shift: u32| CapData {
+        effective: (mask >> shift) as u32,
+        permitted: (mask >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: capset reads one header and, for version 3, two data
+    // structs, which is what we pass.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(last("capset"));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Namespaces and capabilities are per thread: both steps must run while
+/// the process has exactly one.
+fn require_one_thread(what: &str) -> Result<(), JailError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| JailError::Sys("reading /proc/self/status".into(), e))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    match threads {
+        Some(1) => Ok(()),
+        n => Err(JailError::Setup(format!(
+            "{what} needs a single-threaded process, this one has {} threads",
+            n.map_or("?".into(), |n| n.to_string())
+        ))),
+    }
+}
+
+fn cstr(p: impl AsRef<Path>) -> Result<CString, JailError> {
+    CString::new(p.as_ref().as_os_str().as_bytes())
+        .map_err(|_| JailError::Setup(format!("{} holds a NUL byte", p.as_ref().display())))
+}
+
+fn mount(
+    source: Option<impl AsRef<Path>>,
+    target: impl AsRef<Path>,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), JailError> {
+    let target = target.as_ref();
+    let src = source.map(cstr).transpose()?;
+    let tgt = cstr(target)?;
+    let fst = fstype.map(cstr).transpose()?;
+    let dat = data.map(cstr).transpose()?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a valid NUL-terminated string that
+    // outlives the call.
+    let rc = unsafe { libc::mount(ptr(&src), tgt.as_ptr(), ptr(&fst), flags, ptr(&dat).cast()) };
+    if rc != 0 {
+        return Err(last(&format!("mount {}", target.display())));
+    }
+    Ok(())
+}
+
+fn chdir(p: &Path) -> Result<(), JailError> {
+    std::env::set_current_dir(p).map_err(|e| JailError::Sys(format!("chdir {}", p.display()), e))
+}
+
+fn last(what: &str) -> JailError {
+    JailError::Sys(what.to_string(), std::io::Error::last_os_error())
+}
