@@ -5,6 +5,7 @@
 //! mvm-cowfs-origins 1
 //! S <hex path> <ino> <size> <mtime_sec> <mtime_nsec> <mode>   lower object at path, when first shadowed
 //! I <upper ino> <lower dev> <lower ino>                        upper object copied up from lower object
+//! O <upper ino> <uid> <gid>                                    the guest's owner of that upper object
 //! D <upper ino>                                                that upper object is gone
 //! ```
 //!
@@ -14,7 +15,11 @@
 //! matches. The latest `S` line for a path wins (commit appends fresh ones
 //! after applying). `I` records keep inode numbers stable across copy-up:
 //! the guest keeps seeing the lower inode number of a copied-up object.
-//! The log is compacted when loaded.
+//! `O` records are written only by a server that cannot chown (a jailed
+//! VMM running as a user, see [`crate::Filesystem::record_owners`]): the
+//! host file belongs to that user, the guest sees the owner it gave.
+//! The log is compacted when loaded, and while served once it holds far
+//! more lines than live records (a guest may chown in a loop).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -56,6 +61,8 @@ pub struct Records {
     pub snapshots: HashMap<Vec<u8>, Snapshot>,
     /// upper ino -> (lower dev, lower ino)
     pub identities: HashMap<u64, (u64, u64)>,
+    /// upper ino -> the guest's (uid, gid)
+    pub owners: HashMap<u64, (u32, u32)>,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -124,9 +131,15 @@ impl Records {
                         r.identities.insert(up, (dev, ino));
                     }
                 }
+                ["O", up, uid, gid] => {
+                    if let (Ok(up), Ok(uid), Ok(gid)) = (up.parse(), uid.parse(), gid.parse()) {
+                        r.owners.insert(up, (uid, gid));
+                    }
+                }
                 ["D", up] => {
                     if let Ok(up) = up.parse::<u64>() {
                         r.identities.remove(&up);
+                        r.owners.remove(&up);
                     }
                 }
                 _ => {}
@@ -143,7 +156,14 @@ impl Records {
         for (up, (dev, ino)) in &self.identities {
             let _ = writeln!(s, "I {up} {dev} {ino}");
         }
+        for (up, (uid, gid)) in &self.owners {
+            let _ = writeln!(s, "O {up} {uid} {gid}");
+        }
         s
+    }
+
+    fn len(&self) -> usize {
+        self.snapshots.len() + self.identities.len() + self.owners.len()
     }
 }
 
@@ -200,36 +220,70 @@ fn open_append(upper_root: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
 pub struct OriginLog {
     file: std::fs::File,
     pub records: Records,
+    /// Lines appended since the last compaction.
+    appended: usize,
+    /// The upper root, to compact into.
+    root: OwnedFd,
 }
+
+/// Rewrites the log of `upper_root` with just `records` (through a
+/// temporary file and a rename); the new log, open for appending.
+fn compact(upper_root: BorrowedFd<'_>, records: &Records) -> Result<std::fs::File, Errno> {
+    let tmp = [TMP_PREFIX, b"origins"].concat();
+    let fd = rfs::openat(
+        upper_root,
+        tmp.as_slice(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    std::fs::File::from(fd)
+        .write_all(records.render().as_bytes())
+        .map_err(|e| crate::layer::errno_of(&e))?;
+    rfs::renameat_with(
+        upper_root,
+        tmp.as_slice(),
+        upper_root,
+        ORIGIN_LOG,
+        RenameFlags::empty(),
+    )?;
+    Ok(std::fs::File::from(open_append(upper_root)?))
+}
+
+/// Lines appended beyond the live records before the log is rewritten.
+const COMPACT_SLACK: usize = 65_536;
 
 impl OriginLog {
     /// Loads and compacts the log of `upper_root`.
     pub fn open(upper_root: BorrowedFd<'_>) -> Result<Self, Errno> {
         let records = read_records(upper_root)?;
-        let tmp = [TMP_PREFIX, b"origins"].concat();
-        let fd = rfs::openat(
+        let file = compact(upper_root, &records)?;
+        let root = rfs::openat(
             upper_root,
-            tmp.as_slice(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
         )?;
-        std::fs::File::from(fd)
-            .write_all(records.render().as_bytes())
-            .map_err(|e| crate::layer::errno_of(&e))?;
-        rfs::renameat_with(
-            upper_root,
-            tmp.as_slice(),
-            upper_root,
-            ORIGIN_LOG,
-            RenameFlags::empty(),
-        )?;
-        let file = std::fs::File::from(open_append(upper_root)?);
-        Ok(Self { file, records })
+        Ok(Self {
+            file,
+            records,
+            appended: 0,
+            root,
+        })
     }
 
     fn write(&mut self, line: &str) {
         if let Err(e) = self.file.write_all(line.as_bytes()) {
             crate::warn_limited!(error = %e, "cowfs: cannot append to the copy-up log");
+        }
+        self.appended += line.matches('\n').count();
+        if self.appended > self.records.len() + COMPACT_SLACK {
+            match compact(self.root.as_fd(), &self.records) {
+                Ok(file) => {
+                    self.file = file;
+                    self.appended = 0;
+                }
+                Err(e) => crate::warn_limited!(error = %e, "cowfs: cannot compact the copy-up log"),
+            }
         }
     }
 
@@ -269,9 +323,29 @@ impl OriginLog {
 
     /// The upper object `upper_ino` was deleted (its last link).
     pub fn drop_identity(&mut self, upper_ino: u64) {
-        if self.records.identities.remove(&upper_ino).is_some() {
+        let had_identity = self.records.identities.remove(&upper_ino).is_some();
+        let had_owner = self.records.owners.remove(&upper_ino).is_some();
+        if had_identity || had_owner {
             self.write(&format!("D {upper_ino}\n"));
         }
+    }
+
+    /// The owner the guest gave upper object `upper_ino`, if recorded.
+    pub fn owner(&self, upper_ino: u64) -> Option<(u32, u32)> {
+        self.records.owners.get(&upper_ino).copied()
+    }
+
+    /// Records the guest's owner of upper object `upper_ino`; `u32::MAX`
+    /// keeps that half as it was (`current` when none was recorded).
+    pub fn set_owner(&mut self, upper_ino: u64, owner: (u32, u32), current: (u32, u32)) {
+        let was = self.owner(upper_ino).unwrap_or(current);
+        let uid = if owner.0 == u32::MAX { was.0 } else { owner.0 };
+        let gid = if owner.1 == u32::MAX { was.1 } else { owner.1 };
+        if self.owner(upper_ino) == Some((uid, gid)) {
+            return;
+        }
+        self.write(&format!("O {upper_ino} {uid} {gid}\n"));
+        self.records.owners.insert(upper_ino, (uid, gid));
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -137,6 +137,12 @@ impl Server {
         &self.fs
     }
 
+    /// Keep the guest's owners in the copy-up log
+    /// ([`Filesystem::record_owners`]).
+    pub fn record_owners(&mut self) {
+        self.fs.record_owners()
+    }
+
     /// Bounds the share's upper layer ([`Filesystem::set_budget`]).
     pub fn set_budget(&mut self, budget: crate::UpperBudget) -> Result<(), crate::CowfsError> {
         self.fs.set_budget(budget)

@@ -169,6 +169,11 @@ impl Vm {
                 fs.set_budget(b.clone())
                     .map_err(|e| Error::Device(format!("share '{}': {e}", share.tag)))?;
             }
+            // A jail that drops root: the share's guest owners go to its
+            // copy-up log, as the VMM will not be able to chown.
+            if config.jail.as_ref().is_some_and(|j| j.drops_root()) {
+                fs.record_owners();
+            }
             fs.set_serve_on_vcpu(!share.serve_on_event_loop);
             fs.set_xattr(share.xattr);
             virtio.attach(format!("virtio-fs {}", share.tag), fs)?;

@@ -193,6 +193,9 @@ impl Filesystem {
         if let Some(o) = &mut self.origins {
             o.copied_up(&path, &st, new.ino);
         }
+        // The copy belongs to the server's user: the guest keeps seeing
+        // the lower object's owner.
+        self.note_owner(&new, (st.uid, st.gid));
         Ok(copy)
     }
 

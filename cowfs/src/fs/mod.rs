@@ -59,6 +59,9 @@ pub struct Filesystem {
     devs: Vec<u64>,
     /// The server runs as root: created objects get the caller's owner.
     as_root: bool,
+    /// Owners the guest gives are kept in the copy-up log, not on the
+    /// host files ([`Filesystem::record_owners`]).
+    record_owners: bool,
     tmp_counter: u64,
     limits: Limits,
     /// The upper directory as configured (for counting it).
@@ -187,12 +190,47 @@ impl Filesystem {
             origins,
             devs,
             as_root: rustix::process::geteuid().is_root(),
+            record_owners: false,
             tmp_counter: 0,
             limits,
             budget: None,
             upper_path: config.upper.clone(),
             orphans: Default::default(),
         })
+    }
+
+    /// For a server that will run as an ordinary user (a jailed VMM that
+    /// drops root after building the VM): the owners the guest gives its
+    /// files (create, chown, copy-up) are kept in the upper layer's
+    /// copy-up log and shown from there, while the host files belong to
+    /// that user. Without it such a server can only give the guest's
+    /// files its own user. Set-ID bits are dropped on the host copy as
+    /// a root server does. A rw share (no upper layer) keeps host owners
+    /// and refuses chown to others, as the host does.
+    pub fn record_owners(&mut self) {
+        self.as_root = false;
+        self.record_owners = true;
+    }
+
+    pub(crate) fn records_owners(&self) -> bool {
+        self.record_owners && self.origins.is_some()
+    }
+
+    /// A new upper object `st` the guest made with `owner`: counted in
+    /// the budget, its owner given.
+    pub(crate) fn new_upper_object(&mut self, st: &St, owner: (u32, u32)) {
+        self.charge_new(st, false);
+        self.note_owner(st, owner);
+    }
+
+    /// Records the guest's `owner` of upper object `st` when recording
+    /// owners (root servers chowned it already).
+    pub(crate) fn note_owner(&mut self, st: &St, owner: (u32, u32)) {
+        if self.record_owners {
+            if let Some(o) = &mut self.origins {
+                o.set_owner(st.ino, owner, (st.uid, st.gid));
+            }
+        }
     }
 
     /// Bounds what the guest may store in this share's upper layer by
@@ -457,6 +495,10 @@ impl Filesystem {
         } else {
             st.nlink
         };
+        let (uid, gid) = match (&self.origins, p.upper && self.record_owners) {
+            (Some(o), true) => o.owner(st.ino).unwrap_or((st.uid, st.gid)),
+            _ => (st.uid, st.gid),
+        };
         Attr {
             ino,
             size: st.size,
@@ -469,8 +511,8 @@ impl Filesystem {
             ctimensec: st.ctime_nsec,
             mode: st.mode,
             nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
-            uid: st.uid,
-            gid: st.gid,
+            uid,
+            gid,
             rdev: st.rdev as u32,
             blksize: u32::try_from(st.blksize).unwrap_or(4096),
             flags: 0,
@@ -597,7 +639,7 @@ impl Filesystem {
     /// Unprivileged, the files belong to the user running the VMM and
     /// their bits grant no one more than that user has.
     pub(crate) fn host_mode(&self, mode: u32, is_dir: bool) -> u32 {
-        if self.as_root && !is_dir {
+        if (self.as_root || self.record_owners) && !is_dir {
             mode & 0o7777 & !SET_ID
         } else {
             mode & 0o7777

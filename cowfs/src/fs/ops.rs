@@ -179,12 +179,15 @@ impl Filesystem {
         let p = self.copy_up(&path, p, !truncate_all)?;
         let up = self.upper()?;
         let fd = up.path_fd(&path)?;
+        let mut new_owner = None;
         if a.valid & (fattr::UID | fattr::GID) != 0 {
-            chown_fd(
-                &fd,
-                (a.valid & fattr::UID != 0).then_some(a.uid),
-                (a.valid & fattr::GID != 0).then_some(a.gid),
-            )?;
+            let uid = (a.valid & fattr::UID != 0).then_some(a.uid);
+            let gid = (a.valid & fattr::GID != 0).then_some(a.gid);
+            if self.records_owners() {
+                new_owner = Some((uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)));
+            } else {
+                chown_fd(&fd, uid, gid)?;
+            }
         }
         if a.valid & fattr::MODE != 0 {
             chmod_fd(&fd, self.host_mode(a.mode, p.is_dir))?;
@@ -204,6 +207,9 @@ impl Filesystem {
             rfs::utimensat(&d, n, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
         }
         let st = fstat(&fd)?;
+        if let Some(owner) = new_owner {
+            self.note_owner(&st, owner);
+        }
         Ok(self.attr(p, &st))
     }
 
@@ -220,12 +226,20 @@ impl Filesystem {
             }) => fd,
             _ => return Ok(None),
         };
+        let mut new_owner = None;
         if a.valid & (fattr::UID | fattr::GID) != 0 {
             let uid =
                 (a.valid & fattr::UID != 0 && a.uid != u32::MAX).then(|| rfs::Uid::from_raw(a.uid));
             let gid =
                 (a.valid & fattr::GID != 0 && a.gid != u32::MAX).then(|| rfs::Gid::from_raw(a.gid));
-            rfs::fchown(fd, uid, gid)?;
+            if self.records_owners() {
+                new_owner = Some((
+                    uid.map_or(u32::MAX, |u| u.as_raw()),
+                    gid.map_or(u32::MAX, |g| g.as_raw()),
+                ));
+            } else {
+                rfs::fchown(fd, uid, gid)?;
+            }
         }
         if a.valid & fattr::MODE != 0 {
             rfs::fchmod(fd, Mode::from_raw_mode(self.host_mode(a.mode, false)))?;
@@ -237,6 +251,9 @@ impl Filesystem {
             rfs::futimens(fd, &timestamps(a))?;
         }
         let st = fstat(fd)?;
+        if let Some(owner) = new_owner {
+            self.note_owner(&st, owner);
+        }
         Ok(Some(self.attr(Presence::upper(false), &st)))
     }
 
@@ -318,7 +335,7 @@ impl Filesystem {
                 return Err(e);
             }
         };
-        self.charge_new(&st, false);
+        self.new_upper_object(&st, owner);
         if whiteout {
             // The lower directory of the same name must not show through.
             self.make_marker(&path, name::OPAQUE_MARKER)?;
@@ -365,7 +382,7 @@ impl Filesystem {
             )?;
         }
         let st = self.finish_new(&d, name, Some(self.host_mode(mode, false)), owner)?;
-        self.charge_new(&st, false);
+        self.new_upper_object(&st, owner);
         self.finish_replace(&ppath, name, whiteout)?;
         Ok(self.entry(&join(&ppath, name), Presence::upper(false), &st))
     }
@@ -387,7 +404,7 @@ impl Filesystem {
         let d = self.upper()?.dir(&ppath)?;
         rfs::symlinkat(target, &d, name)?;
         let st = self.finish_new(&d, name, None, owner)?;
-        self.charge_new(&st, false);
+        self.new_upper_object(&st, owner);
         self.finish_replace(&ppath, name, whiteout)?;
         Ok(self.entry(&join(&ppath, name), Presence::upper(false), &st))
     }
@@ -454,7 +471,7 @@ impl Filesystem {
                 return Err(e);
             }
         };
-        self.charge_new(&st, false);
+        self.new_upper_object(&st, owner);
         self.finish_replace(&ppath, name, whiteout)?;
         let writable = oflags.intersects(OFlags::WRONLY | OFlags::RDWR);
         let entry = self.entry(&join(&ppath, name), Presence::upper(false), &st);

@@ -68,6 +68,13 @@ pub struct JailConfig {
     pub user: Option<(u32, u32)>,
 }
 
+impl JailConfig {
+    /// Whether the jailed process stops being root.
+    pub fn drops_root(&self) -> bool {
+        self.user.is_some_and(|(uid, _)| uid != 0)
+    }
+}
+
 static UNSHARED: AtomicBool = AtomicBool::new(false);
 
 /// Gives the calling process its own mount, IPC and UTS namespaces, with

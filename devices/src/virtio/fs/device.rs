@@ -54,6 +54,13 @@ impl Fs {
         self.on_vcpu = on_vcpu;
     }
 
+    /// For a VMM that drops root before the guest runs: keep the
+    /// guest's file owners in the share's copy-up log
+    /// ([`cowfs::Filesystem::record_owners`]).
+    pub fn record_owners(&mut self) {
+        self.server.record_owners()
+    }
+
     /// Bounds what the guest may store in the share's upper layer
     /// ([`cowfs::Filesystem::set_budget`]).
     pub fn set_budget(&mut self, budget: cowfs::UpperBudget) -> Result<(), FsError> {
