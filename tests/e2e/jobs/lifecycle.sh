@@ -39,8 +39,11 @@ cat "/proc/$pid_a/cgroup" >"$OUT/a-cgroup"
 cg_a="/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$pid_a/cgroup")"
 for f in cpu.max memory.max pids.max; do cat "$cg_a/$f" >"$OUT/a-$f" 2>&1; done
 for t in /proc/"$pid_a"/task/*; do
-    awk -v t="$(cat "$t/comm")" '/^(Seccomp|NoNewPrivs):/ {print t, $1, $2}' "$t/status"
+    awk -v t="$(cat "$t/comm")" '/^(Seccomp|NoNewPrivs|CapEff|CapBnd|Uid):/ {print t, $1, $2}' "$t/status"
 done >"$OUT/a-seccomp"
+# Its jail: the root it sees holds its own folder and its /proc only.
+ls -A "/proc/$pid_a/root" >"$OUT/a-root" 2>&1
+test -e "/proc/$pid_a/root/etc/shadow" && echo present >"$OUT/a-shadow" || echo gone >"$OUT/a-shadow"
 grep "Max open files" "/proc/$pid_a/limits" >"$OUT/a-nofile"
 # A guest that takes more memory than its cgroup allows is contained: its
 # VMM alone is killed, the host and the other VMs go on.

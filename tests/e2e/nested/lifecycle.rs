@@ -263,12 +263,26 @@ fn the_vmm_runs_in_its_cgroup_filtered_with_its_bounds() {
     let seccomp = result_file("life", "a-seccomp");
     let lines: Vec<&str> = seccomp.lines().collect();
     assert!(lines.iter().any(|l| l.starts_with("vcpu1 ")), "{seccomp}");
+    // Jailed as root: capabilities cut to serving files (vmm::jail).
+    let caps = format!(
+        "{:016x}",
+        vmm::jail::ROOT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c)
+    );
     for l in &lines {
-        assert!(
-            l.ends_with("Seccomp: 2") || l.ends_with("NoNewPrivs: 1"),
-            "a thread without its filter: {l}"
-        );
+        let (_, field) = l.split_once(' ').unwrap();
+        match field.split_once(' ').unwrap() {
+            ("Seccomp:", v) => assert_eq!(v, "2", "a thread without its filter: {l}"),
+            ("NoNewPrivs:", v) => assert_eq!(v, "1", "{l}"),
+            ("CapEff:" | "CapBnd:", v) => assert_eq!(v, caps, "{l}"),
+            ("Uid:", _) => {}
+            _ => panic!("unexpected line {l}"),
+        }
     }
+    let root = result_file("life", "a-root");
+    let mut top: Vec<&str> = root.lines().collect();
+    top.sort();
+    assert_eq!(top, ["proc", "tmp"], "the VMM's root holds more: {root}");
+    assert_eq!(result_file("life", "a-shadow").trim(), "gone");
     let nofile = result_file("life", "a-nofile");
     let soft: u64 = nofile.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(soft >= 2 * 4096, "{nofile}");
