@@ -713,3 +713,101 @@ fn the_vmm_runs_jailed() {
     assert!(PathBuf::from(format!("/proc/{pid}/root/etc")).exists());
     env.ok(&["rm", "--force", "vm2"]);
 }
+
+#[test]
+fn a_users_project_is_served_by_a_vmm_running_as_that_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jail is for a VMM started as root");
+        return;
+    }
+    let env = Env::new("jail-user");
+    let project = env.home.join("proj");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("app.txt"), "hello").unwrap();
+    std::os::unix::fs::chown(&project, Some(4242), Some(4343)).unwrap();
+    let p = project.to_str().unwrap();
+    env.ok(&["create", "u", "--project", p, "--memory", "64M", "--no-net"]);
+    env.ok(&["start", "u"]);
+    wait_for("console output", || {
+        env.ok(&["logs", "u"]).contains("tiny guest up")
+    });
+    // The pid the manager knows is the root supervisor; its one child is
+    // the VMM, as the project's user with no capabilities.
+    let parent = env.pid("u");
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap();
+    let kids: Vec<i32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1, "{children}");
+    let vmm = kids[0];
+    for t in std::fs::read_dir(format!("/proc/{vmm}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        let caps = |k| u64::from_str_radix(&status_field(&status, k), 16).unwrap();
+        assert!(
+            status_field(&status, "Uid:").starts_with("4242\t4242\t4242\t4242"),
+            "{status}"
+        );
+        assert!(
+            status_field(&status, "Gid:").starts_with("4343\t4343\t4343\t4343"),
+            "{status}"
+        );
+        assert_eq!(status_field(&status, "Groups:"), "", "{status}");
+        assert_eq!(caps("CapEff:"), 0, "{status}");
+        assert_eq!(caps("CapPrm:"), 0, "{status}");
+        assert_eq!(status_field(&status, "Seccomp:"), "2", "{status}");
+        assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{status}");
+    }
+    // The supervisor keeps only what cleaning the run folder takes.
+    let status = std::fs::read_to_string(format!("/proc/{parent}/status")).unwrap();
+    assert_eq!(
+        status_field(&status, "CapEff:"),
+        "000000000000002e",
+        "{status}"
+    );
+    // The copy-on-write layer is the user's.
+    let uppers: Vec<_> = std::fs::read_dir(env.vm_dir("u").join("run/upper"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!uppers.is_empty());
+    for u in uppers {
+        use std::os::unix::fs::MetadataExt;
+        let m = u.metadata().unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "{}", u.path().display());
+    }
+    // A state dump on SIGUSR1 to the known pid reaches the VMM.
+    // SAFETY: kill(2) of the supervisor this test started.
+    unsafe { libc::kill(parent, libc::SIGUSR1) };
+    wait_for("the state dump", || {
+        std::fs::read_to_string(env.vm_dir("u").join("vmm.log"))
+            .unwrap_or_default()
+            .contains("state dump (SIGUSR1)")
+    });
+    env.ok(&["stop", "u"]);
+    assert!(!alive(parent) && !alive(vmm));
+    assert_eq!(env.state("u"), "stopped");
+    assert!(!env.vm_dir("u").join("api.sock").exists());
+    // Killing the known pid kills the VM: crashed, and start recovers.
+    env.ok(&["start", "u"]);
+    let (parent, vmm) = {
+        let p = env.pid("u");
+        let c = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap();
+        (
+            p,
+            c.split_whitespace().next().unwrap().parse::<i32>().unwrap(),
+        )
+    };
+    // SAFETY: kill(2) of the supervisor this test started.
+    unsafe { libc::kill(parent, libc::SIGKILL) };
+    wait_for("the VMM to die with its supervisor", || !alive(vmm));
+    assert_eq!(env.state("u"), "crashed");
+    env.ok(&["start", "u"]);
+    assert_eq!(env.state("u"), "running");
+    env.ok(&["rm", "--force", "u"]);
+}

@@ -44,6 +44,7 @@ macro_rules! warn_limited {
 }
 
 pub mod abi;
+mod adopt;
 mod budget;
 pub mod client;
 mod commit;
@@ -60,6 +61,7 @@ pub mod transport;
 
 use std::path::PathBuf;
 
+pub use adopt::adopt_upper;
 pub use budget::{UpperBudget, OBJECT_COST};
 pub use commit::{commit, recover, Approval, CommitOptions, Recovery, Report};
 pub use diff::{diff, Change, ChangeKind, CommitError, Conflict};

@@ -113,3 +113,37 @@ fn guest_owners_are_recorded_not_given_to_host_files() {
     let mut c = recording_client(&l);
     assert_eq!(owner(&mut c, "again0"), (0, 0));
 }
+
+#[test]
+fn an_adopted_upper_layer_keeps_showing_the_owners_it_had() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    let l = layers();
+    // What a root server left: guest owners on the host files.
+    {
+        let mut c = cow_client(&l);
+        c.create_file(cowfs::abi::ROOT_ID, b"mine", 0o644, b"x")
+            .unwrap();
+        c.mkdir(cowfs::abi::ROOT_ID, b"d", 0o755).unwrap();
+        chown(&mut c, "mine", 5, 6);
+        chown(&mut c, "d", 7, 8);
+        c.write_file("dir/b.txt", 0, b"B", false).unwrap();
+    }
+    let changed = cowfs::adopt_upper(&l.upper, 4242, 4343).unwrap();
+    assert!(changed >= 4, "{changed}");
+    for p in ["", "mine", "d", "dir", "dir/b.txt"] {
+        let m = fs::symlink_metadata(l.upper.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "{p}");
+    }
+    let mut c = recording_client(&l);
+    assert_eq!(owner(&mut c, "mine"), (5, 6));
+    assert_eq!(owner(&mut c, "d"), (7, 8));
+    assert_eq!(owner(&mut c, "dir/b.txt"), (0, 0));
+    // Adopting again changes nothing and keeps the records.
+    drop(c);
+    assert_eq!(cowfs::adopt_upper(&l.upper, 4242, 4343).unwrap(), 0);
+    let mut c = recording_client(&l);
+    assert_eq!(owner(&mut c, "mine"), (5, 6));
+}

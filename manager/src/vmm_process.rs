@@ -23,18 +23,24 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         .with_context(|| format!("cannot read {}", dir.vmm_config().display()))?;
     let config: vmm::VmConfig = serde_json::from_slice(&json)
         .with_context(|| format!("{} is not a VM config", dir.vmm_config().display()))?;
+    // In its cgroup before guest memory is taken, so all of it counts.
+    let mut cgroup = enter_cgroup(&crate::cgroup::key(&dir), &config);
+    // A VMM that drops root cannot clean up after itself: a root parent
+    // waits for it and does (the parent never returns from this).
+    if config.jail.as_ref().is_some_and(|j| j.drops_root()) {
+        crate::supervisor::fork_and_supervise(&dir, cgroup.take())?;
+    }
     // Namespaces are per thread: taken while this is the only one.
     if config.jail.is_some() {
         vmm::jail::unshare_namespaces().map_err(vmm::Error::from)?;
     }
-    // In its cgroup before guest memory is taken, so all of it counts.
-    let cgroup = enter_cgroup(&crate::cgroup::key(&dir), &config);
     raise_fd_limit(config.shares.len());
     let mut vm = vmm::Vm::new(&config)?;
     // Everything is open: from here on the VMM needs no host path but its
     // own folder, and none of root's powers but serving files.
     if let Some(jail) = &config.jail {
         jail.enter().map_err(vmm::Error::from)?;
+        crate::supervisor::die_with_parent();
     }
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");

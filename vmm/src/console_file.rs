@@ -37,9 +37,18 @@ impl RotatingFile {
         PathBuf::from(p)
     }
 
+    /// The current file becomes `.1`; where the folder is not ours to
+    /// rename in (a VMM jailed as a user, in a root-owned VM folder), the
+    /// file starts over instead: bounded either way.
     fn rotate(&mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.path, Self::rotated_path(&self.path))?;
-        self.file = File::create(&self.path)?;
+        use std::io::Seek;
+        match std::fs::rename(&self.path, Self::rotated_path(&self.path)) {
+            Ok(()) => self.file = File::create(&self.path)?,
+            Err(_) => {
+                self.file.set_len(0)?;
+                self.file.seek(std::io::SeekFrom::Start(0))?;
+            }
+        }
         self.written = 0;
         Ok(())
     }

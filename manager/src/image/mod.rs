@@ -417,7 +417,7 @@ pub fn vm_config(
     config.shares = shares(dir, spec)?;
     config.upper_bytes = Some(spec.disk_mib << 20);
     config.seccomp = spec.seccomp;
-    config.jail = jail(dir, spec)?;
+    config.jail = jail(dir, spec, &config.shares)?;
     config.vsock = Some(vmm::VsockConfig {
         cid: u64::from(spec.cid()),
         socket: dir.vsock_socket(),
@@ -432,7 +432,17 @@ pub fn vm_config(
 /// namespaces), rooted on the VM folder's empty `jail/`, keeping the VM
 /// folder itself (console log rotation, host-side vsock sockets, the
 /// runtime files it removes when the guest ends).
-fn jail(dir: &VmDir, spec: &VmSpec) -> crate::Result<Option<vmm::jail::JailConfig>> {
+///
+/// Whose powers it keeps: a project that belongs to a user is served as
+/// that user (no capabilities; the copy-on-write layers become the
+/// user's, the guest's owners move to their copy-up logs), so what the
+/// VMM can reach on the host is what the project's owner can. A
+/// root-owned project, or none, keeps root with [`vmm::jail::ROOT_CAPS`].
+fn jail(
+    dir: &VmDir,
+    spec: &VmSpec,
+    shares: &[vmm::ShareConfig],
+) -> crate::Result<Option<vmm::jail::JailConfig>> {
     // SAFETY: geteuid has no preconditions.
     if !spec.jail || unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -441,10 +451,26 @@ fn jail(dir: &VmDir, spec: &VmSpec) -> crate::Result<Option<vmm::jail::JailConfi
     crate::state::create_private_dir(&root)?;
     let keep = std::fs::canonicalize(&dir.path)
         .with_context(|| format!("cannot resolve {}", dir.path.display()))?;
+    let user = match &spec.project {
+        Some(project) => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(project)
+                .with_context(|| format!("cannot read {}", project.display()))?;
+            (m.uid() != 0).then_some((m.uid(), m.gid()))
+        }
+        None => None,
+    };
+    if let Some((uid, gid)) = user {
+        for upper in shares.iter().filter_map(|s| s.upper.as_ref()) {
+            cowfs::adopt_upper(upper, uid, gid).map_err(|e| {
+                crate::error::err!("cannot hand {} to uid {uid}: {e}", upper.display())
+            })?;
+        }
+    }
     Ok(Some(vmm::jail::JailConfig {
         root,
         keep: vec![keep],
-        user: None,
+        user,
     }))
 }
 

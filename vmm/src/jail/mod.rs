@@ -218,6 +218,12 @@ fn drop_to_user(uid: u32, gid: u32) -> Result<(), JailError> {
     Ok(())
 }
 
+/// Shrinks every capability set of the calling thread to `keep` (all
+/// of the process's if it has one thread).
+pub fn keep_capabilities(keep: &[u32]) -> Result<(), JailError> {
+    keep_only(keep, last_cap())
+}
+
 /// Shrinks every capability set to `keep`.
 fn keep_only(keep: &[u32], last_cap: u32) -> Result<(), JailError> {
     for cap in 0..=last_cap {
