@@ -139,6 +139,23 @@ until_ok 30 grep -q "state dump (SIGUSR1)" "$MVM_HOME/vms/a/vmm.log"
 cp "$MVM_HOME/vms/a/vmm.log" "$OUT/a-vmm.log"
 rec debug-stopped m debug b-missing
 
+# A user's project: its VMM runs as that user with no capabilities (a
+# root supervisor waits for it); the guest still sees and gives its own
+# owners, the host files it makes are the user's; a restart keeps both.
+PU=/tmp/user-project
+rm -rf "$PU" && mkdir -p "$PU" && echo "user file" >"$PU/u.txt"
+chmod 600 "$PU/u.txt" && chown -R 1000:1000 "$PU"
+rec create-u m create u --project "$PU" --memory 256M --no-net --persistent
+rec start-u m start u
+pu=$(cat "$MVM_HOME/vms/u/pid")
+vu=$(cut -d' ' -f1 "/proc/$pu/task/$pu/children")
+grep -E '^(Uid|Gid|CapEff|Seccomp|NoNewPrivs):' "/proc/$vu/status" >"$OUT/u-status" 2>&1
+rec exec-u m exec u -- sh -c 'cat /project/u.txt; stat -c "%u %g" /project/u.txt; echo made >/project/made.txt; chown 123:456 /project/made.txt; stat -c "%u %g" /project/made.txt; mkdir /srv/owned && chown 7:8 /srv/owned && stat -c "%u %g" /srv/owned'
+find "$MVM_HOME/vms/u/state/upper" -name made.txt -exec stat -c '%u %g' {} \; >"$OUT/u-host-owner" 2>&1
+rec restart-u m restart u
+rec exec-u2 m exec u -- sh -c 'stat -c "%u %g" /project/made.txt /srv/owned'
+rec rm-u m rm --force u
+
 rec stop-a m stop a
 rec restart-b m restart b
 rec exec-b3 m exec b -- echo restarted

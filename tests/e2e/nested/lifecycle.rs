@@ -332,3 +332,28 @@ fn writes_past_the_disk_budget_get_enospc() {
     assert_eq!(result_file("life", "d-host-project").trim(), "");
     ok("rm-d");
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn a_users_project_runs_as_that_user_and_the_guest_keeps_its_owners() {
+    ok("start-u");
+    let status = result_file("life", "u-status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "1000 1000 1000 1000", "{status}");
+    assert_eq!(field("Gid:"), "1000 1000 1000 1000", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    // A 0600 file of the user reads; owners as the guest gave them.
+    assert_eq!(ok("exec-u"), "user file\n1000 1000\n123 456\n7 8\n");
+    assert_eq!(result_file("life", "u-host-owner").trim(), "1000 1000");
+    ok("restart-u");
+    assert_eq!(ok("exec-u2"), "123 456\n7 8\n");
+    ok("rm-u");
+}
