@@ -138,8 +138,3 @@ impl Drop for HeldSignals {
         }
     }
 }
-
-/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to `send` from now on.
-pub fn forward_signals(send: impl FnMut(i32) -> bool + Send + 'static) {
-    HeldSignals::hold().forward(send);
-}

@@ -251,3 +251,116 @@ fn help_reads_well() {
     }
     assert!(!help.contains("allow-pvm-host"));
 }
+
+fn status_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+fn field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `mvm run --initrd` as root: the VMM is a jailed child (as the sudoing
+/// user when there is one), this process waits and cleans up; SIGTERM
+/// stops it.
+#[test]
+fn raw_run_runs_its_vmm_jailed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jail is for a VMM started as root");
+        return;
+    }
+    let dir = tempdir("jail");
+    let k = write_kernel(&dir, &program(&[&print("up\n"), code::SPIN]));
+    let console = dir.join("console.log");
+    let mut parents = Vec::new();
+    for (sudo, uid, caps) in [
+        (None, "0 0 0 0", {
+            let m = vmm::jail::ROOT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
+            format!("{m:016x}")
+        }),
+        (
+            Some(("4242", "4343")),
+            "4242 4242 4242 4242",
+            "0000000000000000".into(),
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mvm"));
+        cmd.args([
+            "run",
+            "--kernel",
+            &k,
+            "--initrd",
+            "/dev/null",
+            "--allow-pvm-host",
+            "--memory",
+            "32",
+            "--console",
+            console.to_str().unwrap(),
+        ])
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID");
+        if let Some((u, g)) = sudo {
+            cmd.env("SUDO_UID", u).env("SUDO_GID", g);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let parent = child.id();
+        parents.push(parent);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("up")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the guest did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let kids =
+            std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap();
+        let vmm: u32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+        for t in std::fs::read_dir(format!("/proc/{vmm}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let s = std::fs::read_to_string(t.path().join("status")).unwrap();
+            assert_eq!(field(&s, "Uid:"), uid, "{s}");
+            assert_eq!(field(&s, "CapEff:"), caps, "{s}");
+            assert_eq!(field(&s, "Seccomp:"), "2", "{s}");
+            assert_eq!(field(&s, "NoNewPrivs:"), "1", "{s}");
+        }
+        // Its root: the console's folder and /proc, no /etc.
+        let root = PathBuf::from(format!("/proc/{vmm}/root"));
+        assert!(!root.join("etc").exists());
+        assert!(root.join("proc/self").exists());
+        // The waiting parent keeps its powers (it tears the network down).
+        assert_ne!(field(&status_of(parent), "CapEff:"), "0000000000000000");
+        // SAFETY: kill(2) of the mvm this test started.
+        unsafe { libc::kill(parent as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+        let gone = |p| status_of(p).is_empty() || field(&status_of(p), "State:").starts_with('Z');
+        assert!(gone(vmm), "the VMM outlived its run");
+        std::fs::remove_file(&console).unwrap();
+    }
+    // The scratch folders went with their runs.
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let left: Vec<String> = std::fs::read_dir(base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            parents
+                .iter()
+                .any(|p| n.starts_with(&format!("mvm-run-{p}-")))
+        })
+        .collect();
+    assert!(left.is_empty(), "scratch folders left behind: {left:?}");
+}

@@ -43,7 +43,7 @@ pub mod report;
 pub mod services;
 pub mod startup;
 pub mod state;
-pub(crate) mod supervisor;
+pub mod supervisor;
 pub mod up;
 pub mod vmm_process;
 

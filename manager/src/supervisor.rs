@@ -1,4 +1,4 @@
-//! The root parent of a VMM that drops root (its jail runs it as the
+//! The root parent of a jailed VMM that drops root (its jail runs it as the
 //! project's user): the VMM can then no longer remove its cgroup or its
 //! runtime files from the VM's root-owned folder when the guest ends, so
 //! `mvm _vmm` forks first; the child builds and runs the VM in its jail,
@@ -46,20 +46,42 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-/// Forks. Returns in the child (which goes on to run the VM); the parent
-/// never returns: it waits for the child, then on a clean end (the child
-/// exited, whatever its status) removes `cgroup` and the VM's runtime
-/// files, and exits with the child's status. A child killed by a signal
-/// (the OOM killer, SIGKILL) leaves both, as a killed VMM always has: the
-/// VM then shows as crashed.
-pub fn fork_and_supervise(
-    dir: &VmDir,
-    cgroup: Option<crate::cgroup::VmCgroup>,
-) -> crate::Result<()> {
+/// How a supervised child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it (the OOM killer, SIGKILL, a forwarded signal).
+    Killed(i32),
+}
+
+impl ChildEnd {
+    /// The status a process that relays this end exits with.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            ChildEnd::Exited(code) => code,
+            ChildEnd::Killed(sig) => 128 + sig,
+        }
+    }
+}
+
+/// Which side of [`fork`] this is.
+pub enum Side {
+    /// The child: goes on to build and run the VM.
+    Child,
+    /// The parent, once the child ended.
+    Parent(ChildEnd),
+}
+
+/// Forks while the process is single-threaded. The child dies with the
+/// parent. The parent forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 to the
+/// child, keeps only `keep_caps` (all, with None), waits, and returns how
+/// the child ended; the caller cleans up after it.
+pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    // SAFETY: the process is single-threaded here (the jail requires it
-    // too), so the child may go on running Rust code.
+    // SAFETY: the caller runs single-threaded (the jail requires it too),
+    // so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(crate::error::err!(
@@ -70,7 +92,7 @@ pub fn fork_and_supervise(
     if pid == 0 {
         PARENT.store(parent, Ordering::SeqCst);
         die_with_parent();
-        return Ok(());
+        return Ok(Side::Child);
     }
     CHILD.store(pid, Ordering::SeqCst);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
@@ -84,22 +106,56 @@ pub fn fork_and_supervise(
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
-    if let Err(e) = vmm::jail::keep_capabilities(SUPERVISOR_CAPS) {
-        tracing::warn!("the VMM's supervisor keeps its capabilities: {e}");
+    // The caller may hold these blocked until now (to forward them later
+    // itself): the handlers above take them from here.
+    // SAFETY: a sigset built and used on this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    if let Some(caps) = keep_caps {
+        if let Err(e) = vmm::jail::keep_capabilities(caps) {
+            tracing::warn!("the VMM's supervisor keeps its capabilities: {e}");
+        }
     }
     let status = wait(pid);
-    if libc::WIFEXITED(status) {
+    Ok(Side::Parent(if libc::WIFSIGNALED(status) {
+        ChildEnd::Killed(libc::WTERMSIG(status))
+    } else {
+        ChildEnd::Exited(libc::WEXITSTATUS(status))
+    }))
+}
+
+/// [`fork`] for `mvm _vmm`: returns in the child; the parent never
+/// returns: on a clean end (the child exited, whatever its status) it
+/// removes `cgroup` and the VM's runtime files, and exits as the child
+/// did. A child killed by a signal leaves both, as a killed VMM always
+/// has: the VM then shows as crashed.
+pub fn fork_and_supervise(
+    dir: &VmDir,
+    cgroup: Option<crate::cgroup::VmCgroup>,
+) -> crate::Result<()> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let end = match fork(Some(SUPERVISOR_CAPS))? {
+        Side::Child => return Ok(()),
+        Side::Parent(end) => end,
+    };
+    if let ChildEnd::Exited(_) = end {
         if let Some(cg) = cgroup {
             if let Err(e) = cg.leave_and_remove() {
                 tracing::warn!("{e}");
             }
         }
-        if dir.pid() == Some(parent) {
+        if dir.pid() == Some(me) {
             let _ = dir.clear_runtime();
         }
-        std::process::exit(libc::WEXITSTATUS(status));
     }
-    std::process::exit(128 + libc::WTERMSIG(status));
+    std::process::exit(end.exit_status());
 }
 
 /// The child's wait status.

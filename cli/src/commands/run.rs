@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// seccomp on the VMM: on (default), off or log; for debugging only.
     #[arg(long, value_name = "on|off|log", hide = true)]
     seccomp: Option<vmm::seccomp::Seccomp>,
+
+    /// Run the VMM unjailed (this process's own powers): for debugging
+    /// only.
+    #[arg(long, hide = true)]
+    no_jail: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -384,11 +389,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     config.vhost_user_fs = args.vhost_user_fs;
     config.cmdline.push_str(&share_cmdline);
-    // Ctrl-C, SIGTERM, SIGHUP: stop the VM so what it holds is released
-    // (tap, lease, upper layers) before mvm exits.
-    let stop = Arc::new(EarlyStop::default());
-    let on_signal = stop.clone();
-    crate::terminal::forward_signals(move |sig| on_signal.signal(sig));
+    // Ctrl-C, SIGTERM, SIGHUP: held until the VM exists, then they stop
+    // it, so what it holds is released (tap, lease, upper layers) before
+    // mvm exits.
+    let held = crate::terminal::HeldSignals::hold();
     let mode = args.net.map(|n| n.mode(false)).unwrap_or(NetMode::None);
     if !args.allow_net.is_empty() && (args.no_net || mode.backend().is_none()) {
         bail!("--allow-net needs a network interface: add --net");
@@ -410,7 +414,87 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
 
-    let mut vm = Vm::new(&config).map_err(super::in_flags)?;
+    // As root the VMM runs jailed in a child; this process waits, then
+    // tears the network and the scratch folder down.
+    // SAFETY: geteuid has no preconditions.
+    if !args.no_jail && unsafe { libc::geteuid() } == 0 {
+        config.jail = Some(raw_run_jail(&config, &scratch)?);
+        config.seccomp_scope = vmm::seccomp::Scope::Process;
+        match manager::supervisor::fork(None)? {
+            manager::supervisor::Side::Parent(end) => {
+                drop(net);
+                drop(scratch);
+                if let manager::supervisor::ChildEnd::Killed(sig) = end {
+                    eprintln!("mvm: stopped by signal {sig}");
+                }
+                return Ok(ExitCode::from(end.exit_status() as u8));
+            }
+            manager::supervisor::Side::Child => {
+                // The parent cleans up; the VMM only runs the VM.
+                std::mem::forget(net);
+                std::mem::forget(scratch);
+                vmm::jail::unshare_namespaces().map_err(vmm::Error::from)?;
+                let reason = run_vm(&config, held)?;
+                return Ok(reason);
+            }
+        }
+    }
+    let code = run_vm(&config, held)?;
+    drop(net);
+    drop(scratch);
+    Ok(code)
+}
+
+/// The jail of `mvm run --initrd`: rooted in the scratch folder, keeping
+/// the folders of the files the VMM writes by name (a console file, the
+/// start-up report of the benches). Started with sudo, it runs as the
+/// sudoing user with its scratch layers handed over; as plain root it
+/// keeps [`vmm::jail::ROOT_CAPS`].
+fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::jail::JailConfig> {
+    let root = scratch.0.join("jail");
+    std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let mut keep = Vec::new();
+    let mut keep_dir_of = |p: &std::path::Path| {
+        if let Some(dir) = p.parent().and_then(|d| std::fs::canonicalize(d).ok()) {
+            if !keep.contains(&dir) {
+                keep.push(dir);
+            }
+        }
+    };
+    if let Console::File(p) = &config.console {
+        keep_dir_of(p);
+    }
+    if let Some(p) = std::env::var_os("MVM_STARTUP_REPORT") {
+        keep_dir_of(std::path::Path::new(&p));
+    }
+    let id = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&v| v != 0)
+    };
+    let user = id("SUDO_UID").zip(id("SUDO_GID"));
+    if let Some((uid, gid)) = user {
+        for upper in config.shares.iter().filter_map(|s| s.upper.as_ref()) {
+            cowfs::adopt_upper(upper, uid, gid).map_err(|e| {
+                anyhow::anyhow!("cannot hand {} to uid {uid}: {e}", upper.display())
+            })?;
+        }
+    }
+    Ok(vmm::jail::JailConfig { root, keep, user })
+}
+
+/// Builds and runs the VM of `config` (jailed when it says so), stopping
+/// it on the signals `held` kept.
+fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(EarlyStop::default());
+    let mut vm = Vm::new(config).map_err(super::in_flags)?;
+    if let Some(jail) = &config.jail {
+        jail.enter().map_err(vmm::Error::from)?;
+        manager::supervisor::die_with_parent();
+    }
+    let on_signal = stop.clone();
+    held.forward(move |sig| on_signal.signal(sig));
     if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
         tracing::warn!("no state dump on SIGUSR1: {e}");
     }
@@ -426,7 +510,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .join()
         .map_err(|_| anyhow::anyhow!("the VM's thread panicked"))?
         .context("the VM failed")?;
-    drop(net);
     if let Some(sig) = stop.received() {
         eprintln!("mvm: stopped by signal {sig}");
         return Ok(ExitCode::from(128 + sig as u8));
