@@ -774,3 +774,52 @@ fn envrc_template_is_what_mvm_direnv_prints() {
     );
     assert!(template.contains("use devenv"));
 }
+
+/// Every unit runs in systemd's sandbox; a VM's unit (its `mvm` and VMM
+/// run as the user, which mvm's own jail cannot take) gets the tighter
+/// one: only KVM, taps and vhost-net, two capabilities, no namespaces.
+#[test]
+fn units_run_in_systemd_sandboxes() {
+    let eval = ModuleEval::new();
+    let host = eval.host(None, None);
+    let units = host["units"].as_object().unwrap();
+    for (name, unit) in units {
+        let sc = &unit["serviceConfig"];
+        for (key, want) in [
+            ("NoNewPrivileges", serde_json::json!(true)),
+            ("ProtectSystem", serde_json::json!("full")),
+            ("PrivateTmp", serde_json::json!(true)),
+            ("ProtectKernelModules", serde_json::json!(true)),
+            ("RestrictSUIDSGID", serde_json::json!(true)),
+            ("SystemCallArchitectures", serde_json::json!("native")),
+        ] {
+            assert_eq!(sc[key], want, "{name}: {key}");
+        }
+    }
+    let vm = &units["mvm-vm-web"]["serviceConfig"];
+    assert_eq!(
+        vm["CapabilityBoundingSet"],
+        serde_json::json!(["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"])
+    );
+    // What it may hold is within what it may ever get.
+    for cap in vm["AmbientCapabilities"].as_array().unwrap() {
+        assert!(
+            vm["CapabilityBoundingSet"]
+                .as_array()
+                .unwrap()
+                .contains(cap),
+            "{cap}"
+        );
+    }
+    assert_eq!(vm["DevicePolicy"], "closed");
+    assert_eq!(
+        vm["DeviceAllow"],
+        serde_json::json!(["/dev/kvm rw", "/dev/net/tun rw", "/dev/vhost-net rw"])
+    );
+    assert_eq!(vm["RestrictNamespaces"], true);
+    assert_eq!(vm["ProtectHome"], "read-only");
+    // The network units keep root's powers (bridge, nftables, sysctls).
+    assert!(units["mvm-net"]["serviceConfig"]
+        .get("CapabilityBoundingSet")
+        .is_none());
+}

@@ -31,6 +31,37 @@ let
     };
   };
 
+  # systemd's sandbox for every mvm unit: nothing these services do needs
+  # a new privilege, the kernel's modules, logs, clock or hostname, a
+  # writable /usr, /boot or /etc, or a shared /tmp.
+  sandbox = {
+    NoNewPrivileges = true;
+    ProtectSystem = "full";
+    PrivateTmp = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictSUIDSGID = true;
+    RestrictRealtime = true;
+    LockPersonality = true;
+    SystemCallArchitectures = "native";
+    UMask = "0077";
+  };
+  # A VM's unit runs `mvm` and its VMM as the user: they need only KVM,
+  # taps and vhost-net, netlink and IP sockets, their unit's capabilities,
+  # and no namespaces of their own (an unprivileged VMM is not jailed by
+  # mvm: this is its jail).
+  vmSandbox = sandbox // {
+    CapabilityBoundingSet = [ "CAP_NET_ADMIN" "CAP_NET_BIND_SERVICE" ];
+    DevicePolicy = "closed";
+    DeviceAllow = [ "/dev/kvm rw" "/dev/net/tun rw" "/dev/vhost-net rw" ];
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+    RestrictNamespaces = true;
+    ProtectControlGroups = true;
+    ProtectHome = "read-only";
+  };
+
   mvm = lib.getExe cfg.package;
   stateDir = "/var/lib/mvm";
   netDir = "${stateDir}/net";
@@ -141,7 +172,7 @@ in
           wantedBy = [ "multi-user.target" ];
           after = [ "network.target" ];
           environment = env;
-          serviceConfig = {
+          serviceConfig = sandbox // {
             Type = "oneshot";
             RemainAfterExit = true;
             ExecStart = command units.network.setup {
@@ -158,7 +189,7 @@ in
           requires = [ "mvm-net.service" ];
           after = [ "mvm-net.service" ];
           environment = env;
-          serviceConfig = {
+          serviceConfig = sandbox // {
             ExecStart = command units.network.daemon { };
             Restart = "always";
           };
@@ -171,7 +202,7 @@ in
           wants = lib.optional cfg.network.enable "mvm-netd.service";
           after = lib.optional cfg.network.enable "mvm-netd.service";
           environment = env // { MVM_HOME = vmHome; };
-          serviceConfig = {
+          serviceConfig = vmSandbox // {
             # `mvm` returns once the VM's own VMM process runs; that
             # process is the unit's main process.
             Type = "forking";
