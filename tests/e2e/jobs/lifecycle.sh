@@ -150,10 +150,10 @@ rec start-u m start u
 pu=$(cat "$MVM_HOME/vms/u/pid")
 vu=$(cut -d' ' -f1 "/proc/$pu/task/$pu/children")
 grep -E '^(Uid|Gid|CapEff|Seccomp|NoNewPrivs):' "/proc/$vu/status" >"$OUT/u-status" 2>&1
-rec exec-u m exec u -- sh -c 'cat /project/u.txt; stat -c "%u %g" /project/u.txt; echo made >/project/made.txt; chown 123:456 /project/made.txt; stat -c "%u %g" /project/made.txt; mkdir /srv/owned && chown 7:8 /srv/owned && stat -c "%u %g" /srv/owned'
+rec exec-u m exec u -- sh -c 'cat /project/u.txt; stat -c "%u %g" /project/u.txt; echo made >/project/made.txt; chown 123:456 /project/made.txt; stat -c "%u %g" /project/made.txt; mkdir /project/owned && chown 7:8 /project/owned && stat -c "%u %g" /project/owned'
 find "$MVM_HOME/vms/u/state/upper" -name made.txt -exec stat -c '%u %g' {} \; >"$OUT/u-host-owner" 2>&1
 rec restart-u m restart u
-rec exec-u2 m exec u -- sh -c 'stat -c "%u %g" /project/made.txt /srv/owned'
+rec exec-u2 m exec u -- sh -c 'stat -c "%u %g" /project/made.txt /project/owned'
 rec rm-u m rm --force u
 
 rec stop-a m stop a
