@@ -140,6 +140,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration file root would act on that someone else may have
+    /// written.
+    #[error("{path} belongs to uid {uid} or is writable by others: as root, mvm reads only root's own network configuration (remove it and run `sudo mvm net setup` again)")]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
     /// A state file that does not parse.
     #[error("state file {path}: {source}")]
     State {

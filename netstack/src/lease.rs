@@ -214,8 +214,23 @@ impl Store {
         Ok(n)
     }
 
+    /// Setup as root: removes a `network.json` or `host.json` that is
+    /// not root's own (older versions gave them to the plane's user),
+    /// rather than act on what someone else may have written; setup
+    /// writes both afresh.
+    pub(crate) fn drop_untrusted_config(&self) -> Result<()> {
+        for name in ["network.json", "host.json"] {
+            let p = self.dir.join(name);
+            if let Err(Error::Untrusted { .. }) = read_trusted_json::<serde_json::Value>(&p) {
+                tracing::warn!("{} was not root's own: removed", p.display());
+                fs::remove_file(&p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn load_host(&self) -> Result<HostState> {
-        Ok(read_json(&self.dir.join("host.json"))?.unwrap_or_default())
+        Ok(read_trusted_json(&self.dir.join("host.json"))?.unwrap_or_default())
     }
 
     pub(crate) fn save_host(&self, h: &HostState) -> Result<()> {
@@ -235,6 +250,29 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Opt
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// [`read_json`] of a file whose content root acts on (the plane's
+/// configuration, what setup changed on the host): run as root, the file
+/// must be root's and writable by no one else, as a user may write the
+/// state folder itself (a NixOS host gives it the VMs' user).
+pub(crate) fn read_trusted_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.uid() != 0 || m.mode() & 0o022 != 0 || !m.is_file() => {
+                return Err(Error::Untrusted {
+                    path: path.to_path_buf(),
+                    uid: m.uid(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+    read_json(path)
 }
 
 /// Write a file atomically (temporary file + rename), so readers never see

@@ -1090,3 +1090,46 @@ fn global_forwarding_turned_on_by_someone_else_is_left_alone() {
         "1"
     );
 }
+
+/// The state folder may be the users' to write (a NixOS host gives it the
+/// VMs' user): root never deletes a link a lease names unless it is a tap
+/// of ours, and reads only a configuration file that is root's own.
+#[test]
+fn root_acts_on_no_name_a_user_wrote() {
+    need_root!();
+    let w = World::new("trust");
+    let cfg = w.cfg.clone();
+    w.host.run(move || {
+        setup_host(&cfg, 1000, 0).unwrap();
+        attach_vm(&cfg, &spec("evil", false)).unwrap();
+    });
+    // The user rewrites its lease: its tap is the host's uplink, its
+    // owner gone.
+    let lease_path = w.cfg.state_dir.join("leases/evil.json");
+    let mut lease: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lease_path).unwrap()).unwrap();
+    lease["active"]["tap"] = "up0".into();
+    lease["active"]["pooled"] = false.into();
+    lease["active"]["owner_pid"] = 999_999_999u64.into();
+    lease["active"]["attached_by"] = serde_json::Value::Null;
+    std::fs::write(&lease_path, serde_json::to_vec(&lease).unwrap()).unwrap();
+    std::os::unix::fs::chown(&lease_path, Some(1000), Some(1000)).unwrap();
+    let cfg = w.cfg.clone();
+    let rep = w.host.run(move || reconcile(&cfg.state_dir).unwrap());
+    assert_eq!(rep.detached, vec!["evil".to_string()]);
+    assert!(w.host.exec("ip -o link").contains("up0"), "the uplink went");
+    // A configuration the user replaced is refused, by name.
+    let net_json = w.cfg.state_dir.join("network.json");
+    std::os::unix::fs::chown(&net_json, Some(1000), Some(1000)).unwrap();
+    let cfg = w.cfg.clone();
+    let err = w
+        .host
+        .run(move || reconcile(&cfg.state_dir).unwrap_err().to_string());
+    assert!(
+        err.contains("network.json") && err.contains("uid 1000"),
+        "{err}"
+    );
+    std::os::unix::fs::chown(&net_json, Some(0), Some(0)).unwrap();
+    let cfg = w.cfg.clone();
+    w.host.run(move || teardown_host(&cfg).unwrap());
+}

@@ -15,7 +15,7 @@ use crate::dhcp::DhcpParams;
 use crate::dns::DnsConfig;
 use crate::error::{Error, Result};
 use crate::forward::PortForward;
-use crate::lease::{read_json, Active, Lease, Store};
+use crate::lease::{Active, Lease, Store};
 use crate::nft::{Nft, NftParams};
 
 mod forwards;
@@ -62,7 +62,7 @@ impl NetConfig {
 
     /// The configuration stored in `state_dir`, or the defaults.
     pub fn load(state_dir: &Path) -> Result<NetConfig> {
-        let mut c = read_json::<NetConfig>(&state_dir.join("network.json"))?
+        let mut c = crate::lease::read_trusted_json::<NetConfig>(&state_dir.join("network.json"))?
             .unwrap_or_else(|| NetConfig::new(state_dir));
         c.state_dir = state_dir.to_path_buf();
         Ok(c)
@@ -218,10 +218,9 @@ fn chown_state(store: &Store, uid: u32) {
     if !is_root() || uid == 0 {
         return;
     }
+    // network.json and host.json stay root's: root acts on them.
     let mut paths = vec![store.dir().to_path_buf(), store.leases_dir()];
-    for f in ["network.json", "host.json", "lock"] {
-        paths.push(store.dir().join(f));
-    }
+    paths.push(store.dir().join("lock"));
     if let Ok(rd) = std::fs::read_dir(store.leases_dir()) {
         paths.extend(rd.flatten().map(|e| e.path()));
     }

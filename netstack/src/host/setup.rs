@@ -200,6 +200,7 @@ pub fn setup_host(config: &NetConfig, owner_uid: u32, pool_size: u16) -> Result<
     }
     let store = Store::open(&config.state_dir)?;
     let _lock = store.lock()?;
+    store.drop_untrusted_config()?;
     let mut rt = Rtnl::open()?;
     let br = ensure_host_locked(config, &store, &mut rt, true)?;
     let mut pool = Vec::new();

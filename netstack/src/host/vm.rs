@@ -29,7 +29,12 @@ pub(super) fn detach_locked(
         cfg.nft().remove_vm(&l.id, Some(l))?;
     }
     if let Some(a) = &l.active {
-        if let Some(link) = rt.link(&a.tap)? {
+        // Leases are the users' to write: only a tap of ours is touched,
+        // whatever name a lease gives.
+        let ours = |link: &crate::link::Link| {
+            link.name.starts_with(crate::addr::TAP_PREFIX) && link.kind.as_deref() == Some("tun")
+        };
+        if let Some(link) = rt.link(&a.tap)?.filter(ours) {
             if a.pooled {
                 // Pool taps stay, isolated as setup left them.
                 let _ = rt.set_isolated(link.index, true);
