@@ -816,7 +816,7 @@ fn units_run_in_systemd_sandboxes() {
         vm["DeviceAllow"],
         serde_json::json!(["/dev/kvm rw", "/dev/net/tun rw", "/dev/vhost-net rw"])
     );
-    assert_eq!(vm["RestrictNamespaces"], true);
+    assert_eq!(vm["RestrictNamespaces"], "user mnt ipc uts");
     assert_eq!(vm["ProtectHome"], "read-only");
     // The network units keep root's powers (bridge, nftables, sysctls).
     assert!(units["mvm-net"]["serviceConfig"]

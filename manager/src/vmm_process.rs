@@ -31,14 +31,42 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         crate::supervisor::fork_and_supervise(&dir, cgroup.take())?;
     }
     // Namespaces are per thread: taken while this is the only one.
-    if config.jail.is_some() {
-        vmm::jail::unshare_namespaces().map_err(vmm::Error::from)?;
+    let mut jail = config.jail.clone();
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    // In a user namespace the VMM could no longer bind a privileged port
+    // (CAP_NET_BIND_SERVICE, which a NixOS unit grants) for a forward.
+    let low_port = std::fs::read(crate::net::proxy_plan_path(&dir))
+        .ok()
+        .and_then(|p| serde_json::from_slice::<crate::net::ProxyPlan>(&p).ok())
+        .and_then(|p| p.forwards.iter().map(|f| f.host_port).find(|&p| p < 1024));
+    if let (Some(port), false, Some(_)) = (low_port, as_root, &jail) {
+        report.progress(&format!(
+            "VM '{}': the VMM runs without its jail (forwarded host port {port} is below 1024: binding it takes a capability a user namespace would drop)",
+            dir.name
+        ));
+        jail = None;
+    }
+    if jail.is_some() {
+        match vmm::jail::unshare_namespaces() {
+            Ok(()) => {}
+            // A user's jail needs user namespaces, which a host (or a
+            // systemd unit) may forbid: said, and run as before.
+            Err(e) if !as_root => {
+                report.progress(&format!(
+                    "VM '{}': the VMM runs without its jail ({e})",
+                    dir.name
+                ));
+                jail = None;
+            }
+            Err(e) => return Err(vmm::Error::from(e).into()),
+        }
     }
     raise_fd_limit(config.shares.len());
     let mut vm = vmm::Vm::new(&config)?;
     // Everything is open: from here on the VMM needs no host path but its
     // own folder, and none of root's powers but serving files.
-    if let Some(jail) = &config.jail {
+    if let Some(jail) = &jail {
         jail.enter().map_err(vmm::Error::from)?;
         crate::supervisor::die_with_parent();
     }

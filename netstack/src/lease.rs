@@ -223,7 +223,8 @@ impl Store {
             let p = self.dir.join(name);
             if let Err(Error::Untrusted { .. }) = read_trusted_json::<serde_json::Value>(&p) {
                 tracing::warn!("{} was not root's own: removed", p.display());
-                fs::remove_file(&p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+                fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
             }
         }
         Ok(())

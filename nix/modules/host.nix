@@ -57,7 +57,8 @@ let
     DevicePolicy = "closed";
     DeviceAllow = [ "/dev/kvm rw" "/dev/net/tun rw" "/dev/vhost-net rw" ];
     RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-    RestrictNamespaces = true;
+    # Only the namespaces mvm's own jail takes (a user namespace of its own).
+    RestrictNamespaces = "user mnt ipc uts";
     ProtectControlGroups = true;
     ProtectHome = "read-only";
   };

@@ -428,8 +428,8 @@ pub fn vm_config(
     Ok(config)
 }
 
-/// The VMM's jail: root only (an unprivileged mvm cannot make mount
-/// namespaces), rooted on the VM folder's empty `jail/`, keeping the VM
+/// The VMM's jail (started by a user: inside a user namespace of its
+/// own, where the host allows one), rooted on the VM folder's empty `jail/`, keeping the VM
 /// folder itself (console log rotation, host-side vsock sockets, the
 /// runtime files it removes when the guest ends).
 ///
@@ -443,22 +443,23 @@ fn jail(
     spec: &VmSpec,
     shares: &[vmm::ShareConfig],
 ) -> crate::Result<Option<vmm::jail::JailConfig>> {
-    // SAFETY: geteuid has no preconditions.
-    if !spec.jail || unsafe { libc::geteuid() } != 0 {
+    if !spec.jail {
         return Ok(None);
     }
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
     let root = dir.path.join("jail");
     crate::state::create_private_dir(&root)?;
     let keep = std::fs::canonicalize(&dir.path)
         .with_context(|| format!("cannot resolve {}", dir.path.display()))?;
     let user = match &spec.project {
-        Some(project) => {
+        Some(project) if as_root => {
             use std::os::unix::fs::MetadataExt;
             let m = std::fs::metadata(project)
                 .with_context(|| format!("cannot read {}", project.display()))?;
             (m.uid() != 0).then_some((m.uid(), m.gid()))
         }
-        None => None,
+        _ => None,
     };
     if let Some((uid, gid)) = user {
         for upper in shares.iter().filter_map(|s| s.upper.as_ref()) {

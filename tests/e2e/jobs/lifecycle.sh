@@ -156,6 +156,27 @@ rec restart-u m restart u
 rec exec-u2 m exec u -- sh -c 'stat -c "%u %g" /project/made.txt /project/owned'
 rec rm-u m rm --force u
 
+# A VMM started by a user: jailed too, in a user namespace of its own.
+UH=/tmp/user-home
+rm -rf "$UH" && mkdir -p "$UH"
+cp "$KERNEL" "$UH/vmlinux" && cp "$MVM_INIT" "$UH/mvm-init" && cp "$MVM_BIN" "$UH/mvm"
+chown -R 1000:1000 "$UH"
+kvm_mode=$(stat -c %a /dev/kvm)
+chmod 666 /dev/kvm
+asuser() {
+    setpriv --reuid 1000 --regid 1000 --clear-groups env HOME="$UH" MVM_HOME="$UH/mvm" \
+        MVM_KERNEL="$UH/vmlinux" MVM_INIT="$UH/mvm-init" timeout 120 "$UH/mvm" "$@"
+}
+rec create-n asuser create n --memory 256M --no-net
+rec start-n asuser start n
+pn=$(cat "$UH/mvm/vms/n/pid")
+grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' "/proc/$pn/status" >"$OUT/n-status" 2>&1
+ls -A "/proc/$pn/root" >"$OUT/n-root" 2>&1
+{ readlink "/proc/$pn/ns/user"; readlink /proc/self/ns/user; } >"$OUT/n-userns" 2>&1
+rec exec-n asuser exec n -- echo jailed
+rec rm-n asuser rm --force n
+chmod "$kvm_mode" /dev/kvm
+
 rec stop-a m stop a
 rec restart-b m restart b
 rec exec-b3 m exec b -- echo restarted

@@ -357,3 +357,31 @@ fn a_users_project_runs_as_that_user_and_the_guest_keeps_its_owners() {
     assert_eq!(ok("exec-u2"), "123 456\n7 8\n");
     ok("rm-u");
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
+    ok("start-n");
+    let status = result_file("life", "n-status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "1000 1000 1000 1000", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "{status}");
+    let root = result_file("life", "n-root");
+    let mut top: Vec<&str> = root.lines().collect();
+    top.sort();
+    assert_eq!(top, ["proc", "tmp"], "{root}");
+    let ns = result_file("life", "n-userns");
+    let ns: Vec<&str> = ns.lines().collect();
+    assert_eq!(ns.len(), 2, "{ns:?}");
+    assert_ne!(ns[0], ns[1], "the VMM is in the host's user namespace");
+    assert_eq!(ok("exec-n"), "jailed\n");
+    ok("rm-n");
+}

@@ -17,7 +17,9 @@
 //!   becomes that user's and every capability goes; as root otherwise,
 //!   the capabilities (bounding, permitted, effective, inheritable,
 //!   ambient) shrink to [`ROOT_CAPS`], what serving shares with the
-//!   guest's file owners takes;
+//!   guest's file owners takes; a VMM started by a user takes its
+//!   namespaces inside a user namespace mapping only itself, and keeps no
+//!   capability in it;
 //! - `no_new_privs`, so nothing it could still exec gains any.
 //!
 //! seccomp ([`crate::seccomp`]) then filters what is left, and the cgroup
@@ -76,16 +78,41 @@ impl JailConfig {
 }
 
 static UNSHARED: AtomicBool = AtomicBool::new(false);
+/// Whether the namespaces were taken by root (else inside a user
+/// namespace of the user's own).
+static AS_ROOT: AtomicBool = AtomicBool::new(false);
 
 /// Gives the calling process its own mount, IPC and UTS namespaces, with
 /// every mount private (nothing it mounts shows on the host, nothing the
-/// host mounts later shows in it). Call first thing in the process: the
-/// namespaces are per thread, so it must be the only thread.
+/// host mounts later shows in it). A user (not root) gets them inside a
+/// user namespace that maps only itself, which is what lets it mount.
+/// Call first thing in the process: the namespaces are per thread, so it
+/// must be the only thread.
 pub fn unshare_namespaces() -> Result<(), JailError> {
     require_one_thread("unsharing namespaces")?;
+    // SAFETY: these calls have no preconditions.
+    let (uid, gid, root) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid() == 0) };
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if !root {
+        flags |= libc::CLONE_NEWUSER;
+    }
     // SAFETY: unshare takes flags only; the process is single-threaded.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) } != 0 {
-        return Err(last("unshare(mount, ipc, uts)"));
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(last(if root {
+            "unshare(mount, ipc, uts)"
+        } else {
+            "unshare(user, mount, ipc, uts)"
+        }));
+    }
+    if !root {
+        // Itself and nothing else: files keep their owners, no one else's
+        // id can be taken.
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|e| JailError::Sys(format!("writing {file}"), e))
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     }
     mount(
         None::<&Path>,
@@ -94,6 +121,7 @@ pub fn unshare_namespaces() -> Result<(), JailError> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
+    AS_ROOT.store(root, Ordering::SeqCst);
     UNSHARED.store(true, Ordering::SeqCst);
     Ok(())
 }
@@ -115,7 +143,9 @@ impl JailConfig {
         self.pivot()?;
         match self.user {
             Some((uid, gid)) if uid != 0 => drop_to_user(uid, gid)?,
-            _ => keep_only(ROOT_CAPS, last_cap)?,
+            _ if AS_ROOT.load(Ordering::SeqCst) => keep_only(ROOT_CAPS, last_cap)?,
+            // A user's own namespace gave it capabilities there: none stay.
+            _ => keep_only(&[], last_cap)?,
         }
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -153,17 +183,19 @@ impl JailConfig {
         // Only this process's own entries (subset=pid: no /proc/sys, no
         // /proc/kcore...; hidepid: no one else's processes).
         let proc_opts = "hidepid=invisible,subset=pid";
-        if mount(
-            Some("proc"),
-            &proc_dir,
-            Some("proc"),
-            secure,
-            Some(proc_opts),
-        )
-        .is_err()
-        {
+        if mount(Some("proc"), &proc_dir, Some("proc"), secure, Some(proc_opts)).is_err()
             // Kernels before 5.8 know neither option.
-            mount(Some("proc"), &proc_dir, Some("proc"), secure, None)?;
+            && mount(Some("proc"), &proc_dir, Some("proc"), secure, None).is_err()
+        {
+            // In a user namespace without a PID namespace of its own a new
+            // proc cannot be mounted: the host's, as the user sees it.
+            mount(
+                Some("/proc"),
+                &proc_dir,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?;
         }
         chdir(root)?;
         // pivot_root(".", "."): the old root ends up under the new one,
