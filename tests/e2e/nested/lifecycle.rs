@@ -333,18 +333,21 @@ fn writes_past_the_disk_budget_get_enospc() {
     ok("rm-d");
 }
 
+/// A `/proc/PID/status` field's value, its words joined by one space.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
 fn a_users_project_runs_as_that_user_and_the_guest_keeps_its_owners() {
     ok("start-u");
     let status = result_file("life", "u-status");
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap_or_default()
-    };
+    let field = |k: &str| status_field(&status, k);
     assert_eq!(field("Uid:"), "1000 1000 1000 1000", "{status}");
     assert_eq!(field("Gid:"), "1000 1000 1000 1000", "{status}");
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
@@ -363,13 +366,7 @@ fn a_users_project_runs_as_that_user_and_the_guest_keeps_its_owners() {
 fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
     ok("start-n");
     let status = result_file("life", "n-status");
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap_or_default()
-    };
+    let field = |k: &str| status_field(&status, k);
     assert_eq!(field("Uid:"), "1000 1000 1000 1000", "{status}");
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
