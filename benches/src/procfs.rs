@@ -159,6 +159,16 @@ pub fn thread_cpu_of(pid: u32) -> Vec<(String, u64)> {
 }
 
 /// Number of threads of `pid`.
+/// The child processes of `pid` (its main thread's), e.g. the jailed VMM
+/// that `mvm run` forks as root.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 pub fn threads_of(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
 }

@@ -14,7 +14,7 @@ use clap::Parser;
 use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::StartupReport;
-use mvm_benches::procfs::{cpu_ns_of, rss_of, threads_of, Rss};
+use mvm_benches::procfs::{children_of, cpu_ns_of, rss_of, threads_of, Rss};
 use mvm_benches::stats::{self, cell, median, ratio};
 use mvm_test_guests::{pvh_elf, Then, GREETING};
 use serde_json::{json, Value};
@@ -283,9 +283,18 @@ impl Setup {
         let mut run = Running::spawn(&mut c).map_err(|e| format!("{what}: {e}"))?;
         let t0 = run.t_spawn_ns;
         let first = run.wait_first_byte(deadline_in(self.timeout));
-        let cpu = cpu_ns_of(run.pid());
-        let rss = rss_of(run.pid(), self.memory_mib << 20);
-        let threads = threads_of(run.pid());
+        // As root `mvm run` forks its jailed VMM: its CPU counts with the
+        // parent's, its memory and threads are the VMM's.
+        let vmm = match children_of(run.pid()).as_slice() {
+            [child] => *child,
+            _ => run.pid(),
+        };
+        let cpu = match (cpu_ns_of(run.pid()), vmm != run.pid()) {
+            (Some(p), true) => cpu_ns_of(vmm).map(|c| c + p),
+            (cpu, _) => cpu,
+        };
+        let rss = rss_of(vmm, self.memory_mib << 20);
+        let threads = threads_of(vmm);
         run.kill();
         let out = String::from_utf8_lossy(&run.output).into_owned();
         let exit = run.wait().map_err(|e| e.to_string())?;
