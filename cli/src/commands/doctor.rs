@@ -78,6 +78,18 @@ pub fn doctor(_args: DoctorArgs) -> anyhow::Result<bool> {
             "vhost-net unusable ({e}): `--net vhost` takes the tap path; `modprobe vhost_net` and access to /dev/vhost-net enable it"
         )),
     }
+    // Optional: a user's VMMs run unjailed otherwise.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        r.ok("jail: each VMM runs in its own namespaces on a root of its folder, as the project's owner or with root's powers cut (docs/security.md)");
+    } else {
+        match vmm::jail::user_namespaces_allowed() {
+            Ok(()) => r.ok("jail: each VMM runs in a user namespace of its own on a root of its folder, without capabilities"),
+            Err(e) => r.warn(&format!(
+                "jail: {e}, so this user's VMMs run unjailed; allow unprivileged user namespaces, or start VMs as root"
+            )),
+        }
+    }
     // Optional: VMs run without CPU, memory and task bounds otherwise.
     match manager::cgroup::mount_point() {
         Ok(m) => r.ok(&format!(

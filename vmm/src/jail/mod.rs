@@ -321,6 +321,26 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+/// Whether a user (not root) may take the jail's user namespace here:
+/// the kernel knobs that forbid one, named when set.
+pub fn user_namespaces_allowed() -> Result<(), String> {
+    let knob = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if knob("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return Err("user.max_user_namespaces is 0".into());
+    }
+    if knob("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return Err("kernel.unprivileged_userns_clone is 0".into());
+    }
+    if knob("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return Err("kernel.apparmor_restrict_unprivileged_userns is 1".into());
+    }
+    Ok(())
+}
+
 /// Namespaces and capabilities are per thread: both steps must run while
 /// the process has exactly one.
 fn require_one_thread(what: &str) -> Result<(), JailError> {
