@@ -414,10 +414,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
 
-    // As root the VMM runs jailed in a child; this process waits, then
+    // The VMM runs jailed in a child (a user's: in a user namespace of
+    // its own, where the host allows one); this process waits, then
     // tears the network and the scratch folder down.
     // SAFETY: geteuid has no preconditions.
-    if !args.no_jail && unsafe { libc::geteuid() } == 0 {
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let jail = match vmm::jail::user_namespaces_allowed() {
+        _ if args.no_jail => false,
+        _ if as_root => true,
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("mvm: the VMM runs without its jail ({e})");
+            false
+        }
+    };
+    if jail {
         config.jail = Some(raw_run_jail(&config, &scratch)?);
         config.seccomp_scope = vmm::seccomp::Scope::Process;
         match manager::supervisor::fork(None)? {
@@ -449,7 +460,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// the folders of the files the VMM writes by name (a console file, the
 /// start-up report of the benches). Started with sudo, it runs as the
 /// sudoing user with its scratch layers handed over; as plain root it
-/// keeps [`vmm::jail::ROOT_CAPS`].
+/// keeps [`vmm::jail::ROOT_CAPS`]; started by a user, it is that user in
+/// a user namespace of its own, without capabilities.
 fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::jail::JailConfig> {
     let root = scratch.0.join("jail");
     std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
@@ -473,7 +485,9 @@ fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|&v| v != 0)
     };
-    let user = id("SUDO_UID").zip(id("SUDO_GID"));
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let user = id("SUDO_UID").zip(id("SUDO_GID")).filter(|_| as_root);
     if let Some((uid, gid)) = user {
         for upper in config.shares.iter().filter_map(|s| s.upper.as_ref()) {
             cowfs::adopt_upper(upper, uid, gid).map_err(|e| {

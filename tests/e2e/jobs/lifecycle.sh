@@ -4,7 +4,7 @@
 # exec, shell through a real PTY, streams, diff/commit, crash and recovery,
 # stop/restart/rm. Each step leaves $MVM_OUT/life/<step>.{out,err,status}.
 set -u
-: "${MVM_BIN:?}" "${KERNEL:?}" "${MVM_INIT:?}" "${E2E_DIR:?}" "${E2E_JOBS:?}"
+: "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}" "${MVM_INIT:?}" "${E2E_DIR:?}" "${E2E_JOBS:?}"
 OUT="$MVM_OUT/life"
 mkdir -p "$OUT"
 export MVM_HOME=/tmp/mvm-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
@@ -160,6 +160,7 @@ rec rm-u m rm --force u
 UH=/tmp/user-home
 rm -rf "$UH" && mkdir -p "$UH"
 cp "$KERNEL" "$UH/vmlinux" && cp "$MVM_INIT" "$UH/mvm-init" && cp "$MVM_BIN" "$UH/mvm"
+cp "$INITRD" "$UH/initrd"
 chown -R 1000:1000 "$UH"
 kvm_mode=$(stat -c %a /dev/kvm)
 chmod 666 /dev/kvm
@@ -175,6 +176,9 @@ ls -A "/proc/$pn/root" >"$OUT/n-root" 2>&1
 { readlink "/proc/$pn/ns/user"; readlink /proc/self/ns/user; } >"$OUT/n-userns" 2>&1
 rec exec-n asuser exec n -- echo jailed
 rec rm-n asuser rm --force n
+# ... and a user's raw run: its init reports and the VM ends cleanly.
+rec raw-n asuser run --kernel "$UH/vmlinux" --initrd "$UH/initrd" --memory 256M --console "$UH/raw.console"
+cp "$UH/raw.console" "$OUT/raw-n.console" 2>/dev/null
 chmod "$kvm_mode" /dev/kvm
 
 rec stop-a m stop a

@@ -381,4 +381,14 @@ fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
     assert_ne!(ns[0], ns[1], "the VMM is in the host's user namespace");
     assert_eq!(ok("exec-n"), "jailed\n");
     ok("rm-n");
+    // `mvm run --initrd` by a user: jailed the same way (no line saying
+    // otherwise), the guest's init runs, the VM ends cleanly.
+    let (status, out, err) = step("raw-n");
+    assert_eq!(status, Some(0), "{err}{out}");
+    assert!(!err.contains("without its jail"), "{err}");
+    assert!(
+        result_file("life", "raw-n.console").contains("init started"),
+        "{}",
+        result_file("life", "raw-n.console")
+    );
 }
