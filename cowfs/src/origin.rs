@@ -367,7 +367,7 @@ mod tests {
             mode: 0o100644,
         };
         let text = format!(
-            "{HEADER}\n{}I 10 1 7\nI 11 1 8\nD 11\ngarbage\nS zz 1 2 3 4 5\nS {}\n",
+            "{HEADER}\n{}I 10 1 7\nI 11 1 8\nD 11\ngarbage\nS zz 1 2 3 4 5\nS {}\nO 10 5 6\nO 12 7 8\nD 12\nO 13 x 1\n",
             snapshot_line(b"a/\nb", &s),
             hex(b"x")
         );
@@ -376,9 +376,13 @@ mod tests {
         assert_eq!(r.snapshots.len(), 1);
         assert_eq!(r.identities.get(&10), Some(&(1, 7)));
         assert!(!r.identities.contains_key(&11));
+        // Owners: kept, dropped with their object, malformed ones skipped.
+        assert_eq!(r.owners.get(&10), Some(&(5, 6)));
+        assert_eq!(r.owners.len(), 1);
         let again = Records::parse(&r.render());
         assert_eq!(again.snapshots, r.snapshots);
         assert_eq!(again.identities, r.identities);
+        assert_eq!(again.owners, r.owners);
         assert_eq!(unhex(&hex(b"")), Some(vec![]));
     }
 
@@ -412,5 +416,24 @@ mod tests {
         assert_eq!(log.records.snapshots[&b"f"[..]].ino, 42);
         assert_eq!(log.identity(100), Some((1, 42)));
         assert_eq!(log.identity(101), None);
+    }
+
+    #[test]
+    fn a_chown_loop_does_not_grow_the_log_without_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let root = rfs::open(d.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let mut log = OriginLog::open(root.as_fd()).unwrap();
+        for i in 0..(2 * COMPACT_SLACK as u32 + 10) {
+            log.set_owner(9, (i % 2, 0), (0, 0));
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let size = std::fs::metadata(d.path().join(std::ffi::OsStr::from_bytes(ORIGIN_LOG)))
+            .unwrap()
+            .len();
+        // Never more than the slack's worth of lines (about 10 bytes each).
+        assert!(size < 16 * COMPACT_SLACK as u64, "{size} bytes");
+        drop(log);
+        let log = OriginLog::open(root.as_fd()).unwrap();
+        assert_eq!(log.owner(9), Some((1, 0)));
     }
 }
