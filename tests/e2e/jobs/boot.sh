@@ -37,10 +37,39 @@ scenario panic --cmdline "mvmtest.action=panic"
 # The guest triple-faults via reboot=t: non-zero status naming the RIP.
 scenario triple --cmdline "reboot=t mvmtest.action=reboot"
 # A distribution bzImage (Debian's 6.1, the L2 kernel) through the 64-bit
-# boot protocol: it has no PVH note and finds its CPUs in the MP table.
+# boot protocol: it has no PVH note and finds its CPUs in the ACPI MADT.
 if [ -n "${BZIMAGE:-}" ]; then
     SCENARIO_KERNEL="$BZIMAGE" scenario bzimage --cpus 2 --memory 512
 fi
+# Debian's kernel with 1 to 4 vCPUs and 256 MiB to 3.5 GiB: the probe
+# reports how it found its CPUs and IO-APIC and prints its boot log; the
+# L2 kernel's log of each boot (KVM's "Unhandled" MSR lines) is kept too.
+# Then poweroff (ACPI S5) and reboot through the ACPI reset register.
+distro() {
+    name=$1
+    shift
+    before=$(dmesg | wc -l)
+    SCENARIO_KERNEL="$DISTRO_KERNEL" scenario "$name" \
+        --cmdline "mvmtest.run=/boot-probe.sh $DISTRO_CMDLINE" "$@"
+    dmesg | tail -n +"$((before + 1))" >"$MVM_OUT/$name/l2-dmesg"
+}
+for kind in bz elf; do
+    case $kind in
+        bz) DISTRO_KERNEL="${BZIMAGE:-}" ;;
+        elf) DISTRO_KERNEL="${DISTRO_ELF:-}" ;;
+    esac
+    [ -n "$DISTRO_KERNEL" ] || continue
+    # Everything to the console: the test reads the log from there.
+    DISTRO_CMDLINE="loglevel=7"
+    distro "distro-$kind-1cpu" --cpus 1 --memory 256
+    distro "distro-$kind-2cpu" --cpus 2 --memory 768
+    distro "distro-$kind-3cpu" --cpus 3 --memory 1024
+    distro "distro-$kind-4cpu" --cpus 4 --memory 3584
+    DISTRO_CMDLINE="loglevel=7 mvmtest.action=poweroff"
+    distro "distro-$kind-poweroff" --cpus 2 --memory 256
+    DISTRO_CMDLINE="loglevel=7 reboot=a"
+    distro "distro-$kind-acpi-reboot" --cpus 2 --memory 256
+done
 # The console goes to stdout when asked.
 d="$MVM_OUT/stdout-console"
 mkdir -p "$d"
