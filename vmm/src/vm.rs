@@ -62,6 +62,8 @@ pub struct Vm {
     dumper: Arc<Dumper>,
     seccomp: Option<Arc<crate::seccomp::Filters>>,
     seccomp_scope: crate::seccomp::Scope,
+    /// Last: guest RAM stays mapped until everything above is dropped.
+    _ram: Arc<memory::HostMappings>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -97,11 +99,15 @@ impl Vm {
         }
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm::KvmError::CreateVm)?);
 
-        let mem = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        let mem = ram.mem.clone();
         register_memory(&vm_fd, &mem)?;
         setup_irqchip(&vm_fd)?;
 
-        let mut buses = Buses::default();
+        let mut buses = Buses {
+            ram: ram.mappings.clone(),
+            ..Default::default()
+        };
         let mut cmdline = config.full_cmdline();
         let exit = Arc::new(ExitSlot::new().map_err(Error::EventFd)?);
         let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
@@ -252,6 +258,7 @@ impl Vm {
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+        let has_xcrs = kvm.check_extension(kvm_ioctls::Cap::Xcrs);
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for index in 0..config.cpus {
             let fd = vm_fd
@@ -272,6 +279,9 @@ impl Vm {
             msr::setup_msrs(&fd)?;
             msr::setup_lapic(&fd)?;
             regs::setup_fpu(&fd)?;
+            if let Some(xcr0) = cpuid::initial_xcr0(&cpuid).filter(|_| has_xcrs) {
+                regs::setup_xcr0(&fd, xcr0)?;
+            }
             if index == 0 {
                 regs::setup_boot_vcpu(&fd, &mem, kernel.protocol, kernel.entry)?;
             }
@@ -286,7 +296,12 @@ impl Vm {
             mem: mem.clone(),
         })));
 
-        let dumper = Arc::new(Dumper::new(vm_fd.clone(), control.clone(), dumped_devices));
+        let dumper = Arc::new(Dumper::new(
+            vm_fd.clone(),
+            control.clone(),
+            dumped_devices,
+            ram.mappings.clone(),
+        ));
         let mut api_server = None;
         if let Some(path) = &config.api_socket {
             let mut api = crate::api::ApiServer::bind(
@@ -326,6 +341,7 @@ impl Vm {
             dumper,
             seccomp,
             seccomp_scope: config.seccomp_scope,
+            _ram: ram.mappings,
         })
     }
 
