@@ -130,6 +130,18 @@ pub fn l2_kernels() -> Result<(PathBuf, PathBuf), String> {
     Ok((value("MVM_L2_VMLINUZ=")?, value("MVM_L2_KERNEL=")?))
 }
 
+/// The reference Firecracker binary (`MVM_FIRECRACKER`, else
+/// `../shared/ref/firecracker` beside the checkout, else the machines'
+/// shared folder), if there is one.
+pub fn firecracker_ref() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("MVM_FIRECRACKER").map(PathBuf::from),
+        Some(workspace_root().join("../shared/ref/firecracker")),
+        Some(PathBuf::from("/work/shared/ref/firecracker")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
 /// A busybox initramfs whose /init is tests/nested/guest-init.sh, with
 /// extra files (host path, path in the image).
 pub fn guest_initramfs_with(out: &Path, extra: &[(PathBuf, &str)]) -> Result<PathBuf, String> {

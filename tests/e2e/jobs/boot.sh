@@ -70,6 +70,22 @@ for kind in bz elf; do
     DISTRO_CMDLINE="loglevel=7 reboot=a"
     distro "distro-$kind-acpi-reboot" --cpus 2 --memory 256
 done
+# The reference for what L2's KVM logs about a boot of that kernel:
+# Firecracker booting the ELF the same way (2 vCPUs, same initramfs).
+if [ -n "${DISTRO_ELF:-}" ] && [ -x "${FIRECRACKER:-}" ]; then
+    d="$MVM_OUT/distro-firecracker"
+    mkdir -p "$d"
+    cat >"$d/vm.json" <<EOF
+{"boot-source":{"kernel_image_path":"$DISTRO_ELF","initrd_path":"$INITRD",
+ "boot_args":"console=ttyS0 reboot=k panic=-1 pci=off nomodule loglevel=7 mvmtest.run=/boot-probe.sh"},
+ "drives":[],"machine-config":{"vcpu_count":2,"mem_size_mib":256}}
+EOF
+    before=$(dmesg | wc -l)
+    timeout 180 "$FIRECRACKER" --no-api --no-seccomp --level Error --config-file "$d/vm.json" \
+        >"$d/console.log" 2>"$d/stderr"
+    echo $? >"$d/status"
+    dmesg | tail -n +"$((before + 1))" >"$d/l2-dmesg"
+fi
 # The console goes to stdout when asked.
 d="$MVM_OUT/stdout-console"
 mkdir -p "$d"
