@@ -44,7 +44,8 @@ fi
 # Debian's kernel with 1 to 4 vCPUs and 256 MiB to 3.5 GiB: the probe
 # reports how it found its CPUs and IO-APIC and prints its boot log; the
 # L2 kernel's log of each boot (KVM's "Unhandled" MSR lines) is kept too.
-# Then poweroff (ACPI S5) and reboot through the ACPI reset register.
+# Then poweroff (ACPI S5), reboot through the ACPI reset register, and a
+# panic.
 distro() {
     name=$1
     shift
@@ -69,6 +70,8 @@ for kind in bz elf; do
     distro "distro-$kind-poweroff" --cpus 2 --memory 256
     DISTRO_CMDLINE="loglevel=7 reboot=a"
     distro "distro-$kind-acpi-reboot" --cpus 2 --memory 256
+    DISTRO_CMDLINE="mvmtest.action=panic"
+    distro "distro-$kind-panic" --cpus 1 --memory 256
 done
 # The reference for what L2's KVM logs about a boot of that kernel:
 # Firecracker booting the ELF the same way (2 vCPUs, same initramfs).

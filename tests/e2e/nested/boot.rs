@@ -226,6 +226,17 @@ fn distribution_elf_finds_every_cpu_memory_and_ioapic_without_warnings() {
 
 #[test]
 #[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn distribution_kernel_panic_exits_non_zero() {
+    for kind in ["bz", "elf"] {
+        let s = scenario(&format!("distro-{kind}-panic"));
+        assert_eq!(s.guest()["action"], "panic", "{}", s.describe());
+        assert_eq!(s.status, Some(3), "{}", s.describe());
+        assert!(s.stderr.contains("panicked"), "{}", s.describe());
+    }
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
 fn distribution_kernel_poweroff_and_acpi_reboot_exit_zero() {
     for kind in ["bz", "elf"] {
         let off = scenario(&format!("distro-{kind}-poweroff"));
