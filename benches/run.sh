@@ -5,8 +5,8 @@
 #                                 beyond guest memory; references: a static
 #                                 no-op binary, QEMU microvm (tiny guest)
 #   nested-boot.txt, nested-boot.json
-#                                 nested boot in L2: mvm vs QEMU microvm, same
-#                                 kernel and initramfs
+#                                 nested boot in L2: mvm vs QEMU microvm and
+#                                 Firecracker, same kernel and initramfs
 #   nested/                       the whole run-l2.sh output folder (job.log,
 #                                 console/ of every boot, L2 console, attempts)
 #   nested-net.txt, nested-net.json
@@ -158,10 +158,23 @@ fi
 
 # --- 2. nested boot -------------------------------------------------------------------
 if want nested; then
-    log "nested boot: $BOOTS boots of mvm and of QEMU microvm in one L2 run"
+    # Firecracker, the second reference: MVM_FIRECRACKER, else the
+    # machines' shared copy beside the checkout.
+    FC="${MVM_FIRECRACKER:-$ROOT/../shared/ref/firecracker}"
+    [ -x "$FC" ] || FC=/work/shared/ref/firecracker
+    ref_env=()
+    if [ -x "$FC" ]; then
+        mkdir -p "$OUT/artifacts"
+        cp "$FC" "$OUT/artifacts/firecracker"
+        ref_env+=(--env "FIRECRACKER=$OUT/artifacts/firecracker")
+    fi
+    # NESTED_QEMU=none leaves QEMU out (its boots take a minute each in L2).
+    if [ -n "${NESTED_QEMU:-}" ]; then ref_env+=(--env "QEMU=$NESTED_QEMU"); fi
+    log "nested boot: $BOOTS boots of mvm, QEMU microvm and (when found) Firecracker in one L2 run"
     l2_bench nested-boot benches/jobs/nested-boot.sh nested '/^Nested boot/,/^exec floors/p' \
         --env "BENCH_BIN=$BIN/nested-boot" --env "MVM_BIN=$MVM" \
-        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS"
+        --env "KERNEL=$KERNEL" --env "INITRD=$INITRD" --env "BOOTS=$BOOTS" \
+        "${ref_env[@]}"
 fi
 
 # --- 3. nested network -----------------------------------------------------------------

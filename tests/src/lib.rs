@@ -114,16 +114,32 @@ pub fn guest_kernel() -> Result<PathBuf, String> {
 }
 
 /// Prepares the L2 host (cached) and returns Debian's generic kernel as a
-/// bzImage (`MVM_L2_VMLINUZ` from tests/nested/prepare-l2.sh).
-pub fn l2_bzimage() -> Result<PathBuf, String> {
+/// bzImage and as the ELF vmlinux extracted from it (`MVM_L2_VMLINUZ` and
+/// `MVM_L2_KERNEL` from tests/nested/prepare-l2.sh).
+pub fn l2_kernels() -> Result<(PathBuf, PathBuf), String> {
     let out = run(
         &mut Command::new(workspace_root().join("tests/nested/prepare-l2.sh")),
         "tests/nested/prepare-l2.sh",
     )?;
-    out.lines()
-        .find_map(|l| l.strip_prefix("MVM_L2_VMLINUZ="))
-        .map(|p| PathBuf::from(p.trim_matches(|c| c == '\'' || c == '"')))
-        .ok_or_else(|| format!("prepare-l2.sh printed no MVM_L2_VMLINUZ:\n{out}"))
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|p| PathBuf::from(p.trim_matches(|c| c == '\'' || c == '"')))
+            .ok_or_else(|| format!("prepare-l2.sh printed no {key}:\n{out}"))
+    };
+    Ok((value("MVM_L2_VMLINUZ=")?, value("MVM_L2_KERNEL=")?))
+}
+
+/// The reference Firecracker binary (`MVM_FIRECRACKER`, else
+/// `../shared/ref/firecracker` beside the checkout, else the machines'
+/// shared folder), if there is one.
+pub fn firecracker_ref() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("MVM_FIRECRACKER").map(PathBuf::from),
+        Some(workspace_root().join("../shared/ref/firecracker")),
+        Some(PathBuf::from("/work/shared/ref/firecracker")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
 /// A busybox initramfs whose /init is tests/nested/guest-init.sh, with

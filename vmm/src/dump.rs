@@ -123,6 +123,8 @@ pub struct Dumper {
     vm_fd: Arc<VmFd>,
     control: Arc<RunControl>,
     devices: Vec<DumpedDevice>,
+    /// The devices read guest memory: keep it mapped.
+    _ram: Arc<crate::memory::HostMappings>,
 }
 
 impl Dumper {
@@ -130,8 +132,10 @@ impl Dumper {
         vm_fd: Arc<VmFd>,
         control: Arc<RunControl>,
         devices: Vec<DumpedDevice>,
+        ram: Arc<crate::memory::HostMappings>,
     ) -> Self {
         Self {
+            _ram: ram,
             vm_fd,
             control,
             devices,

@@ -13,8 +13,11 @@
 //! ```
 //!
 //! The boot path reads in three files: `vm.rs` builds the VM top to
-//! bottom, `loader.rs` puts the kernel in memory, `vcpu.rs` runs it.
+//! bottom, `loader.rs` puts the kernel in memory, `vcpu.rs` runs it; the
+//! tables the kernel reads are in `arch/x86_64/` (zero page, MP table,
+//! CPUID) and `acpi/`.
 
+pub mod acpi;
 pub mod api;
 pub mod arch;
 pub mod config;
@@ -55,6 +58,8 @@ pub enum Error {
     BootParams(#[from] arch::boot_params::BootParamsError),
     #[error(transparent)]
     Mptable(#[from] arch::mptable::MptableError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     #[error(transparent)]
     Regs(#[from] arch::regs::RegsError),
     #[error(transparent)]

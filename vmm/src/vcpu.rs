@@ -20,6 +20,9 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 pub struct Buses {
     pub pio: Bus,
     pub mmio: Bus,
+    /// Keeps guest RAM mapped while a vCPU thread (and so its devices)
+    /// lives, even one left running past the `Vm`.
+    pub ram: Arc<crate::memory::HostMappings>,
 }
 
 /// Why a VM stopped running.

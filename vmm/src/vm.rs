@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use devices::bus::BusDevice;
 use devices::legacy::{
-    Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
+    AcpiPm, Serial, ACPI_PM_PORT_BASE, ACPI_PM_PORT_LEN, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN,
+    I8042, I8042_PORT_BASE, I8042_PORT_LEN,
 };
 use devices::virtio::{cmdline_device, Interrupt, MmioTransport, VirtioDevice, MMIO_DEVICE_WINDOW};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -24,6 +25,7 @@ use vm_memory::{
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::acpi::{self, AcpiParams, VirtioMmioDevice};
 use crate::arch::boot_params::{write_pvh_start_info, write_zero_page};
 use crate::arch::cpuid::{self, CpuidParams};
 use crate::arch::layout::{BIOS_RESET_FLAG, IRQ_BASE, IRQ_MAX, MMIO_GAP_START, VIRTIO_MMIO_START};
@@ -60,6 +62,8 @@ pub struct Vm {
     dumper: Arc<Dumper>,
     seccomp: Option<Arc<crate::seccomp::Filters>>,
     seccomp_scope: crate::seccomp::Scope,
+    /// Last: guest RAM stays mapped until everything above is dropped.
+    _ram: Arc<memory::HostMappings>,
 }
 
 /// Stops a running [`Vm`] from any thread.
@@ -95,18 +99,23 @@ impl Vm {
         }
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm::KvmError::CreateVm)?);
 
-        let mem = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        let mem = ram.mem.clone();
         register_memory(&vm_fd, &mem)?;
         setup_irqchip(&vm_fd)?;
 
-        let mut buses = Buses::default();
+        let mut buses = Buses {
+            ram: ram.mappings.clone(),
+            ..Default::default()
+        };
         let mut cmdline = config.full_cmdline();
         let exit = Arc::new(ExitSlot::new().map_err(Error::EventFd)?);
         let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let poweroff_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
         let stop_evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?);
         let mut event_manager = EventManager::<Subscriber>::new().map_err(Error::EventManager)?;
 
-        // Legacy devices: the console and the reset line.
+        // Legacy devices: the console, the reset line, ACPI power-off.
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_IRQ)
@@ -124,6 +133,16 @@ impl Vm {
             Arc::new(Mutex::new(i8042)),
             I8042_PORT_BASE,
             I8042_PORT_LEN,
+        )?;
+        let acpi_pm = AcpiPm::new(
+            reset_evt.try_clone().map_err(Error::EventFd)?,
+            poweroff_evt.try_clone().map_err(Error::EventFd)?,
+        );
+        insert(
+            &mut buses.pio,
+            Arc::new(Mutex::new(acpi_pm)),
+            ACPI_PM_PORT_BASE,
+            ACPI_PM_PORT_LEN,
         )?;
 
         // Virtio devices, each on its own MMIO window and IRQ line.
@@ -197,6 +216,14 @@ impl Vm {
             virtio.attach(format!("virtio-net {}", n.tap), net)?;
         }
         let dumped_devices = std::mem::take(&mut virtio.dumped);
+        let virtio_windows: Vec<VirtioMmioDevice> = dumped_devices
+            .iter()
+            .map(|d| VirtioMmioDevice {
+                base: d.mmio_base,
+                len: MMIO_DEVICE_WINDOW,
+                irq: d.gsi,
+            })
+            .collect();
 
         // The kernel, its initramfs and command line, and the boot tables.
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -207,13 +234,26 @@ impl Vm {
         };
         let cmd = loader::build_cmdline(&cmdline)?;
         let cmdline_len = loader::write_cmdline(&mem, &cmd)?;
-        match kernel.protocol {
-            EntryProtocol::Pvh => write_pvh_start_info(&mem, ram_size, initrd)?,
-            EntryProtocol::Linux64 => {
-                write_zero_page(&mem, ram_size, kernel.setup_header, cmdline_len, initrd)?
-            }
-        }
+        // ACPI for distribution kernels, the MP table for ours (no ACPI).
+        let rsdp = acpi::setup_acpi(
+            &mem,
+            &AcpiParams {
+                cpus: config.cpus,
+                virtio: &virtio_windows,
+            },
+        )?;
         mptable::setup_mptable(&mem, config.cpus)?;
+        match kernel.protocol {
+            EntryProtocol::Pvh => write_pvh_start_info(&mem, ram_size, initrd, rsdp)?,
+            EntryProtocol::Linux64 => write_zero_page(
+                &mem,
+                ram_size,
+                kernel.setup_header,
+                cmdline_len,
+                initrd,
+                rsdp,
+            )?,
+        }
 
         // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
         // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
@@ -223,6 +263,7 @@ impl Vm {
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+        let has_xcrs = kvm.check_extension(kvm_ioctls::Cap::Xcrs);
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for index in 0..config.cpus {
             let fd = vm_fd
@@ -243,6 +284,9 @@ impl Vm {
             msr::setup_msrs(&fd)?;
             msr::setup_lapic(&fd)?;
             regs::setup_fpu(&fd)?;
+            if let Some(xcr0) = cpuid::initial_xcr0(&cpuid).filter(|_| has_xcrs) {
+                regs::setup_xcr0(&fd, xcr0)?;
+            }
             if index == 0 {
                 regs::setup_boot_vcpu(&fd, &mem, kernel.protocol, kernel.entry)?;
             }
@@ -251,12 +295,18 @@ impl Vm {
 
         event_manager.add_subscriber(Arc::new(Mutex::new(Control {
             reset_evt,
+            poweroff_evt,
             stop_evt: stop_evt.clone(),
             exit: exit.clone(),
             mem: mem.clone(),
         })));
 
-        let dumper = Arc::new(Dumper::new(vm_fd.clone(), control.clone(), dumped_devices));
+        let dumper = Arc::new(Dumper::new(
+            vm_fd.clone(),
+            control.clone(),
+            dumped_devices,
+            ram.mappings.clone(),
+        ));
         let mut api_server = None;
         if let Some(path) = &config.api_socket {
             let mut api = crate::api::ApiServer::bind(
@@ -296,6 +346,7 @@ impl Vm {
             dumper,
             seccomp,
             seccomp_scope: config.seccomp_scope,
+            _ram: ram.mappings,
         })
     }
 
@@ -611,9 +662,11 @@ impl devices::virtio::IrqLine for KvmIrqLine {
     }
 }
 
-/// The VM's own events: the guest's reset request and stop requests.
+/// The VM's own events: the guest's reset and power-off requests and
+/// stop requests.
 struct Control {
     reset_evt: EventFd,
+    poweroff_evt: EventFd,
     stop_evt: Arc<EventFd>,
     exit: Arc<ExitSlot>,
     mem: GuestMemoryMmap,
@@ -623,6 +676,7 @@ impl MutEventSubscriber for Control {
     fn init(&mut self, ops: &mut EventOps) {
         for fd in [
             self.reset_evt.as_raw_fd(),
+            self.poweroff_evt.as_raw_fd(),
             self.stop_evt.as_raw_fd(),
             self.exit.event().as_raw_fd(),
         ] {
@@ -645,6 +699,9 @@ impl MutEventSubscriber for Control {
             } else {
                 ExitReason::Reset
             });
+        } else if fd == self.poweroff_evt.as_raw_fd() {
+            let _ = self.poweroff_evt.read();
+            self.exit.report(ExitReason::PowerOff);
         } else if fd == self.stop_evt.as_raw_fd() {
             let _ = self.stop_evt.read();
             self.exit.report(ExitReason::Stopped);

@@ -1,12 +1,13 @@
 //! Nested boot benchmark, run inside the L2 host (benches/jobs/nested-boot.sh
 //! through tests/nested/run-l2.sh): boots our guest kernel with the busybox
-//! test initramfs, alternately with `mvm run` and with QEMU microvm (the
-//! reference), and timestamps the console lines as they arrive on the VMM's
+//! test initramfs, alternately with `mvm run`, QEMU microvm and Firecracker
+//! (the references), and timestamps the console lines as they arrive on the VMM's
 //! stdout: process start to the first console byte, to the guest init's
 //! first line, to the process exit after the guest reboots; plus the
 //! guest's own uptime as init printed it.
 //!
-//! Under TCG the absolute times mean little; compare mvm with QEMU (ratios).
+//! Under TCG the absolute times mean little; compare mvm with the
+//! references (ratios).
 //! See benches/README.md.
 
 use std::fs::File;
@@ -31,6 +32,9 @@ struct Cli {
     /// `none` skips it).
     #[arg(long, value_name = "PATH")]
     qemu: Option<String>,
+    /// Firecracker for the second reference (none when not given).
+    #[arg(long, value_name = "PATH")]
+    firecracker: Option<PathBuf>,
     /// Measured boots of each, after one warm-up each.
     #[arg(long, value_name = "N", default_value_t = 20)]
     boots: usize,
@@ -64,6 +68,7 @@ const FALLBACK_CMDLINE: &str = "console=ttyS0 reboot=k,panic_warm panic=-1 pci=o
 enum Vmm {
     Mvm,
     Qemu,
+    Firecracker,
 }
 
 impl Vmm {
@@ -71,6 +76,7 @@ impl Vmm {
         match self {
             Vmm::Mvm => "mvm",
             Vmm::Qemu => "qemu",
+            Vmm::Firecracker => "firecracker",
         }
     }
 }
@@ -117,13 +123,14 @@ impl Boot {
     }
 
     /// Per-thread CPU time of the running VMM; vCPU threads are `vcpuN`
-    /// (mvm) and `CPU N/KVM` (QEMU).
+    /// (mvm), `CPU N/KVM` (QEMU) and `fc_vcpu N` (Firecracker).
     fn sample_threads(&mut self, pid: u32) {
         let threads = mvm_benches::procfs::thread_cpu_of(pid);
         if threads.is_empty() {
             return;
         }
-        let is_vcpu = |n: &str| n.starts_with("vcpu") || n.ends_with("/KVM");
+        let is_vcpu =
+            |n: &str| n.starts_with("vcpu") || n.ends_with("/KVM") || n.starts_with("fc_vcpu");
         let sum = |vcpu: bool| {
             threads
                 .iter()
@@ -175,6 +182,7 @@ impl Boot {
 struct Bench {
     mvm: PathBuf,
     qemu: Option<PathBuf>,
+    firecracker: Option<PathBuf>,
     kernel: PathBuf,
     initrd: PathBuf,
     memory_mib: u64,
@@ -184,6 +192,46 @@ struct Bench {
     qemu_cmdline: String,
     /// Appended to mvm's (`--cmdline`); QEMU's already contains it.
     extra_cmdline: String,
+}
+
+impl Bench {
+    /// The references configured, in the order they boot after mvm.
+    fn references(&self) -> Vec<Vmm> {
+        let mut r = Vec::new();
+        if self.qemu.is_some() {
+            r.push(Vmm::Qemu);
+        }
+        if self.firecracker.is_some() {
+            r.push(Vmm::Firecracker);
+        }
+        r
+    }
+
+    fn firecracker_config(&self) -> PathBuf {
+        self.console_dir.join("firecracker.json")
+    }
+
+    /// Firecracker's VM: the same kernel, initramfs, vCPUs and memory,
+    /// mvm's command line without its devices (Firecracker adds entries
+    /// for its own), and an entropy device as mvm's virtio-rng. It exits
+    /// on the guest's i8042 reset, as mvm does.
+    fn write_firecracker_config(&self, mvm_cmdline: &str) -> std::io::Result<()> {
+        let cmdline: Vec<&str> = mvm_cmdline
+            .split_whitespace()
+            .filter(|a| !a.starts_with("virtio_mmio.device="))
+            .collect();
+        let config = json!({
+            "boot-source": {
+                "kernel_image_path": self.kernel,
+                "initrd_path": self.initrd,
+                "boot_args": cmdline.join(" "),
+            },
+            "drives": [],
+            "machine-config": { "vcpu_count": self.cpus, "mem_size_mib": self.memory_mib },
+            "entropy": {},
+        });
+        std::fs::write(self.firecracker_config(), config.to_string())
+    }
 }
 
 fn secs(from: u64, to: u64) -> f64 {
@@ -243,6 +291,18 @@ impl Bench {
                 .arg(&self.initrd)
                 .arg("-append")
                 .arg(&self.qemu_cmdline);
+                c
+            }
+            Vmm::Firecracker => {
+                let mut c = Command::new(self.firecracker.as_ref().expect("configured"));
+                c.args([
+                    "--no-api",
+                    "--no-seccomp",
+                    "--level",
+                    "Error",
+                    "--config-file",
+                ])
+                .arg(self.firecracker_config());
                 c
             }
         }
@@ -365,6 +425,7 @@ fn main() {
     let mut bench = Bench {
         mvm: args.nested.mvm,
         qemu,
+        firecracker: args.firecracker,
         kernel: args.nested.kernel,
         initrd: args.nested.initrd,
         memory_mib: args.memory,
@@ -404,8 +465,10 @@ fn main() {
         None => Vec::new(),
     };
 
-    // Warm-ups (not counted): caches, and mvm's real command line for QEMU.
+    // Warm-ups (not counted): caches, and mvm's real command line for the
+    // references.
     let mut warmups = serde_json::Map::new();
+    let mut mvm_cmdline = format!("{FALLBACK_CMDLINE} {}", bench.extra_cmdline);
     match bench.boot(Vmm::Mvm, "mvm-warmup") {
         Ok(b) => {
             progress(format!(
@@ -415,33 +478,40 @@ fn main() {
                 b.exit_s
             ));
             if let Some(c) = &b.cmdline {
-                bench.qemu_cmdline = qemu_cmdline_from(c);
+                mvm_cmdline = c.clone();
             }
             warmups.insert("mvm".into(), b.to_json());
         }
         Err(e) => progress(format!("mvm warm-up failed: {e}")),
     }
+    bench.qemu_cmdline = qemu_cmdline_from(&mvm_cmdline);
     progress(format!(
         "QEMU's kernel command line: {}",
         bench.qemu_cmdline
     ));
-    let vmms: Vec<Vmm> = if bench.qemu.is_some() {
-        vec![Vmm::Mvm, Vmm::Qemu]
-    } else {
-        vec![Vmm::Mvm]
-    };
-    if bench.qemu.is_some() {
-        match bench.boot(Vmm::Qemu, "qemu-warmup") {
+    if bench.firecracker.is_some() {
+        if let Err(e) = bench.write_firecracker_config(&mvm_cmdline) {
+            progress(format!("cannot write Firecracker's config: {e}"));
+            bench.firecracker = None;
+        }
+    }
+    let refs = bench.references();
+    let vmms: Vec<Vmm> = std::iter::once(Vmm::Mvm)
+        .chain(refs.iter().copied())
+        .collect();
+    for &r in &refs {
+        match bench.boot(r, &format!("{}-warmup", r.name())) {
             Ok(b) => {
                 progress(format!(
-                    "qemu warm-up: ok={} init at {}s, exit at {:.2}s",
+                    "{} warm-up: ok={} init at {}s, exit at {:.2}s",
+                    r.name(),
                     b.ok(),
                     cell(b.init_started_s, 2),
                     b.exit_s
                 ));
-                warmups.insert("qemu".into(), b.to_json());
+                warmups.insert(r.name().into(), b.to_json());
             }
-            Err(e) => progress(format!("qemu warm-up failed: {e}")),
+            Err(e) => progress(format!("{} warm-up failed: {e}", r.name())),
         }
     }
 
@@ -549,40 +619,48 @@ fn main() {
         bench.memory_mib,
         bench.kernel.display()
     );
-    println!(
-        "{:<44} {:>10} {:>10} {:>10}",
-        "medians", "mvm", "qemu", "mvm/qemu"
-    );
+    let short = |v: Vmm| match v {
+        Vmm::Firecracker => "fc",
+        v => v.name(),
+    };
+    let mut header = format!("{:<44} {:>10}", "medians", "mvm");
+    for &r in &refs {
+        header += &format!(" {:>10}", short(r));
+    }
+    for &r in &refs {
+        header += &format!(" {:>10}", format!("mvm/{}", short(r)));
+    }
+    println!("{header}");
     let mut summary = serde_json::Map::new();
     for (key, label, f) in metrics {
         let m = median(&samples(Vmm::Mvm, f));
-        let q = median(&samples(Vmm::Qemu, f));
-        println!(
-            "{label:<44} {:>10} {:>10} {:>10}",
-            cell(m, 3),
-            cell(q, 3),
-            cell(ratio(m, q), 3)
-        );
-        let unit = if key.ends_with("_mib") { "MiB" } else { "s" };
-        summary.insert(
-            key.to_string(),
-            json!({
-                "mvm": stats::to_json(&samples(Vmm::Mvm, f), unit, 4),
-                "qemu": stats::to_json(&samples(Vmm::Qemu, f), unit, 4),
-                "mvm_over_qemu": ratio(m, q),
-            }),
-        );
-    }
-    println!(
-        "{:<44} {:>10} {:>10}",
-        "boots ok",
-        format!("{}/{boots}", ok_count(Vmm::Mvm)),
-        if bench.qemu.is_some() {
-            format!("{}/{boots}", ok_count(Vmm::Qemu))
-        } else {
-            "-".to_string()
+        let medians: Vec<Option<f64>> = refs.iter().map(|&r| median(&samples(r, f))).collect();
+        let mut row = format!("{label:<44} {:>10}", cell(m, 3));
+        for r in &medians {
+            row += &format!(" {:>10}", cell(*r, 3));
         }
+        for r in &medians {
+            row += &format!(" {:>10}", cell(ratio(m, *r), 3));
+        }
+        println!("{row}");
+        let unit = if key.ends_with("_mib") { "MiB" } else { "s" };
+        let mut entry = serde_json::Map::new();
+        entry.insert("mvm".into(), stats::to_json(&samples(Vmm::Mvm, f), unit, 4));
+        for (&r, &med) in refs.iter().zip(&medians) {
+            entry.insert(r.name().into(), stats::to_json(&samples(r, f), unit, 4));
+            entry.insert(format!("mvm_over_{}", r.name()), json!(ratio(m, med)));
+        }
+        summary.insert(key.to_string(), Value::Object(entry));
+    }
+    let mut ok_row = format!(
+        "{:<44} {:>10}",
+        "boots ok",
+        format!("{}/{boots}", ok_count(Vmm::Mvm))
     );
+    for &r in &refs {
+        ok_row += &format!(" {:>10}", format!("{}/{boots}", ok_count(r)));
+    }
+    println!("{ok_row}");
     let aligned = |vmm: Vmm| {
         let all: Vec<bool> = results
             .iter()
@@ -592,9 +670,10 @@ fn main() {
         format!("{}/{}", all.iter().filter(|a| **a).count(), all.len())
     };
     println!(
-        "guest RAM mapping 2 MiB-aligned in the host: mvm {} boots, qemu {}",
+        "guest RAM mapping 2 MiB-aligned in the host: mvm {} boots, qemu {}, firecracker {}",
         aligned(Vmm::Mvm),
-        aligned(Vmm::Qemu)
+        aligned(Vmm::Qemu),
+        aligned(Vmm::Firecracker)
     );
     println!(
         "exec floors here (exec -> exit, median of 5): static noop {}s, mvm --version {}s, qemu --version {}s",
@@ -626,7 +705,15 @@ fn main() {
             "machine": "-M microvm,acpi=off,rtc=on -accel kvm -cpu host -device virtio-rng-device -no-reboot",
             "cmdline": bench.qemu_cmdline,
         })),
-        "ok": { "mvm": ok_count(Vmm::Mvm), "qemu": ok_count(Vmm::Qemu) },
+        "firecracker": bench.firecracker.as_ref().map(|f| json!({
+            "path": f,
+            "config": std::fs::read_to_string(bench.firecracker_config()).ok(),
+        })),
+        "ok": {
+            "mvm": ok_count(Vmm::Mvm),
+            "qemu": ok_count(Vmm::Qemu),
+            "firecracker": ok_count(Vmm::Firecracker),
+        },
         "summary": summary,
         "exec_floor_s": {
             "noop": stats::to_json(&floor_noop, "s", 4),
@@ -634,7 +721,11 @@ fn main() {
             "qemu_version": stats::to_json(&floor_qemu, "s", 4),
         },
         "warmups": warmups,
-        "per_boot": { "mvm": per_boot(Vmm::Mvm), "qemu": per_boot(Vmm::Qemu) },
+        "per_boot": {
+            "mvm": per_boot(Vmm::Mvm),
+            "qemu": per_boot(Vmm::Qemu),
+            "firecracker": per_boot(Vmm::Firecracker),
+        },
         "errors": errors,
     });
     let path = out.join("nested-boot.json");

@@ -62,6 +62,6 @@ pub fn run(data: &[u8]) {
             "the initramfs is past the end of memory"
         );
     }
-    let _ = write_zero_page(&mem, RAM, k.setup_header, 0, placed);
-    let _ = write_pvh_start_info(&mem, RAM, placed);
+    let _ = write_zero_page(&mem, RAM, k.setup_header, 0, placed, 0);
+    let _ = write_pvh_start_info(&mem, RAM, placed, 0);
 }

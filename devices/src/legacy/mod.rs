@@ -1,10 +1,15 @@
 //! Legacy PC devices on the port I/O bus: the 8250 UART the guest's console
-//! runs on, and just enough of the i8042 controller for the guest to ask for
-//! a reset (`reboot=k`).
+//! runs on, just enough of the i8042 controller for the guest to ask for
+//! a reset (`reboot=k`), and the ACPI sleep and reset registers.
 
+mod acpi_pm;
 mod i8042;
 mod serial;
 
+pub use acpi_pm::{
+    AcpiPm, ACPI_PM_PORT_BASE, ACPI_PM_PORT_LEN, ACPI_RESET_OFFSET, ACPI_RESET_VALUE,
+    ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_OFFSET, ACPI_SLEEP_STATUS_OFFSET,
+};
 pub use i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 pub use serial::{Serial, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN};
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use mvm_e2e::{
-    guest_initramfs_with, guest_kernel, l2_bzimage, private_copy, run_l2_job, static_binaries,
-    virtiofsd, workspace_root, Scenario,
+    firecracker_ref, guest_initramfs_with, guest_kernel, l2_kernels, private_copy, run_l2_job,
+    static_binaries, virtiofsd, workspace_root, Scenario,
 };
 
 fn out_dir() -> PathBuf {
@@ -41,10 +41,16 @@ fn suite() -> &'static PathBuf {
                     root.join("tests/e2e/guest/vfs-workout.sh"),
                     "/vfs-workout.sh",
                 ),
+                (root.join("tests/e2e/guest/boot-probe.sh"), "/boot-probe.sh"),
             ],
         )?;
         // Debian's kernel that L2 runs is also the bzImage scenario's guest.
-        let bzimage = l2_bzimage()?;
+        let (bzimage, distro_elf) = l2_kernels()?;
+        // The boot area compares L2's log of our boots with Firecracker's.
+        let firecracker = match firecracker_ref() {
+            Some(f) => private_copy(&f, &artifacts)?,
+            None => PathBuf::new(),
+        };
         // MVM_E2E_ONLY=boot,net runs only those areas' jobs (while
         // developing one area; the other areas' tests then fail).
         let only = std::env::var("MVM_E2E_ONLY").unwrap_or_default();
@@ -56,6 +62,8 @@ fn suite() -> &'static PathBuf {
                 ("KERNEL", &kernel),
                 ("INITRD", &initrd),
                 ("BZIMAGE", &bzimage),
+                ("DISTRO_ELF", &distro_elf),
+                ("FIRECRACKER", &firecracker),
                 ("MVM_INIT", &mvm_init),
                 ("VIRTIOFSD", &virtiofsd),
                 ("E2E_DIR", &root.join("tests/e2e")),

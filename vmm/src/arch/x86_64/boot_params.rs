@@ -78,13 +78,16 @@ pub struct InitrdPlacement {
 }
 
 /// Fills and writes the Linux zero page for the 64-bit boot protocol.
-/// `header` is the bzImage's setup header, or `None` for an ELF vmlinux.
+/// `header` is the bzImage's setup header, or `None` for an ELF vmlinux;
+/// `rsdp_addr` the ACPI RSDP (kernels with ACPI use it instead of
+/// scanning the BIOS area).
 pub fn write_zero_page(
     mem: &GuestMemoryMmap,
     ram_size: u64,
     header: Option<setup_header>,
     cmdline_len: usize,
     initrd: Option<InitrdPlacement>,
+    rsdp_addr: u64,
 ) -> Result<(), BootParamsError> {
     let mut params = boot_params::default();
     if let Some(h) = header {
@@ -95,6 +98,7 @@ pub fn write_zero_page(
     params.hdr.header = KERNEL_HDR_MAGIC;
     params.hdr.cmd_line_ptr = CMDLINE_START as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
+    params.acpi_rsdp_addr = rsdp_addr;
     if params.hdr.kernel_alignment == 0 {
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT;
     }
@@ -129,6 +133,7 @@ pub fn write_pvh_start_info(
     mem: &GuestMemoryMmap,
     ram_size: u64,
     initrd: Option<InitrdPlacement>,
+    rsdp_addr: u64,
 ) -> Result<(), BootParamsError> {
     let map: Vec<hvm_memmap_table_entry> = memory_map(ram_size)
         .iter()
@@ -148,6 +153,7 @@ pub fn write_pvh_start_info(
         cmdline_paddr: CMDLINE_START,
         memmap_paddr: PVH_MEMMAP_START,
         memmap_entries: map.len() as u32,
+        rsdp_paddr: rsdp_addr,
         ..Default::default()
     };
     let mut params = BootParams::new(&start_info, GuestAddress(PVH_INFO_START));
@@ -207,13 +213,14 @@ mod tests {
             addr: 0x80_0000,
             size: 0x1234,
         };
-        write_zero_page(&mem, 64 * MIB, None, 42, Some(initrd)).unwrap();
+        write_zero_page(&mem, 64 * MIB, None, 42, Some(initrd), 0xe_0000).unwrap();
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
         assert_eq!({ p.hdr.boot_flag }, KERNEL_BOOT_FLAG_MAGIC);
         assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_START as u32);
         assert_eq!({ p.hdr.cmdline_size }, 42);
         assert_eq!({ p.hdr.ramdisk_image }, 0x80_0000);
         assert_eq!({ p.hdr.ramdisk_size }, 0x1234);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe_0000);
         assert_eq!(p.e820_entries, 3);
         assert_eq!({ p.e820_table[2].size }, 63 * MIB);
     }
@@ -225,10 +232,11 @@ mod tests {
             addr: 0x80_0000,
             size: 0x999,
         };
-        write_pvh_start_info(&mem, 5 << 30, Some(initrd)).unwrap();
+        write_pvh_start_info(&mem, 5 << 30, Some(initrd), 0xe_0000).unwrap();
         let si: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(si.magic, XEN_HVM_START_MAGIC);
         assert_eq!(si.memmap_entries, 4);
+        assert_eq!(si.rsdp_paddr, 0xe_0000);
         assert_eq!(si.nr_modules, 1);
         let m: hvm_modlist_entry = mem.read_obj(GuestAddress(si.modlist_paddr)).unwrap();
         assert_eq!((m.paddr, m.size), (0x80_0000, 0x999));

@@ -1,11 +1,13 @@
 //! The CPUID each vCPU reports: what KVM supports, fixed up so the guest
 //! sees a hypervisor, a topology of `count` single-threaded cores in one
-//! package whose APIC ids match the vCPU indexes, and the TSC frequency.
+//! package whose APIC ids match the vCPU indexes, the TSC frequency, and
+//! XSAVE leaves that describe only the state components it may enable.
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
+const LEAF_XSAVE: u32 = 0xd;
 const LEAF_EXT_TOPOLOGY: u32 = 0xb;
 const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
 const LEAF_KVM_SIGNATURE: u32 = 0x4000_0000;
@@ -16,6 +18,13 @@ const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
+const ECX_XSAVE: u32 = 1 << 26;
+
+/// The legacy x87/SSE area and the XSAVE header before the first extended
+/// component (non-compacted layout).
+const XSAVE_LEGACY_AND_HEADER: u32 = 512 + 64;
+/// XCR0 bit 0: x87 state, which XCR0 must always include.
+const XCR0_X87: u64 = 1;
 
 /// The local APIC timer of KVM's in-kernel LAPIC ticks at 1 GHz.
 const KVM_APIC_BUS_KHZ: u32 = 1_000_000;
@@ -108,9 +117,59 @@ pub fn normalize(cpuid: &mut CpuId, p: CpuidParams) {
         e.ecx = 0;
     }
 
+    fix_xsave_leaf(cpuid);
+
     if let Some(khz) = p.tsc_khz {
         set_tsc_leaf(cpuid, khz);
     }
+}
+
+fn get(cpuid: &CpuId, function: u32, index: u32) -> Option<&kvm_cpuid_entry2> {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == function && e.index == index)
+}
+
+/// Leaf 0xD: a sub-leaf for each component the guest may enable (XCR0
+/// from sub-leaf 0, XSS from sub-leaf 1) and none for the others, and the
+/// largest save area (sub-leaf 0 ECX) computed from those sub-leaves, so
+/// the sizes the guest adds up match the ones it reads.
+fn fix_xsave_leaf(cpuid: &mut CpuId) {
+    let (Some(s0), Some(s1)) = (get(cpuid, LEAF_XSAVE, 0), get(cpuid, LEAF_XSAVE, 1)) else {
+        return;
+    };
+    let xcr0 = u64::from(s0.eax) | (u64::from(s0.edx) << 32);
+    let xss = u64::from(s1.ecx) | (u64::from(s1.edx) << 32);
+    let mut max_size = XSAVE_LEGACY_AND_HEADER;
+    for e in find_mut(cpuid, LEAF_XSAVE) {
+        let bit = e.index;
+        if bit < 2 {
+            continue;
+        }
+        let allowed = bit < 64 && (xcr0 | xss) & (1 << bit) != 0;
+        if !allowed {
+            (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0);
+        } else if xcr0 & (1 << bit) != 0 {
+            // User components: EBX is the offset, EAX the size.
+            max_size = max_size.max(e.ebx.saturating_add(e.eax));
+        }
+    }
+    for e in find_mut(cpuid, LEAF_XSAVE).filter(|e| e.index == 0) {
+        e.ecx = max_size;
+    }
+}
+
+/// The XCR0 a vCPU starts with: every user component its CPUID offers
+/// (sub-leaf 0 of leaf 0xD), or `None` without XSAVE. Starting with the
+/// full set keeps KVM's size in sub-leaf 0 EBX right even where the
+/// guest's own XSETBV does not reach KVM (seen under nested TCG); the
+/// guest sets XCR0 itself anyway.
+pub fn initial_xcr0(cpuid: &CpuId) -> Option<u64> {
+    let xsave = get(cpuid, LEAF_FEATURES, 0).is_some_and(|e| e.ecx & ECX_XSAVE != 0);
+    let s0 = get(cpuid, LEAF_XSAVE, 0)?;
+    let xcr0 = u64::from(s0.eax) | (u64::from(s0.edx) << 32);
+    (xsave && xcr0 & XCR0_X87 != 0).then_some(xcr0)
 }
 
 /// Adds the 0x40000010 timing leaf (TSC and APIC bus frequency in kHz) and
@@ -173,11 +232,58 @@ mod tests {
     }
 
     fn get(cpuid: &CpuId, function: u32, index: u32) -> kvm_cpuid_entry2 {
-        *cpuid
-            .as_slice()
-            .iter()
-            .find(|e| e.function == function && e.index == index)
-            .unwrap()
+        *super::get(cpuid, function, index).unwrap()
+    }
+
+    /// Leaf 0xD as an AMD host with x87, SSE, AVX and PKRU reports it,
+    /// plus a stale sub-leaf for AVX-512 state it does not offer.
+    fn xsave_sample(features_ecx: u32) -> CpuId {
+        let xsave = |index, eax, ebx, ecx| kvm_cpuid_entry2 {
+            eax,
+            ebx,
+            ecx,
+            ..entry(LEAF_XSAVE, index)
+        };
+        CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                ecx: features_ecx,
+                ..entry(LEAF_FEATURES, 0)
+            },
+            xsave(0, 0x207, 0x240, 0x1000),
+            xsave(1, 0x5, 0, 0),
+            xsave(2, 0x100, 0x240, 0),
+            xsave(5, 0x40, 0x440, 0),
+            xsave(9, 0x8, 0xa80, 0),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn xsave_leaf_describes_only_what_xcr0_allows() {
+        let mut c = xsave_sample(ECX_XSAVE);
+        fix_xsave_leaf(&mut c);
+        // AVX-512 opmask (bit 5) is not in XCR0: its sub-leaf is cleared.
+        let k = get(&c, LEAF_XSAVE, 5);
+        assert_eq!((k.eax, k.ebx), (0, 0));
+        // AVX and PKRU stay; the largest area ends after PKRU.
+        assert_eq!(get(&c, LEAF_XSAVE, 2).eax, 0x100);
+        assert_eq!(get(&c, LEAF_XSAVE, 9).ebx, 0xa80);
+        assert_eq!(get(&c, LEAF_XSAVE, 0).ecx, 0xa80 + 0x8);
+        assert_eq!(initial_xcr0(&c), Some(0x207));
+    }
+
+    #[test]
+    fn xsave_leaf_without_extended_state_is_the_legacy_area() {
+        let mut c = xsave_sample(ECX_XSAVE);
+        for e in find_mut(&mut c, LEAF_XSAVE).filter(|e| e.index == 0) {
+            e.eax = 0x3;
+        }
+        fix_xsave_leaf(&mut c);
+        assert_eq!(get(&c, LEAF_XSAVE, 0).ecx, XSAVE_LEGACY_AND_HEADER);
+        assert_eq!(get(&c, LEAF_XSAVE, 2).eax, 0);
+        assert_eq!(initial_xcr0(&c), Some(0x3));
+        // No XSAVE in leaf 1: the vCPU keeps its reset XCR0.
+        assert_eq!(initial_xcr0(&xsave_sample(0)), None);
     }
 
     #[test]

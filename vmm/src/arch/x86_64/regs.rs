@@ -185,6 +185,20 @@ pub fn setup_boot_vcpu(
     setup_fpu(vcpu)
 }
 
+/// Sets XCR0 (see [`super::cpuid::initial_xcr0`]).
+pub fn setup_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<(), RegsError> {
+    let mut xcrs = kvm_bindings::kvm_xcrs {
+        nr_xcrs: 1,
+        ..Default::default()
+    };
+    xcrs.xcrs[0].xcr = 0;
+    xcrs.xcrs[0].value = xcr0;
+    vcpu.set_xcrs(&xcrs).map_err(|source| RegsError::Kvm {
+        what: "XCR0",
+        source,
+    })
+}
+
 /// x87 and SSE control words as after FNINIT / reset.
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
     let fpu = kvm_fpu {
