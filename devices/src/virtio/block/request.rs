@@ -250,7 +250,7 @@ impl Disk<'_> {
     /// The byte offset of `sector` when `len` bytes from it are whole
     /// sectors within the image and within one request's bound.
     fn check_range(&self, sector: u64, len: u64) -> Result<u64, Fail> {
-        if len % SECTOR_SIZE != 0 {
+        if !len.is_multiple_of(SECTOR_SIZE) {
             return Err(Fail::Bad("data is not a whole number of sectors"));
         }
         if len > MAX_REQUEST_BYTES {
@@ -306,7 +306,7 @@ impl Disk<'_> {
         kind: RequestType,
         payload: u64,
     ) -> Result<(), Fail> {
-        if payload == 0 || payload % SEGMENT_LEN != 0 {
+        if payload == 0 || !payload.is_multiple_of(SEGMENT_LEN) {
             return Err(Fail::Bad("discard segments malformed"));
         }
         let count = payload / SEGMENT_LEN;
