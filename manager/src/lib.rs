@@ -45,6 +45,7 @@ pub mod startup;
 pub mod state;
 pub mod up;
 pub mod vmm_process;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use report::Report;

@@ -82,6 +82,11 @@ pub struct CreateArgs {
     /// seccomp on the VMM: on (default), off or log; for debugging only.
     #[arg(long, value_name = "on|off|log", hide = true)]
     pub seccomp: Option<vmm::seccomp::Seccomp>,
+    /// Mount an existing volume (`mvm volume create`) at GUEST_PATH,
+    /// read-only with `:ro`; formatted (ext4) on first use; over the
+    /// project's volume of the same name or path. Repeatable.
+    #[arg(long = "volume", value_name = "NAME:GUEST_PATH[:ro]", value_parser = manager::volume::parse_mount_arg)]
+    pub volumes: Vec<manager::volume::VolumeMount>,
 }
 
 impl CreateArgs {
@@ -104,6 +109,7 @@ impl CreateArgs {
             share_home: self.share_home,
             disk_mib: self.disk,
             seccomp: self.seccomp,
+            volumes: self.volumes,
         }
     }
 }
