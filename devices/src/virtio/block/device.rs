@@ -59,7 +59,10 @@ impl Block {
             return Err(BlockError::IdTooLong(id.to_string()));
         }
         let capacity = file.metadata().map_err(BlockError::Size)?.len();
-        if capacity == 0 || !capacity.is_multiple_of(SECTOR_SIZE) || i64::try_from(capacity).is_err() {
+        if capacity == 0
+            || !capacity.is_multiple_of(SECTOR_SIZE)
+            || i64::try_from(capacity).is_err()
+        {
             return Err(BlockError::BadSize(capacity));
         }
         let mut features = (1 << VIRTIO_F_VERSION_1)
