@@ -25,6 +25,9 @@ pub const MAX_NAME_LEN: usize = 20;
 pub const MIN_SIZE_MIB: u64 = 16;
 /// The largest volume: 16 TiB (ext4 with 4 KiB blocks).
 pub const MAX_SIZE_MIB: u64 = 16 << 20;
+/// Volumes per VM: each is a virtio device with its own interrupt line,
+/// of which a VM has 19 for all its devices.
+pub const MAX_PER_VM: usize = 8;
 
 /// A volume in a VM's spec: which one, where the guest mounts it, and the
 /// size to create it with when it does not exist yet (mvm.toml's
@@ -373,6 +376,12 @@ pub fn merge(declared: &[VolumeMount], given: &[VolumeMount]) -> crate::Result<V
         .cloned()
         .collect();
     out.extend(given.iter().cloned());
+    if out.len() > MAX_PER_VM {
+        bail!(
+            "{} volumes for one VM: at most {MAX_PER_VM} are allowed",
+            out.len()
+        );
+    }
     let mut names = std::collections::HashSet::new();
     let mut paths = std::collections::HashSet::new();
     for v in &out {
@@ -393,4 +402,96 @@ pub fn merge(declared: &[VolumeMount], given: &[VolumeMount]) -> crate::Result<V
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(name: &str, guest: &str) -> VolumeMount {
+        VolumeMount {
+            name: name.into(),
+            guest: guest.into(),
+            ro: false,
+            // A size: merge does not look for the volume on disk.
+            size_mib: Some(64),
+        }
+    }
+
+    #[test]
+    fn names_sizes_and_mount_args() {
+        for ok in ["pgdata", "a", "0cache", "x_y-z", &"v".repeat(20)] {
+            validate_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "Pg",
+            "a b",
+            "a/b",
+            "a.img",
+            &"v".repeat(21),
+            "é",
+        ] {
+            let e = validate_name(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+        assert_eq!(parse_size("10G"), Ok(10240));
+        assert_eq!(parse_size("16M"), Ok(16));
+        assert_eq!(parse_size("16T"), Ok(16 << 20));
+        for bad in ["", "10X", "1.5G", "-1", "15M", "17T"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+        let m = parse_mount_arg("pgdata:/var/lib/postgresql").unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.guest.as_str(), m.ro),
+            ("pgdata", "/var/lib/postgresql", false)
+        );
+        assert!(parse_mount_arg("assets:/srv/a:ro").unwrap().ro);
+        assert!(!parse_mount_arg("assets:/srv/a:rw").unwrap().ro);
+        for (bad, needle) in [
+            ("pgdata", "missing ':'"),
+            ("pgdata:/a:rx", "unknown mode 'rx'"),
+            ("pgdata:rel", "must be absolute"),
+            ("pgdata:/", "is the root"),
+            ("pgdata:/a b", "without spaces"),
+            ("pgdata:/project/db", "under /project"),
+            ("PG:/a", "invalid volume name 'PG'"),
+        ] {
+            let e = parse_mount_arg(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_replaces_the_projects_volumes() {
+        let declared = [
+            mount("pgdata", "/var/lib/postgresql"),
+            mount("cache", "/cache"),
+        ];
+        let mut mine = mount("other", "/var/lib/postgresql");
+        mine.ro = true;
+        let out = merge(&declared, &[mine.clone()]).unwrap();
+        assert_eq!(out, vec![mount("cache", "/cache"), mine]);
+        // Same name or same path: the project's goes (here both of them).
+        let out = merge(&declared, &[mount("pgdata", "/cache")]).unwrap();
+        assert_eq!(out, vec![mount("pgdata", "/cache")]);
+        let e = merge(&[], &[mount("a", "/x"), mount("b", "/x")]).unwrap_err();
+        assert!(
+            e.to_string().contains("two volumes are mounted at '/x'"),
+            "{e}"
+        );
+        let e = merge(&[], &[mount("a", "/a"), mount("a", "/b")]).unwrap_err();
+        assert!(
+            e.to_string().contains("volume 'a' is attached twice"),
+            "{e}"
+        );
+        let many: Vec<_> = (0..9)
+            .map(|i| mount(&format!("v{i}"), &format!("/v{i}")))
+            .collect();
+        let e = merge(&many, &[]).unwrap_err();
+        assert!(e.to_string().contains("at most 8"), "{e}");
+    }
 }
