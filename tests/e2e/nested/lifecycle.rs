@@ -332,7 +332,11 @@ fn a_volume_outlives_restart_and_its_vm_and_goes_with_rm_volumes() {
     let out = ok("vol-write");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("/dev/vda ext4"), "{out}");
-    assert_eq!(lines.next().map(|l| l.trim_end_matches('\0')), Some("vdata"), "{out}");
+    assert_eq!(
+        lines.next().map(|l| l.trim_end_matches('\0')),
+        Some("vdata"),
+        "{out}"
+    );
     let ls = result_file("life", "vol-ls");
     assert!(ls.contains("vdata.img"), "{ls}");
     ok("vol-restart");
@@ -341,7 +345,10 @@ fn a_volume_outlives_restart_and_its_vm_and_goes_with_rm_volumes() {
     ok("vol-create-v2");
     let (status, _, err) = step("vol-start-v2-refused");
     assert_ne!(status, Some(0));
-    assert!(err.contains("volume 'vdata' is in use by running VM 'v1'"), "{err}");
+    assert!(
+        err.contains("volume 'vdata' is in use by running VM 'v1'"),
+        "{err}"
+    );
     let (status, _, err) = step("vol-rm-refused");
     assert_ne!(status, Some(0));
     assert!(err.contains("volume 'vdata' is attached to VM"), "{err}");
