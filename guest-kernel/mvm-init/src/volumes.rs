@@ -149,6 +149,26 @@ mod tests {
     }
 
     #[test]
+    fn formats_a_blank_image_with_the_roots_mkfs() {
+        // The same command the guest runs, on a sparse file: the options
+        // are ones this e2fsprogs (the host's, which the guest uses) takes.
+        if !MKFS.iter().any(|p| Path::new(p).exists()) {
+            eprintln!("skipped: no mkfs.ext4 here");
+            return;
+        }
+        let img = std::env::temp_dir().join(format!("mvm-init-mkfs-{}.img", std::process::id()));
+        let f = File::create(&img).unwrap();
+        f.set_len(32 << 20).unwrap();
+        assert_eq!(probe(&read_head(&img).unwrap()), Content::Blank);
+        mkfs(&img, "a-volume-name-of-20c").unwrap();
+        assert_eq!(probe(&read_head(&img).unwrap()), Content::Ext4);
+        // The label was cut to ext4's 16 bytes (s_volume_name at 1024 + 120).
+        let head = read_head(&img).unwrap();
+        assert_eq!(&head[1144..1160], b"a-volume-name-of");
+        std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
     fn finds_disks_by_serial() {
         let dir = std::env::temp_dir().join(format!("mvm-init-vols-{}", std::process::id()));
         for (dev, serial) in [("vda", "pgdata\n"), ("vdb", "cache"), ("sda", "pgdata")] {
