@@ -15,6 +15,8 @@ PACKAGES=(
     nodejs python3-django python3-psycopg2 python3-redis postgresql redis-server direnv curl
     # the Nix files' checks (cli/tests/nix.rs: nix-instantiate --parse/--eval)
     nix-bin
+    # volumes: the guest formats a new one with the root's (the host's) mkfs.ext4
+    e2fsprogs
     # network benchmarks (benches/jobs/nested-net.sh)
     iperf3
     # the native suite under load (tests/stress.sh)

@@ -7,6 +7,7 @@
 //! | `mvm.root=TAG` | the root is the virtio-fs share TAG: mounted, then switched to |
 //! | `mvm.root_overlay=1` | put a tmpfs-backed overlay over that root (writes stay in guest RAM) |
 //! | `mvm.share=TAG:/mnt[:ro]` | mount virtio-fs TAG at /mnt after the root switch; repeatable |
+//! | `mvm.volume=SERIAL:/mnt[:ro]` | the virtio-blk disk whose serial is SERIAL: formatted (ext4) when blank, mounted at /mnt after the shares; repeatable |
 //! | `mvm.hostname=NAME` | hostname (an invalid one is ignored with a warning) |
 //! | `mvm.ip=ADDR/PREFIX[,GW[,DNS...]]` | static IPv4 configuration of the interface |
 //! | `mvm.net=dhcp` / `mvm.net=none` | DHCP on the interface, or loopback only (default) |
@@ -35,6 +36,7 @@ pub mod key {
     pub const ROOT: &str = "root";
     pub const ROOT_OVERLAY: &str = "root_overlay";
     pub const SHARE: &str = "share";
+    pub const VOLUME: &str = "volume";
     pub const HOSTNAME: &str = "hostname";
     pub const IP: &str = "ip";
     pub const NET: &str = "net";
@@ -88,6 +90,12 @@ impl Writer {
         let ro = if read_only { ":ro" } else { "" };
         self.push(key::SHARE, format!("{tag}:{mountpoint}{ro}"))
     }
+    /// Mount the disk whose serial is `serial` at `mountpoint` (formatted
+    /// first when blank).
+    pub fn volume(&mut self, serial: &str, mountpoint: &str, read_only: bool) -> &mut Writer {
+        let ro = if read_only { ":ro" } else { "" };
+        self.push(key::VOLUME, format!("{serial}:{mountpoint}{ro}"))
+    }
     /// DHCP on the interface.
     pub fn dhcp(&mut self) -> &mut Writer {
         self.push(key::NET, "dhcp")
@@ -140,6 +148,8 @@ pub struct Config {
     pub root: Option<String>,
     pub root_overlay: bool,
     pub shares: Vec<Share>,
+    /// Disks to mount, by serial (`tag` holds the serial).
+    pub volumes: Vec<Share>,
     pub hostname: Option<String>,
     pub net: NetConfig,
     pub iface: Option<String>,
@@ -159,6 +169,7 @@ impl Default for Config {
             root: None,
             root_overlay: false,
             shares: Vec::new(),
+            volumes: Vec::new(),
             hostname: None,
             net: NetConfig::None,
             iface: None,
@@ -212,7 +223,11 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
 }
 
 fn parse_share(v: &str) -> Result<Share, String> {
-    let bad = |why: &str| format!("mvm.share={v}: {why} (want TAG:/mountpoint[:ro])");
+    parse_mount("mvm.share", "TAG", v)
+}
+
+fn parse_mount(key: &str, what: &str, v: &str) -> Result<Share, String> {
+    let bad = |why: &str| format!("{key}={v}: {why} (want {what}:/mountpoint[:ro])");
     let (tag, rest) = v.split_once(':').ok_or_else(|| bad("missing ':'"))?;
     let (mountpoint, read_only) = match rest.rsplit_once(':') {
         Some((m, "ro")) => (m, true),
@@ -221,7 +236,7 @@ fn parse_share(v: &str) -> Result<Share, String> {
         None => (rest, false),
     };
     if tag.is_empty() {
-        return Err(bad("empty tag"));
+        return Err(bad(&format!("empty {}", what.to_lowercase())));
     }
     if !mountpoint.starts_with('/') || mountpoint == "/" {
         return Err(bad("the mountpoint must be an absolute path other than /"));
@@ -302,6 +317,7 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
             }
             key::ROOT_OVERLAY => c.root_overlay = parse_bool(&full, v)?,
             key::SHARE => c.shares.push(parse_share(v)?),
+            key::VOLUME => c.volumes.push(parse_mount("mvm.volume", "SERIAL", v)?),
             key::HOSTNAME => {
                 // Not worth failing the boot over: keep the default name.
                 if valid_hostname(v) {
@@ -371,6 +387,41 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volumes_round_trip() {
+        let mut w = Writer::new();
+        w.volume("pgdata", "/var/lib/postgresql", false)
+            .volume("assets", "/srv/assets", true);
+        let c = parse(w.as_str()).unwrap();
+        assert_eq!(
+            c.volumes,
+            [
+                Share {
+                    tag: "pgdata".into(),
+                    mountpoint: "/var/lib/postgresql".into(),
+                    read_only: false
+                },
+                Share {
+                    tag: "assets".into(),
+                    mountpoint: "/srv/assets".into(),
+                    read_only: true
+                }
+            ]
+        );
+        assert!(c.shares.is_empty());
+        for bad in [
+            "mvm.volume=x",
+            "mvm.volume=:/a",
+            "mvm.volume=x:/",
+            "mvm.volume=x:rel",
+            "mvm.volume=x:/a/../b",
+            "mvm.volume=x:/a:rx",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("mvm.volume="), "{e}");
+        }
+    }
 
     #[test]
     fn splits_like_the_kernel() {

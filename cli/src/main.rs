@@ -48,6 +48,8 @@ enum Command {
     Restart(commands::lifecycle::StopArgs),
     /// Remove a VM and its state.
     Rm(commands::lifecycle::RmArgs),
+    /// Create, list and remove volumes (persistent disks for VMs).
+    Volume(commands::volume::VolumeArgs),
     /// List VMs.
     #[command(alias = "ls")]
     List(commands::list::ListArgs),
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Command::Netd => ok(commands::net_cmd::netd()),
         Command::Service(args) => ok(commands::service::service(args)),
         Command::Port(args) => ok(commands::port::port(args)),
+        Command::Volume(args) => ok(commands::volume::volume(args)),
         Command::Net(args) => ok(commands::net_cmd::net(args)),
     };
     match result {

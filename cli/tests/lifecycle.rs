@@ -811,3 +811,172 @@ fn a_users_project_is_served_by_a_vmm_running_as_that_user() {
     assert_eq!(env.state("u"), "running");
     env.ok(&["rm", "--force", "u"]);
 }
+
+#[test]
+fn volumes_create_attach_lock_and_outlive_their_vms() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new("volumes");
+    let vols = env.home.join("volumes");
+    // Bad names and sizes: one line naming the value and what is accepted.
+    env.fails(
+        &["volume", "create", "Bad!", "--size", "64M"],
+        "invalid volume name 'Bad!': use 1 to 20 lowercase letters",
+    );
+    env.fails(
+        &["volume", "create", &"x".repeat(21), "--size", "64M"],
+        "invalid volume name",
+    );
+    for (size, needle) in [
+        ("1X", "invalid volume size '1X': use MiB or a size such as"),
+        ("8M", "invalid volume size '8M': use at least 16M"),
+        ("17T", "at most 16T"),
+    ] {
+        let o = env.mvm(&["volume", "create", "data", "--size", size]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(needle),
+            "{size}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&vols)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| n == ".lock"),
+        "nothing partial: {leftovers:?}"
+    );
+
+    assert!(env
+        .ok(&["volume", "create", "data", "--size", "64M"])
+        .contains("created volume 'data' (64M)"));
+    let img = vols.join("data.img");
+    let meta = std::fs::metadata(&img).unwrap();
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "sparse: {} blocks",
+        meta.blocks()
+    );
+    assert!(std::fs::read_to_string(vols.join("data.toml"))
+        .unwrap()
+        .contains("size_mib = 64"));
+    env.fails(
+        &["volume", "create", "data", "--size", "64M"],
+        "a volume named 'data' already exists",
+    );
+
+    // --volume: an existing volume, a valid guest path.
+    env.fails(
+        &["create", "vm1", "--no-net", "--volume", "nope:/data"],
+        "volume 'nope' does not exist: create it with `mvm volume create nope --size 10G`",
+    );
+    for (arg, needle) in [
+        ("data:rel", "guest path 'rel' must be absolute"),
+        ("data:/project/x", "must not be under /project"),
+        ("data:/", "guest path '/' is the root"),
+        ("data:/d:rx", "unknown mode 'rx'"),
+        ("Data:/d", "invalid volume name 'Data'"),
+    ] {
+        let o = env.mvm(&["create", "vm1", "--volume", arg]);
+        assert_eq!(o.status.code(), Some(2), "{arg}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(needle), "{arg}: {e}");
+    }
+    env.fails(
+        &[
+            "create", "vm1", "--no-net", "--volume", "data:/a", "--volume", "data:/b",
+        ],
+        "volume 'data' is attached twice",
+    );
+    assert!(!env.vm_dir("vm1").exists());
+
+    let (m, n) = (["--memory", "64M"], "--no-net");
+    env.ok(&["create", "vm1", m[0], m[1], n, "--volume", "data:/data"]);
+    env.ok(&["create", "vm2", m[0], m[1], n, "--volume", "data:/srv:ro"]);
+    let spec = std::fs::read_to_string(env.vm_dir("vm1").join("vm.toml")).unwrap();
+    assert!(
+        spec.contains("[[volumes]]") && spec.contains("guest = \"/data\""),
+        "{spec}"
+    );
+    env.fails(
+        &["volume", "rm", "data"],
+        "volume 'data' is attached to VM 'vm1'",
+    );
+
+    // Running: the VMM holds the image; a second VM cannot attach it.
+    env.ok(&["start", "vm1"]);
+    let config = std::fs::read_to_string(env.vm_dir("vm1").join("vmm.json")).unwrap();
+    assert!(
+        config.contains("data.img") && config.contains("mvm.volume=data:/data"),
+        "{config}"
+    );
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["volume", "list", "--json"])).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "data");
+    assert_eq!(list[0]["size_mib"], 64);
+    assert_eq!(list[0]["in_use"], true);
+    assert_eq!(list[0]["attached_to"], serde_json::json!(["vm1", "vm2"]));
+    env.fails(
+        &["start", "vm2"],
+        "volume 'data' is in use by running VM 'vm1'",
+    );
+    assert_eq!(env.state("vm2"), "stopped");
+    env.fails(&["rm", "--volumes", "--force", "vm9"], "no VM named 'vm9'");
+
+    // Stopped, the other VM gets it (read-only).
+    env.ok(&["stop", "vm1"]);
+    env.ok(&["start", "vm2"]);
+    let config = std::fs::read_to_string(env.vm_dir("vm2").join("vmm.json")).unwrap();
+    assert!(
+        config.contains("\"read_only\":true") || config.contains("\"read_only\": true"),
+        "{config}"
+    );
+    env.ok(&["stop", "vm2"]);
+
+    // Volumes outlive `rm`; `rm --volumes` removes those no other VM has.
+    env.ok(&["rm", "vm1"]);
+    assert!(img.exists());
+    let o = env.mvm(&["create", "vm3", m[0], m[1], n, "--volume", "data:/data"]);
+    assert!(o.status.success());
+    let o = env.mvm(&["rm", "--volumes", "vm2"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("kept volume 'data': VM 'vm3' attaches it too")
+    );
+    assert!(img.exists());
+    let o = env.mvm(&["rm", "--volumes", "vm3"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("removed volume 'data'"));
+    assert!(!img.exists() && !vols.join("data.toml").exists());
+    env.fails(&["volume", "rm", "data"], "no volume named 'data'");
+
+    // mvm.toml's volumes are created, with their size, when the VM starts.
+    let project = env.home.join("pg");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("mvm.toml"),
+        "volumes = [{ name = \"pgdata\", guest = \"/var/lib/postgresql\", size = \"10X\" }]\n",
+    )
+    .unwrap();
+    let p = project.to_str().unwrap();
+    env.fails(
+        &["create", "pg", "--project", p, n],
+        "invalid volume size '10X'",
+    );
+    std::fs::write(
+        project.join("mvm.toml"),
+        "volumes = [{ name = \"pgdata\", guest = \"/var/lib/postgresql\", size = \"32M\" }]\n",
+    )
+    .unwrap();
+    env.ok(&["create", "pg", "--project", p, m[0], m[1], n]);
+    assert!(!vols.join("pgdata.img").exists(), "created on first use");
+    let o = env.mvm(&["start", "pg"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("created volume 'pgdata' (32 MiB)"));
+    assert_eq!(
+        std::fs::metadata(vols.join("pgdata.img")).unwrap().len(),
+        32 << 20
+    );
+    env.ok(&["rm", "--force", "--volumes", "pg"]);
+    assert!(!vols.join("pgdata.img").exists());
+}

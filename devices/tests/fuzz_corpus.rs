@@ -9,6 +9,8 @@
 #[path = "../fuzz/targets/replay.rs"]
 mod replay;
 
+#[path = "../fuzz/targets/block_requests.rs"]
+mod block_requests;
 #[path = "../fuzz/targets/commit_upper.rs"]
 mod commit_upper;
 #[path = "../fuzz/targets/fuse_requests.rs"]
@@ -27,6 +29,11 @@ mod port_io;
 mod vhost_user;
 #[path = "../fuzz/targets/vsock_packets.rs"]
 mod vsock_packets;
+
+#[test]
+fn block_requests_corpus() {
+    replay::corpus("block_requests", block_requests::run);
+}
 
 #[test]
 fn commit_upper_corpus() {

@@ -48,6 +48,8 @@ pub struct CreateOptions {
     pub seccomp: Option<vmm::seccomp::Seccomp>,
     /// No jail for the VMM: for debugging only.
     pub no_jail: bool,
+    /// `--volume NAME:GUEST_PATH[:ro]`: existing volumes, over the project's.
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 impl CreateOptions {
@@ -220,6 +222,9 @@ pub fn spec_for(
         Some(p) => crate::project::shares(p, base)?,
         None => Vec::new(),
     };
+    let declared_volumes: Vec<crate::volume::VolumeMount> =
+        base.volumes.iter().map(|v| v.mount()).collect();
+    let volumes = crate::volume::merge(&declared_volumes, &opts.volumes)?;
     let host_root = !opts.no_host_root && base.root != Some(GuestRoot::Minimal);
     let home = home_shares(opts, base, host_root)?;
     let mut seen = std::collections::HashSet::new();
@@ -302,6 +307,7 @@ pub fn spec_for(
         services,
         depends_on,
         shares,
+        volumes,
         home,
         shell: base.shell.as_ref().map(|c| c.argv()),
         created,

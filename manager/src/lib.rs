@@ -46,6 +46,7 @@ pub mod state;
 pub mod supervisor;
 pub mod up;
 pub mod vmm_process;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use report::Report;

@@ -249,6 +249,22 @@ pub fn restart(name: &str, timeout: Duration, report: &dyn Report) -> crate::Res
 
 /// Removes VM `name` and its state; `force`: stop it first if it runs.
 pub fn rm(name: &str, force: bool, report: &dyn Report) -> crate::Result<()> {
+    rm_with(name, force, false, report)
+}
+
+/// [`rm`], and with `volumes` the VM's volumes that no other VM attaches
+/// (after the VM is gone; they are kept otherwise).
+pub fn rm_with(name: &str, force: bool, volumes: bool, report: &dyn Report) -> crate::Result<()> {
+    let mounts = if volumes {
+        VmDir::existing(name)?.spec()?.volumes
+    } else {
+        Vec::new()
+    };
+    rm_vm(name, force, report)?;
+    crate::volume::remove_of_vm(name, &mounts, report)
+}
+
+fn rm_vm(name: &str, force: bool, report: &dyn Report) -> crate::Result<()> {
     let dir = VmDir::existing(name)?;
     let lock = VmLock::acquire(&dir.path, &dir.name, report)?;
     match dir.run_state() {

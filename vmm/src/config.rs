@@ -68,6 +68,10 @@ pub struct VmConfig {
     /// virtiofsd); guest RAM is then a memfd the backends map.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vhost_user_fs: Vec<VhostUserFsConfig>,
+    /// virtio-blk devices on raw image files, in this order (the guest's
+    /// vda, vdb, ... as it probes them; tell them apart by `id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block: Vec<BlockConfig>,
     /// A virtio-vsock device whose host side is this Unix socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
@@ -183,6 +187,19 @@ fn default_queue_size() -> u16 {
     DEFAULT_VHOST_USER_FS_QUEUE_SIZE
 }
 
+/// A virtio-blk device on a raw image file (its size is the volume's; it is
+/// locked while the VM runs: exclusive, or shared when read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    pub path: PathBuf,
+    /// What the guest reads as the disk's serial (GET_ID,
+    /// `/sys/block/vdX/serial`); at most 20 bytes.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
 /// virtio-vsock: the guest's context id and the host-side Unix socket
 /// (host-initiated: connect and send `CONNECT <port>\n`; guest-initiated
 /// connections to host port P go to `<socket>_<P>`).
@@ -263,6 +280,7 @@ impl VmConfig {
             shares: Vec::new(),
             upper_bytes: None,
             vhost_user_fs: Vec::new(),
+            block: Vec::new(),
             vsock: None,
             net: None,
             api_socket: None,

@@ -32,8 +32,8 @@ pub mod vcpu;
 mod vm;
 
 pub use config::{
-    parse_memory_mib, vhost_net_usable, Console, NetBackend, NetConfig, ShareConfig, ShareMode,
-    VhostUserFsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    parse_memory_mib, vhost_net_usable, BlockConfig, Console, NetBackend, NetConfig, ShareConfig,
+    ShareMode, VhostUserFsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
 pub use vcpu::ExitReason;
 pub use vm::{StopHandle, Vm};

@@ -202,6 +202,11 @@ impl Vm {
                 .map_err(|e| Error::Device(format!("vhost-user-fs '{}': {e}", v.tag)))?;
             virtio.attach(format!("vhost-user-fs {}", v.tag), fs)?;
         }
+        for b in &config.block {
+            let blk = devices::virtio::Block::new(&b.path, b.read_only, &b.id)
+                .map_err(|e| Error::Device(format!("volume {}: {e}", b.path.display())))?;
+            virtio.attach(format!("virtio-blk {}", b.id), blk)?;
+        }
         if let Some(v) = &config.vsock {
             let vsock = devices::virtio::Vsock::new(v.cid, v.socket.clone())
                 .map_err(|e| Error::Device(format!("vsock on {}: {e}", v.socket.display())))?;

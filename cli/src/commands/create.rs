@@ -86,6 +86,11 @@ pub struct CreateArgs {
     /// debugging only.
     #[arg(long, hide = true)]
     pub no_jail: bool,
+    /// Mount an existing volume (`mvm volume create`) at GUEST_PATH,
+    /// read-only with `:ro`; formatted (ext4) on first use; over the
+    /// project's volume of the same name or path. Repeatable.
+    #[arg(long = "volume", value_name = "NAME:GUEST_PATH[:ro]", value_parser = manager::volume::parse_mount_arg)]
+    pub volumes: Vec<manager::volume::VolumeMount>,
 }
 
 impl CreateArgs {
@@ -109,6 +114,7 @@ impl CreateArgs {
             disk_mib: self.disk,
             seccomp: self.seccomp,
             no_jail: self.no_jail,
+            volumes: self.volumes,
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct RmArgs {
     /// Stop the VM first if it is running.
     #[arg(long, short)]
     pub force: bool,
+    /// Remove its volumes too (those no other VM attaches); by default
+    /// volumes outlive the VM.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 pub fn start(args: NameArg) -> anyhow::Result<()> {
@@ -58,7 +62,7 @@ pub fn restart(args: StopArgs) -> anyhow::Result<()> {
 }
 
 pub fn rm(args: RmArgs) -> anyhow::Result<()> {
-    lifecycle::rm(&args.name, args.force, &Stderr)?;
+    lifecycle::rm_with(&args.name, args.force, args.volumes, &Stderr)?;
     println!("removed VM '{}'", args.name);
     Ok(())
 }

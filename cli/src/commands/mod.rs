@@ -14,6 +14,7 @@ pub mod service;
 pub mod trust;
 pub mod up;
 pub mod vmm_process;
+pub mod volume;
 
 /// Exit statuses of `mvm` (documented in `mvm run --help`).
 pub const EXIT_ERROR: u8 = 1;

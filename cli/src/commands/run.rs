@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// only.
     #[arg(long, hide = true)]
     no_jail: bool,
+    /// Mount an existing volume (`mvm volume create`) in a project VM at
+    /// GUEST_PATH (`:ro`: read-only); it outlives the run. Repeatable.
+    #[arg(long = "volume", value_name = "NAME:GUEST_PATH[:ro]", value_parser = manager::volume::parse_mount_arg)]
+    volumes: Vec<manager::volume::VolumeMount>,
 }
 
 #[derive(Clone, Debug)]
@@ -360,6 +364,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "--share-home applies to project VMs (without --initrd); with --initrd use --share"
         );
+    }
+    if !args.volumes.is_empty() {
+        anyhow::bail!("--volume applies to project VMs (without --initrd)");
     }
     if !args.command.is_empty() {
         anyhow::bail!("a COMMAND runs in a project VM (without --initrd); with --initrd the guest's init decides what runs");
@@ -600,6 +607,7 @@ fn project_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         share_home: args.share_home,
         disk_mib: args.disk,
         seccomp: args.seccomp,
+        volumes: args.volumes,
         ..CreateOptions::for_project(format!("run-{id}"), project)
     };
     let vm = manager::lifecycle::throwaway(&create, &Stderr)?;

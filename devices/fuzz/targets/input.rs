@@ -1,5 +1,5 @@
 //! The input reader of the targets that take operations from bytes
-//! (`mmio_rng`, `mmio_fs`, `port_io`, `vhost_user`, `commit_upper`,
+//! (`block_requests`, `mmio_rng`, `mmio_fs`, `port_io`, `vhost_user`, `commit_upper`,
 //! `net_tx`, `vsock_packets`); each
 //! uses part of it.
 #![allow(dead_code)]

@@ -1,7 +1,7 @@
 //! Virtio devices and the virtio-mmio transport (virtio 1.x, MMIO version 2).
 //!
 //! The shape every device follows:
-//! - a folder per device (`rng/`, `net/`, `fs/`, `vhost_user_fs/`, `vsock/`) with
+//! - a folder per device (`block/`, `rng/`, `net/`, `fs/`, `vhost_user_fs/`, `vsock/`) with
 //!   `mod.rs` (constants, errors, re-exports), `device.rs` (the device and its
 //!   [`VirtioDevice`] impl) and `event_handler.rs` (its
 //!   `event_manager::MutEventSubscriber` impl); net and vsock serve their
@@ -89,6 +89,7 @@ macro_rules! virtio_state_accessors {
     };
 }
 
+pub mod block;
 mod common;
 pub mod debug;
 pub mod fs;
@@ -103,6 +104,7 @@ pub mod vsock;
 #[cfg(test)]
 pub(crate) mod test_utils;
 
+pub use block::Block;
 pub use common::{Activated, VirtioState};
 pub use fs::Fs;
 pub use interrupt::{Interrupt, IrqLine};

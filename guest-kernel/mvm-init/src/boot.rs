@@ -241,6 +241,11 @@ pub fn run_pid1() -> ! {
     for s in &cfg.shares {
         mounts::mount_share(s).unwrap_or_else(|e| fatal(&e));
     }
+    // After the shares (a volume may be mounted inside one) and before the
+    // reaper, which would take mkfs's exit status from us.
+    for v in &cfg.volumes {
+        crate::volumes::mount_volume(v).unwrap_or_else(|e| fatal(&e));
+    }
     if let Some(h) = &cfg.hostname {
         if let Err(e) = net::set_hostname(h) {
             log!("setting hostname {h}: {e}");

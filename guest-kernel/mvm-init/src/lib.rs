@@ -2,7 +2,7 @@
 //!
 //! As PID 1 ([`boot::run_pid1`]) it mounts the API filesystems, reads its
 //! configuration from the kernel command line ([`cmdline`] lists the keys),
-//! switches to the virtio-fs root, mounts the shares, configures the
+//! switches to the virtio-fs root, mounts the shares and volumes ([`volumes`]), configures the
 //! network (static or DHCP), reaps orphans ([`reaper`]), supervises
 //! services ([`services`]) and serves the agent protocol (`agent-proto`) on
 //! vsock ([`server`], [`exec`]). Any fatal setup error is printed on the
@@ -26,6 +26,7 @@ pub mod reaper;
 pub mod server;
 pub mod services;
 pub mod sys;
+pub mod volumes;
 pub mod vsock;
 
 #[cfg(test)]

@@ -283,6 +283,10 @@ pub fn cmdline(spec: &VmSpec) -> agent_proto::cmdline::Writer {
     for (i, s) in spec.shares.iter().enumerate() {
         c.share(&extra_tag(i), &s.guest, s.ro);
     }
+    // The disk's serial is the volume's name.
+    for v in &spec.volumes {
+        c.volume(&v.name, &v.guest, v.ro);
+    }
     c
 }
 
@@ -415,6 +419,7 @@ pub fn vm_config(
     config.console = vmm::Console::File(dir.console_log());
     config.api_socket = Some(dir.api_socket());
     config.shares = shares(dir, spec)?;
+    config.block = crate::volume::prepare(&spec.name, &spec.volumes, report)?;
     config.upper_bytes = Some(spec.disk_mib << 20);
     config.seccomp = spec.seccomp;
     config.jail = jail(dir, spec, &config.shares)?;

@@ -56,6 +56,11 @@ pub struct ProjectConfig {
     /// Extra host folders in the guest (the project itself is always at /project).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<Share>,
+    /// Volumes: persistent disks (ext4, formatted on first use) mounted in
+    /// the guest, created with `size` the first time the VM starts; they
+    /// outlive the VM (`mvm rm --volumes` removes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// Paths in your home shared with the guest, files or folders ("~/.gitconfig",
     /// "~/.npmrc"), each at the same place under the guest's home (/root);
     /// copy-on-write: the host's files never change. Off by default.
@@ -345,6 +350,13 @@ size_mib!(
     "MiB as an integer, or a size with a unit M, G, T (\"20G\")"
 );
 
+size_mib!(
+    /// A volume's size in MiB.
+    VolumeSize,
+    crate::volume::parse_size,
+    "MiB as an integer, or a size with a unit M, G, T (\"10G\"); at least 16M"
+);
+
 /// A string key holding a netstack value parsed with `FromStr` (its
 /// one-line error becomes the TOML error), with its JSON schema.
 macro_rules! parsed_string {
@@ -502,6 +514,36 @@ pub struct Share {
     pub xattr: Option<bool>,
 }
 
+/// A volume: a named persistent disk mounted in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// The volume's name (1 to 20 of a-z, 0-9, '-', '_'); VMs and projects
+    /// naming the same volume share its data.
+    pub name: String,
+    /// Absolute mount point in the guest (not under /project).
+    pub guest: String,
+    /// Its size when it has to be created ("10G"); without it the volume
+    /// must exist (`mvm volume create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<VolumeSize>,
+    /// Mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ro: bool,
+}
+
+impl Volume {
+    /// As the VM's spec records it.
+    pub fn mount(&self) -> crate::volume::VolumeMount {
+        crate::volume::VolumeMount {
+            name: self.name.clone(),
+            guest: self.guest.clone(),
+            ro: self.ro,
+            size_mib: self.size.map(|s| s.0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShareMode {
@@ -598,6 +640,17 @@ fn check(c: &ProjectConfig) -> Result<(), (String, String)> {
     }
     for h in &c.home {
         crate::state::home_relative(h).map_err(|e| ("home".into(), e))?;
+    }
+    let mut names = std::collections::HashSet::new();
+    for v in &c.volumes {
+        crate::volume::validate_name(&v.name).map_err(|e| ("volumes".into(), e.to_string()))?;
+        crate::volume::check_guest_path(&v.guest).map_err(|e| ("volumes".into(), e))?;
+        if !names.insert(&v.name) {
+            return Err((
+                "volumes".into(),
+                format!("volume '{}' is listed twice", v.name),
+            ));
+        }
     }
     for (name, svc) in &c.services {
         let key = format!("services.{name}");

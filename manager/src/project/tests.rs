@@ -375,6 +375,7 @@ fn env_values_stay_off_the_kernel_command_line() {
             ro: true,
             xattr: false,
         }],
+        volumes: Vec::new(),
         home: None,
         shell: None,
         created: 0,

@@ -80,6 +80,9 @@ pub struct VmSpec {
     /// Extra host folders in the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ExtraShare>,
+    /// Volumes (persistent disks) mounted in the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
     /// Paths of the host user's home shared with the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<super::HomeShares>,
@@ -125,6 +128,15 @@ impl VmSpec {
             super::validate_guest_path(&s.guest).map_err(|e| {
                 crate::error::err!("{} is not a valid VM spec: {e}", path.display())
             })?;
+        }
+        // Volume names and paths go onto the command line too.
+        for v in &spec.volumes {
+            crate::volume::validate_name(&v.name)
+                .map_err(|e| e.to_string())
+                .and_then(|()| crate::volume::check_guest_path(&v.guest))
+                .map_err(|e| {
+                    crate::error::err!("{} is not a valid VM spec: {e}", path.display())
+                })?;
         }
         Ok(spec)
     }
@@ -233,6 +245,12 @@ mod tests {
             services: Vec::new(),
             depends_on: Default::default(),
             shares: Vec::new(),
+            volumes: vec![crate::volume::VolumeMount {
+                name: "pgdata".into(),
+                guest: "/var/lib/postgresql".into(),
+                ro: false,
+                size_mib: Some(10240),
+            }],
             home: None,
             shell: None,
             created: 1,
@@ -261,6 +279,11 @@ mod tests {
         evil.save(&p).unwrap();
         let e = VmSpec::load(&p).unwrap_err().to_string();
         assert!(e.contains("guest path '/data init=/bin/sh'"), "{e}");
+        let mut evil = spec.clone();
+        evil.volumes[0].name = "x init=/bin/sh".into();
+        evil.save(&p).unwrap();
+        let e = VmSpec::load(&p).unwrap_err().to_string();
+        assert!(e.contains("invalid volume name 'x init=/bin/sh'"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
         assert!(spec.cid() >= 3);
     }

@@ -187,6 +187,10 @@ rec exec-b3 m exec b -- echo restarted
 rec rm-running m rm b
 rec rm-force m rm --force b
 rec rm-a m rm a
+
+# Volumes and persistence (their own job, also runnable alone:
+# MVM_E2E_ONLY=lifecycle-volumes).
+sh "$E2E_JOBS/lifecycle-volumes.sh"
 rec list-end m list --json
 ps -eo args | grep -c "[_]vmm " >"$OUT/vmms-left"
 ls -A "$MVM_HOME/vms" >"$OUT/vms-left" 2>&1

@@ -392,3 +392,76 @@ fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
         result_file("life", "raw-n.console")
     );
 }
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn a_volume_outlives_restart_and_its_vm_and_goes_with_rm_volumes() {
+    ok("vol-create-v1");
+    // Declared in mvm.toml: created (sparse) on first start.
+    let (status, _, err) = step("vol-start-v1");
+    assert_eq!(status, Some(0), "{err}");
+    assert!(err.contains("created volume 'vdata' (256 MiB)"), "{err}");
+    // The guest formatted it (ext4) and mounted the disk whose serial is
+    // the volume's name.
+    let out = ok("vol-write");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("/dev/vda ext4"), "{out}");
+    assert_eq!(
+        lines.next().map(|l| l.trim_end_matches('\0')),
+        Some("vdata"),
+        "{out}"
+    );
+    let ls = result_file("life", "vol-ls");
+    assert!(ls.contains("vdata.img"), "{ls}");
+    ok("vol-restart");
+    assert_eq!(ok("vol-read1"), "volume-bytes-42\n");
+    // A running VM's volume is not attached to a second VM, nor removed.
+    ok("vol-create-v2");
+    let (status, _, err) = step("vol-start-v2-refused");
+    assert_ne!(status, Some(0));
+    assert!(
+        err.contains("volume 'vdata' is in use by running VM 'v1'"),
+        "{err}"
+    );
+    let (status, _, err) = step("vol-rm-refused");
+    assert_ne!(status, Some(0));
+    assert!(err.contains("volume 'vdata' is attached to VM"), "{err}");
+    // `rm` keeps it; the next VM reads what the first wrote.
+    ok("vol-rm-v1");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ok("vol-list")).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["name"], "vdata");
+    assert_eq!(list[0]["attached_to"], serde_json::json!(["v2"]));
+    assert!(list[0]["used_bytes"].as_u64().unwrap() > 0);
+    ok("vol-start-v2");
+    assert_eq!(ok("vol-read2"), "volume-bytes-42\n");
+    let (status, _, err) = step("vol-rm-v2");
+    assert_eq!(status, Some(0), "{err}");
+    assert!(err.contains("removed volume 'vdata'"), "{err}");
+    assert_eq!(result_file("life", "vol-left").trim(), "");
+}
+
+#[test]
+#[ignore = "nested end-to-end (QEMU L2 host); run by tests/run.sh"]
+fn persistent_vms_keep_root_and_project_writes_across_restart_others_do_not() {
+    for vm in ["p1", "p2"] {
+        ok(&format!("per-create-{vm}"));
+        ok(&format!("per-start-{vm}"));
+        assert_eq!(
+            ok(&format!("per-write-{vm}")),
+            format!("/etc/mvm-persist.txt: root-{vm}\n/project/p.txt: proj-{vm}\n")
+        );
+        ok(&format!("per-restart-{vm}"));
+        // The host's project folder never got the guest's file.
+        assert_eq!(result_file("life", &format!("per-host-{vm}")).trim(), "");
+        ok(&format!("per-rm-{vm}"));
+    }
+    assert_eq!(
+        ok("per-read-p1"),
+        "/etc/mvm-persist.txt: root-p1\n/project/p.txt: proj-p1\n"
+    );
+    assert_eq!(
+        ok("per-read-p2"),
+        "/etc/mvm-persist.txt: absent\n/project/p.txt: absent\n"
+    );
+}
