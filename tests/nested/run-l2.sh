@@ -18,7 +18,9 @@
 # OUT_DIR gets: job.log (job stdout+stderr), job.status (its exit status),
 # l2-console.log (L2 serial console), l2-qemu.log (QEMU's stderr),
 # l2-attempts.txt (one line per QEMU run), l2-result (key=value summary),
-# plus whatever the job writes to $MVM_OUT. OUT_DIR must be empty or a previous
+# l2-freeze.txt when L2 stopped running mid-job (QEMU's CPU idle for
+# MVM_L2_FREEZE_SECS, default 240: its registers, LAPIC and PIC through
+# QMP, then one NMI to wake it), plus whatever the job writes to $MVM_OUT. OUT_DIR must be empty or a previous
 # run-l2.sh OUT_DIR (which is then wiped).
 #
 # Exit status: the job's own exit status when it finished; 124 when L2 hung
@@ -35,6 +37,7 @@ usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 bad() { log "error: $*"; exit 2; }
 
 JOB='' OUT='' TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND='' RETRY=1
+FREEZE_SECS="${MVM_L2_FREEZE_SECS:-240}"
 XPATHS=() ENVS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -148,6 +151,8 @@ since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 run_attempt() {
     local log="$OUT/l2-console.log" t0 now deadline timed_out=0 qrc=0 marker
     OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE=''
+    QMP="$OUT/.qmp.sock"
+    rm -f "$QMP"
     t0="$EPOCHREALTIME"
     deadline=$(( ${t0%.*} + TIMEOUT ))
     : >"$log"
@@ -158,8 +163,14 @@ run_attempt() {
         -append "$CMDLINE" \
         -virtfs local,path=/,mount_tag=l1root,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=${OUT//,/,,},mount_tag=out,security_model=none,multidevs=remap" \
+        -qmp "unix:$QMP,server=on,wait=off" \
         </dev/null >"$log" 2>"$OUT/l2-qemu.log" &
     QPID=$!
+    # Freeze watch: an L2 whose emulated CPU has not run for FREEZE_SECS
+    # while the job runs has stopped (its own timers stopped too, so no
+    # timeout inside it fires): its state goes to l2-freeze.txt and an NMI
+    # nudges it once.
+    last_ticks=-1 still_since=${t0%.*} nudged=0
     if [ "${MVM_L2_VERBOSE:-0}" = 1 ]; then
         tail -n +1 -f --pid="$QPID" "$log" >&2 &
         TPID=$!
@@ -168,6 +179,22 @@ run_attempt() {
         now="$EPOCHREALTIME"
         if [ -z "$T_START" ] && grep -aq 'MVM-L2: job start' "$log"; then T_START="$(since "$t0" "$now")"; fi
         if [ -z "$T_EXIT" ] && grep -aq 'MVM-L2: job exit' "$log"; then T_EXIT="$(since "$t0" "$now")"; fi
+        ticks=$(awk '{print $14 + $15}' "/proc/$QPID/stat" 2>/dev/null) || ticks=$last_ticks
+        if [ "$ticks" != "$last_ticks" ] && [ $((ticks - last_ticks)) -gt 2 ]; then
+            last_ticks=$ticks still_since=${now%.*}
+        elif [ -n "$T_START" ] && [ -z "$T_EXIT" ] && [ "$nudged" = 0 ] &&
+            [ $(( ${now%.*} - still_since )) -ge "$FREEZE_SECS" ]; then
+            nudged=1
+            {
+                echo "L2 used no CPU for ${FREEZE_SECS}s while the job ran ($(since "$t0" "$now")s in):"
+                python3 "$(dirname "$0")/qmp.py" "$QMP" query-status "hmp:info registers" "hmp:info lapic" "hmp:info pic" 2>&1 ||
+                    echo "(QMP did not answer)"
+                python3 "$(dirname "$0")/qmp.py" "$QMP" inject-nmi 2>&1 && echo "NMI injected" ||
+                    echo "(no NMI: QMP did not answer)"
+            } >"$OUT/l2-freeze.txt" 2>&1
+            NOTE+="L2 stopped running $(( still_since - ${t0%.*} ))s in (its state and an NMI: l2-freeze.txt); "
+            log "L2 stopped running for ${FREEZE_SECS}s: state in $OUT/l2-freeze.txt, NMI sent"
+        fi
         if [ "${now%.*}" -ge "$deadline" ]; then
             timed_out=1
             kill -TERM "$QPID" 2>/dev/null || true
