@@ -980,3 +980,103 @@ fn volumes_create_attach_lock_and_outlive_their_vms() {
     env.ok(&["rm", "--force", "--volumes", "pg"]);
     assert!(!vols.join("pgdata.img").exists());
 }
+
+/// /dev/kvm opened up to every user while it lives (the test user must
+/// open it); its mode comes back after.
+struct KvmOpenToAll(u32);
+
+impl KvmOpenToAll {
+    fn new() -> KvmOpenToAll {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata("/dev/kvm").unwrap().permissions().mode();
+        std::fs::set_permissions("/dev/kvm", std::fs::Permissions::from_mode(0o666)).unwrap();
+        KvmOpenToAll(mode)
+    }
+}
+
+impl Drop for KvmOpenToAll {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/kvm", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+#[test]
+fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if !root || setpriv.is_err() || vmm::jail::user_namespaces_allowed().is_err() {
+        eprintln!("skipped: needs root (to become a test user), setpriv and user namespaces");
+        return;
+    }
+    let env = Env::new("jail-userns");
+    std::os::unix::fs::chown(&env.home, Some(4242), Some(4242)).unwrap();
+    std::os::unix::fs::chown(&env.kernel, Some(4242), Some(4242)).unwrap();
+    let _kvm = KvmOpenToAll::new();
+    let as_user = |args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid", "4242", "--regid", "4242", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_mvm"))
+            .args(args)
+            .env("HOME", &env.home)
+            .env("MVM_HOME", env.home.join("mvm"))
+            .env("MVM_KERNEL", &env.kernel)
+            .env("MVM_INIT", "/bin/true")
+            .env("MVM_ALLOW_PVM_HOST", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mvm {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    as_user(&["create", "n", "--memory", "64M", "--no-net"]);
+    as_user(&["start", "n"]);
+    let dir = env.home.join("mvm/vms/n");
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("console output", || {
+        std::fs::read_to_string(dir.join("console.log"))
+            .unwrap_or_default()
+            .contains("tiny guest up")
+    });
+    let log = std::fs::read_to_string(dir.join("vmm.log")).unwrap_or_default();
+    assert!(!log.contains("without its jail"), "{log}");
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap();
+        assert!(status_field(&s, "Uid:").starts_with("4242\t4242"), "{s}");
+        assert_eq!(status_field(&s, "CapEff:"), "0000000000000000", "{s}");
+        assert_eq!(status_field(&s, "CapBnd:"), "0000000000000000", "{s}");
+        assert_eq!(status_field(&s, "Seccomp:"), "2", "{s}");
+    }
+    // A user namespace of its own, a root of its own.
+    let ns = |p: String| std::fs::read_link(p).unwrap();
+    assert_ne!(
+        ns(format!("/proc/{pid}/ns/user")),
+        ns("/proc/self/ns/user".into())
+    );
+    let mut top: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    let first = std::fs::canonicalize(&dir).unwrap();
+    let first = first.components().nth(1).unwrap();
+    let mut want = vec![
+        "proc".to_string(),
+        first.as_os_str().to_string_lossy().into_owned(),
+    ];
+    want.sort();
+    assert_eq!(top, want);
+    as_user(&["rm", "--force", "n"]);
+    assert!(!alive(pid));
+}

@@ -451,7 +451,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 // The parent cleans up; the VMM only runs the VM.
                 std::mem::forget(net);
                 std::mem::forget(scratch);
-                vmm::jail::unshare_namespaces().map_err(vmm::Error::from)?;
+                if let Err(e) = vmm::jail::unshare_namespaces() {
+                    // A user's namespace may be refused in ways no knob
+                    // shows (a chroot, a seccomp policy): said, not fatal.
+                    if as_root {
+                        return Err(vmm::Error::from(e).into());
+                    }
+                    eprintln!("mvm: the VMM runs without its jail ({e})");
+                    config.jail = None;
+                }
                 let reason = run_vm(&config, held)?;
                 return Ok(reason);
             }

@@ -159,24 +159,28 @@ rec rm-u m rm --force u
 # A VMM started by a user: jailed too, in a user namespace of its own.
 UH=/tmp/user-home
 rm -rf "$UH" && mkdir -p "$UH"
-cp "$KERNEL" "$UH/vmlinux" && cp "$MVM_INIT" "$UH/mvm-init" && cp "$MVM_BIN" "$UH/mvm"
+cp "$KERNEL" "$UH/vmlinux" && cp "$MVM_INIT" "$UH/mvm-init" && cp "$MVM_BIN" "$UH/mvm-bin"
 cp "$INITRD" "$UH/initrd"
 chown -R 1000:1000 "$UH"
 kvm_mode=$(stat -c %a /dev/kvm)
 chmod 666 /dev/kvm
+# This job runs chrooted, and a chrooted process may not make a user
+# namespace (unshare(2): EPERM): here a user's VMM must say it runs
+# without its jail, and work. (cli/tests/lifecycle.rs proves the jail
+# itself where / is a real root.)
 asuser() {
     setpriv --reuid 1000 --regid 1000 --clear-groups env HOME="$UH" MVM_HOME="$UH/mvm" \
-        MVM_KERNEL="$UH/vmlinux" MVM_INIT="$UH/mvm-init" timeout 120 "$UH/mvm" "$@"
+        MVM_KERNEL="$UH/vmlinux" MVM_INIT="$UH/mvm-init" timeout 120 "$UH/mvm-bin" "$@"
 }
 rec create-n asuser create n --memory 256M --no-net
 rec start-n asuser start n
 pn=$(cat "$UH/mvm/vms/n/pid")
 grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' "/proc/$pn/status" >"$OUT/n-status" 2>&1
-ls -A "/proc/$pn/root" >"$OUT/n-root" 2>&1
-{ readlink "/proc/$pn/ns/user"; readlink /proc/self/ns/user; } >"$OUT/n-userns" 2>&1
+cp "$UH/mvm/vms/n/vmm.log" "$OUT/n-vmm.log" 2>/dev/null
 rec exec-n asuser exec n -- echo jailed
 rec rm-n asuser rm --force n
-# ... and a user's raw run: its init reports and the VM ends cleanly.
+# ... and a user's raw run: it says so too, its init reports and the VM
+# ends cleanly.
 rec raw-n asuser run --kernel "$UH/vmlinux" --initrd "$UH/initrd" --memory 256M --console "$UH/raw.console"
 cp "$UH/raw.console" "$OUT/raw-n.console" 2>/dev/null
 chmod "$kvm_mode" /dev/kvm
