@@ -510,7 +510,12 @@ fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::
             })?;
         }
     }
-    Ok(vmm::jail::JailConfig { root, keep, user })
+    Ok(vmm::jail::JailConfig {
+        root,
+        keep,
+        user,
+        devices: manager::image::vhost_devices(config.net.as_ref()),
+    })
 }
 
 /// Builds and runs the VM of `config` (jailed when it says so), stopping

@@ -422,7 +422,7 @@ pub fn vm_config(
     config.block = crate::volume::prepare(&spec.name, &spec.volumes, report)?;
     config.upper_bytes = Some(spec.disk_mib << 20);
     config.seccomp = spec.seccomp;
-    config.jail = jail(dir, spec, &config.shares)?;
+    config.jail = jail(dir, spec, &config.shares, config.net.as_ref())?;
     config.vsock = Some(vmm::VsockConfig {
         cid: u64::from(spec.cid()),
         socket: dir.vsock_socket(),
@@ -431,6 +431,15 @@ pub fn vm_config(
     // PVM-backed host, where standard kernels cannot boot.
     config.allow_pvm_host = std::env::var_os("MVM_ALLOW_PVM_HOST").is_some_and(|v| v == "1");
     Ok(config)
+}
+
+/// The device nodes a jailed VMM opens while the guest runs: vhost-net,
+/// opened afresh at each activation of the network device.
+pub fn vhost_devices(net: Option<&vmm::NetConfig>) -> Vec<PathBuf> {
+    match net {
+        Some(n) if n.backend == vmm::NetBackend::Vhost => vec![PathBuf::from("/dev/vhost-net")],
+        _ => Vec::new(),
+    }
 }
 
 /// The VMM's jail (started by a user: inside a user namespace of its
@@ -447,6 +456,7 @@ fn jail(
     dir: &VmDir,
     spec: &VmSpec,
     shares: &[vmm::ShareConfig],
+    net: Option<&vmm::NetConfig>,
 ) -> crate::Result<Option<vmm::jail::JailConfig>> {
     if !spec.jail {
         return Ok(None);
@@ -477,6 +487,7 @@ fn jail(
         root,
         keep: vec![keep],
         user,
+        devices: vhost_devices(net),
     }))
 }
 

@@ -68,6 +68,11 @@ pub struct JailConfig {
     /// Run as this (uid, gid), with no capabilities; None stays root
     /// with [`ROOT_CAPS`].
     pub user: Option<(u32, u32)>,
+    /// Device nodes the VMM opens by name while the guest runs, bound in
+    /// at their own paths (vhost-net: a new instance at each activation
+    /// of the network device).
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
 }
 
 impl JailConfig {
@@ -176,6 +181,18 @@ impl JailConfig {
                 libc::MS_REMOUNT | libc::MS_BIND | secure,
                 None,
             )?;
+        }
+        for dev in &self.devices {
+            let target = root.join(dev.strip_prefix("/").unwrap_or(dev));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| JailError::Sys(format!("mkdir {}", parent.display()), e))?;
+            }
+            std::fs::File::create(&target)
+                .map_err(|e| JailError::Sys(format!("creating {}", target.display()), e))?;
+            mount(Some(dev), &target, None, libc::MS_BIND, None)?;
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NOEXEC;
+            mount(None::<&Path>, &target, None, flags, None)?;
         }
         let proc_dir = root.join("proc");
         std::fs::create_dir(&proc_dir)
