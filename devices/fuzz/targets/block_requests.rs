@@ -15,7 +15,7 @@
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use devices::bus::{lock, BusDevice};
+use devices::bus::lock;
 use devices::virtio::block::{Block, MAX_REQUEST_BYTES};
 use devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -28,45 +28,11 @@ const IMAGE: u64 = 64 * 1024;
 /// A pattern the read-only image starts with (and must keep).
 const FILL: u8 = 0x5a;
 
+#[path = "driver.rs"]
+mod driver;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-
-fn wr(t: &mut MmioTransport, offset: u64, v: u32) {
-    t.write(offset, &v.to_le_bytes());
-}
-
-fn rd(t: &mut MmioTransport, offset: u64) -> u32 {
-    let mut b = [0u8; 4];
-    t.read(offset, &mut b);
-    u32::from_le_bytes(b)
-}
-
-/// What Linux does from probe to DRIVER_OK.
-fn probe(t: &mut MmioTransport, features: u64) {
-    wr(t, 0x70, 0);
-    wr(t, 0x70, 1);
-    wr(t, 0x70, 3);
-    wr(t, 0x14, 1);
-    let mut offered = u64::from(rd(t, 0x10)) << 32;
-    wr(t, 0x14, 0);
-    offered |= u64::from(rd(t, 0x10));
-    let acked = offered & (features | 1 << 32);
-    wr(t, 0x24, 1);
-    wr(t, 0x20, (acked >> 32) as u32);
-    wr(t, 0x24, 0);
-    wr(t, 0x20, acked as u32);
-    wr(t, 0x70, 0xb);
-    let (d, a, u) = QUEUE;
-    wr(t, 0x30, 0);
-    wr(t, 0x38, u32::from(SIZE));
-    for (reg, addr) in [(0x80, d), (0x90, a), (0xa0, u)] {
-        wr(t, reg, addr as u32);
-        wr(t, reg + 4, (addr >> 32) as u32);
-    }
-    wr(t, 0x44, 1);
-    wr(t, 0x70, 0xf);
-}
 
 pub fn run(data: &[u8]) {
     let mut input = Input(data);
@@ -92,7 +58,7 @@ pub fn run(data: &[u8]) {
         Block::with_file(file, read_only, "fuzz").unwrap(),
     ));
     let mut t = MmioTransport::new(mem.clone(), irq, blk.clone()).unwrap();
-    probe(&mut t, features);
+    driver::probe(&mut t, features, &[QUEUE], SIZE);
     assert!(lock(&blk).is_activated());
 
     let mut avail_idx = 0u16;

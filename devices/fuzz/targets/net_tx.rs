@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use devices::bus::{lock, BusDevice};
+use devices::bus::lock;
 use devices::virtio::net::{MemBackend, Net, VNET_HDR_LEN};
 use devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -31,46 +31,11 @@ const CSUM: u64 = 1 << 0;
 const HOST_TSO4: u64 = 1 << 11;
 const HOST_TSO6: u64 = 1 << 12;
 
+#[path = "driver.rs"]
+mod driver;
 #[path = "input.rs"]
 mod input;
 use input::Input;
-
-fn wr(t: &mut MmioTransport, offset: u64, v: u32) {
-    t.write(offset, &v.to_le_bytes());
-}
-
-fn rd(t: &mut MmioTransport, offset: u64) -> u32 {
-    let mut b = [0u8; 4];
-    t.read(offset, &mut b);
-    u32::from_le_bytes(b)
-}
-
-/// What Linux does from probe to DRIVER_OK.
-fn probe(t: &mut MmioTransport, features: u64) {
-    wr(t, 0x70, 0);
-    wr(t, 0x70, 1);
-    wr(t, 0x70, 3);
-    wr(t, 0x14, 1);
-    let mut offered = u64::from(rd(t, 0x10)) << 32;
-    wr(t, 0x14, 0);
-    offered |= u64::from(rd(t, 0x10));
-    let acked = offered & (features | 1 << 32);
-    wr(t, 0x24, 1);
-    wr(t, 0x20, (acked >> 32) as u32);
-    wr(t, 0x24, 0);
-    wr(t, 0x20, acked as u32);
-    wr(t, 0x70, 0xb);
-    for (i, &(d, a, u)) in QUEUES.iter().enumerate() {
-        wr(t, 0x30, i as u32);
-        wr(t, 0x38, u32::from(SIZE));
-        for (reg, addr) in [(0x80, d), (0x90, a), (0xa0, u)] {
-            wr(t, reg, addr as u32);
-            wr(t, reg + 4, (addr >> 32) as u32);
-        }
-        wr(t, 0x44, 1);
-    }
-    wr(t, 0x70, 0xf);
-}
 
 fn set_desc(mem: &GuestMemoryMmap, table: u64, input: &mut Input) -> Option<()> {
     let (index, addr, len, flags, next) = (
@@ -138,7 +103,7 @@ pub fn run(data: &[u8]) {
         Net::with_backend(backend, [2, 0, 0, 0, 0, 1]).unwrap(),
     ));
     let mut t = MmioTransport::new(mem.clone(), irq, net.clone()).unwrap();
-    probe(&mut t, features);
+    driver::probe(&mut t, features, &QUEUES, SIZE);
     assert!(lock(&net).is_activated());
     // What probe() acked, as the transport passed it on.
     let acked = lock(&net).avail_features() & (features | 1 << 32);
