@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use mvm_e2e::proc_status_field as status_field;
 use mvm_test_guests::{code, elf_kernel, print, program};
 
 struct Env {
@@ -635,14 +636,6 @@ fn root_caps_mask() -> u64 {
     vmm::jail::ROOT_CAPS.iter().fold(0, |m, &c| m | 1 << c)
 }
 
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_vmm_runs_jailed() {
     // SAFETY: geteuid has no preconditions.
@@ -750,11 +743,11 @@ fn a_users_project_is_served_by_a_vmm_running_as_that_user() {
         let status = std::fs::read_to_string(t.path().join("status")).unwrap();
         let caps = |k| u64::from_str_radix(&status_field(&status, k), 16).unwrap();
         assert!(
-            status_field(&status, "Uid:").starts_with("4242\t4242\t4242\t4242"),
+            status_field(&status, "Uid:") == "4242 4242 4242 4242",
             "{status}"
         );
         assert!(
-            status_field(&status, "Gid:").starts_with("4343\t4343\t4343\t4343"),
+            status_field(&status, "Gid:") == "4343 4343 4343 4343",
             "{status}"
         );
         assert_eq!(status_field(&status, "Groups:"), "", "{status}");
@@ -1052,7 +1045,7 @@ fn a_vmm_started_by_a_user_is_jailed_in_its_own_user_namespace() {
         .flatten()
     {
         let s = std::fs::read_to_string(t.path().join("status")).unwrap();
-        assert!(status_field(&s, "Uid:").starts_with("4242\t4242"), "{s}");
+        assert!(status_field(&s, "Uid:") == "4242 4242 4242 4242", "{s}");
         assert_eq!(status_field(&s, "CapEff:"), "0000000000000000", "{s}");
         assert_eq!(status_field(&s, "CapBnd:"), "0000000000000000", "{s}");
         assert_eq!(status_field(&s, "Seccomp:"), "2", "{s}");

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mvm_e2e::proc_status_field as field;
 use mvm_test_guests::{code, elf_kernel, print, program};
 
 fn mvm(args: &[&str]) -> Output {
@@ -254,14 +255,6 @@ fn help_reads_well() {
 
 fn status_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
-}
-
-fn field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// `mvm run --initrd` as root: the VMM is a jailed child (as the sudoing

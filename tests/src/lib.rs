@@ -14,6 +14,16 @@ use std::process::Command;
 /// `env!`: a copy of the checkout that shares the cargo target dir (as
 /// tests/run.sh makes) reuses this binary, and must not be sent back to
 /// the original folder.
+/// The value of field `key` (`"Uid:"`) of a `/proc/PID/status` text, its
+/// words joined by one space; empty when the field is missing.
+pub fn proc_status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)

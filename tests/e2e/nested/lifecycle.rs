@@ -3,6 +3,7 @@
 //! and recovery, stop/restart/rm.
 
 use super::result_file;
+use mvm_e2e::proc_status_field as status_field;
 
 /// One recorded `mvm` step: (status, stdout, stderr).
 fn step(name: &str) -> (Option<i32>, String, String) {
@@ -331,15 +332,6 @@ fn writes_past_the_disk_budget_get_enospc() {
     assert!(du <= 110, "the VM folder holds {du} MiB");
     assert_eq!(result_file("life", "d-host-project").trim(), "");
     ok("rm-d");
-}
-
-/// A `/proc/PID/status` field's value, its words joined by one space.
-fn status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 #[test]
