@@ -34,11 +34,11 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
     let mut jail = config.jail.clone();
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
+    let plan = proxy_plan(&dir)?;
     // In a user namespace the VMM could no longer bind a privileged port
     // (CAP_NET_BIND_SERVICE, which a NixOS unit grants) for a forward.
-    let low_port = std::fs::read(crate::net::proxy_plan_path(&dir))
-        .ok()
-        .and_then(|p| serde_json::from_slice::<crate::net::ProxyPlan>(&p).ok())
+    let low_port = plan
+        .as_ref()
         .and_then(|p| p.forwards.iter().map(|f| f.host_port).find(|&p| p < 1024));
     if let (Some(port), false, Some(_)) = (low_port, as_root, &jail) {
         report.progress(&format!(
@@ -74,13 +74,7 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         tracing::warn!("no state dump on SIGUSR1: {e}");
     }
     let proxy = std::sync::Arc::new(netstack::PortProxy::new());
-    if let Ok(plan) = std::fs::read(crate::net::proxy_plan_path(&dir)) {
-        let plan: crate::net::ProxyPlan = serde_json::from_slice(&plan).with_context(|| {
-            format!(
-                "{} is not a proxy plan",
-                crate::net::proxy_plan_path(&dir).display()
-            )
-        })?;
+    if let Some(plan) = plan {
         for f in &plan.forwards {
             proxy
                 .add(f, plan.guest_ip)
@@ -103,6 +97,18 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         let _ = dir.clear_runtime();
     }
     Ok(reason)
+}
+
+/// The loopback side of the VM's port forwards (`net.json`), if it has
+/// any network.
+fn proxy_plan(dir: &VmDir) -> crate::Result<Option<crate::net::ProxyPlan>> {
+    let path = crate::net::proxy_plan_path(dir);
+    let Ok(plan) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let plan = serde_json::from_slice(&plan)
+        .with_context(|| format!("{} is not a proxy plan", path.display()))?;
+    Ok(Some(plan))
 }
 
 /// The VM's cgroup, entered; None (logged) where there is none to make.
