@@ -304,7 +304,13 @@ impl<S: Duplex> Client<S> {
             Some(r) => {
                 session.pump_stdin(r);
             }
-            None => session.control().stdin_eof()?,
+            // A quick process may have exited and the agent closed the
+            // session before this EOF is written (EPIPE, ECONNRESET). The
+            // reader below still holds its output and status, and reports
+            // a session that really broke.
+            None => {
+                let _ = session.control().stdin_eof();
+            }
         }
         session.wait(stdout, stderr)
     }

@@ -466,6 +466,79 @@ fn client_exec_and_requests_against_fake_agent() {
     assert_eq!(agent.join().unwrap(), input.len());
 }
 
+/// A host stream that holds the client's stdin EOF until the fake agent
+/// has closed its end, the order a quick process produces on a busy host.
+struct EofAfterAgentLeft {
+    inner: UnixStream,
+    agent_gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Read for EofAfterAgentLeft {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for EofAfterAgentLeft {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf == encode_frame(&HostMsg::StdinEof).unwrap().as_slice() {
+            while !self.agent_gone.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl client::Duplex for EofAfterAgentLeft {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(EofAfterAgentLeft {
+            inner: self.inner.try_clone()?,
+            agent_gone: self.agent_gone.clone(),
+        })
+    }
+}
+
+/// A process that exits before the client sends stdin EOF: the agent has
+/// already closed the session, the EOF write fails, and exec still returns
+/// the process's output and status (the CI failure of session 6).
+#[test]
+fn exec_of_a_process_that_ends_before_stdin_eof_returns_its_status() {
+    let (host, mut guest) = UnixStream::pair().unwrap();
+    let agent_gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gone = agent_gone.clone();
+    let agent = std::thread::spawn(move || {
+        let hello: HostMsg = read_frame(&mut guest).unwrap();
+        write_frame(&mut guest, &answer_hello(&hello, "fake", "vm").unwrap()).unwrap();
+        let HostMsg::Exec(_) = read_frame(&mut guest).unwrap() else {
+            panic!()
+        };
+        write_frame(&mut guest, &GuestMsg::ExecStarted { pid: 3 }).unwrap();
+        let data = b"done\n".to_vec();
+        write_frame(&mut guest, &GuestMsg::Stdout { data }).unwrap();
+        let status = ExitStatus::Code { code: 4 };
+        write_frame(&mut guest, &GuestMsg::Exited { status }).unwrap();
+        drop(guest);
+        gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let stream = EofAfterAgentLeft {
+        inner: host,
+        agent_gone,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let req = ExecRequest {
+        argv: vec!["true".into()],
+        ..Default::default()
+    };
+    let st = client::exec(stream, &req, None::<Cursor<Vec<u8>>>, &mut out, &mut err).unwrap();
+    assert_eq!(st, ExitStatus::Code { code: 4 });
+    assert_eq!(out, b"done\n");
+    agent.join().unwrap();
+}
+
 #[test]
 fn connect_unix_speaks_the_vmm_connect_line() {
     let dir = std::env::temp_dir().join(format!("agent-proto-test-{}", std::process::id()));
