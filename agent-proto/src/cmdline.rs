@@ -8,6 +8,7 @@
 //! | `mvm.root_overlay=1` | put a tmpfs-backed overlay over that root (writes stay in guest RAM) |
 //! | `mvm.share=TAG:/mnt[:ro]` | mount virtio-fs TAG at /mnt after the root switch; repeatable |
 //! | `mvm.volume=SERIAL:/mnt[:ro]` | the virtio-blk disk whose serial is SERIAL: formatted (ext4) when blank, mounted at /mnt after the shares; repeatable |
+//! | `mvm.volume_owner=SERIAL:USER` | when that disk is formatted, its root folder is given to USER (a name in the guest's /etc/passwd, or a uid) |
 //! | `mvm.hostname=NAME` | hostname (an invalid one is ignored with a warning) |
 //! | `mvm.ip=ADDR/PREFIX[,GW[,DNS...]]` | static IPv4 configuration of the interface |
 //! | `mvm.net=dhcp` / `mvm.net=none` | DHCP on the interface, or loopback only (default) |
@@ -37,6 +38,7 @@ pub mod key {
     pub const ROOT_OVERLAY: &str = "root_overlay";
     pub const SHARE: &str = "share";
     pub const VOLUME: &str = "volume";
+    pub const VOLUME_OWNER: &str = "volume_owner";
     pub const HOSTNAME: &str = "hostname";
     pub const IP: &str = "ip";
     pub const NET: &str = "net";
@@ -96,6 +98,11 @@ impl Writer {
         let ro = if read_only { ":ro" } else { "" };
         self.push(key::VOLUME, format!("{serial}:{mountpoint}{ro}"))
     }
+    /// Give the root folder of disk `serial` to `owner` when it is
+    /// formatted (see [`validate_owner`]).
+    pub fn volume_owner(&mut self, serial: &str, owner: &str) -> &mut Writer {
+        self.push(key::VOLUME_OWNER, format!("{serial}:{owner}"))
+    }
     /// DHCP on the interface.
     pub fn dhcp(&mut self) -> &mut Writer {
         self.push(key::NET, "dhcp")
@@ -150,6 +157,8 @@ pub struct Config {
     pub shares: Vec<Share>,
     /// Disks to mount, by serial (`tag` holds the serial).
     pub volumes: Vec<Share>,
+    /// Who gets a disk's root folder when it is formatted, by serial.
+    pub volume_owners: Vec<(String, String)>,
     pub hostname: Option<String>,
     pub net: NetConfig,
     pub iface: Option<String>,
@@ -170,6 +179,7 @@ impl Default for Config {
             root_overlay: false,
             shares: Vec::new(),
             volumes: Vec::new(),
+            volume_owners: Vec::new(),
             hostname: None,
             net: NetConfig::None,
             iface: None,
@@ -224,6 +234,24 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
 
 fn parse_share(v: &str) -> Result<Share, String> {
     parse_mount("mvm.share", "TAG", v)
+}
+
+/// A volume owner: a user name as passwd(5) has them, or a uid (1 to 32
+/// of `A-Z a-z 0-9 . _ -`, not starting with `-`).
+pub fn validate_owner(owner: &str) -> Result<(), String> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 32
+        && !owner.starts_with('-')
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "owner '{owner}' is not a user name or uid (1 to 32 of A-Z, a-z, 0-9, '.', '_', '-')"
+        ))
+    }
 }
 
 fn parse_mount(key: &str, what: &str, v: &str) -> Result<Share, String> {
@@ -318,6 +346,16 @@ pub fn parse(cmdline: &str) -> Result<Config, String> {
             key::ROOT_OVERLAY => c.root_overlay = parse_bool(&full, v)?,
             key::SHARE => c.shares.push(parse_share(v)?),
             key::VOLUME => c.volumes.push(parse_mount("mvm.volume", "SERIAL", v)?),
+            key::VOLUME_OWNER => {
+                let bad = |why: String| format!("mvm.volume_owner={v}: {why} (want SERIAL:USER)");
+                let (serial, owner) = v.split_once(':').ok_or_else(|| bad("missing ':'".into()))?;
+                if serial.is_empty() {
+                    return Err(bad("empty serial".into()));
+                }
+                validate_owner(owner).map_err(bad)?;
+                c.volume_owners
+                    .push((serial.to_string(), owner.to_string()));
+            }
             key::HOSTNAME => {
                 // Not worth failing the boot over: keep the default name.
                 if valid_hostname(v) {
@@ -410,6 +448,30 @@ mod tests {
             ]
         );
         assert!(c.shares.is_empty());
+        assert!(c.volume_owners.is_empty());
+        let mut w = Writer::new();
+        w.volume("pgdata", "/var/lib/postgresql", false)
+            .volume_owner("pgdata", "postgres")
+            .volume_owner("cache", "1000");
+        let c = parse(w.as_str()).unwrap();
+        assert_eq!(
+            c.volume_owners,
+            [
+                ("pgdata".to_string(), "postgres".to_string()),
+                ("cache".to_string(), "1000".to_string())
+            ]
+        );
+        for bad in [
+            "mvm.volume_owner=pgdata",
+            "mvm.volume_owner=:postgres",
+            "mvm.volume_owner=pgdata:",
+            "mvm.volume_owner=pgdata:-x",
+            "mvm.volume_owner=pgdata:a/b",
+            "mvm.volume_owner=pgdata:a:b",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("mvm.volume_owner="), "{e}");
+        }
         for bad in [
             "mvm.volume=x",
             "mvm.volume=:/a",

@@ -970,6 +970,33 @@ fn volumes_create_attach_lock_and_outlive_their_vms() {
         std::fs::metadata(vols.join("pgdata.img")).unwrap().len(),
         32 << 20
     );
+    // The volume is recorded as the project's: its own (untrusted) mvm.toml
+    // still gets it; another project's untrusted mvm.toml naming it does
+    // not (it may hold this project's data), until trusted.
+    let meta = std::fs::read_to_string(vols.join("pgdata.toml")).unwrap();
+    let canonical = std::fs::canonicalize(&project).unwrap();
+    assert!(
+        meta.contains(&format!("project = \"{}\"", canonical.display())),
+        "{meta}"
+    );
+    let o = env.mvm(&["config", p]);
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("not trusted"));
+    let thief = env.home.join("thief");
+    std::fs::create_dir(&thief).unwrap();
+    std::fs::write(
+        thief.join("mvm.toml"),
+        "volumes = [{ name = \"pgdata\", guest = \"/loot\" }]\n",
+    )
+    .unwrap();
+    let t = thief.to_str().unwrap();
+    let o = env.mvm(&["config", t]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("skipped: volume pgdata (not made by this project)"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("/loot"));
     env.ok(&["rm", "--force", "--volumes", "pg"]);
     assert!(!vols.join("pgdata.img").exists());
 }

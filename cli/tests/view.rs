@@ -83,8 +83,14 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
     let env = Env::new("trust");
     std::fs::create_dir(env.path("project/data")).unwrap();
     write(&env.path("home/.gitconfig"), "[user]\n");
+    // A volume made by hand: not this project's.
+    env.ok(&["volume", "create", "byhand", "--size", "16M"]);
     let toml = format!(
-        "env_host = [\"AWS_*\", \"EDITOR\"]\nhome = [\"~/.gitconfig\"]\n\n\
+        "env_host = [\"AWS_*\", \"EDITOR\"]\nhome = [\"~/.gitconfig\"]\n\
+         ports = [\"0.0.0.0:8080:80\", \"127.0.0.1:8081:81\", \"3000:3000\"]\n\
+         network = {{ allow = [\"10.1.0.0/16\"] }}\n\
+         volumes = [{{ name = \"byhand\", guest = \"/byhand\" }}, \
+         {{ name = \"fresh\", guest = \"/fresh\", size = \"16M\" }}]\n\n\
          [[shares]]\nhost = \"data\"\nguest = \"/data\"\n\n\
          [[shares]]\nhost = \"{}\"\nguest = \"/outside\"\n",
         env.s("outside")
@@ -101,11 +107,25 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
         "/outside",
         "home ~/.gitconfig",
         "env_host AWS_*",
+        "network.allow 10.1.0.0/16",
+        "port 8080 on 0.0.0.0 (kept on loopback)",
+        "volume byhand (not made by this project)",
         &format!("mvm trust {project}"),
     ] {
         assert!(line[0].contains(said), "{said:?} not in {}", line[0]);
     }
     assert!(!line[0].contains("EDITOR") && !line[0].contains("data\""));
+    // Forwards on loopback and volumes it makes itself are its own.
+    assert!(
+        !line[0].contains("8081") && !line[0].contains("3000") && !line[0].contains("fresh"),
+        "{}",
+        line[0]
+    );
+    assert!(
+        !out.contains("10.1.0.0") && !out.contains("0.0.0.0") && !out.contains("/byhand"),
+        "{out}"
+    );
+    assert!(out.contains("/fresh") && out.contains("8080:80"), "{out}");
     assert!(out.contains("/data") && out.contains("EDITOR"), "{out}");
     assert!(
         !out.contains("/outside") && !out.contains("AWS_") && !out.contains("gitconfig"),
@@ -130,6 +150,10 @@ fn an_untrusted_mvm_toml_gets_nothing_beyond_its_folder() {
     assert!(!err.contains("not trusted"), "{err}");
     assert!(
         out.contains("/outside") && out.contains("AWS_*") && out.contains("gitconfig"),
+        "{out}"
+    );
+    assert!(
+        out.contains("10.1.0.0/16") && out.contains("0.0.0.0:8080:80") && out.contains("/byhand"),
         "{out}"
     );
     env.ok(&["create", "web", "--project", &project]);

@@ -41,6 +41,9 @@ pub struct VolumeMount {
     pub ro: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_mib: Option<u64>,
+    /// Who gets the root folder when the guest formats it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `NAME.toml`: what `volume create` recorded.
@@ -50,6 +53,11 @@ pub struct VolumeMeta {
     pub size_mib: u64,
     /// Unix time of creation.
     pub created: u64,
+    /// The project folder whose mvm.toml had it created (none: `mvm volume
+    /// create` or `--volume`). An untrusted mvm.toml may attach only its
+    /// own project's volumes (see `project::trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<PathBuf>,
 }
 
 /// What `mvm volume list` shows of a volume.
@@ -110,6 +118,7 @@ pub fn parse_mount_arg(s: &str) -> Result<VolumeMount, String> {
         guest: guest.to_string(),
         ro,
         size_mib: None,
+        owner: None,
     })
 }
 
@@ -137,6 +146,12 @@ pub fn exists(name: &str) -> crate::Result<bool> {
     Ok(image_path(name)?.exists())
 }
 
+/// What `NAME.toml` records of an existing volume (none when unreadable).
+pub fn meta(name: &str) -> Option<VolumeMeta> {
+    let text = std::fs::read_to_string(meta_path(name).ok()?).ok()?;
+    toml::from_str(&text).ok()
+}
+
 /// One volume command at a time (create, rm, the creation at start).
 fn lock() -> crate::Result<std::fs::File> {
     let dir = volumes_dir()?;
@@ -156,10 +171,10 @@ pub fn create(name: &str, size_mib: u64) -> crate::Result<VolumeMeta> {
         bail!("invalid volume size {size_mib}M: use at least {MIN_SIZE_MIB}M and at most 16T");
     }
     let _lock = lock()?;
-    create_locked(name, size_mib)
+    create_locked(name, size_mib, None)
 }
 
-fn create_locked(name: &str, size_mib: u64) -> crate::Result<VolumeMeta> {
+fn create_locked(name: &str, size_mib: u64, project: Option<&Path>) -> crate::Result<VolumeMeta> {
     let img = image_path(name)?;
     if img.exists() {
         bail!("a volume named '{name}' already exists (see `mvm volume list`)");
@@ -170,6 +185,7 @@ fn create_locked(name: &str, size_mib: u64) -> crate::Result<VolumeMeta> {
     let meta = VolumeMeta {
         size_mib,
         created: now(),
+        project: project.map(Path::to_path_buf),
     };
     let result = (|| -> crate::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -316,10 +332,12 @@ pub fn remove_of_vm(vm: &str, mounts: &[VolumeMount], report: &dyn Report) -> cr
 }
 
 /// Before VM `vm` starts: each of its volumes exists (created now from the
-/// size mvm.toml declares, said), and none is held by a running VM in a
-/// way this attachment conflicts with. The VMM's configs for them.
+/// size mvm.toml declares, said, and recorded as `project`'s), and none is
+/// held by a running VM in a way this attachment conflicts with. The VMM's
+/// configs for them.
 pub fn prepare(
     vm: &str,
+    project: Option<&Path>,
     mounts: &[VolumeMount],
     report: &dyn Report,
 ) -> crate::Result<Vec<vmm::BlockConfig>> {
@@ -338,7 +356,7 @@ pub fn prepare(
                     v.name
                 );
             };
-            create_locked(&v.name, size)?;
+            create_locked(&v.name, size, project)?;
             report.progress(&format!("created volume '{}' ({size} MiB)", v.name));
         }
         if held(&img, v.ro)? {
@@ -415,6 +433,7 @@ mod tests {
             ro: false,
             // A size: merge does not look for the volume on disk.
             size_mib: Some(64),
+            owner: None,
         }
     }
 

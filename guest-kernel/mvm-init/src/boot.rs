@@ -244,7 +244,12 @@ pub fn run_pid1() -> ! {
     // After the shares (a volume may be mounted inside one) and before the
     // reaper, which would take mkfs's exit status from us.
     for v in &cfg.volumes {
-        crate::volumes::mount_volume(v).unwrap_or_else(|e| fatal(&e));
+        let owner = cfg
+            .volume_owners
+            .iter()
+            .find(|(serial, _)| *serial == v.tag)
+            .map(|(_, o)| o.as_str());
+        crate::volumes::mount_volume(v, owner).unwrap_or_else(|e| fatal(&e));
     }
     if let Some(h) = &cfg.hostname {
         if let Err(e) = net::set_hostname(h) {

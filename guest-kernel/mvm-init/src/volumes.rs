@@ -2,6 +2,10 @@
 //! formatted as ext4 the first time (with the root's own `mkfs.ext4`: on
 //! the host root, the host's e2fsprogs) and mounted.
 //!
+//! A new file system's root folder is given to the volume's owner, when
+//! one is named (a database's data folder belongs to its service's user);
+//! later mounts leave ownership to the guest.
+//!
 //! A disk is formatted only when its first 64 KiB are all zero (a new
 //! sparse image): a disk holding anything else that is not ext4 is left
 //! alone and reported, never overwritten.
@@ -107,12 +111,22 @@ fn mkfs(dev: &Path, label: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Finds, formats if blank, and mounts one volume.
-pub fn mount_volume(v: &Share) -> Result<(), String> {
+/// Gives the folder `dir` to `owner`, resolved in `root`'s passwd and
+/// group files (its primary group).
+fn give_to(root: &Path, dir: &str, owner: &str) -> Result<(), String> {
+    let id = crate::passwd::resolve(root, Some(&agent_proto::User::Name(owner.into())))?;
+    std::os::unix::fs::chown(dir, Some(id.uid), Some(id.gid))
+        .map_err(|e| format!("giving {dir} to {owner}: {e}"))
+}
+
+/// Finds, formats if blank, and mounts one volume; a volume formatted now
+/// has its root folder given to `owner`.
+pub fn mount_volume(v: &Share, owner: Option<&str>) -> Result<(), String> {
     let serial = &v.tag;
     let err = |e: String| format!("volume '{serial}': {e}");
     let dev = find_disk(Path::new("/sys/block"), serial)
         .ok_or_else(|| err("no virtio disk with this serial".into()))?;
+    let mut formatted = false;
     match probe(&read_head(&dev).map_err(err)?) {
         Content::Ext4 => {}
         Content::Blank if v.read_only => {
@@ -123,6 +137,7 @@ pub fn mount_volume(v: &Share) -> Result<(), String> {
         Content::Blank => {
             crate::log!("volume '{serial}': formatting {} as ext4", dev.display());
             mkfs(&dev, serial).map_err(err)?;
+            formatted = true;
         }
         Content::Other => {
             return Err(err(format!(
@@ -143,7 +158,11 @@ pub fn mount_volume(v: &Share) -> Result<(), String> {
             Err(e)
         }
     });
-    mounted.map_err(|e| err(format!("mounting {d} on {}: {e}", v.mountpoint)))
+    mounted.map_err(|e| err(format!("mounting {d} on {}: {e}", v.mountpoint)))?;
+    match owner {
+        Some(owner) if formatted => give_to(Path::new("/"), &v.mountpoint, owner).map_err(err),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +199,33 @@ mod tests {
         let head = read_head(&img).unwrap();
         assert_eq!(&head[1144..1160], b"a-volume-name-of");
         std::fs::remove_file(&img).unwrap();
+    }
+
+    #[test]
+    fn a_new_volumes_root_goes_to_its_owner() {
+        let dir = std::env::temp_dir().join(format!("mvm-init-owner-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\npostgres:x:104:110::/var/lib/postgresql:/bin/sh\n",
+        )
+        .unwrap();
+        let mnt = dir.join("mnt");
+        let mnt = mnt.to_str().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            use std::os::unix::fs::MetadataExt;
+            give_to(&dir, mnt, "postgres").unwrap();
+            let m = std::fs::metadata(mnt).unwrap();
+            assert_eq!((m.uid(), m.gid()), (104, 110));
+            give_to(&dir, mnt, "2000").unwrap();
+            let m = std::fs::metadata(mnt).unwrap();
+            assert_eq!((m.uid(), m.gid()), (2000, 2000));
+        }
+        let e = give_to(&dir, mnt, "nobody-here").unwrap_err();
+        assert!(e.contains("unknown user 'nobody-here'"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -286,6 +286,9 @@ pub fn cmdline(spec: &VmSpec) -> agent_proto::cmdline::Writer {
     // The disk's serial is the volume's name.
     for v in &spec.volumes {
         c.volume(&v.name, &v.guest, v.ro);
+        if let Some(owner) = &v.owner {
+            c.volume_owner(&v.name, owner);
+        }
     }
     c
 }
@@ -419,7 +422,8 @@ pub fn vm_config(
     config.console = vmm::Console::File(dir.console_log());
     config.api_socket = Some(dir.api_socket());
     config.shares = shares(dir, spec)?;
-    config.block = crate::volume::prepare(&spec.name, &spec.volumes, report)?;
+    config.block =
+        crate::volume::prepare(&spec.name, spec.project.as_deref(), &spec.volumes, report)?;
     config.upper_bytes = Some(spec.disk_mib << 20);
     config.seccomp = spec.seccomp;
     config.jail = jail(dir, spec, &config.shares, config.net.as_ref())?;

@@ -530,6 +530,11 @@ pub struct Volume {
     /// Mounted read-only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ro: bool,
+    /// Who owns the volume's root folder when it is formatted (its first
+    /// start): a user of the guest root ("postgres") or a uid. Later
+    /// starts leave ownership as the guest left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Volume {
@@ -540,6 +545,7 @@ impl Volume {
             guest: self.guest.clone(),
             ro: self.ro,
             size_mib: self.size.map(|s| s.0),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -645,6 +651,10 @@ fn check(c: &ProjectConfig) -> Result<(), (String, String)> {
     for v in &c.volumes {
         crate::volume::validate_name(&v.name).map_err(|e| ("volumes".into(), e.to_string()))?;
         crate::volume::check_guest_path(&v.guest).map_err(|e| ("volumes".into(), e))?;
+        if let Some(o) = &v.owner {
+            agent_proto::cmdline::validate_owner(o)
+                .map_err(|e| ("volumes".into(), format!("volume '{}': {e}", v.name)))?;
+        }
         if !names.insert(&v.name) {
             return Err((
                 "volumes".into(),

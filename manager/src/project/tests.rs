@@ -103,6 +103,11 @@ fn errors_name_file_line_and_key() {
     assert!(e.contains("`disk`") && e.contains("too small"), "{e}");
     let e = err("ports = [\"80\"]\n");
     assert!(e.contains("`ports`") && e.contains("\"80\""), "{e}");
+    let e = err("volumes = [{ name = \"pg\", guest = \"/var/lib/pg\", owner = \"post gres\" }]\n");
+    assert!(
+        e.contains("volumes: volume 'pg': owner 'post gres' is not a user name or uid"),
+        "{e}"
+    );
     let e = err("env_host = [\"A-B\"]\n");
     assert!(e.contains("`env_host`") && e.contains("A-B"), "{e}");
     let e = err("[env]\n1BAD = \"x\"\n");

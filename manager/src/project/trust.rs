@@ -1,15 +1,17 @@
 //! Trusting a project's `mvm.toml`. The file comes with the project, so it
-//! is untrusted input: what would reach beyond the project folder (shares
-//! of host folders outside it, home paths, `env_host` wildcards) is
-//! honoured only once the user has run `mvm trust` on that folder, as
-//! `direnv allow` does. A trust is remembered by the file's path and the
+//! is untrusted input: what would reach beyond the project folder and its
+//! VM (shares of host folders outside it, home paths, `env_host`
+//! wildcards, private networks in `network.allow`, forwards listening on
+//! other than the host's loopback, volumes of another project or made by
+//! hand) is honoured only once the user has run `mvm trust` on that
+//! folder, as `direnv allow` does. A trust is remembered by the file's path and the
 //! SHA-256 of its content: any edit needs a new `mvm trust`.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::Context;
 
-use super::config::ProjectConfig;
+use super::config::{Network, ProjectConfig};
 
 /// Where trusts are kept: one file per trusted mvm.toml.
 fn trust_dir() -> crate::Result<PathBuf> {
@@ -74,6 +76,34 @@ pub fn strip_untrusted(project: &Path, config: &mut ProjectConfig) -> Vec<String
             skipped.push(format!("env_host {}", p.0));
         }
         !wildcard
+    });
+    if let Some(Network::Table(t)) = &mut config.network {
+        for a in t.allow.drain(..) {
+            skipped.push(format!("network.allow {}", a.0));
+        }
+    }
+    // A forward on another address is kept, on the loopback.
+    for p in &mut config.ports {
+        if let Some(addr) = p.0.addr.filter(|a| !a.is_loopback()) {
+            skipped.push(format!(
+                "port {} on {addr} (kept on loopback)",
+                p.0.host_port
+            ));
+            p.0.addr = None;
+        }
+    }
+    // A volume this project's mvm.toml made (or will make) is its own;
+    // another one may hold another project's data.
+    config.volumes.retain(|v| {
+        let own = !crate::volume::exists(&v.name).unwrap_or(true)
+            || crate::volume::meta(&v.name)
+                .and_then(|m| m.project)
+                .as_deref()
+                == Some(project);
+        if !own {
+            skipped.push(format!("volume {} (not made by this project)", v.name));
+        }
+        own
     });
     skipped
 }

@@ -250,6 +250,7 @@ mod tests {
                 guest: "/var/lib/postgresql".into(),
                 ro: false,
                 size_mib: Some(10240),
+                owner: Some("postgres".into()),
             }],
             home: None,
             shell: None,

@@ -124,7 +124,18 @@ fn db_tests_pass_against_postgres_in_the_vm() {
     assert!(ok("db-guest-write").contains("guest-wrote.txt"));
     let host = result_file("proj", "db-host-ls");
     assert!(!host.contains("guest-wrote.txt"), "{host}");
+    // PostgreSQL's data is on the project's volume, given to postgres at
+    // format time, and a committed row outlives `mvm down` and `up`.
+    let vol = ok("db-volume");
+    assert!(vol.starts_with("postgres "), "{vol}");
+    assert!(vol.contains("/dev/vd") && vol.contains(" ext4 "), "{vol}");
+    ok("db-keep");
     down_clean("db");
+    ok("db-up2");
+    assert_eq!(ok("db-kept"), "survives down\n");
+    // `mvm down --rm` keeps the volume.
+    let list = ok("db-vol-after-rm");
+    assert!(list.contains("db-testing-pg"), "{list}");
 }
 
 #[test]
