@@ -127,28 +127,26 @@ pub enum Health<'a> {
 pub fn watch(dir: &VmDir, on_change: impl Fn(Health) + Send + 'static) -> Watch {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let dir = dir.clone();
-    let spawned = std::thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || {
-            let mut said = false;
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(WATCH_INTERVAL)
-            {
-                let alive = connect(&dir, WATCH_TIMEOUT, Some(WATCH_TIMEOUT))
-                    .and_then(|mut c| c.ping().map_err(crate::Error::from));
-                match alive {
-                    Err(e) if !said => {
-                        on_change(Health::Stalled(&e));
-                        said = true;
-                    }
-                    Ok(()) if said => {
-                        on_change(Health::Answers);
-                        said = false;
-                    }
-                    _ => {}
+    let spawned = spawn_without_signals("watch", move || {
+        let mut said = false;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(WATCH_INTERVAL)
+        {
+            let alive = connect(&dir, WATCH_TIMEOUT, Some(WATCH_TIMEOUT))
+                .and_then(|mut c| c.ping().map_err(crate::Error::from));
+            match alive {
+                Err(e) if !said => {
+                    on_change(Health::Stalled(&e));
+                    said = true;
                 }
+                Ok(()) if said => {
+                    on_change(Health::Answers);
+                    said = false;
+                }
+                _ => {}
             }
-        });
+        }
+    });
     Watch {
         stop: spawned.ok().map(|_| stop),
     }
@@ -162,6 +160,35 @@ impl Drop for Watch {
     }
 }
 
+/// Starts a thread that never takes a process-directed signal: a Ctrl-C
+/// or SIGTERM sent to a command using this library (`mvm exec`, which
+/// holds them to forward them into the VM) must reach its main or
+/// forwarding thread, never default-kill it through a helper thread that
+/// happened to be started first. The new thread inherits the mask blocked
+/// here, around the spawn only.
+fn spawn_without_signals(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // SAFETY: sigset operations on local, initialised sets; pthread_sigmask
+    // changes only this thread's mask, and it is restored below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        // Faults are delivered to the thread that made them; never block them.
+        for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut all, s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    spawned
+}
+
 /// A bounded call that did not return in time (its thread is left behind).
 struct Overstayed;
 
@@ -172,13 +199,46 @@ fn bounded<T: Send + 'static>(
     f: impl FnOnce() -> crate::Result<T> + Send + 'static,
 ) -> Result<crate::Result<T>, Overstayed> {
     let (tx, rx) = std::sync::mpsc::channel();
-    if let Err(e) = std::thread::Builder::new()
-        .name("agent-connect".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-    {
+    if let Err(e) = spawn_without_signals("agent-connect", move || {
+        let _ = tx.send(f());
+    }) {
         return Ok(Err(crate::error::err!("cannot start a thread: {e}")));
     }
     rx.recv_timeout(limit).map_err(|_| Overstayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SigBlk` of one of this process's threads, as a mask.
+    fn blocked(tid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+        u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn helper_threads_take_no_process_signals_and_the_caller_keeps_its_mask() {
+        let bit = |s: i32| 1u64 << (s - 1);
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        let before = blocked(me);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let t = spawn_without_signals("t", move || {
+            // SAFETY: as above.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = wait.recv();
+        })
+        .unwrap();
+        let helper = blocked(rx.recv().unwrap());
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGWINCH] {
+            assert_ne!(helper & bit(s), 0, "signal {s} not blocked: {helper:x}");
+        }
+        assert_eq!(helper & bit(libc::SIGSEGV), 0, "{helper:x}");
+        assert_eq!(blocked(me), before);
+        done.send(()).unwrap();
+        t.join().unwrap();
+    }
 }
