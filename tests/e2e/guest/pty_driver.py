@@ -22,13 +22,17 @@ if pid == 0:
 def set_size(rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
+pending = b""
+
 def read_until(marker, timeout=120.0):
-    buf = b""
+    """Output up to and including `marker`; what came after it is kept for
+    the next call."""
+    global pending
     end = time.time() + timeout
-    while marker.encode() not in buf:
+    while marker.encode() not in pending:
         left = end - time.time()
         if left <= 0:
-            raise SystemExit(f"PTY: timeout waiting for {marker!r}; got {buf[-500:]!r}")
+            raise SystemExit(f"PTY: timeout waiting for {marker!r}; got {pending[-500:]!r}")
         r, _, _ = select.select([fd], [], [], left)
         if r:
             try:
@@ -37,8 +41,13 @@ def read_until(marker, timeout=120.0):
                 break
             if not chunk:
                 break
-            buf += chunk
-    return buf.decode(errors="replace")
+            pending += chunk
+    cut = pending.find(marker.encode())
+    if cut < 0:
+        raise SystemExit(f"PTY: the shell ended before {marker!r}; got {pending[-500:]!r}")
+    cut += len(marker)
+    out, pending = pending[:cut], pending[cut:]
+    return out.decode(errors="replace")
 
 def send(text):
     os.write(fd, text.encode())
@@ -52,10 +61,22 @@ send("stty size\n")
 out = read_until("\n30 100")
 print("PTY: size1=30 100", flush=True)
 
+# The resize travels on its own (mvm notices SIGWINCH, the agent sets the
+# guest's terminal): ask again until the guest sees it, not after a guess.
 set_size(50, 132)
-time.sleep(1.0)  # the resize is polled every 200 ms
-send("stty size\n")
-read_until("50 132")
+deadline = time.time() + 60
+n = 0
+while True:
+    n += 1
+    # The marker is spelled differently in the typed line (S$((1))ZE) than
+    # in the output (S1ZE), so the echo of the command never matches.
+    send(f"echo S$((1))ZE-{n}-$(stty size | tr ' ' x)\n")
+    read_until(f"S1ZE-{n}-", timeout=60)
+    line = read_until("\n", timeout=60)
+    if line.startswith("50x132"):
+        break
+    if time.time() > deadline:
+        raise SystemExit(f"PTY: the guest never saw 50x132; last: {line!r}")
 print("PTY: size2=50 132", flush=True)
 
 send("tty\n")
@@ -63,10 +84,12 @@ out = read_until("/dev/pts/")
 print("PTY: tty=pts", flush=True)
 
 # Ctrl-C reaches the foreground job in the guest.
-send("sleep 100\n")
-time.sleep(2.0)
+# It is sent once the job has started (its marker is printed just before),
+# and the next line once the terminal has echoed the ^C.
+send("echo SLEEPING-$((1+1)); sleep 100\n")
+read_until("SLEEPING-2")
 send("\x03")
-time.sleep(0.5)
+read_until("^C", timeout=60)
 send("echo AFTER-SLEEP-$?\n")
 out = read_until("AFTER-SLEEP-130", timeout=60)
 print("PTY: ctrl_c=interrupted", flush=True)
