@@ -272,12 +272,23 @@ pub fn tcp_whoami(ns: &Ns, addr: &str) -> TcpEcho {
     TcpEcho { stop }
 }
 
-/// Connect from a namespace and read the answer.
+/// Connect from a namespace and read the answer. The deadlines are for a
+/// hang, not for timing: a busy machine may take seconds to answer.
 pub fn tcp_get(ns: &Ns, addr: &str) -> std::io::Result<String> {
+    tcp_probe(ns, addr, Duration::from_secs(20))
+}
+
+/// A connection that must not succeed (a dropped SYN waits out the short
+/// deadline; a busy machine can only make this pass, never fail).
+pub fn tcp_blocked(ns: &Ns, addr: &str) -> std::io::Result<String> {
+    tcp_probe(ns, addr, Duration::from_secs(2))
+}
+
+fn tcp_probe(ns: &Ns, addr: &str, connect: Duration) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().unwrap();
     ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut s = TcpStream::connect_timeout(&addr, connect)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
