@@ -233,7 +233,13 @@ mod tests {
         })
         .unwrap();
         let helper = blocked(rx.recv().unwrap());
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGWINCH] {
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGWINCH,
+        ] {
             assert_ne!(helper & bit(s), 0, "signal {s} not blocked: {helper:x}");
         }
         assert_eq!(helper & bit(libc::SIGSEGV), 0, "{helper:x}");

@@ -9,7 +9,6 @@
 //! runs (shared for read-only attachments), and `start` checks it first
 //! to say which VM holds it.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -244,10 +243,13 @@ fn attached_to(name: &str, except: Option<&str>) -> crate::Result<Vec<(String, R
 /// taking it (exclusive when `!shared`).
 fn held(img: &Path, shared: bool) -> crate::Result<bool> {
     let f = std::fs::File::open(img).with_context(|| format!("cannot open {}", img.display()))?;
-    let op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
-    // SAFETY: flock on a descriptor we own; it is released when `f` closes.
-    let r = unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) };
-    Ok(r != 0)
+    // Taken and released (when `f` closes) only to see whether it can be.
+    let taken = if shared {
+        f.try_lock_shared()
+    } else {
+        f.try_lock()
+    };
+    Ok(taken.is_err())
 }
 
 /// Every volume, by name.

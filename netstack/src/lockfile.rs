@@ -1,9 +1,9 @@
-//! Exclusive locks on files (flock(2)), the one implementation for mvm's
-//! lock files: the lease store's here, each VM folder's in the manager.
+//! Exclusive lock files (std's `File::lock`, flock(2) on Linux), the one
+//! implementation for mvm's lock files: the lease store's here, each VM
+//! folder's and the volumes' in the manager.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Takes an exclusive lock on `path` (created if missing), held for as
@@ -16,21 +16,17 @@ pub fn lock_exclusive(path: &Path, wait: bool) -> io::Result<Option<File>> {
         .read(true)
         .write(true)
         .open(path)?;
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
     loop {
-        // SAFETY: flock on a file descriptor we own; no memory is passed.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(Some(file));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
-            _ => return Err(err),
+        let taken = if wait {
+            file.lock().map_err(TryLockError::Error)
+        } else {
+            file.try_lock()
+        };
+        match taken {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(TryLockError::Error(e)) => return Err(e),
         }
     }
 }

@@ -1,6 +1,4 @@
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use vmm_sys_util::eventfd::EventFd;
@@ -141,18 +139,18 @@ impl Block {
     }
 }
 
-/// flock(2) without waiting: another process holding the image is an error.
+/// A lock on the image without waiting (std's, flock(2)): another process
+/// holding the image is an error.
 fn lock(file: &File, shared: bool) -> Result<(), BlockError> {
-    let op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.kind() == io::ErrorKind::WouldBlock {
-        Err(BlockError::Locked)
+    let taken = if shared {
+        file.try_lock_shared()
     } else {
-        Err(BlockError::Lock(err))
+        file.try_lock()
+    };
+    match taken {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BlockError::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(BlockError::Lock(e)),
     }
 }
 
