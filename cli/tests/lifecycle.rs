@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use mvm_e2e::proc_status_field as status_field;
+use mvm_test_guests::support::proc_status_field as status_field;
 use mvm_test_guests::{code, elf_kernel, print, program};
 
 struct Env {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mvm_e2e::proc_status_field as field;
+use mvm_test_guests::support::proc_status_field as field;
 use mvm_test_guests::{code, elf_kernel, print, program};
 
 fn mvm(args: &[&str]) -> Output {
@@ -136,7 +136,7 @@ fn guest_reset_exits_zero_with_console_on_stdout() {
 /// (The hand-made guest does not mount it; tests/e2e does, nested.)
 #[test]
 fn vhost_user_fs_backend_is_connected() {
-    let virtiofsd = mvm_e2e::virtiofsd().expect("virtiofsd is needed");
+    let virtiofsd = mvm_test_guests::support::virtiofsd().expect("virtiofsd is needed");
     let dir = tempdir("vhost-user-fs");
     let (sock, share) = (dir.join("vfs.sock"), dir.join("share"));
     std::fs::create_dir(&share).unwrap();

@@ -1,7 +1,10 @@
 //! Hand-made guest "kernels" for tests on hosts whose KVM cannot boot
 //! Linux: a few instructions in a minimal ELF, with or without the PVH note.
 //! A crate of its own so that the vmm, cli and benchmark tests need not
-//! depend on the end-to-end harness (`mvm-e2e`) for them.
+//! depend on the end-to-end harness (`mvm-e2e`) for them; [`support`] holds
+//! the few helpers those tests share.
+
+pub mod support;
 
 pub const ENTRY: u64 = 0x10_0000;
 

@@ -9,30 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The checkout the tests run from. Read at run time (`cargo test` sets
-/// CARGO_MANIFEST_DIR for the test process) rather than baked in with
-/// `env!`: a copy of the checkout that shares the cargo target dir (as
-/// tests/run.sh makes) reuses this binary, and must not be sent back to
-/// the original folder.
-/// The value of field `key` (`"Uid:"`) of a `/proc/PID/status` text, its
-/// words joined by one space; empty when the field is missing.
-pub fn proc_status_field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-pub fn workspace_root() -> PathBuf {
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
+pub use mvm_test_guests::support::{proc_status_field, virtiofsd, workspace_root};
 
 /// Where cargo builds for this checkout: $CARGO_TARGET_DIR (relative to
 /// the workspace root when relative), else `target/`.
@@ -98,16 +75,6 @@ pub fn private_copy(bin: &Path, dir: &Path) -> Result<PathBuf, String> {
     std::fs::copy(bin, &tmp).map_err(|e| format!("cannot copy {}: {e}", bin.display()))?;
     std::fs::rename(&tmp, &dest).map_err(|e| format!("cannot copy {}: {e}", bin.display()))?;
     Ok(dest)
-}
-
-/// virtiofsd, the reference vhost-user-fs backend, installed (or found in
-/// the cache) by scripts/install-virtiofsd.sh.
-pub fn virtiofsd() -> Result<PathBuf, String> {
-    run(
-        &mut Command::new(workspace_root().join("scripts/install-virtiofsd.sh")),
-        "scripts/install-virtiofsd.sh",
-    )
-    .map(PathBuf::from)
 }
 
 /// The guest kernel, built (or found in the cache) by guest-kernel/build.sh.

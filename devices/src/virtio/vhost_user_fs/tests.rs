@@ -28,19 +28,7 @@ const SIZE: u16 = 16;
 
 /// virtiofsd, installed (or found in the cache) by the project's script.
 fn virtiofsd_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MVM_VIRTIOFSD") {
-        return p.into();
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-virtiofsd.sh");
-    let out = Command::new(&script)
-        .output()
-        .expect("run install-virtiofsd.sh");
-    assert!(
-        out.status.success(),
-        "virtiofsd is needed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().into()
+    mvm_test_guests::support::virtiofsd().unwrap_or_else(|e| panic!("virtiofsd is needed: {e}"))
 }
 
 /// A virtiofsd serving `dir/share` on `dir/sock`; killed on drop.
