@@ -3,7 +3,10 @@
 # `mvm up` in examples/node-web to the first HTTP 200 through the forwarded
 # port, and the VMM's VmRSS then, RUNS times (run 1 creates the VM, later
 # runs reuse it); the reference in the same run: the same `node server.js`
-# started directly on L2, to its first HTTP 200, and its VmRSS. Writes
+# started directly on L2, to its first HTTP 200, and its VmRSS. Then the
+# memory of copies: three copies of the folder up at once (`mvm up --name`,
+# each through its own moved port), the sum of their VMMs' VmRSS once each
+# answered, against three such node processes started directly. Writes
 # $MVM_OUT/project-up.txt (one "name value" line per sample).
 set -u
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
@@ -44,4 +47,37 @@ while [ "$i" -le "$RUNS" ]; do
     i=$((i + 1))
 done
 "$MVM_BIN" down --rm >/dev/null 2>&1
+
+# Three copies at once, and three node processes as the reference.
+total=0
+ok=1
+for c in bench-1 bench-2 bench-3; do
+    "$MVM_BIN" up --name "$c" >/dev/null 2>>"$MVM_OUT/up.err" || ok=0
+    port=$("$MVM_BIN" port "$c" 2>/dev/null | sed -n 's/^127\.0\.0\.1:\([0-9]*\)->3000\/tcp$/\1/p')
+    answers "http://127.0.0.1:${port:-1}/" 300 || ok=0
+done
+if [ "$ok" = 1 ]; then
+    for c in bench-1 bench-2 bench-3; do
+        total=$((total + $(rss_kib "$(cat "$MVM_HOME/vms/$c/pid")")))
+    done
+    echo "copies3_vmm_rss_kib $total" >>"$out"
+fi
+for c in bench-1 bench-2 bench-3; do
+    "$MVM_BIN" down --name "$c" --rm >/dev/null 2>&1
+done
+total=0
+pids=
+for p in 3991 3992 3993; do
+    PORT=$p node server.js >/dev/null 2>&1 &
+    pids="$pids $!"
+    answers "http://127.0.0.1:$p/" 120 || ok=0
+done
+for p in $pids; do
+    total=$((total + $(rss_kib "$p")))
+done
+[ "$ok" = 1 ] && echo "copies3_native_rss_kib $total" >>"$out"
+kill $pids
+wait 2>/dev/null
+awk '$1 == "copies3_vmm_rss_kib" {v = $2} $1 == "copies3_native_rss_kib" {n = $2}
+     END {if (v && n) printf "copies3_ratio %.2f\n", v / n}' "$out" >>"$out"
 cat "$out"
