@@ -48,18 +48,13 @@ pub fn run(dir: &Path, report: &dyn Report) -> crate::Result<vmm::ExitReason> {
         jail = None;
     }
     if jail.is_some() {
-        match vmm::jail::unshare_namespaces() {
-            Ok(()) => {}
-            // A user's jail needs user namespaces, which a host (or a
-            // systemd unit) may forbid: said, and run as before.
-            Err(e) if !as_root => {
-                report.progress(&format!(
-                    "VM '{}': the VMM runs without its jail ({e})",
-                    dir.name
-                ));
-                jail = None;
-            }
-            Err(e) => return Err(vmm::Error::from(e).into()),
+        let refused = vmm::jail::unshare_namespaces_or_refusal().map_err(vmm::Error::from)?;
+        if let Some(e) = refused {
+            report.progress(&format!(
+                "VM '{}': the VMM runs without its jail ({e})",
+                dir.name
+            ));
+            jail = None;
         }
     }
     raise_fd_limit(config.shares.len());

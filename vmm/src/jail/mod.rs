@@ -131,6 +131,20 @@ pub fn unshare_namespaces() -> Result<(), JailError> {
     Ok(())
 }
 
+/// [`unshare_namespaces`] as every VMM start uses it: root must get its
+/// namespaces (an error otherwise), but a user may be refused a user
+/// namespace in ways no knob shows (a sysctl, a chroot, a seccomp policy
+/// of a systemd unit). Then `Ok(Some(why))`: the VMM runs without its
+/// jail, and the caller says so.
+pub fn unshare_namespaces_or_refusal() -> Result<Option<JailError>, JailError> {
+    match unshare_namespaces() {
+        Ok(()) => Ok(None),
+        // SAFETY: geteuid has no preconditions.
+        Err(e) if unsafe { libc::geteuid() } != 0 => Ok(Some(e)),
+        Err(e) => Err(e),
+    }
+}
+
 impl JailConfig {
     /// Moves the calling process into the jail: new root, credentials,
     /// `no_new_privs`. After [`unshare_namespaces`] and everything the VM

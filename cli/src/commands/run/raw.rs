@@ -314,12 +314,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 // The parent cleans up; the VMM only runs the VM.
                 std::mem::forget(net);
                 std::mem::forget(scratch);
-                if let Err(e) = vmm::jail::unshare_namespaces() {
-                    // A user's namespace may be refused in ways no knob
-                    // shows (a chroot, a seccomp policy): said, not fatal.
-                    if as_root {
-                        return Err(vmm::Error::from(e).into());
-                    }
+                let refused =
+                    vmm::jail::unshare_namespaces_or_refusal().map_err(vmm::Error::from)?;
+                if let Some(e) = refused {
                     eprintln!("mvm: the VMM runs without its jail ({e})");
                     config.jail = None;
                 }
