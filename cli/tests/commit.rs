@@ -199,6 +199,61 @@ fn files_that_run_on_the_host_need_yes() {
     );
 }
 
+/// `mvm commit web` on a real terminal (util-linux `script` gives it a
+/// pseudo-terminal), answering `answer` to its question; what the
+/// terminal showed.
+fn commit_on_a_terminal(env: &Env, answer: &str) -> String {
+    use std::io::{Read, Write};
+    let cmd = env.command(&[]);
+    let mut c = Command::new("script");
+    c.args([
+        "-qec",
+        &format!("'{}' commit web", env!("CARGO_BIN_EXE_mvm")),
+        "/dev/null",
+    ])
+    .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+    .env_remove("MVM_TEST_COMMIT_PAUSE")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("util-linux script");
+    // Held open until mvm ends: an early EOF would hang the terminal up.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let mut shown = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    assert!(status.code().is_some(), "{status}: {shown}");
+    shown
+}
+
+#[test]
+fn on_a_terminal_commit_asks_and_applies_only_on_yes() {
+    let env = Env::new("prompt");
+    guest_work(&env);
+    let before = tree(&env.project);
+    let shown = commit_on_a_terminal(&env, "n\n");
+    assert!(
+        shown.contains("run on the host")
+            && shown.contains("new.sh")
+            && shown.contains("Apply them? [y/N]"),
+        "{shown}"
+    );
+    assert_eq!(tree(&env.project), before, "a no applies nothing: {shown}");
+    let shown = commit_on_a_terminal(&env, "y\n");
+    assert_eq!(
+        std::fs::read(env.project.join("new.sh")).unwrap(),
+        b"#!/bin/sh\necho new\n",
+        "{shown}"
+    );
+}
+
 /// Runs `mvm commit web --yes` until it reports being paused at `point`,
 /// then kills it with SIGKILL. False if it finished before that point.
 fn commit_killed_at(env: &Env, point: u32) -> bool {
