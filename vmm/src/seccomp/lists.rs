@@ -16,12 +16,6 @@ pub enum Rule {
 
 use Rule::*;
 
-/// Stands for this process's id in the lists: the programs are compiled at
-/// build time, and the VMM puts its pid in place of this value when it
-/// loads them (`super::program`). Chosen to be no syscall argument any list
-/// compares with (build.rs checks it occurs once per program).
-pub const OWN_PID: u64 = 0x7ead_beef;
-
 fn any(calls: &[c_long]) -> Vec<(i64, Rule)> {
     calls.iter().map(|&nr| (nr, Any)).collect()
 }
@@ -60,7 +54,7 @@ fn basics() -> Vec<(i64, Rule)> {
         SYS_getrandom,
     ]);
     // Kicks (a vCPU out of KVM_RUN) go to threads of this process only.
-    v.push((SYS_tgkill, ArgEq(0, OWN_PID)));
+    v.push((SYS_tgkill, ArgEq(0, std::process::id() as u64)));
     v
 }
 

@@ -19,13 +19,14 @@
 //! number), or with [`Seccomp::Log`] is allowed and logged (the way to
 //! find a missing entry: `dmesg | grep 'type=1326'`).
 
-// Both are run by build.rs; here the tests check its output against them.
-#[cfg_attr(not(test), allow(dead_code))]
-mod compile;
-#[cfg_attr(not(test), allow(dead_code))]
 mod lists;
 
-use seccompiler::{sock_filter, BpfProgram};
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use serde::{Deserialize, Serialize};
 
 pub use lists::Rule;
@@ -87,17 +88,17 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Both filters with `mode`'s action (None for [`Seccomp::Off`]),
-    /// compiled when the crate was built (`build.rs`).
+    /// Compiles both filters with `mode`'s action (None for
+    /// [`Seccomp::Off`]).
     pub fn new(mode: Seccomp) -> Result<Option<Self>, Error> {
-        let (process, vcpu) = match mode {
+        let action = match mode {
             Seccomp::Off => return Ok(None),
-            Seccomp::Kill => (built::PROCESS_KILL, built::VCPU_KILL),
-            Seccomp::Log => (built::PROCESS_LOG, built::VCPU_LOG),
+            Seccomp::Kill => SeccompAction::KillProcess,
+            Seccomp::Log => SeccompAction::Log,
         };
         Ok(Some(Self {
-            process: program(process),
-            vcpu: program(vcpu),
+            process: compile("process", &lists::process(), action.clone())?,
+            vcpu: compile("vCPU", &lists::vcpu(), action)?,
         }))
     }
 
@@ -117,28 +118,6 @@ impl Filters {
     }
 }
 
-/// The programs `build.rs` compiled from [`lists`].
-mod built {
-    include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
-}
-
-/// A built program for this process: its pid where the lists say
-/// [`lists::OWN_PID`] (build.rs made sure that value occurs once).
-fn program(insns: &[(u16, u8, u8, u32)]) -> BpfProgram {
-    let pid = std::process::id();
-    insns
-        .iter()
-        .map(|&(code, jt, jf, k)| {
-            let k = if u64::from(k) == lists::OWN_PID {
-                pid
-            } else {
-                k
-            };
-            sock_filter { code, jt, jf, k }
-        })
-        .collect()
-}
-
 /// The test hook: with `MVM_TEST_SECCOMP_VIOLATION` naming this thread's
 /// kind (`vcpu`, `process`), the thread makes a call no list allows, so a
 /// test can see the filter kill the process. `getppid` harms nothing
@@ -148,6 +127,47 @@ pub fn test_violation(kind: &str) {
         // SAFETY: getppid takes no arguments and touches no memory.
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
+}
+
+fn compile(
+    name: &'static str,
+    rules: &[(i64, Rule)],
+    mismatch: SeccompAction,
+) -> Result<BpfProgram, Error> {
+    let bad = |e: seccompiler::BackendError| Error::Build(name, e.to_string());
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut always = std::collections::BTreeSet::new();
+    for (nr, rule) in rules {
+        let conditions = match rule {
+            Rule::Any => {
+                always.insert(*nr);
+                continue;
+            }
+            Rule::ArgEq(arg, value) => {
+                vec![
+                    SeccompCondition::new(*arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, *value)
+                        .map_err(bad)?,
+                ]
+            }
+            Rule::ArgMasked(arg, mask, value) => vec![SeccompCondition::new(
+                *arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(u64::from(*mask)),
+                *value,
+            )
+            .map_err(bad)?],
+        };
+        map.entry(*nr)
+            .or_default()
+            .push(SeccompRule::new(conditions).map_err(bad)?);
+    }
+    // No rules: the call is allowed whatever its arguments.
+    for nr in always {
+        map.insert(nr, Vec::new());
+    }
+    let filter =
+        SeccompFilter::new(map, mismatch, SeccompAction::Allow, TargetArch::x86_64).map_err(bad)?;
+    BpfProgram::try_from(filter).map_err(bad)
 }
 
 #[cfg(test)]
@@ -161,37 +181,6 @@ mod tests {
         assert!(f.process.len() < 1024, "{}", f.process.len());
         assert!(f.vcpu.len() < 1024, "{}", f.vcpu.len());
         assert!(Filters::new(Seccomp::Off).unwrap().is_none());
-    }
-
-    #[test]
-    fn the_built_filters_are_the_lists_compiled_now_with_this_pid() {
-        use seccompiler::SeccompAction;
-        let words = |p: &BpfProgram| -> Vec<(u16, u8, u8, u32)> {
-            p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
-        };
-        let pid = std::process::id();
-        for (mode, action) in [
-            (Seccomp::Kill, SeccompAction::KillProcess),
-            (Seccomp::Log, SeccompAction::Log),
-        ] {
-            let f = Filters::new(mode).unwrap().unwrap();
-            for (built, rules) in [(&f.process, lists::process()), (&f.vcpu, lists::vcpu())] {
-                let fresh = words(&compile::compile(&rules, action.clone()).unwrap());
-                let built = words(built);
-                assert_eq!(built.len(), fresh.len(), "{mode:?}");
-                let mut pid_slots = 0;
-                for (b, f) in built.iter().zip(&fresh) {
-                    if u64::from(f.3) == lists::OWN_PID {
-                        // tgkill's first argument: this process only.
-                        assert_eq!((b.0, b.1, b.2, b.3), (f.0, f.1, f.2, pid));
-                        pid_slots += 1;
-                    } else {
-                        assert_eq!(b, f, "{mode:?}");
-                    }
-                }
-                assert_eq!(pid_slots, 1, "{mode:?}");
-            }
-        }
     }
 
     #[test]
