@@ -214,8 +214,8 @@ mod tests {
     /// `SigBlk` of one of this process's threads, as a mask.
     fn blocked(tid: i32) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
-        u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
+        let mask = mvm_test_guests::support::proc_status_field(&status, "SigBlk:");
+        u64::from_str_radix(&mask, 16).unwrap()
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! wildcards, private networks in `network.allow`, forwards listening on
 //! other than the host's loopback, volumes of another project or made by
 //! hand) is honoured only once the user has run `mvm trust` on that
-//! folder, as `direnv allow` does. A trust is remembered by the file's path and the
-//! SHA-256 of its content: any edit needs a new `mvm trust`.
+//! folder, as `direnv allow` does. A trust is remembered by the file's
+//! path and the SHA-256 of its content: any edit needs a new `mvm trust`.
 
 use std::path::{Path, PathBuf};
 
