@@ -62,6 +62,38 @@ impl StartupReport {
     }
 }
 
+/// One stage of mvm's start-up as its report lists it (`stages`): the
+/// stage's name and when it ended (CLOCK_MONOTONIC and CPU so far, ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub name: String,
+    pub monotonic_ns: u64,
+    pub cpu_ns: u64,
+}
+
+/// The `stages` of a start-up report, oldest first (none in older
+/// reports and in noop's).
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("bad start-up report {text:?}: {e}"))?;
+    let Some(list) = v.get("stages").and_then(serde_json::Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|s| {
+            let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64);
+            match (s.get("stage").and_then(serde_json::Value::as_str), num("monotonic_ns"), num("cpu_ns")) {
+                (Some(name), Some(monotonic_ns), Some(cpu_ns)) => Ok(Stage {
+                    name: name.to_string(),
+                    monotonic_ns,
+                    cpu_ns,
+                }),
+                _ => Err(format!("bad stage {s} in the start-up report")),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +106,16 @@ mod tests {
         };
         assert_eq!(StartupReport::parse(&r.to_json()).unwrap(), r);
         assert!(StartupReport::parse("{\"cpu_ns\":1}").is_err());
+    }
+
+    #[test]
+    fn stages_parse_in_order() {
+        let text = r#"{"monotonic_ns":9,"cpu_ns":5,"stages":[{"stage":"main","monotonic_ns":1,"cpu_ns":1},{"stage":"first_kvm_run","monotonic_ns":9,"cpu_ns":5}]}"#;
+        let stages = parse_stages(text).unwrap();
+        assert_eq!(stages.len(), 2);
+        assert_eq!((stages[0].name.as_str(), stages[1].monotonic_ns), ("main", 9));
+        assert!(parse_stages(r#"{"monotonic_ns":1,"cpu_ns":1}"#).unwrap().is_empty());
+        assert!(parse_stages(r#"{"stages":[{"stage":"x"}]}"#).is_err());
     }
 
     #[test]

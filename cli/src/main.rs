@@ -84,6 +84,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    manager::startup::enable_from_env();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MVM_LOG")
@@ -93,7 +94,9 @@ fn main() -> ExitCode {
         .without_time()
         .init();
 
+    vmm::stages::stamp("logging");
     let cli = Cli::parse();
+    vmm::stages::stamp("arguments");
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
         Command::Create(args) => ok(commands::create::create(args)),

@@ -16,15 +16,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use crate::state::VmDir;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
-/// The CPU time the process had used when it forked (the child's own
-/// clock starts again at zero): start-up reports add it.
-static CPU_BEFORE_FORK_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// CPU time the parent had used when this child was forked (0 if it was
-/// not).
-pub fn cpu_before_fork_ns() -> u64 {
-    CPU_BEFORE_FORK_NS.load(Ordering::SeqCst)
-}
 static PARENT: AtomicI32 = AtomicI32::new(0);
 
 /// In the child: SIGKILL when the supervisor dies. Call again after the
@@ -89,10 +80,8 @@ pub enum Side {
 pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    CPU_BEFORE_FORK_NS.store(
-        crate::startup::cpu_ns().try_into().unwrap_or(u64::MAX),
-        Ordering::SeqCst,
-    );
+    // The child's CPU clock starts again at zero: its stage stamps add this.
+    let cpu_before_fork = crate::startup::cpu_ns();
     // SAFETY: the caller runs single-threaded (the jail requires it too),
     // so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
@@ -104,6 +93,8 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     }
     if pid == 0 {
         PARENT.store(parent, Ordering::SeqCst);
+        vmm::stages::set_cpu_offset(cpu_before_fork);
+        vmm::stages::stamp("fork");
         die_with_parent();
         return Ok(Side::Child);
     }

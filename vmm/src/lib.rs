@@ -28,6 +28,7 @@ pub mod kvm;
 pub mod loader;
 pub mod memory;
 pub mod seccomp;
+pub mod stages;
 pub mod vcpu;
 mod vm;
 

@@ -34,6 +34,7 @@ use crate::arch::msr;
 use crate::arch::regs::{self, EntryProtocol};
 use crate::config::{Console, VmConfig};
 use crate::dump::{DumpedDevice, Dumper};
+use crate::stages::stamp;
 use crate::vcpu::{self, Buses, ExitReason, ExitSlot, Vcpu};
 use crate::{kvm, loader, memory, Error};
 
@@ -85,7 +86,9 @@ impl Vm {
     /// Builds the VM: nothing runs until [`Vm::run`].
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
         preflight(config)?;
+        stamp("preflight");
         let seccomp = crate::seccomp::Filters::new(config.seccomp)?.map(Arc::new);
+        stamp("seccomp_compiled");
         let kvm = kvm::open()?;
         if kvm::is_pvm(&kvm) && !config.allow_pvm_host {
             return Err(kvm::KvmError::PvmHost.into());
@@ -98,11 +101,13 @@ impl Vm {
             });
         }
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm::KvmError::CreateVm)?);
+        stamp("vm_created");
 
         let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
         let mem = ram.mem.clone();
         register_memory(&vm_fd, &mem)?;
         setup_irqchip(&vm_fd)?;
+        stamp("memory_and_irqchip");
 
         let mut buses = Buses {
             ram: ram.mappings.clone(),
@@ -220,6 +225,7 @@ impl Vm {
             .map_err(|e| Error::Device(format!("network on tap {}: {e}", n.tap)))?;
             virtio.attach(format!("virtio-net {}", n.tap), net)?;
         }
+        stamp("devices");
         let dumped_devices = std::mem::take(&mut virtio.dumped);
         let virtio_windows: Vec<VirtioMmioDevice> = dumped_devices
             .iter()
@@ -232,11 +238,13 @@ impl Vm {
 
         // The kernel, its initramfs and command line, and the boot tables.
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
+        stamp("kernel_loaded");
         let ram_size = config.memory_mib << 20;
         let initrd = match &config.initrd {
             Some(path) => Some(loader::load_initrd(&mem, ram_size, kernel.end, path)?),
             None => None,
         };
+        stamp("initrd_loaded");
         let cmd = loader::build_cmdline(&cmdline)?;
         let cmdline_len = loader::write_cmdline(&mem, &cmd)?;
         // ACPI for distribution kernels, the MP table for ours (no ACPI).
@@ -260,6 +268,7 @@ impl Vm {
             )?,
         }
 
+        stamp("boot_tables");
         // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
         // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
         let buses = Arc::new(buses);
@@ -298,6 +307,7 @@ impl Vm {
             vcpus.push(Vcpu::new(fd, index, buses.clone()));
         }
 
+        stamp("vcpus");
         event_manager.add_subscriber(Arc::new(Mutex::new(Control {
             reset_evt,
             poweroff_evt,
@@ -328,6 +338,7 @@ impl Vm {
             event_manager.add_subscriber(api.clone());
             api_server = Some(api);
         }
+        stamp("built");
 
         tracing::debug!(
             "VM built: {} vCPU(s), {} MiB, {:?} entry at {:#x}, cmdline: {cmdline}",
@@ -401,6 +412,7 @@ impl Vm {
         if let Some(filters) = &self.seccomp {
             filters.apply_to_process(self.seccomp_scope)?;
             crate::seccomp::test_violation("process");
+            stamp("seccomp_applied");
         }
         for vcpu in self.vcpus.drain(..) {
             let hook = if vcpu.index() == 0 {

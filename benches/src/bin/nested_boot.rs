@@ -17,7 +17,7 @@ use std::process::Command;
 use clap::Parser;
 use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
-use mvm_benches::clock::StartupReport;
+use mvm_benches::clock::{parse_stages, StartupReport};
 use mvm_benches::stats::{self, cell, median, ratio};
 use serde_json::{json, Value};
 
@@ -93,6 +93,9 @@ struct Boot {
     /// mvm only (MVM_STARTUP_REPORT): the boot vCPU's first KVM_RUN.
     first_kvm_run_s: Option<f64>,
     cpu_to_first_kvm_run_s: Option<f64>,
+    /// mvm only: its start-up stages, (name, seconds from the spawn to
+    /// the stage's end, CPU seconds used by then).
+    stages: Vec<(String, f64, f64)>,
     exit_s: f64,
     status: i32,
     cpu_s: f64,
@@ -164,6 +167,7 @@ impl Boot {
             "guest_clock_start_s": self.guest_clock_start_s(),
             "first_kvm_run_s": self.first_kvm_run_s,
             "cpu_to_first_kvm_run_s": self.cpu_to_first_kvm_run_s,
+            "stages": self.stages.iter().map(|(n, t, c)| json!({ "stage": n, "end_s": t, "cpu_s": c })).collect::<Vec<_>>(),
             "restart_line_s": self.restart_line_s,
             "teardown_s": self.teardown_s(),
             "vcpu_cpu_at_init_s": self.vcpu_cpu_at_init_s,
@@ -364,17 +368,47 @@ impl Bench {
         if vmm == Vmm::Mvm {
             let r = std::fs::read_to_string(&report)
                 .map_err(|e| e.to_string())
-                .and_then(|t| StartupReport::parse(&t));
+                .and_then(|t| Ok((StartupReport::parse(&t)?, parse_stages(&t)?)));
             match r {
-                Ok(r) => {
+                Ok((r, stages)) => {
                     b.first_kvm_run_s = Some(secs(t0, r.monotonic_ns));
                     b.cpu_to_first_kvm_run_s = Some(r.cpu_ns as f64 / 1e9);
+                    b.stages = stages
+                        .into_iter()
+                        .map(|s| (s.name, secs(t0, s.monotonic_ns), s.cpu_ns as f64 / 1e9))
+                        .collect();
                 }
                 Err(e) => eprintln!("nested-boot: {label}: no start-up report: {e}"),
             }
         }
         Ok(b)
     }
+}
+
+/// Per start-up stage of mvm's boots: its name and, over the boots, the
+/// stage's end (seconds from the spawn), its own wall time and CPU time
+/// (from the previous stage's end; the first one's from the spawn).
+type StageSamples = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+
+fn mvm_stages<'a>(boots: impl Iterator<Item = &'a Boot>) -> Vec<StageSamples> {
+    let mut rows: Vec<StageSamples> = Vec::new();
+    for b in boots {
+        let mut prev = (0.0, None);
+        for (name, end, cpu) in &b.stages {
+            let i = match rows.iter().position(|r| &r.0 == name) {
+                Some(i) => i,
+                None => {
+                    rows.push((name.clone(), Vec::new(), Vec::new(), Vec::new()));
+                    rows.len() - 1
+                }
+            };
+            rows[i].1.push(*end);
+            rows[i].2.push(end - prev.0);
+            rows[i].3.push(prev.1.map_or(*cpu, |p| cpu - p));
+            prev = (*end, Some(*cpu));
+        }
+    }
+    rows
 }
 
 /// exec -> exit of `cmd`, `n` times (seconds).
@@ -669,6 +703,25 @@ fn main() {
             .collect();
         format!("{}/{}", all.iter().filter(|a| **a).count(), all.len())
     };
+    let stage_rows = mvm_stages(
+        results
+            .iter()
+            .filter(|(v, _)| *v == Vmm::Mvm)
+            .flat_map(|(_, l)| l.iter().filter(|b| b.ok())),
+    );
+    if !stage_rows.is_empty() {
+        println!(
+            "\nmvm start-up stages (medians: exec -> stage end, the stage's own wall and CPU time), s"
+        );
+        for (name, end, wall, cpu) in &stage_rows {
+            println!(
+                "  {name:<22} {:>8} {:>8} {:>8}",
+                cell(median(end), 4),
+                cell(median(wall), 4),
+                cell(median(cpu), 4)
+            );
+        }
+    }
     println!(
         "guest RAM mapping 2 MiB-aligned in the host: mvm {} boots, qemu {}, firecracker {}",
         aligned(Vmm::Mvm),

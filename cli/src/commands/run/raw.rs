@@ -316,6 +316,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 std::mem::forget(scratch);
                 let refused =
                     vmm::jail::unshare_namespaces_or_refusal().map_err(vmm::Error::from)?;
+                vmm::stages::stamp("namespaces");
                 if let Some(e) = refused {
                     eprintln!("mvm: the VMM runs without its jail ({e})");
                     config.jail = None;
@@ -382,10 +383,12 @@ fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::
 /// it on the signals `held` kept.
 fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(EarlyStop::default());
+    vmm::stages::stamp("configured");
     let mut vm = Vm::new(config).map_err(crate::commands::in_flags)?;
     if let Some(jail) = &config.jail {
         jail.enter().map_err(vmm::Error::from)?;
         manager::supervisor::die_with_parent();
+        vmm::stages::stamp("jail");
     }
     let on_signal = stop.clone();
     held.forward(move |sig| on_signal.signal(sig));
