@@ -82,7 +82,11 @@ pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
     list.iter()
         .map(|s| {
             let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64);
-            match (s.get("stage").and_then(serde_json::Value::as_str), num("monotonic_ns"), num("cpu_ns")) {
+            match (
+                s.get("stage").and_then(serde_json::Value::as_str),
+                num("monotonic_ns"),
+                num("cpu_ns"),
+            ) {
                 (Some(name), Some(monotonic_ns), Some(cpu_ns)) => Ok(Stage {
                     name: name.to_string(),
                     monotonic_ns,
@@ -113,8 +117,13 @@ mod tests {
         let text = r#"{"monotonic_ns":9,"cpu_ns":5,"stages":[{"stage":"main","monotonic_ns":1,"cpu_ns":1},{"stage":"first_kvm_run","monotonic_ns":9,"cpu_ns":5}]}"#;
         let stages = parse_stages(text).unwrap();
         assert_eq!(stages.len(), 2);
-        assert_eq!((stages[0].name.as_str(), stages[1].monotonic_ns), ("main", 9));
-        assert!(parse_stages(r#"{"monotonic_ns":1,"cpu_ns":1}"#).unwrap().is_empty());
+        assert_eq!(
+            (stages[0].name.as_str(), stages[1].monotonic_ns),
+            ("main", 9)
+        );
+        assert!(parse_stages(r#"{"monotonic_ns":1,"cpu_ns":1}"#)
+            .unwrap()
+            .is_empty());
         assert!(parse_stages(r#"{"stages":[{"stage":"x"}]}"#).is_err());
     }
 

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use args::Lazy;
+
 /// Per-project Linux microVMs.
 #[derive(Parser)]
 #[command(name = "mvm", version, about, long_about = None)]
@@ -21,63 +23,64 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a VM (writes its spec; does not start it).
-    Create(commands::create::CreateArgs),
+    Create(Lazy<commands::create::CreateArgs>),
     /// Bring a project's VM up: create it from the folder's mvm.toml (or what
     /// detection infers), start it, wait for its services, show its URLs.
-    Up(commands::up::UpArgs),
+    Up(Lazy<commands::up::UpArgs>),
     /// Stop a project's VM (`--rm`: and remove it).
-    Down(commands::up::DownArgs),
+    Down(Lazy<commands::up::DownArgs>),
     /// Print a project's resolved configuration, or mvm.toml's JSON Schema.
-    Config(commands::up::ConfigArgs),
+    Config(Lazy<commands::up::ConfigArgs>),
     /// Trust a project's mvm.toml as it is now: its shares outside the
     /// folder, home paths and env_host wildcards then apply (`--revoke` undoes).
     #[command(alias = "allow")]
-    Trust(commands::trust::TrustArgs),
+    Trust(Lazy<commands::trust::TrustArgs>),
     /// Print the .envrc snippet that makes direnv bring this project's VM up.
-    Direnv(commands::direnv::DirenvArgs),
+    Direnv(Lazy<commands::direnv::DirenvArgs>),
     /// Write mvm.toml from what detection finds (`--direnv`: and .envrc).
-    Init(commands::direnv::InitArgs),
+    Init(Lazy<commands::direnv::InitArgs>),
     /// Stops a direnv-started VM once no shell is in its folder.
     #[command(name = "_linger", hide = true)]
-    Linger(commands::direnv::LingerArgs),
+    Linger(Lazy<commands::direnv::LingerArgs>),
     /// Start a VM (does nothing if it runs already).
-    Start(commands::lifecycle::NameArg),
+    Start(Lazy<commands::lifecycle::NameArg>),
     /// Stop a VM: clean guest shutdown, killed after a timeout.
-    Stop(commands::lifecycle::StopArgs),
+    Stop(Lazy<commands::lifecycle::StopArgs>),
     /// Stop and start a VM.
-    Restart(commands::lifecycle::StopArgs),
+    Restart(Lazy<commands::lifecycle::StopArgs>),
     /// Remove a VM and its state.
-    Rm(commands::lifecycle::RmArgs),
+    Rm(Lazy<commands::lifecycle::RmArgs>),
     /// Create, list and remove volumes (persistent disks for VMs).
-    Volume(commands::volume::VolumeArgs),
+    Volume(Lazy<commands::volume::VolumeArgs>),
     /// List VMs.
     #[command(alias = "ls")]
-    List(commands::list::ListArgs),
+    List(Lazy<commands::list::ListArgs>),
     /// Check what this host can do for mvm, and how to fix what is missing.
-    Doctor(commands::doctor::DoctorArgs),
+    Doctor(Lazy<commands::doctor::DoctorArgs>),
     /// Run a command in a VM (exit status, stdin/stdout and pipelines pass through).
-    Exec(commands::exec::ExecArgs),
+    Exec(Lazy<commands::exec::ExecArgs>),
     /// An interactive login shell in a VM.
-    Shell(commands::exec::ShellArgs),
+    Shell(Lazy<commands::exec::ShellArgs>),
     /// Show what the guest changed in the project (A added, M modified, D deleted).
-    Diff(commands::changes::DiffArgs),
+    Diff(Lazy<commands::changes::DiffArgs>),
     /// Apply the guest's project changes to the host folder.
-    Commit(commands::changes::CommitArgs),
+    Commit(Lazy<commands::changes::CommitArgs>),
     /// List, add (also while running) or remove port forwards.
-    Port(commands::port::PortArgs),
+    Port(Lazy<commands::port::PortArgs>),
     /// One-time host network set-up (bridge, NAT, tap pool), as root.
-    Net(commands::net_cmd::NetArgs),
+    Net(Lazy<commands::net_cmd::NetArgs>),
     /// Status, start/stop/restart and logs of a VM's supervised services.
-    Service(commands::service::ServiceArgs),
+    Service(Lazy<commands::service::ServiceArgs>),
     /// A running VM's state dump (vCPUs, interrupts, virtio rings): why it stalls.
     #[command(hide = true)]
-    Debug(commands::debug::DebugArgs),
+    Debug(Lazy<commands::debug::DebugArgs>),
     /// Show a VM's console output.
-    Logs(commands::logs::LogsArgs),
-    Run(commands::run::RunArgs),
+    Logs(Lazy<commands::logs::LogsArgs>),
+    /// Run a command (or a shell) in a throw-away VM for a project, or boot a kernel and initramfs
+    Run(Lazy<commands::run::RunArgs>),
     /// The VMM process of a managed VM (started by `mvm start`).
     #[command(name = "_vmm", hide = true)]
-    Vmm(commands::vmm_process::VmmArgs),
+    Vmm(Lazy<commands::vmm_process::VmmArgs>),
     /// The host's DHCP and DNS servers for VMs (started on demand).
     #[command(name = "_netd", hide = true)]
     Netd,
@@ -99,39 +102,39 @@ fn main() -> ExitCode {
     vmm::stages::stamp("arguments");
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Create(args) => ok(commands::create::create(args)),
-        Command::Up(args) => ok(commands::up::up(args)),
-        Command::Down(args) => ok(commands::up::down(args)),
-        Command::Config(args) => ok(commands::up::config(args)),
-        Command::Trust(args) => ok(commands::trust::trust(args)),
-        Command::Direnv(args) => ok(commands::direnv::direnv(args)),
-        Command::Init(args) => ok(commands::direnv::init(args)),
-        Command::Linger(args) => ok(commands::direnv::linger(args)),
-        Command::Start(args) => ok(commands::lifecycle::start(args)),
-        Command::Stop(args) => ok(commands::lifecycle::stop(args)),
-        Command::Restart(args) => ok(commands::lifecycle::restart(args)),
-        Command::Rm(args) => ok(commands::lifecycle::rm(args)),
-        Command::List(args) => ok(commands::list::list(args)),
-        Command::Logs(args) => ok(commands::logs::logs(args)),
-        Command::Debug(args) => ok(commands::debug::debug(args)),
-        Command::Diff(args) => ok(commands::changes::diff(args)),
-        Command::Commit(args) => ok(commands::changes::commit(args)),
-        Command::Exec(args) => commands::exec::exec(args),
-        Command::Shell(args) => commands::exec::shell(args),
-        Command::Doctor(args) => commands::doctor::doctor(args).map(|good| {
+        Command::Create(Lazy(args)) => ok(commands::create::create(args)),
+        Command::Up(Lazy(args)) => ok(commands::up::up(args)),
+        Command::Down(Lazy(args)) => ok(commands::up::down(args)),
+        Command::Config(Lazy(args)) => ok(commands::up::config(args)),
+        Command::Trust(Lazy(args)) => ok(commands::trust::trust(args)),
+        Command::Direnv(Lazy(args)) => ok(commands::direnv::direnv(args)),
+        Command::Init(Lazy(args)) => ok(commands::direnv::init(args)),
+        Command::Linger(Lazy(args)) => ok(commands::direnv::linger(args)),
+        Command::Start(Lazy(args)) => ok(commands::lifecycle::start(args)),
+        Command::Stop(Lazy(args)) => ok(commands::lifecycle::stop(args)),
+        Command::Restart(Lazy(args)) => ok(commands::lifecycle::restart(args)),
+        Command::Rm(Lazy(args)) => ok(commands::lifecycle::rm(args)),
+        Command::List(Lazy(args)) => ok(commands::list::list(args)),
+        Command::Logs(Lazy(args)) => ok(commands::logs::logs(args)),
+        Command::Debug(Lazy(args)) => ok(commands::debug::debug(args)),
+        Command::Diff(Lazy(args)) => ok(commands::changes::diff(args)),
+        Command::Commit(Lazy(args)) => ok(commands::changes::commit(args)),
+        Command::Exec(Lazy(args)) => commands::exec::exec(args),
+        Command::Shell(Lazy(args)) => commands::exec::shell(args),
+        Command::Doctor(Lazy(args)) => commands::doctor::doctor(args).map(|good| {
             if good {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(commands::EXIT_ERROR)
             }
         }),
-        Command::Run(args) => commands::run::run(args),
-        Command::Vmm(args) => commands::vmm_process::run(args),
+        Command::Run(Lazy(args)) => commands::run::run(args),
+        Command::Vmm(Lazy(args)) => commands::vmm_process::run(args),
         Command::Netd => ok(commands::net_cmd::netd()),
-        Command::Service(args) => ok(commands::service::service(args)),
-        Command::Port(args) => ok(commands::port::port(args)),
-        Command::Volume(args) => ok(commands::volume::volume(args)),
-        Command::Net(args) => ok(commands::net_cmd::net(args)),
+        Command::Service(Lazy(args)) => ok(commands::service::service(args)),
+        Command::Port(Lazy(args)) => ok(commands::port::port(args)),
+        Command::Volume(Lazy(args)) => ok(commands::volume::volume(args)),
+        Command::Net(Lazy(args)) => ok(commands::net_cmd::net(args)),
     };
     match result {
         Ok(code) => code,
@@ -139,5 +142,16 @@ fn main() -> ExitCode {
             eprintln!("mvm: {e:#}");
             ExitCode::from(commands::EXIT_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent_with_every_subcommand_built() {
+        // debug_assert builds the deferred subcommands too.
+        super::Cli::command().debug_assert();
     }
 }
