@@ -400,7 +400,7 @@ pub type FirstRunHook = Box<dyn FnOnce() + Send>;
 /// leave KVM_RUN so it looks.
 #[derive(Default)]
 pub struct RunControl {
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     paused: Mutex<bool>,
     resumed: Condvar,
     parked: AtomicUsize,
@@ -424,6 +424,12 @@ impl RunControl {
             // until after the last kick (stop_all), so the id is valid.
             unsafe { libc::pthread_kill(t, kick_signal()) };
         }
+    }
+
+    /// The flag that stops every vCPU loop at its next exit, for devices
+    /// that end the VM from a vCPU thread.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     pub fn is_stopping(&self) -> bool {

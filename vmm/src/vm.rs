@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use devices::bus::BusDevice;
 use devices::legacy::{
-    AcpiPm, Serial, ACPI_PM_PORT_BASE, ACPI_PM_PORT_LEN, COM1_IRQ, COM1_PORT_BASE, COM1_PORT_LEN,
-    I8042, I8042_PORT_BASE, I8042_PORT_LEN,
+    AcpiPm, EndSignal, Serial, ACPI_PM_PORT_BASE, ACPI_PM_PORT_LEN, COM1_IRQ, COM1_PORT_BASE,
+    COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
 };
 use devices::virtio::{cmdline_device, Interrupt, MmioTransport, VirtioDevice, MMIO_DEVICE_WINDOW};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -132,17 +132,20 @@ impl Vm {
             COM1_PORT_BASE,
             COM1_PORT_LEN,
         )?;
-        let i8042 = I8042::new(reset_evt.try_clone().map_err(Error::EventFd)?);
+        // The vCPU that asks for a reset or power-off stops at once.
+        let control = vcpu::RunControl::new();
+        let end = |evt: &EventFd| -> Result<EndSignal, Error> {
+            Ok(EndSignal::new(evt.try_clone().map_err(Error::EventFd)?)
+                .stopping(control.stop_flag()))
+        };
+        let i8042 = I8042::new(end(&reset_evt)?);
         insert(
             &mut buses.pio,
             Arc::new(Mutex::new(i8042)),
             I8042_PORT_BASE,
             I8042_PORT_LEN,
         )?;
-        let acpi_pm = AcpiPm::new(
-            reset_evt.try_clone().map_err(Error::EventFd)?,
-            poweroff_evt.try_clone().map_err(Error::EventFd)?,
-        );
+        let acpi_pm = AcpiPm::new(end(&reset_evt)?, end(&poweroff_evt)?);
         insert(
             &mut buses.pio,
             Arc::new(Mutex::new(acpi_pm)),
@@ -272,7 +275,6 @@ impl Vm {
         // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
         // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
         let buses = Arc::new(buses);
-        let control = vcpu::RunControl::new();
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
 use devices::legacy::{
-    Serial, COM1_PORT_BASE, COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
+    EndSignal, Serial, COM1_PORT_BASE, COM1_PORT_LEN, I8042, I8042_PORT_BASE, I8042_PORT_LEN,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -52,7 +52,9 @@ pub fn run(data: &[u8]) {
     let mut bus = Bus::new();
     bus.insert(serial.clone(), COM1_PORT_BASE, COM1_PORT_LEN)
         .unwrap();
-    let i8042 = Arc::new(Mutex::new(I8042::new(reset.try_clone().unwrap())));
+    let i8042 = Arc::new(Mutex::new(I8042::new(EndSignal::new(
+        reset.try_clone().unwrap(),
+    ))));
     bus.insert(i8042, I8042_PORT_BASE, I8042_PORT_LEN).unwrap();
 
     let mut resets = 0u64;

@@ -1,5 +1,4 @@
-use vmm_sys_util::eventfd::EventFd;
-
+use super::EndSignal;
 use crate::bus::BusDevice;
 
 /// The registers a hardware-reduced ACPI FADT points at, as I/O ports:
@@ -20,21 +19,18 @@ const SLP_TYP_MASK: u8 = 0x7;
 const SLP_EN: u8 = 1 << 5;
 
 /// Power-off and reset for ACPI guests: writing S5 with SLP_EN to the
-/// sleep control register signals `poweroff_evt`; writing the reset value
-/// to the reset register signals `reset_evt` (the same line the i8042
-/// drives). Reads return 0: the guest then waits for a wake that never
-/// comes while the VMM stops it.
+/// sleep control register raises `poweroff`; writing the reset value to
+/// the reset register raises `reset` (the same line the i8042 drives).
+/// Reads return 0: the guest then waits for a wake that never comes while
+/// the VMM stops it.
 pub struct AcpiPm {
-    reset_evt: EventFd,
-    poweroff_evt: EventFd,
+    reset: EndSignal,
+    poweroff: EndSignal,
 }
 
 impl AcpiPm {
-    pub fn new(reset_evt: EventFd, poweroff_evt: EventFd) -> Self {
-        Self {
-            reset_evt,
-            poweroff_evt,
-        }
+    pub fn new(reset: EndSignal, poweroff: EndSignal) -> Self {
+        Self { reset, poweroff }
     }
 }
 
@@ -52,13 +48,13 @@ impl BusDevice for AcpiPm {
                 if value & SLP_EN != 0
                     && (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK == ACPI_S5_SLEEP_TYPE =>
             {
-                &self.poweroff_evt
+                &self.poweroff
             }
-            ACPI_RESET_OFFSET if value == ACPI_RESET_VALUE => &self.reset_evt,
+            ACPI_RESET_OFFSET if value == ACPI_RESET_VALUE => &self.reset,
             // Other sleep states and stray writes: nothing to do.
             _ => return,
         };
-        if let Err(e) = evt.write(1) {
+        if let Err(e) = evt.raise() {
             tracing::error!("ACPI: cannot signal power-off or reset: {e}");
         }
     }
@@ -66,12 +62,17 @@ impl BusDevice for AcpiPm {
 
 #[cfg(test)]
 mod tests {
+    use vmm_sys_util::eventfd::EventFd;
+
     use super::*;
 
     fn pm() -> (AcpiPm, EventFd, EventFd) {
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let off = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let dev = AcpiPm::new(reset.try_clone().unwrap(), off.try_clone().unwrap());
+        let dev = AcpiPm::new(
+            EndSignal::new(reset.try_clone().unwrap()),
+            EndSignal::new(off.try_clone().unwrap()),
+        );
         (dev, reset, off)
     }
 
