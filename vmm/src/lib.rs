@@ -21,6 +21,7 @@ pub mod acpi;
 pub mod api;
 pub mod arch;
 pub mod config;
+pub mod console;
 pub mod console_file;
 pub mod dump;
 pub mod jail;
@@ -71,6 +72,8 @@ pub enum Error {
     Console(PathBuf, std::io::Error),
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
+    #[error("cannot create the console's flush timer: {0}")]
+    ConsoleTimer(std::io::Error),
     #[error("event loop failed: {0:?}")]
     EventManager(event_manager::Error),
     #[error("device address conflict: {0}")]

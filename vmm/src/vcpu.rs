@@ -411,7 +411,11 @@ pub struct RunControl {
     dump_wanted: AtomicU64,
     dumps: Mutex<Vec<VcpuAnswer>>,
     dump_answered: Condvar,
+    /// Run once every vCPU is parked by [`RunControl::pause`].
+    pause_hooks: Mutex<Vec<PauseHook>>,
 }
+
+type PauseHook = Box<dyn Fn() + Send>;
 
 impl RunControl {
     pub fn new() -> Arc<Self> {
@@ -440,6 +444,12 @@ impl RunControl {
         *devices::bus::lock(&self.paused)
     }
 
+    /// Has `hook` run each time a pause has parked every vCPU (the console
+    /// sends out a partial line then).
+    pub fn on_pause(&self, hook: PauseHook) {
+        devices::bus::lock(&self.pause_hooks).push(hook);
+    }
+
     /// Parks every vCPU outside KVM_RUN; returns once all are parked (or
     /// after `timeout`, returning false).
     pub fn pause(&self, timeout: Duration) -> bool {
@@ -452,6 +462,9 @@ impl RunControl {
             }
             self.kick_all();
             std::thread::sleep(Duration::from_millis(1));
+        }
+        for hook in devices::bus::lock(&self.pause_hooks).iter() {
+            hook();
         }
         true
     }

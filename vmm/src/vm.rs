@@ -120,12 +120,16 @@ impl Vm {
         let stop_evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?);
         let mut event_manager = EventManager::<Subscriber>::new().map_err(Error::EventManager)?;
 
+        let control = vcpu::RunControl::new();
         // Legacy devices: the console, the reset line, ACPI power-off.
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
         vm_fd
             .register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(|e| Error::Kvm("KVM_IRQFD for the serial port", e))?;
-        let serial = Serial::new(serial_irq, console_writer(&config.console)?);
+        let serial = Serial::new(
+            serial_irq,
+            console_writer(&config.console, &mut event_manager, &control)?,
+        );
         insert(
             &mut buses.pio,
             Arc::new(Mutex::new(serial)),
@@ -133,7 +137,6 @@ impl Vm {
             COM1_PORT_LEN,
         )?;
         // The vCPU that asks for a reset or power-off stops at once.
-        let control = vcpu::RunControl::new();
         let end = |evt: &EventFd| -> Result<EndSignal, Error> {
             Ok(EndSignal::new(evt.try_clone().map_err(Error::EventFd)?)
                 .stopping(control.stop_flag()))
@@ -565,30 +568,26 @@ fn setup_irqchip(vm_fd: &VmFd) -> Result<(), Error> {
         .map_err(|e| Error::Kvm("KVM_CREATE_PIT2", e))
 }
 
-fn console_writer(console: &Console) -> Result<Box<dyn Write + Send>, Error> {
-    Ok(match console {
-        Console::Stdout => Box::new(Unbuffered(std::io::stdout())),
+/// The console's writer: stdout or the capped file, in lines (the
+/// flusher of partial lines joins the event loop).
+fn console_writer(
+    console: &Console,
+    event_manager: &mut EventManager<Subscriber>,
+    control: &vcpu::RunControl,
+) -> Result<Box<dyn Write + Send>, Error> {
+    let out: Box<dyn Write + Send> = match console {
+        Console::Stdout => Box::new(std::io::stdout()),
         Console::File(path) => Box::new(
             crate::console_file::RotatingFile::create(path, crate::console_file::CONSOLE_FILE_MAX)
                 .map_err(|e| Error::Console(path.clone(), e))?,
         ),
-        Console::Null => Box::new(std::io::sink()),
-    })
-}
-
-/// Writes through at once: the guest writes its console a byte at a time
-/// and a prompt without a newline must still show.
-struct Unbuffered<W: Write>(W);
-
-impl<W: Write> Write for Unbuffered<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write_all(buf)?;
-        self.0.flush()?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
+        Console::Null => return Ok(Box::new(std::io::sink())),
+    };
+    let (lines, flusher) = crate::console::line_buffered(out).map_err(Error::ConsoleTimer)?;
+    let on_pause = flusher.clone();
+    control.on_pause(Box::new(move || on_pause.flush_now()));
+    event_manager.add_subscriber(Arc::new(Mutex::new(flusher)));
+    Ok(Box::new(lines))
 }
 
 /// Hands out MMIO windows and IRQ lines to virtio devices and wires each
