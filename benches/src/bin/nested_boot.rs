@@ -125,10 +125,14 @@ impl Boot {
         Some(self.uptime_line_s? - self.guest_uptime_s?)
     }
 
-    /// Per-thread CPU time of the running VMM; vCPU threads are `vcpuN`
-    /// (mvm), `CPU N/KVM` (QEMU) and `fc_vcpu N` (Firecracker).
-    fn sample_threads(&mut self, pid: u32) {
-        let threads = mvm_benches::procfs::thread_cpu_of(pid);
+    /// Per-thread CPU time of the running VMM (`pids`: the process and,
+    /// for a jailed mvm, its forked VMM); vCPU threads are `vcpuN` (mvm),
+    /// `CPU N/KVM` (QEMU) and `fc_vcpu N` (Firecracker).
+    fn sample_threads(&mut self, pids: &[u32]) {
+        let threads: Vec<(String, u64)> = pids
+            .iter()
+            .flat_map(|&pid| mvm_benches::procfs::thread_cpu_of(pid))
+            .collect();
         if threads.is_empty() {
             return;
         }
@@ -329,8 +333,18 @@ impl Bench {
         while let Some((t, line)) = run.next_line(deadline) {
             if b.init_started_s.is_none() && line.contains("MVM-GUEST: init started") {
                 b.init_started_s = Some(secs(t0, t));
-                b.sample_threads(run.pid());
-                if let Ok(r) = mvm_benches::procfs::rss_of(run.pid(), self.memory_mib << 20) {
+                // As root `mvm run` forks its jailed VMM: the guest's
+                // memory and the vCPU are the child's.
+                let vmm = match mvm_benches::procfs::children_of(run.pid()).as_slice() {
+                    [child] => *child,
+                    _ => run.pid(),
+                };
+                if vmm == run.pid() {
+                    b.sample_threads(&[vmm]);
+                } else {
+                    b.sample_threads(&[run.pid(), vmm]);
+                }
+                if let Ok(r) = mvm_benches::procfs::rss_of(vmm, self.memory_mib << 20) {
                     if r.guest_mappings > 0 {
                         b.guest_rss_at_init_mib = Some(r.guest_kb as f64 / 1024.0);
                         b.guest_thp_at_init_mib = Some(r.guest_thp_kb as f64 / 1024.0);
