@@ -25,11 +25,14 @@ pub fn process_cpu_ns() -> u64 {
 }
 
 /// The start-up report `mvm run` writes with `MVM_STARTUP_REPORT=FILE`
-/// (and `noop` too): `{"monotonic_ns":N,"cpu_ns":N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (and `noop` too): `{"monotonic_ns":N,"cpu_ns":N}`, and from mvm the
+/// `stages` on the way there.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupReport {
     pub monotonic_ns: u64,
     pub cpu_ns: u64,
+    /// Oldest first; none in older reports and in noop's.
+    pub stages: Vec<Stage>,
 }
 
 impl StartupReport {
@@ -37,10 +40,11 @@ impl StartupReport {
         StartupReport {
             monotonic_ns: monotonic_ns(),
             cpu_ns: process_cpu_ns(),
+            stages: Vec::new(),
         }
     }
 
-    pub fn to_json(self) -> String {
+    pub fn to_json(&self) -> String {
         format!(
             "{{\"monotonic_ns\":{},\"cpu_ns\":{}}}\n",
             self.monotonic_ns, self.cpu_ns
@@ -58,6 +62,7 @@ impl StartupReport {
         Ok(StartupReport {
             monotonic_ns: field("monotonic_ns")?,
             cpu_ns: field("cpu_ns")?,
+            stages: stages_of(&v)?,
         })
     }
 }
@@ -71,11 +76,7 @@ pub struct Stage {
     pub cpu_ns: u64,
 }
 
-/// The `stages` of a start-up report, oldest first (none in older
-/// reports and in noop's).
-pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("bad start-up report {text:?}: {e}"))?;
+fn stages_of(v: &serde_json::Value) -> Result<Vec<Stage>, String> {
     let Some(list) = v.get("stages").and_then(serde_json::Value::as_array) else {
         return Ok(Vec::new());
     };
@@ -107,6 +108,7 @@ mod tests {
         let r = StartupReport {
             monotonic_ns: 12,
             cpu_ns: 34,
+            stages: Vec::new(),
         };
         assert_eq!(StartupReport::parse(&r.to_json()).unwrap(), r);
         assert!(StartupReport::parse("{\"cpu_ns\":1}").is_err());
@@ -115,16 +117,20 @@ mod tests {
     #[test]
     fn stages_parse_in_order() {
         let text = r#"{"monotonic_ns":9,"cpu_ns":5,"stages":[{"stage":"main","monotonic_ns":1,"cpu_ns":1},{"stage":"first_kvm_run","monotonic_ns":9,"cpu_ns":5}]}"#;
-        let stages = parse_stages(text).unwrap();
+        let stages = StartupReport::parse(text).unwrap().stages;
         assert_eq!(stages.len(), 2);
         assert_eq!(
             (stages[0].name.as_str(), stages[1].monotonic_ns),
             ("main", 9)
         );
-        assert!(parse_stages(r#"{"monotonic_ns":1,"cpu_ns":1}"#)
+        assert!(StartupReport::parse(r#"{"monotonic_ns":1,"cpu_ns":1}"#)
             .unwrap()
+            .stages
             .is_empty());
-        assert!(parse_stages(r#"{"stages":[{"stage":"x"}]}"#).is_err());
+        assert!(
+            StartupReport::parse(r#"{"monotonic_ns":1,"cpu_ns":1,"stages":[{"stage":"x"}]}"#)
+                .is_err()
+        );
     }
 
     #[test]

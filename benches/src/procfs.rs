@@ -158,7 +158,6 @@ pub fn thread_cpu_of(pid: u32) -> Vec<(String, u64)> {
     out
 }
 
-/// Number of threads of `pid`.
 /// The child processes of `pid` (its main thread's), e.g. the jailed VMM
 /// that `mvm run` forks as root.
 pub fn children_of(pid: u32) -> Vec<u32> {
@@ -169,6 +168,16 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The process that runs the guest: as root `mvm run` forks its jailed
+/// VMM (the only child), otherwise it is `pid` itself.
+pub fn vmm_of(pid: u32) -> u32 {
+    match children_of(pid).as_slice() {
+        [child] => *child,
+        _ => pid,
+    }
+}
+
+/// Number of threads of `pid`.
 pub fn threads_of(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
 }

@@ -5,19 +5,7 @@
 //! forked from `mvm`: with what `mvm` used before the fork), and the
 //! [`vmm::stages`] stamped on the way there.
 
-use std::fmt::Write;
 use std::path::Path;
-
-/// The CPU time this process has used.
-pub fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Turns on the stage stamps when a report was asked for.
 pub fn enable_from_env() {
@@ -29,25 +17,29 @@ pub fn enable_from_env() {
 
 /// Writes the report: call it right before the first KVM_RUN.
 pub fn write_report(path: &Path) {
+    // On in any case: the report's own stamp is the first KVM_RUN.
+    vmm::stages::enable();
     vmm::stages::stamp("first_kvm_run");
     let stamps = vmm::stages::stamps();
     let Some(last) = stamps.last() else {
         return;
     };
-    let mut stages = String::new();
-    for (i, s) in stamps.iter().enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        let _ = write!(
-            stages,
-            "{comma}{{\"stage\":\"{}\",\"monotonic_ns\":{},\"cpu_ns\":{}}}",
-            s.stage, s.monotonic_ns, s.cpu_ns
-        );
-    }
-    let report = format!(
-        "{{\"monotonic_ns\":{},\"cpu_ns\":{},\"stages\":[{stages}]}}\n",
-        last.monotonic_ns, last.cpu_ns
-    );
-    if let Err(e) = std::fs::write(path, report) {
+    let stages: Vec<_> = stamps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "stage": s.stage,
+                "monotonic_ns": s.monotonic_ns,
+                "cpu_ns": s.cpu_ns,
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "monotonic_ns": last.monotonic_ns,
+        "cpu_ns": last.cpu_ns,
+        "stages": stages,
+    });
+    if let Err(e) = std::fs::write(path, format!("{report}\n")) {
         tracing::warn!("cannot write the start-up report {}: {e}", path.display());
     }
 }

@@ -81,7 +81,7 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // The child's CPU clock starts again at zero: its stage stamps add this.
-    let cpu_before_fork = crate::startup::cpu_ns();
+    let cpu_before_fork = vmm::stages::cpu_ns();
     // SAFETY: the caller runs single-threaded (the jail requires it too),
     // so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };

@@ -40,7 +40,7 @@ pub fn stamp(stage: &'static str) {
     let s = Stamp {
         stage,
         monotonic_ns: clock_ns(libc::CLOCK_MONOTONIC),
-        cpu_ns: clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID) + CPU_OFFSET_NS.load(Ordering::Relaxed),
+        cpu_ns: cpu_ns() + CPU_OFFSET_NS.load(Ordering::Relaxed),
     };
     STAMPS.lock().unwrap_or_else(|e| e.into_inner()).push(s);
 }
@@ -48,6 +48,12 @@ pub fn stamp(stage: &'static str) {
 /// The stamps so far, oldest first.
 pub fn stamps() -> Vec<Stamp> {
     STAMPS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The CPU time this process has used (its own clock: without the
+/// offset of [`set_cpu_offset`]).
+pub fn cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {

@@ -17,7 +17,7 @@ use std::process::Command;
 use clap::Parser;
 use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
-use mvm_benches::clock::{parse_stages, StartupReport};
+use mvm_benches::clock::StartupReport;
 use mvm_benches::stats::{self, cell, median, ratio};
 use serde_json::{json, Value};
 
@@ -335,15 +335,9 @@ impl Bench {
                 b.init_started_s = Some(secs(t0, t));
                 // As root `mvm run` forks its jailed VMM: the guest's
                 // memory and the vCPU are the child's.
-                let vmm = match mvm_benches::procfs::children_of(run.pid()).as_slice() {
-                    [child] => *child,
-                    _ => run.pid(),
-                };
-                if vmm == run.pid() {
-                    b.sample_threads(&[vmm]);
-                } else {
-                    b.sample_threads(&[run.pid(), vmm]);
-                }
+                let vmm = mvm_benches::procfs::vmm_of(run.pid());
+                let pids = [run.pid(), vmm];
+                b.sample_threads(if vmm == run.pid() { &pids[..1] } else { &pids });
                 if let Ok(r) = mvm_benches::procfs::rss_of(vmm, self.memory_mib << 20) {
                     if r.guest_mappings > 0 {
                         b.guest_rss_at_init_mib = Some(r.guest_kb as f64 / 1024.0);
@@ -382,12 +376,13 @@ impl Bench {
         if vmm == Vmm::Mvm {
             let r = std::fs::read_to_string(&report)
                 .map_err(|e| e.to_string())
-                .and_then(|t| Ok((StartupReport::parse(&t)?, parse_stages(&t)?)));
+                .and_then(|t| StartupReport::parse(&t));
             match r {
-                Ok((r, stages)) => {
+                Ok(r) => {
                     b.first_kvm_run_s = Some(secs(t0, r.monotonic_ns));
                     b.cpu_to_first_kvm_run_s = Some(r.cpu_ns as f64 / 1e9);
-                    b.stages = stages
+                    b.stages = r
+                        .stages
                         .into_iter()
                         .map(|s| (s.name, secs(t0, s.monotonic_ns), s.cpu_ns as f64 / 1e9))
                         .collect();

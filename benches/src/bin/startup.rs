@@ -14,7 +14,7 @@ use clap::Parser;
 use mvm_benches::args;
 use mvm_benches::child::{deadline_in, Running};
 use mvm_benches::clock::StartupReport;
-use mvm_benches::procfs::{children_of, cpu_ns_of, rss_of, threads_of, Rss};
+use mvm_benches::procfs::{cpu_ns_of, rss_of, threads_of, vmm_of, Rss};
 use mvm_benches::stats::{self, cell, median, ratio};
 use mvm_test_guests::{pvh_elf, Then, GREETING};
 use serde_json::{json, Value};
@@ -285,10 +285,7 @@ impl Setup {
         let first = run.wait_first_byte(deadline_in(self.timeout));
         // As root `mvm run` forks its jailed VMM: its CPU counts with the
         // parent's, its memory and threads are the VMM's.
-        let vmm = match children_of(run.pid()).as_slice() {
-            [child] => *child,
-            _ => run.pid(),
-        };
+        let vmm = vmm_of(run.pid());
         let cpu = match (cpu_ns_of(run.pid()), vmm != run.pid()) {
             (Some(p), true) => cpu_ns_of(vmm).map(|c| c + p),
             (cpu, _) => cpu,
