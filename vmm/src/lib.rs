@@ -88,7 +88,7 @@ pub enum Error {
     TooManyDevices,
     #[error(transparent)]
     Api(#[from] api::ApiError),
-    #[error("cannot start a vCPU thread: {0}")]
+    #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
     Seccomp(#[from] seccomp::Error),

@@ -26,7 +26,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiParams, VirtioMmioDevice};
-use crate::arch::boot_params::{write_pvh_start_info, write_zero_page};
+use crate::arch::boot_params::{write_pvh_start_info, write_zero_page, InitrdPlacement};
 use crate::arch::cpuid::{self, CpuidParams};
 use crate::arch::layout::{BIOS_RESET_FLAG, IRQ_BASE, IRQ_MAX, MMIO_GAP_START, VIRTIO_MMIO_START};
 use crate::arch::mptable::{self, MAX_CPUS};
@@ -87,6 +87,36 @@ impl Vm {
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
         preflight(config)?;
         stamp("preflight");
+        // Guest RAM first, so that the kernel and initramfs (the longest
+        // step: reading them and faulting in the pages they land in) can
+        // load on a helper thread while the VM, its devices and vCPUs are
+        // set up: where the host has a second CPU to run it on (on one,
+        // the two would only take turns, and the thread costs a little).
+        let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        let mem = ram.mem.clone();
+        let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !parallel {
+            return Self::build(config, ram, || load_boot_files(&mem, config));
+        }
+        std::thread::scope(|scope| {
+            let loader = std::thread::Builder::new()
+                .name("mvm-loader".into())
+                .spawn_scoped(scope, || load_boot_files(&mem, config))
+                .map_err(Error::Thread)?;
+            Self::build(config, ram, move || match loader.join() {
+                Ok(files) => files,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+        })
+    }
+
+    /// The rest of [`Vm::new`], beside the loader thread: `boot_files`
+    /// waits for it.
+    fn build(
+        config: &VmConfig,
+        ram: memory::GuestRam,
+        boot_files: impl FnOnce() -> Result<BootFiles, Error>,
+    ) -> Result<Self, Error> {
         let seccomp = crate::seccomp::Filters::new(config.seccomp)?.map(Arc::new);
         stamp("seccomp_compiled");
         let kvm = kvm::open()?;
@@ -103,7 +133,6 @@ impl Vm {
         let vm_fd = Arc::new(kvm.create_vm().map_err(kvm::KvmError::CreateVm)?);
         stamp("vm_created");
 
-        let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
         let mem = ram.mem.clone();
         register_memory(&vm_fd, &mem)?;
         setup_irqchip(&vm_fd)?;
@@ -242,15 +271,46 @@ impl Vm {
             })
             .collect();
 
+        // vCPUs: CPUID, MSRs, LAPIC, FPU for all; the boot vCPU's entry
+        // registers once the kernel is loaded (the others wait for
+        // INIT/SIPI in the in-kernel LAPIC).
+        let buses = Arc::new(buses);
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+        let has_xcrs = kvm.check_extension(kvm_ioctls::Cap::Xcrs);
+        let mut vcpu_fds = Vec::with_capacity(usize::from(config.cpus));
+        for index in 0..config.cpus {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(|e| Error::Kvm("KVM_CREATE_VCPU", e))?;
+            let mut cpuid = supported.clone();
+            cpuid::normalize(
+                &mut cpuid,
+                CpuidParams {
+                    vcpu_index: index,
+                    vcpu_count: config.cpus,
+                    tsc_khz: fd.get_tsc_khz().ok(),
+                    tsc_deadline,
+                },
+            );
+            fd.set_cpuid2(&cpuid)
+                .map_err(|e| Error::Kvm("KVM_SET_CPUID2", e))?;
+            msr::setup_msrs(&fd)?;
+            msr::setup_lapic(&fd)?;
+            regs::setup_fpu(&fd)?;
+            if let Some(xcr0) = cpuid::initial_xcr0(&cpuid).filter(|_| has_xcrs) {
+                regs::setup_xcr0(&fd, xcr0)?;
+            }
+            vcpu_fds.push(fd);
+        }
+        stamp("vcpus");
+
         // The kernel, its initramfs and command line, and the boot tables.
-        let kernel = loader::load_kernel(&mem, &config.kernel)?;
-        stamp("kernel_loaded");
+        let BootFiles { kernel, initrd } = boot_files()?;
+        stamp("boot_files");
         let ram_size = config.memory_mib << 20;
-        let initrd = match &config.initrd {
-            Some(path) => Some(loader::load_initrd(&mem, ram_size, kernel.end, path)?),
-            None => None,
-        };
-        stamp("initrd_loaded");
         let cmd = loader::build_cmdline(&cmdline)?;
         let cmdline_len = loader::write_cmdline(&mem, &cmd)?;
         // ACPI for distribution kernels, the MP table for ours (no ACPI).
@@ -275,44 +335,12 @@ impl Vm {
         }
 
         stamp("boot_tables");
-        // vCPUs: CPUID, MSRs, LAPIC, FPU for all; entry registers for the
-        // boot vCPU (the others wait for INIT/SIPI in the in-kernel LAPIC).
-        let buses = Arc::new(buses);
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| Error::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
-        let has_xcrs = kvm.check_extension(kvm_ioctls::Cap::Xcrs);
-        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
-        for index in 0..config.cpus {
-            let fd = vm_fd
-                .create_vcpu(u64::from(index))
-                .map_err(|e| Error::Kvm("KVM_CREATE_VCPU", e))?;
-            let mut cpuid = supported.clone();
-            cpuid::normalize(
-                &mut cpuid,
-                CpuidParams {
-                    vcpu_index: index,
-                    vcpu_count: config.cpus,
-                    tsc_khz: fd.get_tsc_khz().ok(),
-                    tsc_deadline,
-                },
-            );
-            fd.set_cpuid2(&cpuid)
-                .map_err(|e| Error::Kvm("KVM_SET_CPUID2", e))?;
-            msr::setup_msrs(&fd)?;
-            msr::setup_lapic(&fd)?;
-            regs::setup_fpu(&fd)?;
-            if let Some(xcr0) = cpuid::initial_xcr0(&cpuid).filter(|_| has_xcrs) {
-                regs::setup_xcr0(&fd, xcr0)?;
-            }
-            if index == 0 {
-                regs::setup_boot_vcpu(&fd, &mem, kernel.protocol, kernel.entry)?;
-            }
-            vcpus.push(Vcpu::new(fd, index, buses.clone()));
-        }
-
-        stamp("vcpus");
+        regs::setup_boot_vcpu(&vcpu_fds[0], &mem, kernel.protocol, kernel.entry)?;
+        let vcpus: Vec<Vcpu> = vcpu_fds
+            .into_iter()
+            .zip(0..)
+            .map(|(fd, index)| Vcpu::new(fd, index, buses.clone()))
+            .collect();
         event_manager.add_subscriber(Arc::new(Mutex::new(Control {
             reset_evt,
             poweroff_evt,
@@ -446,6 +474,30 @@ impl Vm {
         stop_all(threads);
         Ok(reason)
     }
+}
+
+/// The kernel and initramfs in guest memory.
+struct BootFiles {
+    kernel: loader::LoadedKernel,
+    initrd: Option<InitrdPlacement>,
+}
+
+/// Reads the kernel and the initramfs into guest memory (the loader
+/// thread of [`Vm::new`]).
+fn load_boot_files(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootFiles, Error> {
+    let kernel = loader::load_kernel(mem, &config.kernel)?;
+    stamp("kernel_loaded");
+    let initrd = match &config.initrd {
+        Some(path) => Some(loader::load_initrd(
+            mem,
+            config.memory_mib << 20,
+            kernel.end,
+            path,
+        )?),
+        None => None,
+    };
+    stamp("initrd_loaded");
+    Ok(BootFiles { kernel, initrd })
 }
 
 /// Checks what the user gave us before taking any host resource, so a

@@ -373,21 +373,34 @@ pub fn user_namespaces_allowed() -> Result<(), String> {
 }
 
 /// Namespaces and capabilities are per thread: both steps must run while
-/// the process has exactly one.
+/// the process has exactly one. A thread joined just before (the VM
+/// builder's loader) may still be leaving: the join returns once it has
+/// stopped running, a moment before the kernel drops it from the process,
+/// so a count above one is read again for up to a second.
 fn require_one_thread(what: &str) -> Result<(), JailError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let threads = thread_count()?;
+        if threads == Some(1) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(JailError::Setup(format!(
+                "{what} needs a single-threaded process, this one has {} threads",
+                threads.map_or("?".into(), |n| n.to_string())
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn thread_count() -> Result<Option<u32>, JailError> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| JailError::Sys("reading /proc/self/status".into(), e))?;
-    let threads = status
+    Ok(status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse::<u32>().ok());
-    match threads {
-        Some(1) => Ok(()),
-        n => Err(JailError::Setup(format!(
-            "{what} needs a single-threaded process, this one has {} threads",
-            n.map_or("?".into(), |n| n.to_string())
-        ))),
-    }
+        .and_then(|n| n.trim().parse::<u32>().ok()))
 }
 
 fn cstr(p: impl AsRef<Path>) -> Result<CString, JailError> {
