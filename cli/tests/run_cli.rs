@@ -357,3 +357,69 @@ fn raw_run_runs_its_vmm_jailed() {
         .collect();
     assert!(left.is_empty(), "scratch folders left behind: {left:?}");
 }
+
+/// A jailed `mvm run` returns as soon as its VM is closed: the status is
+/// the guest's, the console output is whole and ends (the VMM, still
+/// leaving, holds no standard stream), and nothing is left in the scratch
+/// folder's place.
+#[test]
+fn raw_run_returns_the_guests_status_once_its_vm_is_closed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jail is for a VMM started as root");
+        return;
+    }
+    let dir = tempdir("report");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for (guest, status) in [
+        (program(&[&print("bye\n"), code::RESET, code::HLT]), 0),
+        (
+            program(&[&print("bye\n"), code::WARM_FLAG, code::RESET, code::HLT]),
+            3,
+        ),
+    ] {
+        let k = write_kernel(&dir, &guest);
+        let child = Command::new(env!("CARGO_BIN_EXE_mvm"))
+            .args(["run", "--kernel", &k, "--initrd", "/dev/null"])
+            .args(["--allow-pvm-host", "--memory", "32"])
+            .env("TMPDIR", &tmp)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Reads both streams to their end, then reaps mvm.
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(status), "{}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "bye\n");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    // Stopped by SIGTERM once its scratch folder is there: 128 + 15.
+    let k = write_kernel(&dir, &program(&[&print("up\n"), code::SPIN]));
+    let child = Command::new(env!("CARGO_BIN_EXE_mvm"))
+        .args(["run", "--kernel", &k, "--initrd", "/dev/null"])
+        .args(["--allow-pvm-host", "--memory", "32"])
+        .env("TMPDIR", &tmp)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scratch folder in {tmp:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

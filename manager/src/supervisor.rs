@@ -17,6 +17,8 @@ use crate::state::VmDir;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static PARENT: AtomicI32 = AtomicI32::new(0);
+/// In the child: the pipe's end that [`report_end`] writes to (-1: none).
+static REPORT: AtomicI32 = AtomicI32::new(-1);
 
 /// In the child: SIGKILL when the supervisor dies. Call again after the
 /// jail changes the credentials (that clears the setting).
@@ -65,6 +67,31 @@ impl ChildEnd {
     }
 }
 
+/// In a supervised child: tells the parent how the VM ended, so it can
+/// clean up and exit while this process is still leaving (its last step,
+/// KVM freeing the VM, can take tens of milliseconds). Call it once every
+/// host resource the parent's clean-up or the user's next command could
+/// meet (taps, volume locks, share files) is closed, right before exiting:
+/// it closes the standard streams too (a reader of `mvm run`'s output sees
+/// their end now, not once this process is gone). A no-op when not
+/// supervised.
+pub fn report_end(code: u8) {
+    let fd = REPORT.swap(-1, Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: closing the standard streams (nothing is written after
+    // this), then one valid byte from `code` into the pipe's write end,
+    // ours alone since the fork, which is closed too.
+    unsafe {
+        for stdio in 0..3 {
+            libc::close(stdio);
+        }
+        libc::write(fd, std::ptr::from_ref(&code).cast(), 1);
+        libc::close(fd);
+    }
+}
+
 /// Which side of [`fork`] this is.
 pub enum Side {
     /// The child: goes on to build and run the VM.
@@ -76,22 +103,40 @@ pub enum Side {
 /// Forks while the process is single-threaded. The child dies with the
 /// parent. The parent forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 to the
 /// child, keeps only `keep_caps` (all, with None), waits, and returns how
-/// the child ended; the caller cleans up after it.
+/// the child ended: as the child reported it ([`report_end`], the child
+/// may then still be exiting) or as it exited; the caller cleans up.
 pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // The child's CPU clock starts again at zero: its stage stamps add this.
     let cpu_before_fork = vmm::stages::cpu_ns();
+    // The child's early word on how it ended (report_end).
+    let mut report = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we pass.
+    if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(crate::error::err!(
+            "cannot create the VMM's report pipe: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     // SAFETY: the caller runs single-threaded (the jail requires it too),
     // so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
+        // SAFETY: both ends are ours and used nowhere else.
+        unsafe {
+            libc::close(report[0]);
+            libc::close(report[1]);
+        }
         return Err(crate::error::err!(
             "cannot fork the VMM: {}",
             std::io::Error::last_os_error()
         ));
     }
     if pid == 0 {
+        // SAFETY: the read end is ours to close; nothing else holds it.
+        unsafe { libc::close(report[0]) };
+        REPORT.store(report[1], Ordering::SeqCst);
         PARENT.store(parent, Ordering::SeqCst);
         vmm::stages::set_cpu_offset(cpu_before_fork);
         vmm::stages::stamp("fork");
@@ -126,12 +171,38 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
             tracing::warn!("the VMM's supervisor keeps its capabilities: {e}");
         }
     }
+    // SAFETY: the write end is the child's; our copy must go for the
+    // read below to see the end of the pipe when the child exits.
+    unsafe { libc::close(report[1]) };
+    let reported = read_report(report[0]);
+    // SAFETY: the read end is ours and read no more.
+    unsafe { libc::close(report[0]) };
+    if let Some(code) = reported {
+        // The child is leaving: init (or a subreaper) reaps it.
+        return Ok(Side::Parent(ChildEnd::Exited(i32::from(code))));
+    }
     let status = wait(pid);
     Ok(Side::Parent(if libc::WIFSIGNALED(status) {
         ChildEnd::Killed(libc::WTERMSIG(status))
     } else {
         ChildEnd::Exited(libc::WEXITSTATUS(status))
     }))
+}
+
+/// The status the child reported with [`report_end`], or None when the
+/// pipe ended without one (the child exited or was killed first).
+fn read_report(fd: libc::c_int) -> Option<u8> {
+    let mut code = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `code`.
+        let n = unsafe { libc::read(fd, std::ptr::from_mut(&mut code).cast(), 1) };
+        match n {
+            1 => return Some(code),
+            n if n < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
 }
 
 /// [`fork`] for `mvm _vmm`: returns in the child; the parent never

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -443,19 +443,23 @@ extern "C" fn on_sigusr1(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::
 
 /// Writes a dump to the log (at WARN) on every SIGUSR1, from a thread of
 /// its own: a wedged event loop or vCPU must not keep the dump from being
-/// written.
-pub fn dump_on_sigusr1(dumper: Arc<Dumper>) -> std::io::Result<()> {
-    let evt = EventFd::new(0)?;
+/// written. The thread holds the VM's devices until [`DumpThread::stop`];
+/// dropping the handle leaves it running for the life of the process.
+pub fn dump_on_sigusr1(dumper: Arc<Dumper>) -> std::io::Result<DumpThread> {
+    let evt = Arc::new(EventFd::new(0)?);
     let fd = evt.try_clone()?;
     // The handler's copy lives as long as the process.
     SIGNAL_EVENT.store(fd.as_raw_fd(), Ordering::Relaxed);
     std::mem::forget(fd);
     vmm_sys_util::signal::register_signal_handler(libc::SIGUSR1, on_sigusr1)
         .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let (thread_evt, thread_stop) = (evt.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
         .name("dump".into())
         .spawn(move || loop {
-            match evt.read() {
+            match thread_evt.read() {
+                Ok(_) if thread_stop.load(Ordering::SeqCst) => return,
                 Ok(_) => tracing::warn!("state dump (SIGUSR1):\n{}", dumper.dump()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -464,7 +468,25 @@ pub fn dump_on_sigusr1(dumper: Arc<Dumper>) -> std::io::Result<()> {
                 }
             }
         })?;
-    Ok(())
+    Ok(DumpThread { evt, stop, thread })
+}
+
+/// The thread of [`dump_on_sigusr1`].
+pub struct DumpThread {
+    evt: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DumpThread {
+    /// Ends the thread (after the dump it may be writing) and lets go of
+    /// the devices it held: their host files, taps and locks close.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if self.evt.write(1).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

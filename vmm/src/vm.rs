@@ -430,6 +430,21 @@ impl Vm {
         }
     }
 
+    /// Keeps KVM's side of this VM until the process exits. Closing a
+    /// VM's last descriptor frees it inside KVM, which waits for RCU grace
+    /// periods (tens of milliseconds, idle); a VMM that tells its parent it
+    /// has ended and then exits (`mvm run`'s jailed child) calls this, so
+    /// that wait comes after the report instead of before it.
+    pub fn keep_kvm_open_until_exit(&self) -> std::io::Result<()> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this VM owns; the copy
+        // is never closed here (the kernel closes it at exit).
+        let copy = unsafe { libc::fcntl(self._vm_fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sets a function the boot vCPU's thread calls right before its first
     /// KVM_RUN: the moment start-up ends, for measurements.
     pub fn on_first_run(&mut self, hook: impl FnOnce() + Send + 'static) {

@@ -23,14 +23,18 @@ pub const EXIT_GUEST_FAULT: u8 = 4;
 
 /// mvm's exit status for how a guest ended (saying why when it failed).
 pub fn exit_code(reason: &vmm::ExitReason) -> std::process::ExitCode {
-    use std::process::ExitCode;
+    std::process::ExitCode::from(exit_status(reason))
+}
+
+/// [`exit_code`] as a number (what a supervised VMM reports).
+pub fn exit_status(reason: &vmm::ExitReason) -> u8 {
     if reason.is_clean() {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     eprintln!("mvm: {reason}");
     match reason {
-        vmm::ExitReason::GuestPanic => ExitCode::from(EXIT_GUEST_PANIC),
-        _ => ExitCode::from(EXIT_GUEST_FAULT),
+        vmm::ExitReason::GuestPanic => EXIT_GUEST_PANIC,
+        _ => EXIT_GUEST_FAULT,
     }
 }
 

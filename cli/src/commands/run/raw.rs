@@ -321,15 +321,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("mvm: the VMM runs without its jail ({e})");
                     config.jail = None;
                 }
-                let reason = run_vm(&config, held)?;
-                return Ok(reason);
+                let code = run_vm(&config, held)?;
+                // The VM and its devices are closed: the parent may clean
+                // up and return while this process finishes leaving.
+                manager::supervisor::report_end(code);
+                return Ok(ExitCode::from(code));
             }
         }
     }
     let code = run_vm(&config, held)?;
     drop(net);
     drop(scratch);
-    Ok(code)
+    Ok(ExitCode::from(code))
 }
 
 /// The jail of `mvm run --initrd`: rooted in the scratch folder, keeping
@@ -380,8 +383,10 @@ fn raw_run_jail(config: &VmConfig, scratch: &ScratchDir) -> anyhow::Result<vmm::
 }
 
 /// Builds and runs the VM of `config` (jailed when it says so), stopping
-/// it on the signals `held` kept.
-fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Result<ExitCode> {
+/// it on the signals `held` kept; returns the exit status once the VM and
+/// its devices are closed (KVM's own freeing of the VM waits for the
+/// process's exit).
+fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Result<u8> {
     let stop = Arc::new(EarlyStop::default());
     vmm::stages::stamp("configured");
     let mut vm = Vm::new(config).map_err(crate::commands::in_flags)?;
@@ -392,8 +397,11 @@ fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Resu
     }
     let on_signal = stop.clone();
     held.forward(move |sig| on_signal.signal(sig));
-    if let Err(e) = vmm::dump::dump_on_sigusr1(vm.dumper()) {
-        tracing::warn!("no state dump on SIGUSR1: {e}");
+    let dumps = vmm::dump::dump_on_sigusr1(vm.dumper())
+        .map_err(|e| tracing::warn!("no state dump on SIGUSR1: {e}"))
+        .ok();
+    if let Err(e) = vm.keep_kvm_open_until_exit() {
+        tracing::debug!("KVM frees the VM before the exit status is known: {e}");
     }
     if let Some(path) = std::env::var_os("MVM_STARTUP_REPORT") {
         vm.on_first_run(move || manager::startup::write_report(path.as_ref()));
@@ -407,11 +415,15 @@ fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Resu
         .join()
         .map_err(|_| anyhow::anyhow!("the VM's thread panicked"))?
         .context("the VM failed")?;
+    // The dump thread holds the devices: their taps, files and locks.
+    if let Some(d) = dumps {
+        d.stop();
+    }
     if let Some(sig) = stop.received() {
         eprintln!("mvm: stopped by signal {sig}");
-        return Ok(ExitCode::from(128 + sig as u8));
+        return Ok(128 + sig as u8);
     }
-    Ok(crate::commands::exit_code(&reason))
+    Ok(crate::commands::exit_status(&reason))
 }
 
 /// A stop request that may arrive before the VM exists: kept until it does.
