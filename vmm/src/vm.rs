@@ -94,8 +94,7 @@ impl Vm {
         // the two would only take turns, and the thread costs a little).
         let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
         let mem = ram.mem.clone();
-        let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-        if !parallel {
+        if usable_cpus() < 2 {
             return Self::build(config, ram, || load_boot_files(&mem, config));
         }
         std::thread::scope(|scope| {
@@ -491,6 +490,20 @@ impl Vm {
     }
 }
 
+/// The CPUs this process may run on (one system call: std's
+/// `available_parallelism` also reads cgroup files).
+fn usable_cpus() -> usize {
+    // SAFETY: an all-zero cpu_set_t is an empty set; sched_getaffinity
+    // fills the one we pass, of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 1;
+        }
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
 /// The kernel and initramfs in guest memory.
 struct BootFiles {
     kernel: loader::LoadedKernel,
@@ -794,5 +807,17 @@ impl MutEventSubscriber for Control {
             // A vCPU reported; Vm::run picks the reason up.
             let _ = self.exit.event().read();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_cpus_counts_at_least_what_std_allows() {
+        // std also applies cgroup quotas, so it can only say fewer.
+        let std_count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(usable_cpus() >= std_count.max(1), "{}", usable_cpus());
     }
 }
