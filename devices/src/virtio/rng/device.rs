@@ -127,6 +127,19 @@ impl VirtioDevice for Rng {
         self.state.reset();
         true
     }
+
+    /// A request is a getrandom into guest buffers (at most a queue's
+    /// worth, 64 KiB a chain) that the driver waits on: served on the
+    /// notifying vCPU, the guest does not halt until another thread has.
+    fn serves_on_vcpu(&self) -> bool {
+        true
+    }
+
+    fn serve_notification(&mut self, index: usize) {
+        if index == 0 {
+            self.process_queue();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,9 @@ impl Fixture {
         assert!(lock(&self.rng).is_activated());
     }
 
-    /// Notifies through the MMIO register and runs the handler the way the
-    /// event loop would.
+    /// Notifies through the MMIO register (served there, on the "vCPU"),
+    /// then runs the handler the way the event loop would for what the
+    /// vCPU handed over.
     fn kick_and_serve(&mut self) {
         wr(&mut self.t, QUEUE_NOTIFY, 0);
         let mut rng = lock(&self.rng);
@@ -72,10 +73,11 @@ fn end_to_end_with_event_manager() {
     assert_eq!(ring.used_idx(), 0);
     assert!(!f.take_irq());
 
-    // Request 1: one 64-byte writable buffer.
+    // Request 1: one 64-byte writable buffer, handed to the event loop
+    // (as a notification is when another thread holds the device).
     ring.set_desc(0, BUF, 64, F_WRITE, 0);
     ring.push_avail(0);
-    wr(&mut f.t, QUEUE_NOTIFY, 0);
+    lock(&f.rng).queue_event().write(1).unwrap();
     assert_eq!(em.run_with_timeout(100).unwrap(), 1);
     assert_eq!(ring.used_idx(), 1);
     assert_eq!(ring.used_elem(0), (0, 64));
@@ -91,7 +93,7 @@ fn end_to_end_with_event_manager() {
     ring.set_desc(2, BUF + 0x100, 16, F_WRITE | F_NEXT, 3);
     ring.set_desc(3, BUF + 0x200, 48, F_WRITE, 0);
     ring.push_avail(1);
-    wr(&mut f.t, QUEUE_NOTIFY, 0);
+    lock(&f.rng).queue_event().write(1).unwrap();
     em.run_with_timeout(100).unwrap();
     assert_eq!(ring.used_idx(), 2);
     assert_eq!(ring.used_elem(1), (1, 64));
@@ -111,6 +113,25 @@ fn end_to_end_with_event_manager() {
     em.run_with_timeout(100).unwrap();
     assert_eq!(ring.used_elem(2), (4, 32));
     assert!(f.take_irq());
+}
+
+#[test]
+fn a_notification_is_served_on_the_notifying_vcpu() {
+    let mut f = fixture();
+    let mut ring = GuestRing::new(&f.mem, SIZE, QUEUE_ADDRS[0]);
+    f.bring_up(1 << VIRTIO_F_VERSION_1);
+    assert!(f.t.serves_on_vcpu());
+    // Activation asked the event loop to look at the queue once.
+    let _ = lock(&f.rng).queue_event().read();
+    ring.set_desc(0, BUF, 32, F_WRITE, 0);
+    ring.push_avail(0);
+    // No event loop runs: the MMIO write itself serves the request.
+    wr(&mut f.t, QUEUE_NOTIFY, 0);
+    assert_eq!(ring.used_elem(0), (0, 32));
+    assert!(ring.read(BUF, 32).iter().any(|&b| b != 0));
+    assert!(f.take_irq());
+    // Nothing was left for the event loop.
+    assert!(lock(&f.rng).queue_event().read().is_err());
 }
 
 #[test]
@@ -281,7 +302,8 @@ fn a_full_queue_is_served_in_one_pass() {
         ring.set_desc(i, BUF + 0x100 * u64::from(i), 32, F_WRITE, 0);
         ring.push_avail(i);
     }
-    f.kick_and_serve();
+    let _ = lock(&f.rng).queue_event().read(); // activation's look
+    wr(&mut f.t, QUEUE_NOTIFY, 0);
     assert_eq!(ring.used_idx(), SIZE);
     assert!(f.take_irq());
     // The budget ran out exactly, so the device re-armed itself to check
