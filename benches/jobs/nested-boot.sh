@@ -7,7 +7,7 @@
 # MVM_BIN, KERNEL, INITRD; optional BOOTS (default 20), FIRECRACKER (the
 # reference binary; none without it), QEMU (a path, or `none` to skip it),
 # and for diagnostics EXTRA_CMDLINE (appended to every guest's command
-# line) and L2_THP.
+# line), MVM_ARGS and L2_THP.
 set -eu
 : "${MVM_OUT:?run this through tests/nested/run-l2.sh}"
 : "${BENCH_BIN:?}" "${MVM_BIN:?}" "${KERNEL:?}" "${INITRD:?}"
@@ -20,4 +20,7 @@ set -- --mvm "$MVM_BIN" --kernel "$KERNEL" --initrd "$INITRD" \
     --boots "${BOOTS:-20}" --cmdline "${EXTRA_CMDLINE:-}" --out "$MVM_OUT"
 if [ -n "${FIRECRACKER:-}" ]; then set -- "$@" --firecracker "$FIRECRACKER"; fi
 if [ -n "${QEMU:-}" ]; then set -- "$@" --qemu "$QEMU"; fi
+# MVM_ARGS: extra `mvm run` arguments, space-separated (a diagnostic knob:
+# "--no-jail --seccomp=off" boots mvm as bare as the reference Firecracker).
+for a in ${MVM_ARGS:-}; do set -- "$@" "--mvm-arg=$a"; done
 exec "$BENCH_BIN" "$@"

@@ -58,6 +58,11 @@ struct Cli {
     /// this one).
     #[arg(long, value_name = "PATH")]
     noop: Option<PathBuf>,
+    /// An extra argument for every `mvm run` (repeatable), e.g.
+    /// `--mvm-arg=--no-jail --mvm-arg=--seccomp=off` to boot it as bare
+    /// as the reference Firecracker (no jailer, no filters).
+    #[arg(long = "mvm-arg", value_name = "ARG", allow_hyphen_values = true)]
+    mvm_args: Vec<String>,
 }
 
 /// mvm's default command line; QEMU gets it (through [`qemu_cmdline_from`])
@@ -200,6 +205,8 @@ struct Bench {
     qemu_cmdline: String,
     /// Appended to mvm's (`--cmdline`); QEMU's already contains it.
     extra_cmdline: String,
+    /// Extra arguments of `mvm run` (`--mvm-arg`).
+    mvm_args: Vec<String>,
 }
 
 impl Bench {
@@ -260,6 +267,7 @@ impl Bench {
                     .arg(self.cpus.to_string())
                     .arg("--memory")
                     .arg(self.memory_mib.to_string())
+                    .args(&self.mvm_args)
                     .env_remove("MVM_LOG");
                 if !self.extra_cmdline.is_empty() {
                     c.arg("--cmdline").arg(&self.extra_cmdline);
@@ -482,6 +490,7 @@ fn main() {
         console_dir,
         qemu_cmdline: qemu_cmdline_from(&format!("{FALLBACK_CMDLINE} {extra}")),
         extra_cmdline: extra,
+        mvm_args: args.mvm_args,
     };
     if !Path::new("/dev/kvm").exists() {
         eprintln!("nested-boot: no /dev/kvm here (run this inside L2: benches/run.sh)");

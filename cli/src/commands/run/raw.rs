@@ -407,14 +407,19 @@ fn run_vm(config: &VmConfig, held: crate::terminal::HeldSignals) -> anyhow::Resu
         vm.on_first_run(move || manager::startup::write_report(path.as_ref()));
     }
     stop.arm(vm.stop_handle());
-    let vm_thread = std::thread::Builder::new()
-        .name("vmm".into())
-        .spawn(move || vm.run())
-        .context("cannot start the VM's thread")?;
-    let reason = vm_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the VM's thread panicked"))?
-        .context("the VM failed")?;
+    let reason = if config.seccomp_scope == vmm::seccomp::Scope::Process {
+        // The jailed child: the whole process is the VMM, filters and all.
+        vm.run()
+    } else {
+        // Filters for the VM's thread only: this one tears down after.
+        std::thread::Builder::new()
+            .name("vmm".into())
+            .spawn(move || vm.run())
+            .context("cannot start the VM's thread")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the VM's thread panicked"))?
+    }
+    .context("the VM failed")?;
     // The dump thread holds the devices: their taps, files and locks.
     if let Some(d) = dumps {
         d.stop();
