@@ -367,6 +367,20 @@ fn raw_run_runs_its_vmm_jailed() {
     assert!(left.is_empty(), "scratch folders left behind: {left:?}");
 }
 
+/// `mvm run` of a tiny kernel with its scratch folder under `tmp` and its
+/// output piped.
+fn spawn_run(kernel: &str, tmp: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_mvm"))
+        .args(["run", "--kernel", kernel, "--initrd", "/dev/null"])
+        .args(["--allow-pvm-host", "--memory", "32"])
+        .env("TMPDIR", tmp)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A jailed `mvm run` returns as soon as its VM is closed: the status is
 /// the guest's, the console output is whole and ends (the VMM, still
 /// leaving, holds no standard stream), and nothing is left in the scratch
@@ -389,15 +403,7 @@ fn raw_run_returns_the_guests_status_once_its_vm_is_closed() {
         ),
     ] {
         let k = write_kernel(&dir, &guest);
-        let child = Command::new(env!("CARGO_BIN_EXE_mvm"))
-            .args(["run", "--kernel", &k, "--initrd", "/dev/null"])
-            .args(["--allow-pvm-host", "--memory", "32"])
-            .env("TMPDIR", &tmp)
-            .env_remove("XDG_RUNTIME_DIR")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_run(&k, &tmp);
         // Reads both streams to their end, then reaps mvm.
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(status), "{}", stderr(&o));
@@ -407,15 +413,7 @@ fn raw_run_returns_the_guests_status_once_its_vm_is_closed() {
     }
     // Stopped by SIGTERM once its scratch folder is there: 128 + 15.
     let k = write_kernel(&dir, &program(&[&print("up\n"), code::SPIN]));
-    let child = Command::new(env!("CARGO_BIN_EXE_mvm"))
-        .args(["run", "--kernel", &k, "--initrd", "/dev/null"])
-        .args(["--allow-pvm-host", "--memory", "32"])
-        .env("TMPDIR", &tmp)
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&k, &tmp);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_dir(&tmp).unwrap().next().is_none() {
         assert!(
