@@ -92,6 +92,15 @@ pub fn report_end(code: u8) {
     }
 }
 
+/// When the parent of [`fork`] learns how the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReport {
+    /// As soon as the child says so ([`report_end`]), or at its exit.
+    Early,
+    /// Only at its exit (a caller whose clean-up needs the child gone).
+    AtExit,
+}
+
 /// Which side of [`fork`] this is.
 pub enum Side {
     /// The child: goes on to build and run the VM.
@@ -103,9 +112,10 @@ pub enum Side {
 /// Forks while the process is single-threaded. The child dies with the
 /// parent. The parent forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 to the
 /// child, keeps only `keep_caps` (all, with None), waits, and returns how
-/// the child ended: as the child reported it ([`report_end`], the child
-/// may then still be exiting) or as it exited; the caller cleans up.
-pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
+/// the child ended: with [`EndReport::Early`], as the child reported it
+/// ([`report_end`], the child may then still be exiting) or as it exited;
+/// the caller cleans up.
+pub fn fork(keep_caps: Option<&[u32]>, end_report: EndReport) -> crate::Result<Side> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // The child's CPU clock starts again at zero: its stage stamps add this.
@@ -113,7 +123,9 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // The child's early word on how it ended (report_end).
     let mut report = [-1; 2];
     // SAFETY: pipe2 writes two descriptors into the array we pass.
-    if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if end_report == EndReport::Early
+        && unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0
+    {
         return Err(crate::error::err!(
             "cannot create the VMM's report pipe: {}",
             std::io::Error::last_os_error()
@@ -123,19 +135,14 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     // so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        // SAFETY: both ends are ours and used nowhere else.
-        unsafe {
-            libc::close(report[0]);
-            libc::close(report[1]);
-        }
+        close_all(&report);
         return Err(crate::error::err!(
             "cannot fork the VMM: {}",
             std::io::Error::last_os_error()
         ));
     }
     if pid == 0 {
-        // SAFETY: the read end is ours to close; nothing else holds it.
-        unsafe { libc::close(report[0]) };
+        close_all(&report[..1]);
         REPORT.store(report[1], Ordering::SeqCst);
         PARENT.store(parent, Ordering::SeqCst);
         vmm::stages::set_cpu_offset(cpu_before_fork);
@@ -171,12 +178,11 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
             tracing::warn!("the VMM's supervisor keeps its capabilities: {e}");
         }
     }
-    // SAFETY: the write end is the child's; our copy must go for the
-    // read below to see the end of the pipe when the child exits.
-    unsafe { libc::close(report[1]) };
-    let reported = read_report(report[0]);
-    // SAFETY: the read end is ours and read no more.
-    unsafe { libc::close(report[0]) };
+    // The write end is the child's: our copy must go for the read below
+    // to see the end of the pipe when the child exits.
+    close_all(&report[1..]);
+    let reported = (report[0] >= 0).then(|| read_report(report[0])).flatten();
+    close_all(&report[..1]);
     if let Some(code) = reported {
         // The child is leaving: init (or a subreaper) reaps it.
         return Ok(Side::Parent(ChildEnd::Exited(i32::from(code))));
@@ -187,6 +193,15 @@ pub fn fork(keep_caps: Option<&[u32]>) -> crate::Result<Side> {
     } else {
         ChildEnd::Exited(libc::WEXITSTATUS(status))
     }))
+}
+
+/// Closes the report pipe's ends that are open (-1: never opened).
+fn close_all(fds: &[libc::c_int]) {
+    for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+        // SAFETY: `fd` is an end of the report pipe this process made and
+        // closes once; nothing else holds it.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// The status the child reported with [`report_end`], or None when the
@@ -216,7 +231,8 @@ pub fn fork_and_supervise(
 ) -> crate::Result<()> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let end = match fork(Some(SUPERVISOR_CAPS))? {
+    // Its clean-up (the cgroup) needs the child gone: no early word.
+    let end = match fork(Some(SUPERVISOR_CAPS), EndReport::AtExit)? {
         Side::Child => return Ok(()),
         Side::Parent(end) => end,
     };

@@ -301,7 +301,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if jail {
         config.jail = Some(raw_run_jail(&config, &scratch)?);
         config.seccomp_scope = vmm::seccomp::Scope::Process;
-        match manager::supervisor::fork(None)? {
+        match manager::supervisor::fork(None, manager::supervisor::EndReport::Early)? {
             manager::supervisor::Side::Parent(end) => {
                 drop(net);
                 drop(scratch);
