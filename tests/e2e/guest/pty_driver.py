@@ -84,9 +84,11 @@ out = read_until("/dev/pts/")
 print("PTY: tty=pts", flush=True)
 
 # Ctrl-C reaches the foreground job in the guest.
-# It is sent once the job has started (its marker is printed just before),
-# and the next line once the terminal has echoed the ^C.
-send("echo SLEEPING-$((1+1)); sleep 100\n")
+# It is sent once the job runs: the job prints the marker itself and then
+# becomes the sleep (a marker the shell printed before starting the job
+# left a moment in which the shell, not the job, got the ^C). The next
+# line is sent once the terminal has echoed the ^C.
+send("sh -c 'echo SLEEPING-$((1+1)); exec sleep 100'\n")
 read_until("SLEEPING-2")
 send("\x03")
 read_until("^C", timeout=60)
