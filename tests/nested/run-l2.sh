@@ -24,7 +24,9 @@
 # run-l2.sh OUT_DIR (which is then wiped).
 #
 # Exit status: the job's own exit status when it finished; 124 when L2 hung
-# (no "job exit" marker before the timeout) on both attempts; 125 when L2
+# (no "job exit" marker before the timeout) on both attempts, or once when
+# the job was still writing to the console near the timeout (slow, not
+# stuck: not retried, as a retry would take as long); 125 when L2
 # failed to start the job or died during it; 2 for bad usage.
 # Environment: MVM_L2_VERBOSE=1 copies the L2 console to stderr live;
 # MVM_CACHE_DIR / XDG_CACHE_HOME move the cache (see prepare-l2.sh).
@@ -38,6 +40,9 @@ bad() { log "error: $*"; exit 2; }
 
 JOB='' OUT='' TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND='' RETRY=1
 FREEZE_SECS="${MVM_L2_FREEZE_SECS:-240}"
+# A job whose console grew within this many seconds of the timeout is
+# slow, not stuck, and is not retried (MVM_L2_PROGRESS_SECS).
+PROGRESS_SECS="${MVM_L2_PROGRESS_SECS:-600}"
 XPATHS=() ENVS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -150,7 +155,7 @@ since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # Sets: OUTCOME (finished|hung|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
 run_attempt() {
     local log="$OUT/l2-console.log" t0 now deadline timed_out=0 qrc=0 marker
-    OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE=''
+    OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE='' QUIET_SECS=''
     QMP="$OUT/.qmp.sock"
     rm -f "$QMP"
     t0="$EPOCHREALTIME"
@@ -171,6 +176,10 @@ run_attempt() {
     # timeout inside it fires): its state goes to l2-freeze.txt and an NMI
     # nudges it once.
     last_ticks=-1 still_since=${t0%.*} nudged=0
+    # Progress watch: the console's size and when it last grew. A job
+    # still writing when the timeout comes was slow, not stuck: retrying
+    # it would only take as long again.
+    last_size=0 grew_at=${t0%.*}
     if [ "${MVM_L2_VERBOSE:-0}" = 1 ]; then
         tail -n +1 -f --pid="$QPID" "$log" >&2 &
         TPID=$!
@@ -195,8 +204,11 @@ run_attempt() {
             NOTE+="L2 stopped running $(( still_since - ${t0%.*} ))s in (its state and an NMI: l2-freeze.txt); "
             log "L2 stopped running for ${FREEZE_SECS}s: state in $OUT/l2-freeze.txt, NMI sent"
         fi
+        size=$(stat -c %s "$log" 2>/dev/null) || size=$last_size
+        if [ "$size" != "$last_size" ]; then last_size=$size grew_at=${now%.*}; fi
         if [ "${now%.*}" -ge "$deadline" ]; then
             timed_out=1
+            QUIET_SECS=$(( ${now%.*} - grew_at ))
             kill -TERM "$QPID" 2>/dev/null || true
             for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QPID" 2>/dev/null || break; sleep 0.5; done
             kill -KILL "$QPID" 2>/dev/null || true
@@ -224,6 +236,10 @@ run_attempt() {
         OUTCOME=hung
         if [ -n "$T_START" ]; then NOTE+="the job started at ${T_START}s but did not finish within ${TIMEOUT}s; "
         else NOTE+="L2 did not reach the job within ${TIMEOUT}s; "; fi
+        if [ -n "$T_START" ] && [ "${QUIET_SECS:-$PROGRESS_SECS}" -lt "$PROGRESS_SECS" ]; then
+            OUTCOME=slow
+            NOTE+="its console last grew ${QUIET_SECS}s before the timeout: slow, not stuck; "
+        fi
     elif [ -n "$T_START" ]; then
         OUTCOME=died; NOTE+="QEMU exited (status $qrc) while the job was running; "
     else
@@ -241,6 +257,7 @@ run_attempt() {
 explain() {
     case "$1" in
         hung) echo "L2 hung" ;;
+        slow) echo "the job ran out of time while still running" ;;
         no-start) echo "L2 failed to start the job" ;;
         died) echo "L2 died during the job" ;;
     esac
@@ -278,7 +295,7 @@ while :; do
     fi
     log "$(explain "$OUTCOME") on attempt $attempt: ${NOTE%; }"
     show_tail
-    if [ "$attempt" -ge "$MAX" ]; then
+    if [ "$attempt" -ge "$MAX" ] || [ "$OUTCOME" = slow ]; then
         [ "$MAX" -gt 1 ] && log "$(explain "$OUTCOME") again on the retry: giving up"
         break
     fi
@@ -294,7 +311,7 @@ done
 
 case "$OUTCOME" in
     finished) RC="$JOB_RC" ;;
-    hung) RC=124 ;;
+    hung | slow) RC=124 ;;
     *) RC=125 ;;
 esac
 {
