@@ -9,10 +9,16 @@ set -u
 # rate-limited.
 echo 0 >/proc/sys/kernel/printk_ratelimit 2>/dev/null
 dmesg -w >"$MVM_OUT/l2-dmesg.log" 2>&1 &
+# Each area's output also goes to the console as it comes: run-l2.sh
+# tells a slow job from a stuck one by the console growing.
 for job in $(echo "${E2E_ONLY:-boot,fs,lifecycle,net,projects}" | tr , " "); do
     echo "MVM-JOB: === $job"
-    sh "$E2E_JOBS/$job.sh" >"$MVM_OUT/job-$job.log" 2>&1
+    # (To a file, not a pipe: a daemon an area starts must not hold
+    # this loop up by keeping the pipe open.)
+    sh "$E2E_JOBS/$job.sh" >"$MVM_OUT/job-$job.log" 2>&1 </dev/null &
+    pid=$!
+    tail -n +1 -s 1 -f --pid="$pid" "$MVM_OUT/job-$job.log"
+    wait "$pid"
     echo "$?" >"$MVM_OUT/job-$job.status"
-    cat "$MVM_OUT/job-$job.log"
 done
 exit 0

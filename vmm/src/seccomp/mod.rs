@@ -1,6 +1,6 @@
-//! seccomp-bpf allowlists for the VMM's threads (argument checks compiled
-//! with rust-vmm's `seccompiler`, as Firecracker does; the syscall number
-//! found by a search tree in front of them, [`tree`]).
+//! seccomp-bpf allowlists for the VMM's threads: the lists here, their
+//! BPF code emitted by [`tree`] (checked against rust-vmm's `seccompiler`,
+//! which also installs them).
 //!
 //! Two filters, stacked:
 //! - the **process** filter, installed on every thread of the process
