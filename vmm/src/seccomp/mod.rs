@@ -184,7 +184,7 @@ mod tests {
                 let numbers = (0..1024u32).chain((0..512).map(|nr| nr | 0x4000_0000));
                 let mut worst = (0, 0);
                 for nr in numbers {
-                    for arch in [62 | 0x8000_0000 | 0x4000_0000, 3 | 0x4000_0000] {
+                    for arch in [tree::AUDIT_ARCH_X86_64, 3 | 0x4000_0000] {
                         let checked = with_checks.contains(&i64::from(nr));
                         let mut check = |a: [u64; 6]| {
                             let call = Call { nr, arch, args: a };

@@ -41,8 +41,8 @@ const NR_OFFSET: u32 = 0;
 const ARCH_OFFSET: u32 = 4;
 const ARGS_OFFSET: u32 = 16;
 /// AUDIT_ARCH_X86_64 (linux/audit.h).
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-pub(super) const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+pub(super) const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 /// The kernel's limit on a filter's length (BPF_MAXINSNS).
 const MAX_LEN: usize = 4096;
 /// Calls compared one by one at the bottom of the tree.
@@ -86,7 +86,7 @@ pub(super) fn compile(rules: &[(i64, Rule)], deny: u32) -> Result<BpfProgram, St
         stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
         stmt(BPF_LD_W_ABS, NR_OFFSET),
     ];
-    let (tree, jumps) = subtree(&calls, RET_ALLOW, deny);
+    let (tree, jumps) = subtree(&calls, deny);
     let tree_at = out.len();
     out.extend(tree);
     let mut chain_at = Vec::with_capacity(chains.len());
@@ -117,13 +117,16 @@ fn chain(rules: &[Rule], deny: u32) -> Result<BpfProgram, String> {
             Rule::Any => code.push(stmt(BPF_RET_K, RET_ALLOW)),
             // The high half, then the low half (little-endian words);
             // a mismatch goes on to the next rule.
-            Rule::ArgEq(arg, value) => code.extend([
-                stmt(BPF_LD_W_ABS, arg_offset(arg)? + 4),
-                jump(BPF_JEQ_K, (value >> 32) as u32, 0, 3),
-                stmt(BPF_LD_W_ABS, arg_offset(arg)?),
-                jump(BPF_JEQ_K, value as u32, 0, 1),
-                stmt(BPF_RET_K, RET_ALLOW),
-            ]),
+            Rule::ArgEq(arg, value) => {
+                let low = arg_offset(arg)?;
+                code.extend([
+                    stmt(BPF_LD_W_ABS, low + 4),
+                    jump(BPF_JEQ_K, (value >> 32) as u32, 0, 3),
+                    stmt(BPF_LD_W_ABS, low),
+                    jump(BPF_JEQ_K, value as u32, 0, 1),
+                    stmt(BPF_RET_K, RET_ALLOW),
+                ])
+            }
             Rule::ArgMasked(arg, mask, value) => {
                 let value = u32::try_from(value)
                     .map_err(|_| format!("masked value {value:#x} is over 32 bits"))?;
@@ -150,18 +153,14 @@ fn arg_offset(arg: u8) -> Result<u32, String> {
 /// The search over `calls` (sorted by number), entered with the number
 /// in the accumulator. Returns its code and the jumps to argument
 /// checks: (instruction, chain) to patch once the chains are placed.
-fn subtree(
-    calls: &[(u32, Option<usize>)],
-    allow: u32,
-    deny: u32,
-) -> (BpfProgram, Vec<(usize, usize)>) {
+fn subtree(calls: &[(u32, Option<usize>)], deny: u32) -> (BpfProgram, Vec<(usize, usize)>) {
     let mut code = Vec::new();
     let mut jumps = Vec::new();
     if calls.len() <= LEAF {
         for &(nr, chain) in calls {
             code.push(jump(BPF_JEQ_K, nr, 0, 1));
             match chain {
-                None => code.push(stmt(BPF_RET_K, allow)),
+                None => code.push(stmt(BPF_RET_K, RET_ALLOW)),
                 Some(chain) => {
                     jumps.push((code.len(), chain));
                     code.push(stmt(BPF_JA, 0));
@@ -173,8 +172,8 @@ fn subtree(
     }
     let (low, high) = calls.split_at(calls.len() / 2);
     let pivot = high[0].0;
-    let (low, low_jumps) = subtree(low, allow, deny);
-    let (high, high_jumps) = subtree(high, allow, deny);
+    let (low, low_jumps) = subtree(low, deny);
+    let (high, high_jumps) = subtree(high, deny);
     match u8::try_from(low.len()) {
         // number >= pivot: over the low half.
         Ok(skip) => code.push(jump(BPF_JGE_K, pivot, skip, 0)),
