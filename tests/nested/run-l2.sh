@@ -271,6 +271,10 @@ show_tail() {
     fi
     log "last lines of the L2 console ($OUT/l2-console.log):"
     tail -n 15 "$OUT/l2-console.log" | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/^/    | /' >&2
+    if [ -s "$OUT/l2-monitor.log" ]; then
+        log "L2's state as the job recorded it, last lines ($OUT/l2-monitor.log):"
+        tail -n 6 "$OUT/l2-monitor.log" | cut -c1-300 | sed 's/^/    | /' >&2
+    fi
     local qerr
     qerr="$(grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" 2>/dev/null | tail -n 10)" || true
     if [ -n "$qerr" ] && [ "$OUTCOME" != finished ]; then
