@@ -134,6 +134,41 @@ fi
 JOBPATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 [ -n "$XPATH" ] && JOBPATH="$XPATH:$JOBPATH"
 
+# The watch on L2 itself, on the second serial port (run-l2.sh writes it
+# to l2-monitor.log): busybox from this initramfs reading /proc, so it
+# keeps reporting when 9p (L1's root, /out and with it the console's
+# mirror of the job) or the job is stuck. Every 30 s memory, load and the
+# tasks in uninterruptible sleep; every 5 minutes every task with its
+# state and kernel wait. Sysrq fully on: run-l2.sh asks for the blocked
+# tasks' stacks (through QMP) before it stops a stuck L2.
+echo 1 >/proc/sys/kernel/sysrq
+l2_watch() {
+    n=0
+    while :; do
+        line="up=$(uptime_s)"
+        while read -r k v _; do
+            case "$k" in MemAvailable: | Shmem: | AnonPages: | Cached:) line="$line ${k%:}=$((v / 1024))M" ;; esac
+        done </proc/meminfo
+        read -r l1 l5 l15 _ </proc/loadavg
+        line="$line load=$l1,$l5,$l15"
+        full=''
+        for d in /proc/[0-9]*; do
+            read -r stat 2>/dev/null <"$d/stat" || continue
+            # pid (comm) state ...: comm may hold spaces, the state follows ") "
+            st="${stat##*) }" st="${st%% *}" comm="${stat#*(}" comm="${comm%)*}"
+            [ "$st" = D ] && line="$line D:$comm/${d#/proc/}:$(cat "$d/wchan" 2>/dev/null)"
+            [ $((n % 10)) = 0 ] && full="$full
+  ${d#/proc/} $st $(cat "$d/wchan" 2>/dev/null) $comm"
+        done
+        echo "$line$full"
+        n=$((n + 1))
+        sleep 30
+    done
+}
+if [ -e /dev/ttyS1 ] && (: >/dev/ttyS1) 2>/dev/null; then
+    l2_watch >/dev/ttyS1 2>&1 &
+fi
+
 say "job start"
 say "job=$JOB uptime=$(uptime_s)"
 # Mirror the job's output on the console while it runs.

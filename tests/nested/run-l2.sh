@@ -20,8 +20,20 @@
 # l2-attempts.txt (one line per QEMU run), l2-result (key=value summary),
 # l2-freeze.txt when L2 stopped running mid-job (QEMU's CPU idle for
 # MVM_L2_FREEZE_SECS, default 240: its registers, LAPIC and PIC through
-# QMP, then one NMI to wake it), plus whatever the job writes to $MVM_OUT. OUT_DIR must be empty or a previous
-# run-l2.sh OUT_DIR (which is then wiped).
+# QMP, then one NMI to wake it), l2-monitor.log (L2's watch of itself on
+# its second serial port: memory, load, blocked tasks every 30 s, every
+# task every 5 minutes), l2-stuck.txt when a job was stopped unfinished
+# (L2's registers; the kernel's blocked tasks then reach the console),
+# plus whatever the job writes to $MVM_OUT.
+# OUT_DIR must be empty or a previous run-l2.sh OUT_DIR (which is then
+# wiped).
+#
+# A job whose console has not grown for MVM_L2_QUIET_SECS (default 900; 0:
+# never) is stuck: L2 is stopped then, not at the timeout, and the job
+# retried. A retry starts from a wiped OUT_DIR except for the entries the
+# job named in $MVM_OUT/l2-keep (one name per line, entries directly in
+# OUT_DIR): a job made of parts keeps the finished ones there and skips them
+# on the retry.
 #
 # Exit status: the job's own exit status when it finished; 124 when L2 hung
 # (no "job exit" marker before the timeout) on both attempts, or once when
@@ -35,7 +47,7 @@ LOG_PREFIX=run-l2
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 bad() { log "error: $*"; exit 2; }
 
 JOB='' OUT='' TIMEOUT="${MVM_L2_TIMEOUT:-900}" CWD=/ MEM=4096 SMP=1 APPEND='' RETRY=1
@@ -43,6 +55,8 @@ FREEZE_SECS="${MVM_L2_FREEZE_SECS:-240}"
 # A job whose console grew within this many seconds of the timeout is
 # slow, not stuck, and is not retried (MVM_L2_PROGRESS_SECS).
 PROGRESS_SECS="${MVM_L2_PROGRESS_SECS:-600}"
+QUIET_LIMIT="${MVM_L2_QUIET_SECS:-900}"
+[[ "$QUIET_LIMIT" =~ ^[0-9]+$ ]] || bad "MVM_L2_QUIET_SECS must be a number of seconds, not '$QUIET_LIMIT'"
 XPATHS=() ENVS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -154,7 +168,7 @@ since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # Sets: OUTCOME (finished|hung|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
 run_attempt() {
-    local log="$OUT/l2-console.log" t0 now deadline timed_out=0 qrc=0 marker
+    local log="$OUT/l2-console.log" t0 now deadline timed_out=0 went_quiet=0 qrc=0 marker
     OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE='' QUIET_SECS=''
     QMP="$OUT/.qmp.sock"
     rm -f "$QMP"
@@ -169,6 +183,7 @@ run_attempt() {
         -virtfs local,path=/,mount_tag=l1root,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=${OUT//,/,,},mount_tag=out,security_model=none,multidevs=remap" \
         -qmp "unix:$QMP,server=on,wait=off" \
+        -serial mon:stdio -serial "file:$OUT/l2-monitor.log" \
         </dev/null >"$log" 2>"$OUT/l2-qemu.log" &
     QPID=$!
     # Freeze watch: an L2 whose emulated CPU has not run for FREEZE_SECS
@@ -206,8 +221,13 @@ run_attempt() {
         fi
         size=$(stat -c %s "$log" 2>/dev/null) || size=$last_size
         if [ "$size" != "$last_size" ]; then last_size=$size grew_at=${now%.*}; fi
-        if [ "${now%.*}" -ge "$deadline" ]; then
+        if [ -n "$T_START" ] && [ -z "$T_EXIT" ] && [ "$QUIET_LIMIT" -gt 0 ] &&
+            [ $(( ${now%.*} - grew_at )) -ge "$QUIET_LIMIT" ]; then
+            went_quiet=1
+        fi
+        if [ "${now%.*}" -ge "$deadline" ] || [ "$went_quiet" = 1 ]; then
             timed_out=1
+            [ -n "$T_EXIT" ] || stuck_report "$(since "$t0" "$now")"
             QUIET_SECS=$(( ${now%.*} - grew_at ))
             kill -TERM "$QPID" 2>/dev/null || true
             for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QPID" 2>/dev/null || break; sleep 0.5; done
@@ -234,9 +254,10 @@ run_attempt() {
         OUTCOME=finished; JOB_RC="$marker"; NOTE+="job.status missing, status taken from the console; "
     elif [ "$timed_out" = 1 ]; then
         OUTCOME=hung
-        if [ -n "$T_START" ]; then NOTE+="the job started at ${T_START}s but did not finish within ${TIMEOUT}s; "
+        if [ "$went_quiet" = 1 ]; then NOTE+="the job started at ${T_START}s and its console did not grow for ${QUIET_LIMIT}s (MVM_L2_QUIET_SECS): stopped at $(since "$t0" "$EPOCHREALTIME")s; "
+        elif [ -n "$T_START" ]; then NOTE+="the job started at ${T_START}s but did not finish within ${TIMEOUT}s; "
         else NOTE+="L2 did not reach the job within ${TIMEOUT}s; "; fi
-        if [ -n "$T_START" ] && [ "${QUIET_SECS:-$PROGRESS_SECS}" -lt "$PROGRESS_SECS" ]; then
+        if [ "$went_quiet" = 0 ] && [ -n "$T_START" ] && [ "${QUIET_SECS:-$PROGRESS_SECS}" -lt "$PROGRESS_SECS" ]; then
             OUTCOME=slow
             NOTE+="its console last grew ${QUIET_SECS}s before the timeout: slow, not stuck; "
         fi
@@ -252,6 +273,21 @@ run_attempt() {
         NOTE+="$(grep -a 'MVM-L2: FATAL' "$log" | head -n1 | tr -d '\r'); "
     fi
     TIMED_OUT=$timed_out
+}
+
+# What a stuck L2 was doing, before it is stopped: its CPU's registers
+# (l2-stuck.txt), and the kernel's stacks of its blocked tasks and of its
+# CPU on its console (sysrq through the emulated keyboard; loglevel 9 first,
+# as the L2 kernel runs `quiet`).
+stuck_report() {
+    {
+        echo "the job had not finished ${1}s in; L2's state before it was stopped:"
+        python3 "$(dirname "$0")/qmp.py" "$QMP" "hmp:info registers" \
+            "hmp:sendkey alt-sysrq-9" "hmp:sendkey alt-sysrq-w" "hmp:sendkey alt-sysrq-l" 2>&1 ||
+            echo "(QMP did not answer)"
+    } >"$OUT/l2-stuck.txt" 2>&1
+    sleep 10
+    NOTE+="L2's registers in l2-stuck.txt, its blocked tasks (sysrq w) on its console; "
 }
 
 explain() {
@@ -271,9 +307,9 @@ show_tail() {
     fi
     log "last lines of the L2 console ($OUT/l2-console.log):"
     tail -n 15 "$OUT/l2-console.log" | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/^/    | /' >&2
-    if [ -s "$OUT/l2-monitor.log" ]; then
-        log "L2's state as the job recorded it, last lines ($OUT/l2-monitor.log):"
-        tail -n 6 "$OUT/l2-monitor.log" | cut -c1-300 | sed 's/^/    | /' >&2
+    if [ -s "$OUT/l2-monitor.log" ] && [ "$OUTCOME" != finished ]; then
+        log "L2's watch, its last summaries (every 30 s; $OUT/l2-monitor.log):"
+        grep -a '^up=' "$OUT/l2-monitor.log" | tail -n 4 | cut -c1-400 | sed 's/^/    | /' >&2
     fi
     local qerr
     qerr="$(grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" 2>/dev/null | tail -n 10)" || true
@@ -311,8 +347,21 @@ while :; do
     echo "$(explain "$OUTCOME") on attempt $attempt, retried" >>"$OUT/l2-attempts.txt"
     mv "$OUT/l2-console.log" "$OUT/l2-console.attempt$attempt.log"
     mv "$OUT/l2-qemu.log" "$OUT/l2-qemu.attempt$attempt.log"
+    mv "$OUT/l2-monitor.log" "$OUT/l2-monitor.attempt$attempt.log" 2>/dev/null || true
+    mv "$OUT/l2-stuck.txt" "$OUT/l2-stuck.attempt$attempt.txt" 2>/dev/null || true
     keep=(.mvm-l2-out l2-job.env l2-job.conf l2-attempts.txt)
-    for ((i = 1; i <= attempt; i++)); do keep+=("l2-console.attempt$i.log" "l2-qemu.attempt$i.log"); done
+    for ((i = 1; i <= attempt; i++)); do
+        keep+=("l2-console.attempt$i.log" "l2-qemu.attempt$i.log" "l2-monitor.attempt$i.log" "l2-stuck.attempt$i.txt")
+    done
+    # What the job asked to keep: plain names of entries in OUT_DIR.
+    if [ -f "$OUT/l2-keep" ]; then
+        keep+=(l2-keep)
+        while IFS= read -r k; do
+            case "$k" in '' | . | .. | */* | .mvm-l2-out | l2-*) continue ;; esac
+            keep+=("$k")
+        done <"$OUT/l2-keep"
+        log "kept for the retry (l2-keep): $(grep -c . "$OUT/l2-keep") entries"
+    fi
     wipe_out "${keep[@]}"
     attempt=$((attempt + 1))
 done

@@ -9,39 +9,17 @@ set -u
 # rate-limited.
 echo 0 >/proc/sys/kernel/printk_ratelimit 2>/dev/null
 dmesg -w >"$MVM_OUT/l2-dmesg.log" 2>&1 &
-# L2's state every 30 s, to l2-monitor.log (not the console: its growth
-# means progress): memory (tmpfs holds every file the areas write), load,
-# processes in uninterruptible sleep; and, once an area's log has not
-# grown for 5 minutes, every process with its state and kernel wait.
-monitor() {
-    quiet_since=$(date +%s) last='' dumped=''
-    while :; do
-        {
-            printf 'up=%s ' "$(cut -d' ' -f1 /proc/uptime)"
-            awk '/^(MemTotal|MemAvailable|Shmem|Cached|AnonPages|AnonHugePages):/ {printf "%s%dM ", $1, $2 / 1024}' /proc/meminfo
-            printf 'load=%s ' "$(cut -d' ' -f1-3 /proc/loadavg)"
-            ps -eo stat=,pid=,comm= | awk '$1 ~ /^D/ {printf "D:%s/%s ", $3, $2}'
-            echo
-        } >>"$MVM_OUT/l2-monitor.log" 2>&1
-        now=$(date +%s)
-        size=$(cat "$MVM_OUT"/job-*.log 2>/dev/null | wc -c)
-        if [ "$size" != "$last" ]; then last=$size quiet_since=$now dumped=''; fi
-        if [ -z "$dumped" ] && [ $((now - quiet_since)) -ge 300 ]; then
-            dumped=1
-            {
-                echo "== no area output for $((now - quiet_since))s: every process"
-                ps -eo pid,ppid,stat,wchan:32,time,rss,args
-                cat /proc/meminfo
-            } >>"$MVM_OUT/l2-monitor.log" 2>&1
-        fi
-        sleep 30
-    done
-}
-monitor &
 # Each area's output also goes to the console as it comes: run-l2.sh
 # tells a slow job from a stuck one by the console growing.
+# An area that finished in an earlier L2 boot (run-l2.sh retried a stuck
+# run, keeping what l2-keep names) is not run again.
 for job in $(echo "${E2E_ONLY:-boot,fs,lifecycle,net,projects}" | tr , " "); do
+    if [ -f "$MVM_OUT/job-$job.status" ]; then
+        echo "MVM-JOB: === $job: finished in an earlier L2 boot, kept"
+        continue
+    fi
     echo "MVM-JOB: === $job"
+    ls -A "$MVM_OUT" >/tmp/e2e-before
     # (To a file, not a pipe: a daemon an area starts must not hold
     # this loop up by keeping the pipe open.)
     sh "$E2E_JOBS/$job.sh" >"$MVM_OUT/job-$job.log" 2>&1 </dev/null &
@@ -49,5 +27,7 @@ for job in $(echo "${E2E_ONLY:-boot,fs,lifecycle,net,projects}" | tr , " "); do
     tail -n +1 -s 1 -f --pid="$pid" "$MVM_OUT/job-$job.log"
     wait "$pid"
     echo "$?" >"$MVM_OUT/job-$job.status"
+    # What this area wrote (its results, log and status) outlives a retry.
+    ls -A "$MVM_OUT" | grep -vxF -f /tmp/e2e-before >>"$MVM_OUT/l2-keep"
 done
 exit 0

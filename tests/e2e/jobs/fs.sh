@@ -66,7 +66,7 @@ snapshot "$D" >"$OUT/dev-before"
 (
     export MVM_HOME=/tmp/fs-mvm-home MVM_KERNEL="$KERNEL" MVM_INIT="$MVM_INIT"
     rm -rf "$MVM_HOME"
-    m() { timeout 300 "$MVM_BIN" "$@"; }
+    m() { timeout -k 30 300 "$MVM_BIN" "$@"; }
     m create dev --project "$D" --memory 1G --no-net >"$OUT/dev-create.log" 2>&1
     m start dev >"$OUT/dev-start.log" 2>&1
     # The guest sees none of L1's ~/.gitconfig: the committer comes from

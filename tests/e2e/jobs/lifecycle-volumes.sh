@@ -14,7 +14,7 @@ rec() {
     "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
     echo $? >"$OUT/$step.status"
 }
-m() { timeout 120 "$MVM_BIN" "$@"; }
+m() { timeout -k 30 120 "$MVM_BIN" "$@"; }
 
 # Volumes: a volume declared in mvm.toml is created on first start,
 # formatted by the guest and mounted; what the guest writes there survives

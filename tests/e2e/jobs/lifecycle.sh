@@ -21,7 +21,7 @@ rec() {
     "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
     echo $? >"$OUT/$step.status"
 }
-m() { timeout 120 "$MVM_BIN" "$@"; }
+m() { timeout -k 30 120 "$MVM_BIN" "$@"; }
 . "$E2E_JOBS/lib.sh"
 # The service's line in `mvm service b`: name, state, pid, restarts.
 ticker_running() { m service b | awk -v not="${1:--}" '$1 == "ticker" && $2 == "running" && $3 != "-" && $3 != not {f = 1} END {exit !f}'; }

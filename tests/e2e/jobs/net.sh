@@ -26,7 +26,7 @@ rec() {
     "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
     echo $? >"$OUT/$step.status"
 }
-m() { timeout 120 "$MVM_BIN" "$@"; }
+m() { timeout -k 30 120 "$MVM_BIN" "$@"; }
 bb() { busybox "$@"; }
 . "$E2E_JOBS/lib.sh"
 

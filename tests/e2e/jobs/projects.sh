@@ -24,7 +24,7 @@ rec() {
     "$@" >"$OUT/$step.out" 2>"$OUT/$step.err"
     echo $? >"$OUT/$step.status"
 }
-m() { timeout 600 "$MVM_BIN" "$@"; }
+m() { timeout -k 30 600 "$MVM_BIN" "$@"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # Retries URL until it answers 2xx and (optionally) contains TEXT.
 poll() {
