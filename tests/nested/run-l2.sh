@@ -166,10 +166,10 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# Sets: OUTCOME (finished|hung|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
+# Sets: OUTCOME (finished|hung|slow|no-start|died), JOB_RC, T_START, T_EXIT, T_END, NOTE
 run_attempt() {
     local log="$OUT/l2-console.log" t0 now deadline timed_out=0 went_quiet=0 qrc=0 marker
-    OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE='' QUIET_SECS=''
+    OUTCOME='' JOB_RC='' T_START='' T_EXIT='' NOTE='' QUIET_SECS='' STUCK_NOTE=''
     QMP="$OUT/.qmp.sock"
     rm -f "$QMP"
     t0="$EPOCHREALTIME"
@@ -266,6 +266,7 @@ run_attempt() {
     else
         OUTCOME=no-start; NOTE+="QEMU exited (status $qrc) before the job started; "
     fi
+    NOTE+="$STUCK_NOTE"
     if [ "$OUTCOME" = finished ] && [ "$timed_out" = 1 ]; then
         NOTE+="L2 did not power off after the job and was killed at the timeout; "
     fi
@@ -287,7 +288,7 @@ stuck_report() {
             echo "(QMP did not answer)"
     } >"$OUT/l2-stuck.txt" 2>&1
     sleep 10
-    NOTE+="L2's registers in l2-stuck.txt, its blocked tasks (sysrq w) on its console; "
+    STUCK_NOTE="L2's registers in l2-stuck.txt, its blocked tasks (sysrq w) on its console; "
 }
 
 explain() {

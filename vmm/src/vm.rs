@@ -93,6 +93,7 @@ impl Vm {
         // set up: where the host has a second CPU to run it on (on one,
         // the two would only take turns, and the thread costs a little).
         let ram = memory::create_guest_memory(config.memory_mib, !config.vhost_user_fs.is_empty())?;
+        stamp("guest_ram");
         let mem = ram.mem.clone();
         if usable_cpus() < 2 {
             return Self::build(config, ram, || load_boot_files(&mem, config));
