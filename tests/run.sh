@@ -21,7 +21,9 @@
 # Environment: MVM_TESTS_IN_PLACE=1 runs the quickstart and the nested
 # suite here instead (quicker to debug; proves nothing about other paths).
 # The copy is deleted after a pass and kept (its path printed) after a
-# failure: the results are in its target/e2e/nested/ and target/quickstart/.
+# failure or a pass that needed an L2 retry: the results are in its
+# target/e2e/nested/ (a stuck attempt's logs as l2-*.attempt1.*) and
+# target/quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -85,8 +87,11 @@ else
     mv "$NEXT_STAMP" "$STAMP"
     PASSED=0
     on_exit() {
-        if [ "$PASSED" = 1 ]; then
+        if [ "$PASSED" = 1 ] && grep -qx 'attempts=1' "$CHECKOUT/target/e2e/nested/l2-result" 2>/dev/null; then
             rm -rf "$BASE"
+        elif [ "$PASSED" = 1 ]; then
+            # A pass that took a retry keeps the stuck attempt's logs.
+            echo "== passed after an L2 retry: the copy is kept for the stuck attempt's logs: $CHECKOUT/target/e2e/nested (l2-*.attempt1.*)" >&2
         else
             echo "== the copy is kept for its results: $CHECKOUT/target/{e2e/nested,quickstart}" >&2
         fi

@@ -312,6 +312,12 @@ show_tail() {
         log "L2's watch, its last summaries (every 30 s; $OUT/l2-monitor.log):"
         grep -a '^up=' "$OUT/l2-monitor.log" | tail -n 4 | cut -c1-400 | sed 's/^/    | /' >&2
     fi
+    # The L2 kernel's blocked tasks, asked for before the stop: CI's log may
+    # be all that is left of this run.
+    if [ -n "${STUCK_NOTE:-}" ] && grep -aq 'sysrq: Show Blocked State' "$OUT/l2-console.log"; then
+        log "L2's blocked tasks and CPU (sysrq w, l) at the stop:"
+        sed -n '/sysrq: Show Blocked State/,$p' "$OUT/l2-console.log" | tr -d '\r' | head -n 150 | sed 's/^/    | /' >&2
+    fi
     local qerr
     qerr="$(grep -v 'TCG doesn.t support requested feature' "$OUT/l2-qemu.log" 2>/dev/null | tail -n 10)" || true
     if [ -n "$qerr" ] && [ "$OUTCOME" != finished ]; then
