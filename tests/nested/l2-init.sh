@@ -156,9 +156,11 @@ l2_watch() {
             read -r stat 2>/dev/null <"$d/stat" || continue
             # pid (comm) state ...: comm may hold spaces, the state follows ") "
             st="${stat##*) }" st="${st%% *}" comm="${stat#*(}" comm="${comm%)*}"
-            [ "$st" = D ] && line="$line D:$comm/${d#/proc/}:$(cat "$d/wchan" 2>/dev/null)"
+            # (wchan has no newline: read sets it and returns non-zero)
+            wchan='' && read -r wchan 2>/dev/null <"$d/wchan"
+            [ "$st" = D ] && line="$line D:$comm/${d#/proc/}:$wchan"
             [ $((n % 10)) = 0 ] && full="$full
-  ${d#/proc/} $st $(cat "$d/wchan" 2>/dev/null) $comm"
+  ${d#/proc/} $st $wchan $comm"
         done
         echo "$line$full"
         n=$((n + 1))

@@ -363,11 +363,13 @@ while :; do
     # What the job asked to keep: plain names of entries in OUT_DIR.
     if [ -f "$OUT/l2-keep" ]; then
         keep+=(l2-keep)
+        kept=0
         while IFS= read -r k; do
             case "$k" in '' | . | .. | */* | .mvm-l2-out | l2-*) continue ;; esac
             keep+=("$k")
+            kept=$((kept + 1))
         done <"$OUT/l2-keep"
-        log "kept for the retry (l2-keep): $(grep -c . "$OUT/l2-keep") entries"
+        log "kept for the retry (l2-keep): $kept entries"
     fi
     wipe_out "${keep[@]}"
     attempt=$((attempt + 1))
